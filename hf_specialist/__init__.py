@@ -1,0 +1,68 @@
+"""hf_specialist: from generalist to specialist representations for Hugging Face models.
+
+Nothing heavy is imported here: torch and transformers load on first use of a name that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "HiddenStateExtractor": "hooks",
+    "NotFittedError": "_validation",
+    "SpecialistAdapter": "adapter.model",
+    "SpecialistConfig": "adapter.config",
+    "SpecialistModel": "adapter.wrapper",
+    "TaskStructure": "structure.discovery",
+    "extract_steps": "data",
+    "resolve_hook_points": "hooks",
+    "train_specialist": "adapter.train",
+}
+_SUBMODULES = ("hooks", "steps", "data", "structure", "adapter", "hub", "synthetic", "metrics", "plots", "cli")
+
+__all__ = [
+    "HiddenStateExtractor",
+    "NotFittedError",
+    "SpecialistAdapter",
+    "SpecialistConfig",
+    "SpecialistModel",
+    "TaskStructure",
+    "__version__",
+    "extract_steps",
+    "metrics",
+    "resolve_hook_points",
+    "synthetic",
+    "train_specialist",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(_SUBMODULES))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import metrics, synthetic
+    from ._validation import NotFittedError
+    from .adapter.config import SpecialistConfig
+    from .adapter.model import SpecialistAdapter
+    from .adapter.train import train_specialist
+    from .adapter.wrapper import SpecialistModel
+    from .data import extract_steps
+    from .hooks import HiddenStateExtractor, resolve_hook_points
+    from .structure.discovery import TaskStructure

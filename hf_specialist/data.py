@@ -1,0 +1,282 @@
+"""Step extraction over lists of texts or `datasets` columns, with an Arrow cache and `accelerate` sharding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .hooks import HiddenStateExtractor, resolve_hook_points
+from .steps import POOLING_MODES, StepRule, assignment_matrix, pool_steps, stack_steps, step_spans
+
+CACHE_FORMAT_VERSION = 1
+
+
+def _texts_from(texts: Sequence[str] | Any, column: str | None) -> list[str]:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a hard dependency
+        datasets = None
+    if datasets is not None and isinstance(texts, datasets.Dataset):
+        if column is None:
+            string_columns = [k for k, f in texts.features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
+            if len(string_columns) != 1:
+                raise ValueError(f"Pass `column=`: the dataset has string columns {string_columns}, expected exactly one.")
+            column = string_columns[0]
+        if column not in texts.column_names:
+            raise ValueError(f"`column` {column!r} is not in the dataset; columns are {texts.column_names}.")
+        return list(texts[column])
+    if isinstance(texts, str):
+        raise TypeError("`texts` must be a list of strings or a datasets.Dataset, got a single str; wrap it in a list.")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("`texts` is empty; pass at least one text.")
+    return texts
+
+
+def cache_key(model: nn.Module, hook_point: str, steps: StepRule, pool: str, max_length: int | None, texts: list[str]) -> str:
+    """A stable hash of everything that determines the extracted steps."""
+    config = getattr(model, "config", None)
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\x00")
+    payload = {
+        "version": CACHE_FORMAT_VERSION,
+        "model": getattr(config, "_name_or_path", type(model).__name__),
+        "revision": getattr(config, "_commit_hash", None),
+        "config": hashlib.sha256(config.to_json_string().encode()).hexdigest() if config is not None else None,
+        "weights": _weights_fingerprint(model),
+        "hook_point": hook_point,
+        "steps": steps if isinstance(steps, str) else [list(map(list, s)) for s in steps],
+        "pool": pool,
+        "max_length": max_length,
+        "texts": digest.hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _weights_fingerprint(model: nn.Module) -> str:
+    """A cheap fingerprint of the weights: a few values from the first and last parameters."""
+    params = [p for p in model.parameters()]
+    if not params:
+        return "none"
+    sample = torch.cat([params[0].detach().flatten()[:64].float().cpu(), params[-1].detach().flatten()[:64].float().cpu()])
+    return hashlib.sha256(sample.numpy().tobytes()).hexdigest()[:16]
+
+
+def _batches(items: list[Any], batch_size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]
+
+
+def _ensure_pad_token(tokenizer: Any) -> None:
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("The tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token` first.")
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def extract_step_list(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: list[str],
+    spans: list[list[tuple[int, int]]] | None,
+    hook_point: str,
+    pool: str = "mean",
+    batch_size: int = 16,
+    max_length: int | None = None,
+    progress: bool | None = None,
+    dtype: torch.dtype | None = None,
+) -> list[np.ndarray]:
+    """Extract one `(T_i, d)` float32 array per text (the workhorse behind `extract_steps`)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    _ensure_pad_token(tokenizer)
+    if spans is not None and not getattr(tokenizer, "is_fast", False):
+        raise ValueError("Span steps need a fast tokenizer (offset mapping); load it with `use_fast=True`.")
+    disable = (not sys.stderr.isatty()) if progress is None else not progress
+    results: list[np.ndarray] = []
+    with HiddenStateExtractor(model, [hook_point], dtype=dtype) as extractor, torch.inference_mode():
+        bar = tqdm(total=len(texts), desc=f"extract {hook_point}", unit="seq", disable=disable)
+        for batch_index, batch_texts in enumerate(_batches(texts, batch_size)):
+            encoded = tokenizer(
+                batch_texts,
+                return_tensors="pt",
+                padding=True,
+                truncation=max_length is not None,
+                max_length=max_length,
+                return_offsets_mapping=getattr(tokenizer, "is_fast", False),
+                return_special_tokens_mask=True,
+            )
+            offsets = encoded.pop("offset_mapping", None)
+            special = encoded.pop("special_tokens_mask").bool()
+            attention = encoded.get("attention_mask", torch.ones_like(encoded["input_ids"])).bool()
+            content = attention & ~special
+            batch_spans = None if spans is None else spans[batch_index * batch_size : batch_index * batch_size + len(batch_texts)]
+            counts = [int(c) for c in content.sum(-1)] if batch_spans is None else [len(s) for s in batch_spans]
+            assign = assignment_matrix(offsets, content, batch_spans, max(counts))
+            for row, count in enumerate(counts):
+                empty = (~assign[row, :count].any(-1)).nonzero().flatten()
+                if count == 0 or len(empty):
+                    which = batch_index * batch_size + row
+                    detail = "no token" if count == 0 else f"steps {empty.tolist()} cover no token (truncated by max_length?)"
+                    raise ValueError(f"`texts[{which}]` has {detail}; every step needs at least one token.")
+            inputs = {k: v.to(device) for k, v in encoded.items()}
+            hidden = extractor(**inputs)[hook_point].float().cpu()
+            pooled = pool_steps(hidden, assign, pool).numpy()
+            results.extend(pooled[row, :count].copy() for row, count in enumerate(counts))
+            bar.update(len(batch_texts))
+        bar.close()
+    model.train(was_training)
+    return results
+
+
+def _save_arrow(path: Path, per_sequence: list[np.ndarray]) -> None:
+    import datasets
+
+    d = per_sequence[0].shape[-1]
+    features = datasets.Features({"steps": datasets.Array2D(shape=(None, d), dtype="float32")})
+    table = datasets.Dataset.from_dict({"steps": [x.astype(np.float32) for x in per_sequence]}, features=features)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+    try:
+        table.save_to_disk(str(tmp))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_arrow(path: Path) -> list[np.ndarray]:
+    import datasets
+
+    table = datasets.load_from_disk(str(path)).with_format("numpy")
+    return [np.asarray(x, dtype=np.float32) for x in table["steps"]]
+
+
+def extract_steps(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str] | Any,
+    hook_point: str = "layers.-1",
+    steps: StepRule = "token",
+    pool: str = "mean",
+    batch_size: int = 16,
+    max_length: int | None = None,
+    pad_steps: bool = False,
+    column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    process_index: int | None = None,
+    num_processes: int | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Extract per-step hidden states `(n_sequences, T, d)` from a model.
+
+    Args:
+        model (`nn.Module`): a `transformers` model (or `peft.PeftModel`) on the device to run on.
+        tokenizer: its tokenizer; a fast one for span steps.
+        texts (`list[str]` or `datasets.Dataset`): the sequences; with a dataset, `column` names the text column.
+        hook_point (`str`, *optional*, defaults to `"layers.-1"`): one hook-point spec (see `resolve_hook_points`).
+        steps (`str` or per-text spans, *optional*, defaults to `"token"`): `"token"`, a separator string, or
+            per-text lists of `(start, end)` character spans.
+        pool (`str`, *optional*, defaults to `"mean"`): `"mean"`, `"last"` or `"first"` token of each step.
+        batch_size (`int`, *optional*, defaults to 16): texts per forward pass; bounds memory.
+        max_length (`int`, *optional*): truncate tokenised texts to this many tokens.
+        pad_steps (`bool`, *optional*, defaults to `False`): pad sequences with fewer steps and also return a
+            `(n_sequences, T)` step mask; otherwise different step counts raise.
+        cache_dir (`str`, *optional*): an Arrow cache keyed by model, revision, hook point, step rule and texts;
+            reused when present. Under `accelerate launch` each process extracts its own shard and the shards are
+            joined into one cache.
+        progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
+        process_index, num_processes (`int`, *optional*): override the `accelerate` process layout.
+
+    Returns:
+        `np.ndarray` of shape `(n_sequences, T, d)`, or `(states, step_mask)` when `pad_steps=True`.
+    """
+    texts = _texts_from(texts, column)
+    if pool not in POOLING_MODES:
+        raise ValueError(f"`pool` must be one of {POOLING_MODES}, got {pool!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+    names = resolve_hook_points(model, hook_point)
+    if len(names) != 1:
+        raise ValueError(f"`hook_point` must resolve to exactly one hook point, got {names}.")
+    hook_point = names[0]
+    spans = step_spans(texts, steps)
+
+    if process_index is None or num_processes is None:
+        from accelerate import PartialState
+
+        state = PartialState()
+        process_index, num_processes = state.process_index, state.num_processes
+    shard = np.array_split(np.arange(len(texts)), num_processes)[process_index]
+    lo, hi = (int(shard[0]), int(shard[-1]) + 1) if len(shard) else (0, 0)
+
+    root = Path(cache_dir) / cache_key(model, hook_point, steps, pool, max_length, texts) if cache_dir else None
+    if root is not None and (root / "joined").exists():
+        return stack_steps(_load_arrow(root / "joined"), pad_steps)
+
+    def run(a: int, b: int) -> list[np.ndarray]:
+        return extract_step_list(
+            model, tokenizer, texts[a:b], None if spans is None else spans[a:b], hook_point, pool, batch_size,
+            max_length, progress,
+        ) if b > a else []
+
+    if num_processes == 1:
+        per_sequence = run(0, len(texts))
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+            _save_arrow(root / "joined", per_sequence)
+        return stack_steps(per_sequence, pad_steps)
+
+    mine = run(lo, hi)
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        if mine:
+            _save_arrow(root / f"shard-{process_index:05d}", mine)
+        _barrier()
+        if process_index == 0:
+            join_shards(root, num_processes)
+        _barrier()
+        per_sequence = _load_arrow(root / "joined")
+    else:
+        from accelerate.utils import gather_object
+
+        per_sequence = gather_object([mine])
+        per_sequence = [x for part in per_sequence for x in part]
+    return stack_steps(per_sequence, pad_steps)
+
+
+def join_shards(root: Path, num_processes: int) -> list[np.ndarray]:
+    """Join `shard-XXXXX` Arrow folders (in process order) into `root/joined` and return the sequences."""
+    per_sequence: list[np.ndarray] = []
+    for index in range(num_processes):
+        shard_path = root / f"shard-{index:05d}"
+        if shard_path.exists():
+            per_sequence.extend(_load_arrow(shard_path))
+    _save_arrow(root / "joined", per_sequence)
+    for index in range(num_processes):
+        shutil.rmtree(root / f"shard-{index:05d}", ignore_errors=True)
+    return per_sequence
+
+
+def _barrier() -> None:
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        state.wait_for_everyone()

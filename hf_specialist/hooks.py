@@ -1,0 +1,338 @@
+"""Hook points on any `transformers` model and a hidden-state extractor that stops the forward pass early.
+
+Hook-point specs (see `resolve_hook_points`):
+
+- ``"layers.N"``: the output of block N (negative N counts from the end), equal to
+  ``output_hidden_states[N + 1]``;
+- ``"layers.*"`` or any fnmatch pattern over the canonical names and raw module paths;
+- ``"embed"``: the input of block 0, equal to ``output_hidden_states[0]``;
+- ``"final_norm"``: the output of the final normalisation layer, where the architecture has one;
+- a raw module path such as ``"transformer.h.3.mlp"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+# Suffixes of the block list per architecture family; matched against module paths, so wrappers such as
+# `*ForCausalLM`, `*ForSequenceClassification` and `peft.PeftModel` resolve too.
+LAYER_LIST_SUFFIXES: dict[str, str] = {
+    "gpt2": "transformer.h",
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "qwen2": "model.layers",
+    "gemma": "model.layers",
+    "bert": "encoder.layer",
+    "gpt_neox": "gpt_neox.layers",
+    "opt": "decoder.layers",
+    "t5": "encoder.block",
+}
+# Names of the final normalisation layer, looked up beside the block list (its siblings).
+FINAL_NORM_NAMES: tuple[str, ...] = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "final_norm")
+_LAYER_NAME = re.compile(r"^layers\.(-?\d+)$")
+
+
+class _StopForward(Exception):
+    """Raised inside a hook once every requested hook point has fired."""
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """A resolved hook point: its canonical `name`, the module path, and whether it reads the module's input."""
+
+    name: str
+    module_path: str
+    reads_input: bool = False
+
+
+def _num_layers(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Return `(path, module_list)` of the model's transformer blocks.
+
+    Looks up the architecture table first, then falls back to the single `nn.ModuleList` whose length is
+    `config.num_hidden_layers`.
+
+    Raises:
+        ValueError: when no block list can be identified.
+    """
+    n_layers = _num_layers(model)
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    suffixes = [LAYER_LIST_SUFFIXES[model_type]] if model_type in LAYER_LIST_SUFFIXES else []
+    suffixes += [s for s in LAYER_LIST_SUFFIXES.values() if s not in suffixes]
+    for suffix in suffixes:
+        for name, module in lists:
+            if (name == suffix or name.endswith("." + suffix)) and (n_layers is None or len(module) == n_layers):
+                return name, module
+    if n_layers is not None:
+        matching = [(name, m) for name, m in lists if len(m) == n_layers]
+        if len(matching) == 1:
+            return matching[0]
+    raise ValueError(
+        f"Could not find the list of transformer blocks in {type(model).__name__}: no known block list "
+        f"({sorted(set(LAYER_LIST_SUFFIXES.values()))}) and no single nn.ModuleList of length "
+        f"config.num_hidden_layers={n_layers}. Pass raw module paths as hook points instead."
+    )
+
+
+def _find_final_norm(model: nn.Module, layer_path: str) -> str | None:
+    parent = layer_path.rsplit(".", 1)[0] if "." in layer_path else ""
+    modules = dict(model.named_modules())
+    for name in FINAL_NORM_NAMES:
+        path = f"{parent}.{name}" if parent else name
+        if path in modules:
+            return path
+    return None
+
+
+def _canonical_points(model: nn.Module) -> dict[str, HookPoint]:
+    layer_path, layers = find_layer_list(model)
+    points = {"embed": HookPoint("embed", f"{layer_path}.0", reads_input=True)}
+    for i in range(len(layers)):
+        points[f"layers.{i}"] = HookPoint(f"layers.{i}", f"{layer_path}.{i}")
+    norm = _find_final_norm(model, layer_path)
+    if norm is not None:
+        points["final_norm"] = HookPoint("final_norm", norm)
+    return points
+
+
+def _resolve(model: nn.Module, spec: str | Iterable[str]) -> list[HookPoint]:
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    if not specs:
+        raise ValueError("`spec` must name at least one hook point, got an empty list.")
+    try:
+        canonical = _canonical_points(model)
+        n_layers = sum(1 for k in canonical if k.startswith("layers."))
+    except ValueError:
+        canonical, n_layers = {}, 0
+    modules = dict(model.named_modules())
+    resolved: list[HookPoint] = []
+    for item in specs:
+        if not isinstance(item, str) or not item:
+            raise TypeError(f"Hook point specs must be non-empty strings, got {item!r}.")
+        matched: list[HookPoint] = []
+        layer_match = _LAYER_NAME.match(item)
+        if layer_match and canonical:
+            index = int(layer_match.group(1))
+            if index < 0:
+                index += n_layers
+            if not 0 <= index < n_layers:
+                raise ValueError(f"Hook point {item!r} is out of range: the model has {n_layers} layers (0..{n_layers - 1}).")
+            matched = [canonical[f"layers.{index}"]]
+        elif item in canonical:
+            matched = [canonical[item]]
+        elif item in modules and item:
+            matched = [HookPoint(item, item)]
+        elif any(ch in item for ch in "*?["):
+            matched = [p for name, p in canonical.items() if fnmatch.fnmatchcase(name, item)]
+            if not matched:
+                matched = [HookPoint(n, n) for n in modules if n and fnmatch.fnmatchcase(n, item)]
+        if not matched:
+            if item == "final_norm" and canonical:
+                raise ValueError(f"Hook point 'final_norm' matches nothing: {type(model).__name__} has no final norm layer.")
+            candidates = list(canonical) + [n for n in modules if n]
+            near = difflib.get_close_matches(item, candidates, n=5, cutoff=0.4)
+            if not near:
+                near = list(canonical)[:3] + (["layers.*", f"layers.{n_layers - 1}"] if n_layers else [])
+            raise ValueError(f"Hook point {item!r} matches nothing in {type(model).__name__}. Nearest valid names: {near}.")
+        for point in matched:
+            if point not in resolved:
+                resolved.append(point)
+    return resolved
+
+
+def resolve_hook_points(model: nn.Module, spec: str | Iterable[str]) -> list[str]:
+    """Resolve hook-point specs to canonical names.
+
+    Args:
+        model (`nn.Module`): any `transformers` model, also wrapped in a `peft.PeftModel`.
+        spec (`str` or `list[str]`): ``"layers.6"``, ``"layers.-1"``, ``"layers.*"``, fnmatch patterns,
+            ``"embed"``, ``"final_norm"``, or raw module paths.
+
+    Returns:
+        `list[str]`: canonical names (``"layers.6"``, ``"embed"``, ``"final_norm"`` or the raw module path), in
+        the order given, without duplicates.
+
+    Raises:
+        ValueError: a spec matches nothing; the message lists the nearest valid names.
+
+    Examples:
+        >>> resolve_hook_points(gpt2, "layers.-1")  # doctest: +SKIP
+        ['layers.11']
+    """
+    return [p.name for p in _resolve(model, spec)]
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value:
+        return _first_tensor(value[0])
+    if isinstance(value, dict):
+        for key in ("last_hidden_state", "hidden_states"):
+            if isinstance(value.get(key), torch.Tensor):
+                return value[key]
+        return _first_tensor(next(iter(value.values())))
+    raise TypeError(f"Hooked module returned {type(value).__name__}, which holds no tensor.")
+
+
+def _forward_target(model: nn.Module, points: list[HookPoint]) -> nn.Module:
+    """The module to call: the encoder alone when every point lies in an encoder-decoder's encoder."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        encoder = model.get_encoder()
+        encoder_paths = {name for name, m in model.named_modules() if m is encoder}
+        if encoder_paths and all(any(p.module_path.startswith(e + ".") for e in encoder_paths) for p in points):
+            return encoder
+    return model
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only real tokens, so left and right padding give the same positions."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)
+
+
+class HiddenStateExtractor:
+    """Capture hidden states at chosen hook points and stop the forward pass after the last one.
+
+    Args:
+        model (`nn.Module`): any `transformers` model, also wrapped in a `peft.PeftModel`.
+        hook_points (`str` or `list[str]`): specs resolved by `resolve_hook_points`.
+        stop_early (`bool`, *optional*, defaults to `True`): raise after every hook point has fired, so the
+            modules after the deepest one never run.
+        detach (`bool`, *optional*, defaults to `True`): detach captured tensors from the graph.
+        clone (`bool`, *optional*, defaults to `False`): copy captured tensors (guards against later in-place ops).
+        dtype (`torch.dtype`, *optional*): cast captured tensors to this dtype.
+
+    Examples:
+        >>> with HiddenStateExtractor(model, ["layers.6"]) as ex:  # doctest: +SKIP
+        ...     hidden = ex(**tokenizer(texts, return_tensors="pt", padding=True))
+        >>> hidden["layers.6"].shape  # doctest: +SKIP
+        torch.Size([2, 9, 768])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        hook_points: str | Iterable[str],
+        stop_early: bool = True,
+        detach: bool = True,
+        clone: bool = False,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.model = model
+        self.points = _resolve(model, hook_points)
+        self.hook_points = [p.name for p in self.points]
+        self.stop_early, self.detach, self.clone, self.dtype = stop_early, detach, clone, dtype
+        self._handles: list[Any] = []
+        self._captured: dict[str, torch.Tensor] = {}
+        self._active = False
+
+    def _store(self, name: str, tensor: torch.Tensor) -> None:
+        if self.detach:
+            tensor = tensor.detach()
+        if self.dtype is not None:
+            tensor = tensor.to(self.dtype)
+        if self.clone:
+            tensor = tensor.clone()
+        self._captured[name] = tensor
+        if self.stop_early and len(self._captured) == len(self.points):
+            raise _StopForward
+
+    def _make_hook(self, point: HookPoint):
+        if point.reads_input:
+
+            def pre_hook(module, args, kwargs):
+                value = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values())))
+                self._store(point.name, _first_tensor(value))
+
+            return pre_hook
+
+        def hook(module, args, output):
+            self._store(point.name, _first_tensor(output))
+
+        return hook
+
+    def __enter__(self) -> HiddenStateExtractor:
+        modules = dict(self.model.named_modules())
+        try:
+            for point in self.points:
+                module = modules[point.module_path]
+                hook = self._make_hook(point)
+                if point.reads_input:
+                    self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+                else:
+                    self._handles.append(module.register_forward_hook(hook))
+        except BaseException:
+            self.remove()
+            raise
+        self._active = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this extractor registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._active = False
+
+    def __call__(self, **model_inputs: Any) -> dict[str, torch.Tensor]:
+        """Run the model on `model_inputs` and return `{hook point: (batch, tokens, d) tensor}`.
+
+        When `attention_mask` is given and the model accepts `position_ids`, positions are computed from the
+        mask so that left padding gives the same hidden states as right padding.
+        """
+        if not self._active:
+            raise RuntimeError("Use HiddenStateExtractor as a context manager: `with HiddenStateExtractor(...) as ex:`.")
+        target = _forward_target(self.model, self.points)
+        inputs = dict(model_inputs)
+        if (
+            "attention_mask" in inputs
+            and "position_ids" not in inputs
+            and target is self.model
+            and _accepts(target, "position_ids")
+        ):
+            inputs["position_ids"] = position_ids_from_mask(inputs["attention_mask"])
+        if target is self.model and _accepts(target, "use_cache"):
+            inputs.setdefault("use_cache", False)
+        self._captured = {}
+        try:
+            target(**inputs)
+        except _StopForward:
+            pass
+        missing = [p.name for p in self.points if p.name not in self._captured]
+        if missing:
+            raise RuntimeError(f"Hook points {missing} did not run during the forward pass.")
+        captured, self._captured = self._captured, {}
+        return {name: captured[name] for name in self.hook_points}
+
+
+def _accepts(module: nn.Module, name: str) -> bool:
+    inner = getattr(module, "get_base_model", None)
+    base = inner() if callable(inner) else module
+    try:
+        return name in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False

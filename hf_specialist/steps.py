@@ -1,0 +1,152 @@
+"""Tokens to time steps: span rules, mapping character spans to tokens, and pooling.
+
+A step is either one token (``steps="token"``), the text between occurrences of a separator string
+(``steps="\\n"`` or ``steps=". "``), or explicit character spans per text (``steps=[[(0, 12), (13, 40)], ...]``).
+Character spans are mapped to tokens through the fast tokenizer's offsets; padding and special tokens never
+enter a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+import torch
+
+StepRule = Union[str, Sequence[Sequence[tuple[int, int]]]]
+POOLING_MODES = ("mean", "last", "first")
+
+
+def separator_spans(text: str, separator: str) -> list[tuple[int, int]]:
+    """Character spans of the non-blank pieces of `text` between occurrences of `separator`.
+
+    Leading and trailing white space is trimmed from each span; empty pieces are dropped.
+    """
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while start <= len(text):
+        end = text.find(separator, start)
+        end = len(text) if end < 0 else end
+        piece = text[start:end]
+        stripped = piece.strip()
+        if stripped:
+            offset = start + (len(piece) - len(piece.lstrip()))
+            spans.append((offset, offset + len(stripped)))
+        if end >= len(text):
+            break
+        start = end + len(separator)
+    return spans
+
+
+def step_spans(texts: Sequence[str], steps: StepRule) -> list[list[tuple[int, int]]] | None:
+    """Character spans for every text, or `None` for token steps.
+
+    Raises:
+        ValueError: an empty text, a text with no step, or per-text spans of the wrong count or out of range.
+    """
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"`texts[{i}]` must be a str, got {type(text).__name__}.")
+        if not text.strip():
+            raise ValueError(f"`texts[{i}]` is empty; every text needs at least one step.")
+    if isinstance(steps, str):
+        if steps == "token":
+            return None
+        if not steps:
+            raise ValueError("`steps` separator must be a non-empty string (or 'token', or per-text spans).")
+        spans = [separator_spans(text, steps) for text in texts]
+    else:
+        spans = [list(s) for s in steps]
+        if len(spans) != len(texts):
+            raise ValueError(f"`steps` gives spans for {len(spans)} texts but {len(texts)} texts were passed.")
+        for i, (text, text_spans) in enumerate(zip(texts, spans)):
+            for start, end in text_spans:
+                if not 0 <= start < end <= len(text):
+                    raise ValueError(
+                        f"`steps[{i}]` has span ({start}, {end}) outside text {i} of length {len(text)}; "
+                        "spans must satisfy 0 <= start < end <= len(text)."
+                    )
+    for i, text_spans in enumerate(spans):
+        if not text_spans:
+            raise ValueError(f"`texts[{i}]` has no step under the rule {steps!r}: {texts[i][:60]!r}.")
+    return spans
+
+
+def assignment_matrix(
+    offsets: torch.Tensor,
+    content_mask: torch.Tensor,
+    spans: list[list[tuple[int, int]]] | None,
+    n_steps: int,
+) -> torch.Tensor:
+    """Boolean `(batch, n_steps, tokens)` matrix: token j belongs to step t.
+
+    Args:
+        offsets: `(batch, tokens, 2)` character offsets from the fast tokenizer.
+        content_mask: `(batch, tokens)` true for real, non-special tokens.
+        spans: per-text character spans, or `None` for one step per content token.
+        n_steps: width of the step axis (the largest step count in the batch).
+    """
+    batch, n_tokens = content_mask.shape
+    assign = torch.zeros(batch, n_steps, n_tokens, dtype=torch.bool)
+    if spans is None:
+        for b in range(batch):
+            positions = torch.nonzero(content_mask[b]).flatten()
+            assign[b, torch.arange(len(positions)), positions] = True
+        return assign
+    for b, text_spans in enumerate(spans):
+        span = torch.tensor(text_spans, dtype=torch.long)
+        starts, ends = offsets[b, :, 0], offsets[b, :, 1]
+        overlap = (starts[None, :] < span[:, 1:2]) & (ends[None, :] > span[:, 0:1]) & content_mask[b][None, :]
+        assign[b, : len(text_spans)] = overlap
+    return assign
+
+
+def pool_steps(hidden: torch.Tensor, assign: torch.Tensor, pool: str) -> torch.Tensor:
+    """Pool `(batch, tokens, d)` hidden states into `(batch, n_steps, d)` with the assignment matrix.
+
+    Steps with no token come out as zeros (callers mask or reject them).
+    """
+    if pool not in POOLING_MODES:
+        raise ValueError(f"`pool` must be one of {POOLING_MODES}, got {pool!r}.")
+    hidden = hidden.float()
+    weights = assign.to(hidden.dtype)
+    if pool == "mean":
+        counts = weights.sum(-1, keepdim=True).clamp(min=1.0)
+        return torch.bmm(weights / counts, hidden)
+    n_tokens = assign.shape[-1]
+    index = torch.arange(n_tokens).expand_as(assign)
+    if pool == "first":
+        chosen = torch.where(assign, index, n_tokens).min(-1).values.clamp(max=n_tokens - 1)
+    else:
+        chosen = torch.where(assign, index, -1).max(-1).values.clamp(min=0)
+    pooled = torch.gather(hidden, 1, chosen.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    return pooled * assign.any(-1, keepdim=True).to(hidden.dtype)
+
+
+def stack_steps(
+    per_sequence: list[np.ndarray], pad_steps: bool
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Join per-sequence `(T_i, d)` arrays into `(n_sequences, T, d)`.
+
+    Raises:
+        ValueError: step counts differ and `pad_steps` is false.
+    """
+    counts = [len(x) for x in per_sequence]
+    if not pad_steps:
+        if len(set(counts)) > 1:
+            first_bad = next(i for i, c in enumerate(counts) if c != counts[0])
+            raise ValueError(
+                f"Sequences have different numbers of steps (sequence 0 has {counts[0]}, sequence {first_bad} has "
+                f"{counts[first_bad]}; range {min(counts)}..{max(counts)}). Pass `pad_steps=True` to pad and get a "
+                "step mask, or make every text produce the same number of steps."
+            )
+        return np.stack(per_sequence).astype(np.float32)
+    width = max(counts)
+    d = per_sequence[0].shape[-1]
+    states = np.zeros((len(per_sequence), width, d), dtype=np.float32)
+    mask = np.zeros((len(per_sequence), width), dtype=bool)
+    for i, x in enumerate(per_sequence):
+        states[i, : len(x)] = x
+        mask[i, : len(x)] = True
+    return states, mask
