@@ -1,0 +1,162 @@
+"""Baselines for step x task structure, with the same `fit(states, tasks)` -> `step_tasks_ (T, M)` contract.
+
+- `CCABaseline`: canonical correlation of each step with each task, kept when significant (Bartlett, Bonferroni).
+- `GroupLassoBaseline`: each task regressed on all steps, one group per step; steps with a non-zero group count.
+- `ChangePointClusterBaseline`: change points in the per-step profile of task correlations split the sequence
+  into segments; per task, a two-cluster split of the segments' correlations marks the relevant ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from .._validation import check_array, check_consistent_length
+
+
+def _as_3d(states, tasks) -> tuple[np.ndarray, np.ndarray]:
+    states = check_array(states, "states", ndims=(2, 3), expected="(n_sequences, T) or (n_sequences, T, d)", min_samples=10)
+    tasks = check_array(tasks, "tasks", ndims=(2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
+    check_consistent_length(states=states, tasks=tasks)
+    if states.ndim == 2:
+        states = states[:, :, None]
+    if tasks.ndim == 2:
+        tasks = tasks[:, :, None]
+    standardise = lambda a: (a - a.mean(0)) / np.where(a.std(0) > 0, a.std(0), 1.0)  # noqa: E731
+    return standardise(states), standardise(tasks)
+
+
+def _canonical_r(x: np.ndarray, y: np.ndarray) -> float:
+    """Largest canonical correlation between `(n, p)` and `(n, q)` standardised blocks."""
+    qx, _ = np.linalg.qr(x)
+    qy, _ = np.linalg.qr(y)
+    return float(np.linalg.svd(qx.T @ qy, compute_uv=False)[0])
+
+
+class CCABaseline:
+    """Mark step t for task i when the canonical correlation of `s_t` and `g_i` is significant.
+
+    Args:
+        alpha (`float`, *optional*, defaults to 0.05): family-wise level (Bonferroni over `T * M` tests).
+    """
+
+    def __init__(self, *, alpha: float = 0.05) -> None:
+        self.alpha = alpha
+
+    def fit(self, states, tasks) -> CCABaseline:
+        """Fit on `(n, T[, d])` states and `(n, M[, d_g])` tasks."""
+        states, tasks = _as_3d(states, tasks)
+        n, T, d = states.shape
+        M, d_g = tasks.shape[1], tasks.shape[2]
+        r = np.array([[_canonical_r(states[:, t], tasks[:, i]) for i in range(M)] for t in range(T)])
+        stat = -(n - 1 - (d + d_g + 1) / 2) * np.log(np.clip(1 - r**2, 1e-300, 1))
+        pvalues = stats.chi2.sf(stat, df=d * d_g)
+        self.correlations_ = r
+        self.step_tasks_ = pvalues * T * M < self.alpha
+        return self
+
+
+class GroupLassoBaseline:
+    """Group lasso of each task on all steps (one group per step), fitted by proximal gradient.
+
+    The penalty is picked on a path of `n_lambdas` values by BIC on the training data.
+    """
+
+    def __init__(self, *, n_lambdas: int = 12, max_iter: int = 300) -> None:
+        self.n_lambdas, self.max_iter = n_lambdas, max_iter
+
+    def _fit_path(self, X: np.ndarray, y: np.ndarray, groups: int, d: int) -> np.ndarray:
+        n = len(y)
+        step = 1.0 / (np.linalg.norm(X, 2) ** 2 / n)
+        grad0 = X.T @ y / n
+        lam_max = np.linalg.norm(grad0.reshape(groups, d), axis=1).max()
+        best, best_bic = np.zeros(X.shape[1]), np.inf
+        w = np.zeros(X.shape[1])
+        for lam in lam_max * np.logspace(0, -3, self.n_lambdas):
+            for _ in range(self.max_iter):
+                z = (w - step * (X.T @ (X @ w - y) / n)).reshape(groups, d)
+                norms = np.linalg.norm(z, axis=1, keepdims=True)
+                w_new = (np.maximum(0, 1 - step * lam / np.maximum(norms, 1e-12)) * z).ravel()
+                if np.abs(w_new - w).max() < 1e-6:
+                    w = w_new
+                    break
+                w = w_new
+            rss = np.sum((y - X @ w) ** 2)
+            k = np.count_nonzero(w)
+            bic = n * np.log(rss / n + 1e-12) + k * np.log(n)
+            if bic < best_bic:
+                best, best_bic = w.copy(), bic
+        return best
+
+    def fit(self, states, tasks) -> GroupLassoBaseline:
+        """Fit on `(n, T[, d])` states and `(n, M[, d_g])` tasks."""
+        states, tasks = _as_3d(states, tasks)
+        n, T, d = states.shape
+        X = states.reshape(n, T * d)
+        M = tasks.shape[1]
+        step_tasks = np.zeros((T, M), dtype=bool)
+        for i in range(M):
+            for j in range(tasks.shape[2]):
+                w = self._fit_path(X, tasks[:, i, j], T, d)
+                step_tasks[:, i] |= np.linalg.norm(w.reshape(T, d), axis=1) > 1e-8
+        self.step_tasks_ = step_tasks
+        return self
+
+
+def _binary_segmentation(profile: np.ndarray, n_breaks: int, min_size: int) -> list[int]:
+    """Change points of a `(T, k)` profile by greedy binary segmentation with an L2 cost."""
+
+    def cost(a: int, b: int) -> float:
+        seg = profile[a:b]
+        return float(((seg - seg.mean(0)) ** 2).sum())
+
+    breaks = [0, len(profile)]
+    for _ in range(n_breaks):
+        best = None
+        for a, b in zip(breaks[:-1], breaks[1:]):
+            for c in range(a + min_size, b - min_size + 1):
+                gain = cost(a, b) - cost(a, c) - cost(c, b)
+                if best is None or gain > best[0]:
+                    best = (gain, c)
+        if best is None or best[0] <= 1e-12:
+            break
+        breaks = sorted(breaks + [best[1]])
+    return breaks
+
+
+class ChangePointClusterBaseline:
+    """Segments from change points in the profile `|corr(s_t, g_i)|`, then a two-means split per task.
+
+    Args:
+        segment_length (`int`, *optional*, defaults to 2): the smallest segment; also sets the number of breaks
+            (`T / segment_length - 1` at most).
+    """
+
+    def __init__(self, *, segment_length: int = 2) -> None:
+        self.segment_length = segment_length
+
+    def fit(self, states, tasks) -> ChangePointClusterBaseline:
+        """Fit on `(n, T[, d])` states and `(n, M[, d_g])` tasks."""
+        states, tasks = _as_3d(states, tasks)
+        n, T, d = states.shape
+        M = tasks.shape[1]
+        profile = np.array([[_canonical_r(states[:, t], tasks[:, i]) for i in range(M)] for t in range(T)])
+        breaks = _binary_segmentation(profile, T // self.segment_length - 1, self.segment_length)
+        step_tasks = np.zeros((T, M), dtype=bool)
+        means = np.array([profile[a:b].mean(0) for a, b in zip(breaks[:-1], breaks[1:])])
+        for i in range(M):
+            values = means[:, i]
+            lo, hi = values.min(), values.max()
+            for _ in range(50):  # two-means in one dimension
+                high = np.abs(values - hi) < np.abs(values - lo)
+                if high.all() or not high.any():
+                    break
+                lo, hi = values[~high].mean(), values[high].mean()
+            for (a, b), h in zip(zip(breaks[:-1], breaks[1:]), high):
+                step_tasks[a:b, i] = h
+        self.profile_ = profile
+        self.step_tasks_ = step_tasks
+        return self
+
+
+BASELINES = {"cca": CCABaseline, "group_lasso": GroupLassoBaseline, "changepoint_cluster": ChangePointClusterBaseline}

@@ -1,0 +1,496 @@
+"""Conditional-independence tests, each evaluating many tests `X ⫫ Y | Z` in one call.
+
+A test is three lists of column indices into one data matrix `(n_samples, n_columns)`. The base class `CITest`
+owns validation, standardisation, grouping tests of equal shape into batches, the local-permutation null, the
+random generator and a cache keyed by `(x, y, frozenset(z))`; a subclass adds `name`, a batched `statistic` and,
+where one exists, an `analytic_pvalue`.
+
+Registered tests (`get_ci_test(name)`):
+
+- ``"fisher_z"``: partial correlation (Fisher's z) for scalar x, y; Wilks' lambda of the partial canonical
+  correlations with Bartlett's chi-square for vector-valued x, y. Everything comes from one covariance matrix.
+- ``"knn_cmi"``: the Frenzel-Pompe k-nearest-neighbour CMI estimate with a local-permutation null.
+- ``"neural_cmi"``: an InfoNCE critic whose negatives are shuffled within neighbourhoods of Z, trained for all
+  tests of a batch at once; the p-value comes from the same statistic on locally permuted held-out data.
+
+References:
+    Frenzel & Pompe (2007), Partial mutual information for coupling analysis of multivariate time series.
+    Runge (2018), Conditional independence testing based on a nearest-neighbor estimator of CMI.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special, stats
+
+from .._validation import Interval, check_array, validate_params
+
+Columns = Sequence[int]
+TestSpec = tuple[Columns, Columns, Columns]
+
+
+@dataclass
+class CIResult:
+    """Statistics and p-values of a batch of tests, each of shape `(n_tests,)`."""
+
+    statistic: np.ndarray
+    pvalue: np.ndarray
+
+
+def neighbourhood_cells(z: np.ndarray, leaf_size: int = 5) -> np.ndarray:
+    """Cell id per row: rows split recursively at the median of the widest dimension of `z`, cells of at most
+    `leaf_size` rows. With no `z` columns every row is in one cell."""
+    n = len(z)
+    if z.ndim == 1:
+        z = z[:, None]
+    cells = np.zeros(n, dtype=np.int64)
+    if z.shape[1] == 0:
+        return cells
+    pending = [np.arange(n)]
+    next_id = 0
+    while pending:
+        idx = pending.pop()
+        if len(idx) <= leaf_size:
+            cells[idx] = next_id
+            next_id += 1
+            continue
+        values = z[idx]
+        dim = int(np.argmax(values.max(0) - values.min(0)))
+        order = idx[np.argsort(values[:, dim], kind="stable")]
+        half = len(order) // 2
+        pending.extend([order[:half], order[half:]])
+    return cells
+
+
+def permute_within_cells(cells: np.ndarray, rng: np.random.Generator, size: int | None = None) -> np.ndarray:
+    """Random permutations that only exchange rows of the same cell: `(n,)`, or `(size, n)` when `size` is given."""
+    n = len(cells)
+    draws = 1 if size is None else size
+    shuffled = np.argsort(cells[None, :] + rng.random((draws, n)), axis=-1)  # grouped by cell, random inside
+    in_order = np.argsort(cells, kind="stable")  # grouped by cell, index order inside
+    perm = np.empty((draws, n), dtype=np.int64)
+    perm[:, in_order] = shuffled
+    return perm[0] if size is None else perm
+
+
+def local_permutation(z: np.ndarray, rng: np.random.Generator, leaf_size: int = 5) -> np.ndarray:
+    """A permutation of the rows that only exchanges rows close in `z` (see `neighbourhood_cells`).
+
+    Returns:
+        `(n,)` int array `perm` such that `x[perm]` is x shuffled among rows with similar z.
+    """
+    return permute_within_cells(neighbourhood_cells(z, leaf_size), rng)
+
+
+class CITest:
+    """Base class of batched conditional-independence tests.
+
+    Args:
+        pvalue (`str`, *optional*, defaults to `"analytic"`): `"analytic"` where the test has one, else
+            `"permutation"` (local-permutation null).
+        n_permutations (`int`, *optional*, defaults to 100): draws of the permutation null.
+        leaf_size (`int`, *optional*, defaults to 5): neighbourhood size of the local permutation.
+        null (`str`, *optional*, defaults to `"normal"`): how a permutation p-value is read off the null draws:
+            `"normal"` fits a normal distribution to them (continuous p-values, small enough to survive a
+            multiple-testing correction with few draws); `"empirical"` is the rank `(1 + #{null >= s}) / (1 + B)`.
+        seed (`int`, *optional*): random seed.
+    """
+
+    name: str = "base"
+    has_analytic = False
+    min_samples = 10
+
+    def __init__(self, *, pvalue: str | None = None, n_permutations: int = 100, leaf_size: int = 5,
+                 null: str = "normal", seed: int | None = 0):
+        self.pvalue = pvalue or ("analytic" if self.has_analytic else "permutation")
+        if self.pvalue not in ("analytic", "permutation"):
+            raise ValueError(f"`pvalue` must be 'analytic' or 'permutation', got {self.pvalue!r}.")
+        if self.pvalue == "analytic" and not self.has_analytic:
+            raise ValueError(f"{type(self).__name__} has no analytic p-value; use pvalue='permutation'.")
+        validate_params(type(self).__name__, {"n_permutations": n_permutations, "leaf_size": leaf_size},
+                        {"n_permutations": [Interval(int, 1, None)], "leaf_size": [Interval(int, 1, None)]})
+        if null not in ("normal", "empirical"):
+            raise ValueError(f"`null` must be 'normal' or 'empirical', got {null!r}.")
+        self.n_permutations, self.leaf_size, self.null, self.seed = n_permutations, leaf_size, null, seed
+        self._cache: dict[tuple, tuple[float, float]] = {}
+        self.data_: np.ndarray | None = None
+
+    # -- data ---------------------------------------------------------------------------------------
+    def fit(self, data: np.ndarray) -> CITest:
+        """Store standardised data `(n_samples, n_columns)` and precompute what the statistic needs."""
+        data = check_array(data, "data", ndims=(2,), expected="(n_samples, n_columns)", min_samples=self.min_samples)
+        std = data.std(0)
+        std[std == 0] = 1.0
+        self.data_ = (data - data.mean(0)) / std
+        self.rng_ = np.random.default_rng(self.seed)
+        self._cache.clear()
+        self._prepare()
+        return self
+
+    def _prepare(self) -> None:
+        """Hook for subclasses: precompute from `self.data_`."""
+
+    # -- subclass interface -------------------------------------------------------------------------
+    def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Statistics of a batch of tests of equal shape: `x (B, kx)`, `y (B, ky)`, `z (B, kz)` column indices."""
+        raise NotImplementedError
+
+    def analytic_pvalue(self, statistic: np.ndarray, kx: int, ky: int, kz: int) -> np.ndarray:
+        """p-values from the statistic's known null distribution."""
+        raise NotImplementedError
+
+    # -- running ------------------------------------------------------------------------------------
+    def test(self, tests: Sequence[TestSpec]) -> CIResult:
+        """Run every test `(x_columns, y_columns, z_columns)`; returns statistics and p-values in order."""
+        if self.data_ is None:
+            raise RuntimeError(f"Call {type(self).__name__}.fit(data) before test().")
+        n_columns = self.data_.shape[1]
+        keys = []
+        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        for index, (x, y, z) in enumerate(tests):
+            x, y, z = tuple(int(c) for c in x), tuple(int(c) for c in y), tuple(sorted(set(int(c) for c in z)))
+            if not x or not y:
+                raise ValueError(f"Test {index} has an empty x or y.")
+            if any(not 0 <= c < n_columns for c in x + y + z):
+                raise ValueError(f"Test {index} uses a column outside 0..{n_columns - 1}.")
+            key = (x, y, frozenset(z))
+            keys.append((key, x, y, z))
+            if key not in self._cache:
+                groups[(len(x), len(y), len(z))].append(index)
+        for (kx, ky, kz), members in groups.items():
+            unique: dict[tuple, int] = {}
+            for m in members:
+                unique.setdefault(keys[m][0], m)
+            rows = list(unique.values())
+            x = np.array([keys[m][1] for m in rows], dtype=np.int64).reshape(len(rows), kx)
+            y = np.array([keys[m][2] for m in rows], dtype=np.int64).reshape(len(rows), ky)
+            z = np.array([keys[m][3] for m in rows], dtype=np.int64).reshape(len(rows), kz)
+            statistic = self.statistic(self.data_, x, y, z)
+            if self.pvalue == "analytic":
+                pvalue = self.analytic_pvalue(statistic, kx, ky, kz)
+            else:
+                pvalue = self._permutation_pvalue(statistic, x, y, z)
+            for m, s, p in zip(rows, statistic, pvalue):
+                self._cache[keys[m][0]] = (float(s), float(p))
+        values = np.array([self._cache[k[0]] for k in keys], dtype=np.float64).reshape(len(keys), 2)
+        return CIResult(statistic=values[:, 0], pvalue=values[:, 1])
+
+    def _permutation_pvalue(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Share of locally permuted statistics at least as large (x shuffled within neighbourhoods of z)."""
+        nulls = np.empty((len(statistic), self.n_permutations))
+        for b in range(len(statistic)):
+            data = self.data_
+            perms = permute_within_cells(neighbourhood_cells(data[:, z[b]], self.leaf_size), self.rng_, self.n_permutations)
+            null = np.empty(self.n_permutations)
+            for r, perm in enumerate(perms):
+                permuted = data.copy()
+                permuted[:, x[b]] = data[perm][:, x[b]]
+                null[r] = self._single_statistic(permuted, x[b], y[b], z[b])
+            nulls[b] = null
+        return self.pvalue_from_null(statistic, nulls)
+
+    def pvalue_from_null(self, statistic: np.ndarray, null: np.ndarray) -> np.ndarray:
+        """One-sided p-values of `statistic (B,)` against null draws `(B, n_draws)`."""
+        if self.null == "empirical":
+            return ((null >= statistic[:, None]).sum(1) + 1) / (null.shape[1] + 1)
+        mean, std = null.mean(1), null.std(1, ddof=1)
+        return stats.norm.sf((statistic - mean) / np.maximum(std, 1e-12))
+
+    def _single_statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
+        return float(self.statistic(data, x[None], y[None], z[None])[0])
+
+
+class FisherZ(CITest):
+    """Gaussian CI test from one covariance matrix.
+
+    For scalar x and y the statistic is Fisher's `sqrt(n - |Z| - 3) * atanh(|r|)` of the partial correlation `r`;
+    for vector-valued x, y it is Bartlett's `-(n - 1 - |Z| - (p + q + 1) / 2) * log(Wilks' lambda)` with
+    `lambda = det(S_xyz) det(S_z) / (det(S_xz) det(S_yz))`, chi-square with `p * q` degrees of freedom.
+    """
+
+    name = "fisher_z"
+    has_analytic = True
+
+    def _prepare(self) -> None:
+        data = self.data_
+        self.n_ = data.shape[0]
+        self.cov_ = (data.T @ data) / (self.n_ - 1)
+
+    def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        cov = self.cov_ if data is self.data_ else np.cov(data, rowvar=False)
+        n = data.shape[0]
+        kx, ky, kz = x.shape[1], y.shape[1], z.shape[1]
+        if kx == 1 and ky == 1:
+            idx = np.concatenate([x, y, z], axis=1)
+            sub = cov[idx[:, :, None], idx[:, None, :]]
+            if kz:
+                szz = sub[:, 2:, 2:]
+                sab = sub[:, :2, 2:]
+                partial = sub[:, :2, :2] - sab @ np.linalg.solve(szz + 1e-12 * np.eye(kz), np.swapaxes(sab, 1, 2))
+            else:
+                partial = sub[:, :2, :2]
+            r = partial[:, 0, 1] / np.sqrt(np.maximum(partial[:, 0, 0] * partial[:, 1, 1], 1e-300))
+            r = np.clip(np.abs(r), 0.0, 1 - 1e-15)
+            return np.sqrt(max(n - kz - 3, 1)) * np.arctanh(r)
+        log_lambda = (
+            _logdet(cov, np.concatenate([x, y, z], 1))
+            + _logdet(cov, z)
+            - _logdet(cov, np.concatenate([x, z], 1))
+            - _logdet(cov, np.concatenate([y, z], 1))
+        )
+        log_lambda = np.minimum(log_lambda, 0.0)
+        return -(n - 1 - kz - (kx + ky + 1) / 2) * log_lambda
+
+    def analytic_pvalue(self, statistic: np.ndarray, kx: int, ky: int, kz: int) -> np.ndarray:
+        if kx == 1 and ky == 1:
+            return 2 * stats.norm.sf(statistic)
+        return stats.chi2.sf(statistic, df=kx * ky)
+
+
+def _logdet(cov: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    if idx.shape[1] == 0:
+        return np.zeros(idx.shape[0])
+    sub = cov[idx[:, :, None], idx[:, None, :]]
+    sign, value = np.linalg.slogdet(sub + 1e-10 * np.eye(idx.shape[1]))
+    return np.where(sign > 0, value, -np.inf)
+
+
+class KnnCMI(CITest):
+    """Frenzel-Pompe k-nearest-neighbour estimate of `I(X; Y | Z)` (max-norm), with a local-permutation null.
+
+    Distances are computed per column once (`n x n` each), so keep `n` in the low thousands; batches of tests
+    are evaluated together on the stacked distance matrices.
+
+    Args:
+        k (`int`, *optional*, defaults to 10): neighbours in the joint space.
+        n_permutations (`int`, *optional*, defaults to 50): draws of the local-permutation null.
+        batch_tests (`int`, *optional*, defaults to 8): tests evaluated together (memory `batch_tests * n^2`).
+    """
+
+    name = "knn_cmi"
+    min_samples = 20
+
+    def __init__(self, *, k: int = 10, n_permutations: int = 50, batch_tests: int = 8, **kwargs):
+        super().__init__(n_permutations=n_permutations, **kwargs)
+        validate_params("KnnCMI", {"k": k, "batch_tests": batch_tests},
+                        {"k": [Interval(int, 1, None)], "batch_tests": [Interval(int, 1, None)]})
+        self.k, self.batch_tests = k, batch_tests
+
+    def _prepare(self) -> None:
+        import torch
+
+        n = self.data_.shape[0]
+        if n > 5000:
+            raise ValueError(f"knn_cmi computes n x n distances; got n={n}, use at most 5000 samples (or fisher_z / neural_cmi).")
+        if self.k >= n:
+            raise ValueError(f"`k`={self.k} must be smaller than the number of samples {n}.")
+        jitter = self.rng_.normal(scale=1e-6, size=self.data_.shape)
+        values = torch.as_tensor(self.data_ + jitter, dtype=torch.float32)
+        self.dist_ = (values.T[:, :, None] - values.T[:, None, :]).abs()  # (columns, n, n)
+
+    def _cmi(self, dx, dy, dz):
+        """Batched estimate from `(B, n, n)` max-norm distance matrices (dz may be None)."""
+        import torch
+
+        n = dx.shape[-1]
+        eye = torch.eye(n, dtype=torch.bool)
+        joint = torch.maximum(dx, dy) if dz is None else torch.maximum(torch.maximum(dx, dy), dz)
+        joint = joint.masked_fill(eye, float("inf"))
+        eps = joint.kthvalue(self.k, dim=-1).values.unsqueeze(-1)
+
+        def count(d):
+            return ((d < eps) & ~eye).sum(-1).double()
+
+        if dz is None:
+            n_x, n_y = count(dx), count(dy)
+            value = special.digamma(self.k) + special.digamma(n) - (
+                torch.special.digamma(n_x + 1) + torch.special.digamma(n_y + 1)
+            ).mean(-1).numpy()
+            return value
+        n_xz, n_yz, n_z = count(torch.maximum(dx, dz)), count(torch.maximum(dy, dz)), count(dz)
+        return special.digamma(self.k) - (
+            torch.special.digamma(n_xz + 1) + torch.special.digamma(n_yz + 1) - torch.special.digamma(n_z + 1)
+        ).mean(-1).numpy()
+
+    def _distances(self, cols: np.ndarray):
+        return self.dist_[cols].amax(dim=1) if cols.shape[1] else None
+
+    def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(x), self.batch_tests):
+            sl = slice(start, start + self.batch_tests)
+            out.append(self._cmi(self._distances(x[sl]), self._distances(y[sl]), self._distances(z[sl])))
+        return np.concatenate(out)
+
+    def _permutation_pvalue(self, statistic, x, y, z):
+        import torch
+
+        nulls = np.empty((len(statistic), self.n_permutations))
+        for b in range(len(statistic)):
+            dx, dy = self._distances(x[b : b + 1]), self._distances(y[b : b + 1])
+            dz = self._distances(z[b : b + 1])
+            cells = neighbourhood_cells(self.data_[:, z[b]], self.leaf_size)
+            for start in range(0, self.n_permutations, self.batch_tests):
+                reps = min(self.batch_tests, self.n_permutations - start)
+                perms = torch.as_tensor(permute_within_cells(cells, self.rng_, size=reps))
+                dxp = dx[0][perms[:, :, None], perms[:, None, :]]
+                nulls[b, start : start + reps] = self._cmi(
+                    dxp, dy.expand(reps, -1, -1), None if dz is None else dz.expand(reps, -1, -1)
+                )
+        return self.pvalue_from_null(statistic, nulls)
+
+
+class NeuralCMI(CITest):
+    """InfoNCE estimate of `I(X; Y | Z)` with negatives shuffled within neighbourhoods of Z.
+
+    A critic `f(x, y, z)` (a small MLP, one per test, all tests of a batch trained together as one batched
+    network) learns to tell the observed `y` from `y` values of rows with similar `z`. The statistic is the
+    InfoNCE lower bound on held-out rows; the p-value compares it with the same statistic when the held-out `y`
+    is itself replaced by a locally permuted copy, which is a draw from the null `X ⫫ Y | Z`.
+
+    Args:
+        hidden (`int`, *optional*, defaults to 64): critic width.
+        n_negatives (`int`, *optional*, defaults to 16): locally shuffled negatives per row.
+        epochs (`int`, *optional*, defaults to 30): passes over the training rows.
+        n_permutations (`int`, *optional*, defaults to 50): null draws on held-out rows.
+        device (`str`, *optional*): "cuda" when available, else "cpu".
+    """
+
+    name = "neural_cmi"
+    min_samples = 50
+
+    def __init__(self, *, hidden: int = 64, n_negatives: int = 16, epochs: int = 30, lr: float = 3e-3,
+                 batch_size: int = 512, n_permutations: int = 50, holdout: float = 0.3, batch_tests: int = 64,
+                 device: str | None = None, **kwargs):
+        super().__init__(n_permutations=n_permutations, **kwargs)
+        validate_params("NeuralCMI", {"hidden": hidden, "n_negatives": n_negatives, "epochs": epochs, "lr": lr,
+                                      "holdout": holdout},
+                        {"hidden": [Interval(int, 1, None)], "n_negatives": [Interval(int, 1, None)],
+                         "epochs": [Interval(int, 1, None)], "lr": [Interval(float, 0, None, "neither")],
+                         "holdout": [Interval(float, 0, 1, "neither")]})
+        self.hidden, self.n_negatives, self.epochs, self.lr = hidden, n_negatives, epochs, lr
+        self.batch_size, self.holdout, self.batch_tests, self.device = batch_size, holdout, batch_tests, device
+
+    def statistic(self, data, x, y, z):
+        stats_out, nulls = [], []
+        for start in range(0, len(x), self.batch_tests):
+            sl = slice(start, start + self.batch_tests)
+            s, null = self._run_batch(data, x[sl], y[sl], z[sl])
+            stats_out.append(s)
+            nulls.append(null)
+        self._null = np.concatenate(nulls)
+        return np.concatenate(stats_out)
+
+    def _permutation_pvalue(self, statistic, x, y, z):
+        return self.pvalue_from_null(statistic, self._null)
+
+    def _run_batch(self, data, x, y, z):
+        import torch
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        gen = torch.Generator().manual_seed(int(self.rng_.integers(2**31)))
+        n = data.shape[0]
+        n_test = max(int(n * self.holdout), 10)
+        order = self.rng_.permutation(n)
+        train_rows, test_rows = order[n_test:], order[:n_test]
+        B = len(x)
+
+        def gather(rows, cols):
+            return torch.as_tensor(data[rows][:, cols].transpose(1, 0, 2), dtype=torch.float32, device=device)
+
+        leaf = max(self.leaf_size, 2 * self.n_negatives)
+        cells = {
+            name: [neighbourhood_cells(data[rows][:, z[b]], leaf) for b in range(B)]
+            for name, rows in (("train", train_rows), ("test", test_rows))
+        }
+
+        def neg_index(split, count):
+            """(B, count, rows) indices into the split's rows, shuffled within z-neighbourhoods of each test."""
+            out = np.stack([permute_within_cells(cells[split][b], self.rng_, size=count) for b in range(B)])
+            return torch.as_tensor(out, device=device)
+
+        xs = {name: gather(rows, x) for name, rows in (("train", train_rows), ("test", test_rows))}
+        ys = {name: gather(rows, y) for name, rows in (("train", train_rows), ("test", test_rows))}
+        zs = {name: gather(rows, z) for name, rows in (("train", train_rows), ("test", test_rows))}
+        d_in = x.shape[1] + y.shape[1] + z.shape[1]
+        h = self.hidden
+        w1 = (torch.randn(B, d_in, h, generator=gen) / d_in**0.5).to(device).requires_grad_()
+        b1 = torch.zeros(B, 1, h, device=device, requires_grad=True)
+        w2 = (torch.randn(B, h, h, generator=gen) / h**0.5).to(device).requires_grad_()
+        b2 = torch.zeros(B, 1, h, device=device, requires_grad=True)
+        w3 = (torch.randn(B, h, 1, generator=gen) / h**0.5).to(device).requires_grad_()
+        params = [w1, b1, w2, b2, w3]
+
+        def critic(xv, yv, zv):  # (B, m, *) -> (B, m)
+            inp = torch.cat([xv, yv, zv], -1)
+            hid = torch.nn.functional.silu(torch.baddbmm(b1, inp, w1))
+            hid = torch.nn.functional.silu(torch.baddbmm(b2, hid, w2))
+            return torch.bmm(hid, w3).squeeze(-1)
+
+        def infonce(xv, yv, zv, y_pool, neg):
+            """Mean InfoNCE bound: `neg` (B, K, m) indexes rows of `y_pool` (B, N, ky) used as negatives."""
+            pos = critic(xv, yv, zv)
+            negs = [
+                critic(xv, torch.gather(y_pool, 1, neg[:, k, :, None].expand(-1, -1, y_pool.shape[-1])), zv)
+                for k in range(neg.shape[1])
+            ]
+            scores = torch.stack([pos] + negs, -1)  # (B, m, K+1)
+            return (scores[..., 0] - torch.logsumexp(scores, -1) + np.log(scores.shape[-1])).mean(-1)
+
+        optim = torch.optim.Adam(params, lr=self.lr)
+        m = len(train_rows)
+        for _ in range(self.epochs):
+            negatives = neg_index("train", self.n_negatives)  # fresh local shuffles every epoch
+            batch_order = torch.randperm(m, generator=gen).to(device)
+            for start in range(0, m, self.batch_size):
+                rows = batch_order[start : start + self.batch_size]
+                bound = infonce(xs["train"][:, rows], ys["train"][:, rows], zs["train"][:, rows], ys["train"],
+                                negatives[:, :, rows])
+                loss = -bound.sum()
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+        with torch.no_grad():
+            test_neg = neg_index("test", self.n_negatives)
+            observed = infonce(xs["test"], ys["test"], zs["test"], ys["test"], test_neg).cpu().numpy()
+            null = np.empty((B, self.n_permutations))
+            for r in range(self.n_permutations):
+                perm = neg_index("test", 1)[:, 0]
+                y_null = torch.gather(ys["test"], 1, perm[:, :, None].expand(-1, -1, ys["test"].shape[-1]))
+                null[:, r] = infonce(
+                    xs["test"], y_null, zs["test"], y_null, neg_index("test", self.n_negatives)
+                ).cpu().numpy()
+        return observed, null
+
+
+CI_TESTS: dict[str, type[CITest]] = {}
+
+
+def register_ci_test(cls: type[CITest]) -> type[CITest]:
+    """Register a `CITest` subclass under its `name`; a duplicate name raises."""
+    if cls.name in CI_TESTS:
+        raise ValueError(f"A CI test named {cls.name!r} is already registered ({CI_TESTS[cls.name].__name__}).")
+    CI_TESTS[cls.name] = cls
+    return cls
+
+
+for _cls in (FisherZ, KnnCMI, NeuralCMI):
+    register_ci_test(_cls)
+
+
+def get_ci_test(test: str | CITest, seed: int | None = None) -> CITest:
+    """A configured test from a registered name, or the instance itself."""
+    if isinstance(test, CITest):
+        return test
+    if isinstance(test, type):
+        raise TypeError(
+            f"`test` must be a registered name or a CITest instance, got the class {test.__name__}. "
+            f"Pass an instance instead, e.g. test={test.__name__}()."
+        )
+    if not isinstance(test, str) or test not in CI_TESTS:
+        raise ValueError(f"Unknown CI test {test!r}. Valid names: {sorted(CI_TESTS)}.")
+    return CI_TESTS[test](seed=seed)

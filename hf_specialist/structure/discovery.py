@@ -1,0 +1,315 @@
+"""Algorithm 1 (Theorem 1): which segments of a sequence serve which task, from conditional-independence tests.
+
+The tests run *across sequences*: each step index is a random variable observed once per sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._validation import (
+    InstanceOf,
+    Interval,
+    Options,
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    validate_params,
+)
+from .ci_tests import CITest, get_ci_test
+
+
+def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
+    """Family-wise adjusted p-values: `None` (unchanged), `"bonferroni"` or `"fdr_bh"` (Benjamini-Hochberg)."""
+    p = np.asarray(pvalues, dtype=float)
+    flat = p.ravel()
+    finite = np.isfinite(flat)
+    out = flat.copy()
+    m = int(finite.sum())
+    if correction is None or m == 0:
+        return p
+    if correction == "bonferroni":
+        out[finite] = np.minimum(flat[finite] * m, 1.0)
+    elif correction == "fdr_bh":
+        from scipy.stats import false_discovery_control
+
+        out[finite] = false_discovery_control(flat[finite], method="bh")
+    else:
+        raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")
+    return out.reshape(p.shape)
+
+
+class TaskStructure:
+    """Discover the step x task structure of sequences (the paper's Algorithm 1, plus a direct test).
+
+    Segment `k` (steps `kL-L+1 .. kL`, 1-based) is represented by its *end* step `s_{kL}`, whose parents lie in
+    the same segment. Tests:
+
+    - ``mode="pairwise"`` (the paper): for segments `k < v` and task `i`,
+      `s_{kL} ⫫̸ s_{vL} | {s_{kL-1}, s_{kL+1}, s_{vL-1}, s_{vL+1}, g_i}` marks task `i` in both segments;
+    - ``mode="direct"``: `s_{kL} ⫫̸ g_i | {s_{kL-1}, s_{kL+1}}` marks task `i` in segment `k` (also finds tasks
+      served by a single segment);
+    - ``mode="both"``: the union, with one multiple-testing family over all tests.
+
+    Args:
+        segment_length (`int`, *optional*, defaults to 2): `L`, steps per segment (at least 2).
+        test (`str` or `CITest`, *optional*, defaults to `"fisher_z"`): a registered CI test name or an instance.
+        alpha (`float`, *optional*, defaults to 0.05): level after correction.
+        mode (`str`, *optional*, defaults to `"both"`): `"pairwise"`, `"direct"` or `"both"`.
+        correction (`str`, *optional*, defaults to `"fdr_bh"`): `None`, `"bonferroni"` or `"fdr_bh"`.
+        project (`int`, *optional*): PCA each step's vector to this many dims before testing (for hidden states).
+        representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
+        drop_last (`bool`, *optional*, defaults to `False`): drop trailing steps when `T` is not a multiple of `L`.
+        seed (`int`, *optional*, defaults to 0): random seed for permutation nulls and neural critics.
+        progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
+
+    Attributes:
+        segment_tasks_ (`np.ndarray` of shape `(N, M)`, bool): segment `k` serves task `i`.
+        step_tasks_ (`np.ndarray` of shape `(T, M)`, bool): the segment sets copied to their steps (dropped
+            trailing steps are `False`).
+        pvalues_ (`np.ndarray`): adjusted p-values; `(M, N, N)` for `"pairwise"` and `"both"` (for `"both"` the
+            diagonal `[i, k, k]` holds the direct test of segment `k`; for `"pairwise"` it is NaN), `(M, N)` for
+            `"direct"`.
+        statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
+        n_tests_ (`int`): number of CI tests run.
+        n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
+
+    Examples:
+        >>> from hf_specialist import TaskStructure, synthetic
+        >>> states, tasks, truth = synthetic.paper_linear_gaussian(n=5000, T=8, seed=0)
+        >>> ts = TaskStructure(segment_length=2).fit(states, tasks)
+        >>> bool((ts.step_tasks_ == truth["step_tasks"]).all())
+        True
+
+    References:
+        Zheng et al., "From Generalist to Specialist Representation", ICML 2026, Theorem 1 and Algorithm 1.
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "segment_length": [Interval(int, 2, None)],
+        "test": [InstanceOf(str, CITest, type, description="a registered test name or a CITest instance")],
+        "alpha": [Interval(float, 0, 1, "neither")],
+        "mode": [Options("pairwise", "direct", "both")],
+        "correction": [Options(None, "bonferroni", "fdr_bh")],
+        "project": [Options(None), Interval(int, 1, None)],
+        "representative": [Options("end", "start")],
+        "drop_last": [Options(True, False)],
+        "seed": [Options(None), Interval(int, 0, None)],
+        "progress": [Options(None, True, False)],
+    }
+
+    def __init__(
+        self,
+        *,
+        segment_length: int = 2,
+        test: str | CITest = "fisher_z",
+        alpha: float = 0.05,
+        mode: str = "both",
+        correction: str | None = "fdr_bh",
+        project: int | None = None,
+        representative: str = "end",
+        drop_last: bool = False,
+        seed: int | None = 0,
+        progress: bool | None = None,
+    ) -> None:
+        self.segment_length = segment_length
+        self.test = test
+        self.alpha = alpha
+        self.mode = mode
+        self.correction = correction
+        self.project = project
+        self.representative = representative
+        self.drop_last = drop_last
+        self.seed = seed
+        self.progress = progress
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments."""
+        return {name: getattr(self, name) for name in self._parameter_constraints}
+
+    # -- input ------------------------------------------------------------------------------------
+    def _validate(self, states: Any, tasks: Any) -> tuple[np.ndarray, np.ndarray]:
+        validate_params(type(self).__name__, self.get_params(), self._parameter_constraints)
+        states = check_array(states, "states", ndims=(2, 3), expected="(n_sequences, T) or (n_sequences, T, d)")
+        tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
+        check_consistent_length(states=states, tasks=tasks)
+        if states.ndim == 2:
+            states = states[:, :, None]
+        if tasks.ndim == 1:
+            tasks = tasks[:, None, None]
+        elif tasks.ndim == 2:
+            tasks = tasks[:, :, None]
+        n, T, _ = states.shape
+        L = self.segment_length
+        if T % L:
+            if not self.drop_last:
+                raise ValueError(
+                    f"`states` has T={T} steps, which is not a multiple of segment_length={L}. Pass "
+                    f"drop_last=True to drop the last {T % L} steps, or choose another segment_length."
+                )
+        if T // L < (2 if self.mode == "pairwise" else 1):
+            raise ValueError(f"`states` has {T // L} segment(s) of length {L}; mode={self.mode!r} needs at least 2.")
+        ci = get_ci_test(self.test, seed=self.seed)
+        width = states.shape[2] if self.project is None else min(self.project, states.shape[2])
+        needed = max(ci.min_samples, 4 * width + tasks.shape[2] + width * 2 + 5)
+        if n < needed:
+            raise ValueError(
+                f"`states` has {n} sequences but the {ci.name} test with these dimensions needs at least {needed}; "
+                "pass more sequences (or a smaller `project`)."
+            )
+        return states, tasks
+
+    def _project(self, states: np.ndarray) -> np.ndarray:
+        if self.project is None or states.shape[2] <= self.project:
+            return states
+        from sklearn.decomposition import PCA
+
+        out = np.empty(states.shape[:2] + (self.project,))
+        for t in range(states.shape[1]):
+            out[:, t] = PCA(n_components=self.project, random_state=self.seed).fit_transform(states[:, t])
+        return out
+
+    # -- fit --------------------------------------------------------------------------------------
+    def fit(self, states: Any, tasks: Any) -> TaskStructure:
+        """Fit the structure.
+
+        Args:
+            states: `(n_sequences, T)` or `(n_sequences, T, d)` step states (numpy or torch).
+            tasks: `(n_sequences, M)` or `(n_sequences, M, d_g)` task variables.
+
+        Returns:
+            `self`.
+        """
+        states, tasks = self._validate(states, tasks)
+        L = self.segment_length
+        n, T_full, _ = states.shape
+        N = T_full // L
+        T = N * L
+        states = self._project(states[:, :T])
+        d, M, d_g = states.shape[2], tasks.shape[1], tasks.shape[2]
+        data = np.concatenate([states.reshape(n, T * d), tasks.reshape(n, M * d_g)], axis=1)
+
+        def step_cols(t: int) -> list[int]:  # 0-based step index
+            return list(range(t * d, (t + 1) * d))
+
+        def task_cols(i: int) -> list[int]:
+            return list(range(T * d + i * d_g, T * d + (i + 1) * d_g))
+
+        def rep(k: int) -> int:  # 0-based representative step of segment k
+            return k * L + L - 1 if self.representative == "end" else k * L
+
+        def neighbours(t: int) -> list[int]:
+            return [c for u in (t - 1, t + 1) if 0 <= u < T for c in step_cols(u)]
+
+        specs, where = [], []
+        if self.mode in ("pairwise", "both"):
+            for i in range(M):
+                for k in range(N):
+                    for v in range(k + 1, N):
+                        tk, tv = rep(k), rep(v)
+                        z = sorted(set(neighbours(tk) + neighbours(tv)) - set(step_cols(tk)) - set(step_cols(tv)))
+                        specs.append((step_cols(tk), step_cols(tv), z + task_cols(i)))
+                        where.append((i, k, v))
+        if self.mode in ("direct", "both"):
+            for i in range(M):
+                for k in range(N):
+                    specs.append((step_cols(rep(k)), task_cols(i), neighbours(rep(k))))
+                    where.append((i, k, k))
+
+        ci = get_ci_test(self.test, seed=self.seed).fit(data)
+        disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
+        chunk = len(specs) if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
+        stats, pvals = [], []
+        with tqdm(total=len(specs), desc=f"CI tests ({ci.name})", unit="test", disable=disable) as bar:
+            for start in range(0, len(specs), chunk):
+                result = ci.test(specs[start : start + chunk])
+                stats.append(result.statistic)
+                pvals.append(result.pvalue)
+                bar.update(len(result.pvalue))
+        statistic = np.concatenate(stats) if stats else np.zeros(0)
+        raw = np.concatenate(pvals) if pvals else np.zeros(0)
+        adjusted = adjust_pvalues(raw, self.correction)
+
+        shape = (M, N) if self.mode == "direct" else (M, N, N)
+        self.pvalues_ = np.full(shape, np.nan)
+        self.statistics_ = np.full(shape, np.nan)
+        self.raw_pvalues_ = np.full(shape, np.nan)
+        segment_tasks = np.zeros((N, M), dtype=bool)
+        for (i, k, v), s, p, q in zip(where, statistic, raw, adjusted):
+            index = (i, k) if self.mode == "direct" else (i, k, v)
+            self.statistics_[index], self.raw_pvalues_[index], self.pvalues_[index] = s, p, q
+            if q < self.alpha:
+                segment_tasks[k, i] = True
+                segment_tasks[v, i] = True
+        if self.mode != "direct":
+            for arr in (self.pvalues_, self.statistics_, self.raw_pvalues_):
+                upper = np.triu_indices(N, 1)
+                arr[:, upper[1], upper[0]] = arr[:, upper[0], upper[1]]
+        self.segment_tasks_ = segment_tasks
+        step_tasks = np.zeros((T_full, M), dtype=bool)
+        step_tasks[:T] = np.repeat(segment_tasks, L, axis=0)
+        self.step_tasks_ = step_tasks
+        self.n_tests_ = len(specs)
+        self.n_segments_, self.n_tasks_, self.n_steps_ = N, M, T_full
+        self.n_features_in_ = d
+        return self
+
+    # -- results ----------------------------------------------------------------------------------
+    def task_mask(self, n_sequences: int | None = None) -> np.ndarray:
+        """`(T, M)` bool (or `(n_sequences * T, M)` when `n_sequences` is given): which rows count for which task.
+
+        Rows are steps, as the adapter's `task_mask` expects for states flattened to `(n_sequences * T, d)`.
+        """
+        check_is_fitted(self, ["step_tasks_"])
+        if n_sequences is None:
+            return self.step_tasks_.copy()
+        return np.tile(self.step_tasks_, (n_sequences, 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (parameters and fitted structure) for `structure.json`."""
+        check_is_fitted(self, ["segment_tasks_"])
+        params = self.get_params()
+        params["test"] = params["test"] if isinstance(params["test"], str) else getattr(params["test"], "name", "custom")
+
+        def clean(a: np.ndarray) -> Any:
+            return [None if not np.isfinite(x) else float(x) for x in a.ravel()]
+
+        return {
+            "params": params,
+            "segment_tasks": self.segment_tasks_.astype(int).tolist(),
+            "step_tasks": self.step_tasks_.astype(int).tolist(),
+            "pvalues": {"shape": list(self.pvalues_.shape), "values": clean(self.pvalues_)},
+            "statistics": {"shape": list(self.statistics_.shape), "values": clean(self.statistics_)},
+            "n_tests": self.n_tests_,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> TaskStructure:
+        """Rebuild a fitted `TaskStructure` from `to_dict()` output."""
+        try:
+            structure = cls(**payload["params"])
+            structure.segment_tasks_ = np.asarray(payload["segment_tasks"], dtype=bool)
+            structure.step_tasks_ = np.asarray(payload["step_tasks"], dtype=bool)
+            for name in ("pvalues", "statistics"):
+                block = payload[name]
+                values = np.array([np.nan if v is None else v for v in block["values"]], dtype=float)
+                setattr(structure, f"{name}_", values.reshape(block["shape"]))
+            structure.n_tests_ = int(payload["n_tests"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"Invalid structure description: {err}") from err
+        structure.n_segments_, structure.n_tasks_ = structure.segment_tasks_.shape
+        structure.n_steps_ = structure.step_tasks_.shape[0]
+        return structure
+
+    def to_json(self) -> str:
+        """`to_dict()` as a JSON string."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if v != type(self)().__dict__.get(k)}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"

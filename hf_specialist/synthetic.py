@@ -1,0 +1,211 @@
+"""Ground-truth generators. Each returns `(states, tasks, truth)`.
+
+- `collider_sequences`: the paper's sequences. Per step a latent state `s_t`, an action `a_t = pi_t(s_t, noise)`,
+  a transition `s_{t+1} = F_t(s_t, a_t, noise)` (or fresh noise at a cut), and tasks as colliders of the actions of
+  the steps that serve them. Linear-Gaussian by default (the paper's synthetic study); `nonlinear=True` uses
+  nonlinear policies, transitions and task maps; `state_dim > 1` gives vector states observed through a random
+  invertible nonlinear map.
+- `within_step_latents`: one step's latent with per-task blocks of relevant dims plus irrelevant dims, observed
+  through a random invertible MLP, with nonlinear task outcomes (Theorem 2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._validation import Interval, validate_params
+
+
+def _signed_uniform(rng: np.random.Generator, size: Any, low: float = 0.5, high: float = 1.5) -> np.ndarray:
+    return rng.uniform(low, high, size=size) * rng.choice([-1.0, 1.0], size=size)
+
+
+def random_assignment(
+    n_segments: int,
+    n_tasks: int,
+    rng: np.random.Generator,
+    min_segments: int = 2,
+    max_segments: int | None = None,
+) -> np.ndarray:
+    """A random interleaved `(n_segments, n_tasks)` bool assignment; each task touches `min..max` segments.
+
+    Segments may serve several tasks or none.
+    """
+    if max_segments is None:
+        max_segments = max(min_segments, min(n_segments, math.ceil(n_segments / max(n_tasks, 1)) + 1))
+    if min_segments > n_segments:
+        raise ValueError(f"`min_segments_per_task`={min_segments} exceeds the number of segments {n_segments}.")
+    assignment = np.zeros((n_segments, n_tasks), dtype=bool)
+    for task in range(n_tasks):
+        count = int(rng.integers(min_segments, min(max_segments, n_segments) + 1))
+        assignment[rng.choice(n_segments, size=count, replace=False), task] = True
+    return assignment
+
+
+def _invertible_mlp(dim_in: int, dim_out: int, rng: np.random.Generator, layers: int = 2):
+    """A random injective map R^dim_in -> R^dim_out: full-rank linear maps and leaky-ReLU, returned as a function."""
+    weights = []
+    width = dim_in
+    for layer in range(layers):
+        out = dim_out if layer == layers - 1 else max(dim_out, dim_in)
+        while True:
+            w = rng.normal(size=(width, out)) / math.sqrt(width)
+            if np.linalg.matrix_rank(w) == min(width, out) and np.linalg.svd(w, compute_uv=False).min() > 0.2:
+                break
+        weights.append(w)
+        width = out
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        for i, w in enumerate(weights):
+            x = x @ w
+            if i < len(weights) - 1:
+                x = np.where(x > 0, x, 0.2 * x)
+        return x
+
+    return apply
+
+
+def collider_sequences(
+    n: int = 10_000,
+    T: int = 20,
+    M: int = 4,
+    *,
+    segment_length: int = 2,
+    min_segments_per_task: int = 2,
+    max_segments_per_task: int | None = None,
+    n_cuts: int = 0,
+    temporal: bool = True,
+    nonlinear: bool = False,
+    state_dim: int = 1,
+    obs_dim: int | None = None,
+    mixing: str = "nonlinear",
+    task_noise: float = 0.5,
+    seed: int | None = 0,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Sequences whose tasks are colliders of the actions of interleaved segments.
+
+    Args:
+        n (`int`): sequences (samples). T (`int`): steps. M (`int`): tasks.
+        segment_length (`int`, *optional*, defaults to 2): steps per segment; `T` must be a multiple.
+        min_segments_per_task, max_segments_per_task (`int`, *optional*): segments each task touches.
+        n_cuts (`int`, *optional*, defaults to 0): places where the chain restarts from fresh noise.
+        temporal (`bool`, *optional*, defaults to `True`): `False` makes every step fresh noise (no dependence
+            along time).
+        nonlinear (`bool`, *optional*, defaults to `False`): nonlinear policies, transitions and task maps.
+        state_dim (`int`, *optional*, defaults to 1): latent state dims per step.
+        obs_dim (`int`, *optional*): when set (or `state_dim > 1`), steps are observed through a random invertible
+            nonlinear map into `obs_dim` dims (defaults to `state_dim`).
+        mixing (`str`, *optional*, defaults to `"nonlinear"`): the observation map for vector states:
+            `"nonlinear"` (random invertible leaky-ReLU MLP), `"linear"` (random full-rank matrix) or `"identity"`.
+        seed (`int`, *optional*, defaults to 0): random seed.
+
+    Returns:
+        states `(n, T)` (or `(n, T, obs_dim)`), tasks `(n, M)`, and `truth` with `step_tasks (T, M)`,
+        `segment_tasks (N, M)`, `segment_length`, `cuts` (steps after which the chain restarts) and `actions`.
+    """
+    validate_params(
+        "collider_sequences",
+        {"n": n, "T": T, "M": M, "segment_length": segment_length, "state_dim": state_dim, "n_cuts": n_cuts},
+        {"n": [Interval(int, 1, None)], "T": [Interval(int, 2, None)], "M": [Interval(int, 1, None)],
+         "segment_length": [Interval(int, 1, None)], "state_dim": [Interval(int, 1, None)],
+         "n_cuts": [Interval(int, 0, None)]},
+    )
+    if T % segment_length:
+        raise ValueError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
+    rng = np.random.default_rng(seed)
+    n_segments = T // segment_length
+    segment_tasks = random_assignment(n_segments, M, rng, min_segments_per_task, max_segments_per_task)
+    step_tasks = np.repeat(segment_tasks, segment_length, axis=0)
+    cuts = sorted(rng.choice(np.arange(1, T), size=min(n_cuts, T - 1), replace=False).tolist()) if n_cuts else []
+    d = state_dim
+    policy = _signed_uniform(rng, (T, d)) / math.sqrt(d)
+    carry = _signed_uniform(rng, (T, d, d)) / math.sqrt(d) * 0.8
+    act_gain = _signed_uniform(rng, (T, d))
+    task_weights = _signed_uniform(rng, (T, M))
+
+    states = np.empty((n, T, d))
+    actions = np.empty((n, T))
+    s = rng.normal(size=(n, d))
+    for t in range(T):
+        states[:, t] = s
+        drive = s @ policy[t]
+        a = (np.tanh(1.5 * drive) if nonlinear else drive) + 0.5 * rng.normal(size=n)
+        actions[:, t] = a
+        if t == T - 1:
+            break
+        if not temporal or (t + 1) in cuts:
+            s = rng.normal(size=(n, d))
+            continue
+        carried = np.einsum("nd,de->ne", s, carry[t])
+        s = (np.tanh(carried) if nonlinear else carried) + act_gain[t] * a[:, None] + rng.normal(size=(n, d))
+        s = (s - s.mean(0)) / s.std(0)
+    shaped = np.tanh(1.5 * actions) if nonlinear else actions
+    tasks = np.einsum("nt,tm,tm->nm", shaped, step_tasks, task_weights)
+    tasks = tasks + task_noise * rng.normal(size=(n, M))
+    if mixing not in ("nonlinear", "linear", "identity"):
+        raise ValueError(f"`mixing` must be 'nonlinear', 'linear' or 'identity', got {mixing!r}.")
+    if (obs_dim is not None or d > 1) and mixing != "identity":
+        mix = _invertible_mlp(d, obs_dim or d, rng, layers=2 if mixing == "nonlinear" else 1)
+        states = mix(states.reshape(n * T, d)).reshape(n, T, -1)
+    elif d == 1:
+        states = states[..., 0]
+    truth = {
+        "step_tasks": step_tasks,
+        "segment_tasks": segment_tasks,
+        "segment_length": segment_length,
+        "cuts": cuts,
+        "actions": actions,
+    }
+    return states, tasks, truth
+
+
+def paper_linear_gaussian(n: int = 10_000, T: int = 20, M: int | None = None, seed: int | None = 0):
+    """The paper's synthetic setting: linear-Gaussian collider sequences, `L = 2`, `M = max(1, round(T / 5))`."""
+    return collider_sequences(n=n, T=T, M=M if M is not None else max(1, round(T / 5)), segment_length=2, seed=seed)
+
+
+def within_step_latents(
+    n: int = 5_000,
+    *,
+    n_tasks: int = 2,
+    block_size: int = 2,
+    overlap: int = 0,
+    n_irrelevant: int = 4,
+    obs_dim: int = 32,
+    task_noise: float = 0.05,
+    seed: int | None = 0,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One step's latent with per-task relevant blocks, seen through a random invertible nonlinear MLP.
+
+    The latent `s` has `n_tasks` blocks of `block_size` dims (consecutive blocks share `overlap` dims) followed by
+    `n_irrelevant` dims that no task uses. Observations `x = f(s)` in `obs_dim` dims; task `i` is a nonlinear
+    function of its block only.
+
+    Returns:
+        observations `(n, obs_dim)`, tasks `(n, n_tasks)`, and `truth` with `latents (n, d_s)`,
+        `relevant (n_tasks, d_s)` bool, `irrelevant (d_s,)` bool.
+    """
+    if overlap >= block_size:
+        raise ValueError(f"`overlap`={overlap} must be smaller than `block_size`={block_size}.")
+    rng = np.random.default_rng(seed)
+    stride = block_size - overlap
+    n_relevant = stride * (n_tasks - 1) + block_size
+    d_s = n_relevant + n_irrelevant
+    if obs_dim < d_s:
+        raise ValueError(f"`obs_dim`={obs_dim} must be at least the latent size {d_s} for an invertible map.")
+    latents = rng.uniform(-2, 2, size=(n, d_s))
+    relevant = np.zeros((n_tasks, d_s), dtype=bool)
+    tasks = np.empty((n, n_tasks))
+    for i in range(n_tasks):
+        block = np.arange(i * stride, i * stride + block_size)
+        relevant[i, block] = True
+        w = _signed_uniform(rng, block_size)
+        u = latents[:, block]
+        # a nonlinear, non-separable function of the whole block
+        tasks[:, i] = np.tanh(u @ w) + 0.5 * np.sin(u).sum(1) + task_noise * rng.normal(size=n)
+    irrelevant = ~relevant.any(0)
+    observations = _invertible_mlp(d_s, obs_dim, rng, layers=3)(latents)
+    return observations, tasks, {"latents": latents, "relevant": relevant, "irrelevant": irrelevant}

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from hf_specialist.structure.ci_tests import (
+    CI_TESTS,
+    CITest,
+    FisherZ,
+    KnnCMI,
+    NeuralCMI,
+    get_ci_test,
+    local_permutation,
+    register_ci_test,
+)
+
+
+def _chain_data(n, rng, dependent):
+    """z -> x, z -> y (x ⫫ y | z); with `dependent`, also x -> y."""
+    z = rng.normal(size=(n, 1))
+    x = np.tanh(z) + 0.6 * rng.normal(size=(n, 1))
+    y = 0.8 * z + 0.6 * rng.normal(size=(n, 1)) + (0.8 * x if dependent else 0)
+    return np.hstack([x, y, z])
+
+
+FAST = {
+    "fisher_z": lambda seed: FisherZ(seed=seed),
+    "knn_cmi": lambda seed: KnnCMI(n_permutations=30, seed=seed),
+    "neural_cmi": lambda seed: NeuralCMI(epochs=8, n_permutations=20, hidden=16, n_negatives=4, seed=seed),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CI_TESTS))
+def test_contract_every_registered_test(name):
+    """Same result type and shapes, power on dependent data, no rejection on independent data."""
+    rng = np.random.default_rng(0)
+    n = 400 if name != "fisher_z" else 2000
+    test = FAST[name](0)
+    result = test.fit(_chain_data(n, rng, dependent=True)).test([([0], [1], [2]), ([0], [1], [2])])
+    assert result.statistic.shape == result.pvalue.shape == (2,)
+    assert result.pvalue[0] < 0.01 and result.pvalue[0] == result.pvalue[1]
+    independent = test.fit(_chain_data(n, rng, dependent=False)).test([([0], [1], [2])])
+    assert independent.pvalue[0] > 0.01
+
+
+def test_fisher_z_type_one_error_is_calibrated(global_random_seed):
+    """Across 400 independent tests of x ⫫ y | z at alpha 0.05, the rejection rate stays near 0.05."""
+    rng = np.random.default_rng(global_random_seed)
+    n, k = 300, 400
+    z = rng.normal(size=(n, k))
+    x = 0.7 * z + rng.normal(size=(n, k))
+    y = -0.5 * z + rng.normal(size=(n, k))
+    data = np.hstack([x, y, z])
+    tests = [([i], [k + i], [2 * k + i]) for i in range(k)]
+    p = FisherZ().fit(data).test(tests).pvalue
+    rate = (p < 0.05).mean()
+    assert 0.02 <= rate <= 0.09
+    # and the p-values are uniform
+    from scipy.stats import kstest
+
+    assert kstest(p, "uniform").pvalue > 0.001
+
+
+def test_fisher_z_permutation_agrees_with_analytic():
+    rng = np.random.default_rng(3)
+    data = _chain_data(600, rng, dependent=False)
+    data[:, 1] += 0.12 * data[:, 0]  # weak dependence: p-values in the informative range
+    analytic = FisherZ().fit(data).test([([0], [1], [2])]).pvalue[0]
+    permuted = FisherZ(pvalue="permutation", n_permutations=300, null="empirical").fit(data).test([([0], [1], [2])]).pvalue[0]
+    assert abs(np.log10(analytic) - np.log10(permuted)) < 0.6, (analytic, permuted)
+
+
+def test_fisher_z_multivariate_matches_scalar_when_1d():
+    rng = np.random.default_rng(0)
+    data = _chain_data(3000, rng, dependent=True)
+    data = np.hstack([data, rng.normal(size=(3000, 1))])
+    scalar = FisherZ().fit(data).test([([0], [1], [2])]).pvalue[0]
+    vector = FisherZ().fit(data).test([([0, 3], [1], [2])]).pvalue[0]
+    assert scalar < 1e-10 and vector < 1e-10
+    null = FisherZ().fit(data).test([([3], [1], [2])]).pvalue[0]
+    assert null > 0.001
+
+
+def test_knn_cmi_null_calibration(global_random_seed):
+    """The local-permutation null keeps the false-rejection rate near alpha on conditionally independent data."""
+    rng = np.random.default_rng(global_random_seed)
+    columns, tests = [], []
+    for j in range(20):
+        z = rng.normal(size=(300, 1))
+        columns += [np.sin(z) + 0.5 * rng.normal(size=(300, 1)), z**2 + 0.5 * rng.normal(size=(300, 1)), z]
+        tests.append(([3 * j], [3 * j + 1], [3 * j + 2]))
+    p = KnnCMI(n_permutations=40, seed=global_random_seed).fit(np.hstack(columns)).test(tests).pvalue
+    assert (p < 0.05).mean() <= 0.2
+
+
+def test_local_permutation_stays_local():
+    rng = np.random.default_rng(0)
+    z = np.sort(rng.normal(size=(200, 1)), axis=0)
+    perm = local_permutation(z, rng, leaf_size=5)
+    assert sorted(perm) == list(range(200))
+    assert np.abs(z[perm] - z).max() < 0.6
+    assert (perm != np.arange(200)).mean() > 0.5
+
+
+def test_registry_and_errors():
+    assert {"fisher_z", "knn_cmi", "neural_cmi"} <= set(CI_TESTS)
+    with pytest.raises(ValueError, match="Valid names"):
+        get_ci_test("pearson")
+    with pytest.raises(TypeError, match="Pass an instance instead"):
+        get_ci_test(FisherZ)
+    with pytest.raises(ValueError, match="already registered"):
+        register_ci_test(FisherZ)
+    with pytest.raises(ValueError, match="no analytic"):
+        KnnCMI(pvalue="analytic")
+    with pytest.raises(ValueError, match="NaN"):
+        FisherZ().fit(np.full((50, 3), np.nan))
+    with pytest.raises(RuntimeError, match="fit"):
+        FisherZ().test([([0], [1], [])])
+    with pytest.raises(ValueError, match="outside"):
+        FisherZ().fit(np.random.default_rng(0).normal(size=(50, 3))).test([([0], [7], [])])
+    assert isinstance(get_ci_test(KnnCMI(k=5)), CITest)

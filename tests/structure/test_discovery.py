@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+
+import hf_specialist as hfs
+from hf_specialist import synthetic
+from hf_specialist.metrics import structure_scores
+from hf_specialist.structure.baselines import BASELINES
+from hf_specialist.structure.ci_tests import KnnCMI
+from hf_specialist.structure.discovery import adjust_pvalues
+
+
+def _exact_with_more_samples(make, ts_kwargs, n_values=(20_000, 100_000)):
+    """Recovered exactly at one of the sample sizes (misses at small n come from weak path effects)."""
+    for n in n_values:
+        states, tasks, truth = make(n)
+        ts = hfs.TaskStructure(**ts_kwargs).fit(states, tasks)
+        if (ts.step_tasks_ == truth["step_tasks"]).all():
+            return ts, truth
+    raise AssertionError(structure_scores(ts.step_tasks_, truth["step_tasks"]))
+
+
+@pytest.mark.parametrize("mode", ["pairwise", "direct", "both"])
+def test_recovers_interleaved_linear_gaussian_structure(mode, global_random_seed):
+    make = lambda n: synthetic.collider_sequences(n=n, T=12, M=3, seed=global_random_seed)  # noqa: E731
+    ts, truth = _exact_with_more_samples(make, dict(segment_length=2, mode=mode))
+    assert ts.segment_tasks_.shape == (6, 3) and ts.step_tasks_.shape == (12, 3)
+    shape = (3, 6) if mode == "direct" else (3, 6, 6)
+    assert ts.pvalues_.shape == ts.statistics_.shape == shape
+
+
+def test_cuts_no_temporal_dependence_and_longer_segments():
+    for kwargs in (dict(n_cuts=3), dict(temporal=False), dict(segment_length=3)):
+        L = kwargs.get("segment_length", 2)
+        make = lambda n: synthetic.collider_sequences(n=n, T=12, M=2, seed=1, **kwargs)  # noqa: E731
+        _exact_with_more_samples(make, dict(segment_length=L))
+
+
+def test_single_segment_task_needs_direct_mode():
+    states, tasks, truth = synthetic.collider_sequences(n=50_000, T=8, M=2, min_segments_per_task=1, max_segments_per_task=1, seed=0)
+    pairwise = hfs.TaskStructure(mode="pairwise").fit(states, tasks)
+    assert not pairwise.step_tasks_.any()  # pairs cannot see a task served by one segment
+    direct = hfs.TaskStructure(mode="direct").fit(states, tasks)
+    np.testing.assert_array_equal(direct.step_tasks_, truth["step_tasks"])
+
+
+def test_no_false_positives_when_tasks_are_unrelated(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    states, _, _ = synthetic.collider_sequences(n=5000, T=16, M=2, seed=global_random_seed)
+    tasks = rng.normal(size=(5000, 3))
+    ts = hfs.TaskStructure().fit(states, tasks)
+    assert not ts.step_tasks_.any()
+
+
+def test_vector_states_with_projection_and_torch_input():
+    """Vector states under a linear invertible observation map: the multivariate Gaussian test is exact."""
+    make = lambda n: tuple(  # noqa: E731
+        torch.as_tensor(a) if i < 2 else a
+        for i, a in enumerate(synthetic.collider_sequences(n=n, T=8, M=2, state_dim=2, obs_dim=6, mixing="linear", seed=2))
+    )
+    states, _, _ = make(100)
+    assert states.shape == (100, 8, 6)
+    _exact_with_more_samples(make, dict(project=2))
+
+
+def test_knn_cmi_on_nonlinear_sequences():
+    states, tasks, truth = synthetic.collider_sequences(n=1500, T=6, M=1, nonlinear=True, seed=0)
+    ts = hfs.TaskStructure(test=KnnCMI(n_permutations=20, seed=0), mode="direct").fit(states, tasks)
+    assert structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"] >= 0.8
+
+
+def test_drop_last_and_json_round_trip():
+    states, tasks, truth = synthetic.collider_sequences(n=20_000, T=8, M=2, seed=0)
+    padded = np.concatenate([states, states[:, :1]], axis=1)
+    with pytest.raises(ValueError, match="not a multiple of segment_length=2"):
+        hfs.TaskStructure().fit(padded, tasks)
+    ts = hfs.TaskStructure(drop_last=True).fit(padded, tasks)
+    assert ts.step_tasks_.shape == (9, 2) and not ts.step_tasks_[-1].any()
+    again = hfs.TaskStructure.from_dict(__import__("json").loads(ts.to_json()))
+    np.testing.assert_array_equal(again.step_tasks_, ts.step_tasks_)
+    np.testing.assert_array_equal(again.pvalues_, ts.pvalues_)
+    assert ts.task_mask(3).shape == (27, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, args, match",
+    [
+        (dict(segment_length=1), None, "'segment_length' parameter of TaskStructure must be an int >= 2. Got 1"),
+        (dict(alpha=1.5), None, r"'alpha' parameter of TaskStructure must be a float in the range \(0, 1\). Got 1.5"),
+        (dict(mode="all"), None, "'mode' parameter"),
+        (dict(test="pearson"), None, "Valid names"),
+        ({}, "nan", "NaN"),
+        ({}, "mismatch", "Inconsistent numbers of samples"),
+        ({}, "few", "needs at least"),
+        ({}, "shape", r"`states` must have shape \(n_sequences, T\)"),
+    ],
+)
+def test_bad_input(kwargs, args, match):
+    states, tasks, _ = synthetic.collider_sequences(n=200, T=8, M=2, seed=0)
+    if args == "nan":
+        states[3, 2] = np.nan
+    elif args == "mismatch":
+        tasks = tasks[:-1]
+    elif args == "few":
+        states, tasks = states[:8], tasks[:8]
+    elif args == "shape":
+        states = states[:, :, None, None]
+    with pytest.raises(ValueError, match=match):
+        hfs.TaskStructure(**kwargs).fit(states, tasks)
+
+
+def test_not_fitted():
+    with pytest.raises(hfs.NotFittedError, match="not fitted yet"):
+        hfs.TaskStructure().task_mask()
+
+
+def test_adjust_pvalues():
+    p = np.array([0.01, 0.02, 0.03, np.nan, 0.5])
+    np.testing.assert_allclose(adjust_pvalues(p, "bonferroni")[:3], [0.04, 0.08, 0.12])
+    bh = adjust_pvalues(p, "fdr_bh")
+    assert np.isnan(bh[3]) and np.allclose(bh[:3], 0.04)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baselines_share_the_contract_and_do_worse(name):
+    states, tasks, truth = synthetic.collider_sequences(n=10_000, T=20, M=4, seed=0)
+    baseline = BASELINES[name]().fit(states, tasks)
+    assert baseline.step_tasks_.shape == (20, 4) and baseline.step_tasks_.dtype == bool
+    ours = hfs.TaskStructure().fit(states, tasks)
+    assert structure_scores(ours.step_tasks_, truth["step_tasks"])["mcc"] > structure_scores(
+        baseline.step_tasks_, truth["step_tasks"]
+    )["mcc"]
