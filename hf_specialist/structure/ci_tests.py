@@ -169,15 +169,30 @@ class CITest:
             x = np.array([keys[m][1] for m in rows], dtype=np.int64).reshape(len(rows), kx)
             y = np.array([keys[m][2] for m in rows], dtype=np.int64).reshape(len(rows), ky)
             z = np.array([keys[m][3] for m in rows], dtype=np.int64).reshape(len(rows), kz)
-            statistic = self.statistic(self.data_, x, y, z)
-            if self.pvalue == "analytic":
-                pvalue = self.analytic_pvalue(statistic, kx, ky, kz)
-            else:
-                pvalue = self._permutation_pvalue(statistic, x, y, z)
-            for m, s, p in zip(rows, statistic, pvalue):
+            result = self.test_batch(x, y, z)
+            for m, s, p in zip(rows, result.statistic, result.pvalue):
                 self._cache[keys[m][0]] = (float(s), float(p))
         values = np.array([self._cache[k[0]] for k in keys], dtype=np.float64).reshape(len(keys), 2)
         return CIResult(statistic=values[:, 0], pvalue=values[:, 1])
+
+    def test_batch(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> CIResult:
+        """Run a batch of tests of equal shape given as column-index arrays `x (B, kx)`, `y (B, ky)`, `z (B, kz)`.
+
+        The vectorised path behind `test` (no per-test Python work, no cache).
+        """
+        if self.data_ is None:
+            raise RuntimeError(f"Call {type(self).__name__}.fit(data) before test_batch().")
+        x, y, z = (np.asarray(a, dtype=np.int64).reshape(len(a), -1) for a in (x, y, z))
+        if not (len(x) == len(y) == len(z)):
+            raise ValueError(f"`x`, `y`, `z` must hold the same number of tests, got {len(x)}, {len(y)}, {len(z)}.")
+        if x.shape[1] == 0 or y.shape[1] == 0:
+            raise ValueError("Every test needs at least one x and one y column.")
+        statistic = self.statistic(self.data_, x, y, z)
+        if self.pvalue == "analytic":
+            pvalue = self.analytic_pvalue(statistic, x.shape[1], y.shape[1], z.shape[1])
+        else:
+            pvalue = self._permutation_pvalue(statistic, x, y, z)
+        return CIResult(statistic=np.asarray(statistic, dtype=float), pvalue=np.asarray(pvalue, dtype=float))
 
     def _permutation_pvalue(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Share of locally permuted statistics at least as large (x shuffled within neighbourhoods of z)."""

@@ -44,6 +44,59 @@ def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
     return out.reshape(p.shape)
 
 
+def _columns(steps: np.ndarray, d: int) -> np.ndarray:
+    """Column indices `(..., k * d)` of step indices `(..., k)` in the flattened `(n, T * d)` layout."""
+    return (steps[..., None] * d + np.arange(d)).reshape(*steps.shape[:-1], -1)
+
+
+def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str) -> list[tuple[np.ndarray, ...]]:
+    """All tests of Algorithm 1 as batches of equal shape: `(x, y, z, where)` arrays.
+
+    `where (B, 3)` holds `(task, segment k, segment v)`; direct tests have `k == v`. Columns index the data
+    matrix `[states (T * d) | tasks (M * d_g)]`.
+    """
+    N = len(rep)
+    batches = []
+    task_cols = T * d + np.arange(M)[:, None] * d_g + np.arange(d_g)  # (M, d_g)
+
+    def neighbour_sets(centres: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Group rows of neighbour candidates `(P, c)` by how many valid, distinct neighbours they have."""
+        cand = np.concatenate([centres - 1, centres + 1], axis=1)
+        cand = np.sort(cand, axis=1)
+        valid = (cand >= 0) & (cand < T)
+        for j in range(centres.shape[1]):
+            valid &= cand != centres[:, j : j + 1]
+        valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]
+        counts = valid.sum(1)
+        out = []
+        for count in np.unique(counts):
+            rows = np.flatnonzero(counts == count)
+            keep = np.where(valid[rows], cand[rows], np.iinfo(np.int64).max)
+            out.append((rows, np.sort(keep, axis=1)[:, :count]))
+        return out
+
+    if mode in ("pairwise", "both") and N >= 2:
+        k, v = np.triu_indices(N, 1)
+        centres = np.stack([rep[k], rep[v]], axis=1)
+        for rows, neighbours in neighbour_sets(centres):
+            z_steps = _columns(neighbours, d)  # (P, c * d)
+            P = len(rows)
+            x = np.tile(_columns(rep[k[rows]][:, None], d), (M, 1))
+            y = np.tile(_columns(rep[v[rows]][:, None], d), (M, 1))
+            z = np.concatenate([np.tile(z_steps, (M, 1)), np.repeat(task_cols, P, axis=0)], axis=1)
+            where = np.stack([np.repeat(np.arange(M), P), np.tile(k[rows], M), np.tile(v[rows], M)], axis=1)
+            batches.append((x, y, z, where))
+    if mode in ("direct", "both"):
+        for rows, neighbours in neighbour_sets(rep[:, None]):
+            P = len(rows)
+            x = np.tile(_columns(rep[rows][:, None], d), (M, 1))
+            y = np.repeat(task_cols, P, axis=0)
+            z = np.tile(_columns(neighbours, d), (M, 1))
+            where = np.stack([np.repeat(np.arange(M), P), np.tile(rows, M), np.tile(rows, M)], axis=1)
+            batches.append((x, y, z, where))
+    return batches
+
+
 class TaskStructure:
     """Discover the step x task structure of sequences (the paper's Algorithm 1, plus a direct test).
 
@@ -61,7 +114,7 @@ class TaskStructure:
         test (`str` or `CITest`, *optional*, defaults to `"fisher_z"`): a registered CI test name or an instance.
         alpha (`float`, *optional*, defaults to 0.05): level after correction.
         mode (`str`, *optional*, defaults to `"both"`): `"pairwise"`, `"direct"` or `"both"`.
-        correction (`str`, *optional*, defaults to `"fdr_bh"`): `None`, `"bonferroni"` or `"fdr_bh"`.
+        correction (`str`, *optional*, defaults to `"bonferroni"`): `None`, `"bonferroni"` or `"fdr_bh"`.
         project (`int`, *optional*): PCA each step's vector to this many dims before testing (for hidden states).
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
         drop_last (`bool`, *optional*, defaults to `False`): drop trailing steps when `T` is not a multiple of `L`.
@@ -110,7 +163,7 @@ class TaskStructure:
         test: str | CITest = "fisher_z",
         alpha: float = 0.05,
         mode: str = "both",
-        correction: str | None = "fdr_bh",
+        correction: str | None = "bonferroni",
         project: int | None = None,
         representative: str = "end",
         drop_last: bool = False,
@@ -194,58 +247,38 @@ class TaskStructure:
         d, M, d_g = states.shape[2], tasks.shape[1], tasks.shape[2]
         data = np.concatenate([states.reshape(n, T * d), tasks.reshape(n, M * d_g)], axis=1)
 
-        def step_cols(t: int) -> list[int]:  # 0-based step index
-            return list(range(t * d, (t + 1) * d))
-
-        def task_cols(i: int) -> list[int]:
-            return list(range(T * d + i * d_g, T * d + (i + 1) * d_g))
-
-        def rep(k: int) -> int:  # 0-based representative step of segment k
-            return k * L + L - 1 if self.representative == "end" else k * L
-
-        def neighbours(t: int) -> list[int]:
-            return [c for u in (t - 1, t + 1) if 0 <= u < T for c in step_cols(u)]
-
-        specs, where = [], []
-        if self.mode in ("pairwise", "both"):
-            for i in range(M):
-                for k in range(N):
-                    for v in range(k + 1, N):
-                        tk, tv = rep(k), rep(v)
-                        z = sorted(set(neighbours(tk) + neighbours(tv)) - set(step_cols(tk)) - set(step_cols(tv)))
-                        specs.append((step_cols(tk), step_cols(tv), z + task_cols(i)))
-                        where.append((i, k, v))
-        if self.mode in ("direct", "both"):
-            for i in range(M):
-                for k in range(N):
-                    specs.append((step_cols(rep(k)), task_cols(i), neighbours(rep(k))))
-                    where.append((i, k, k))
-
+        rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
+        groups = build_test_batches(rep, T, d, M, d_g, self.mode)
         ci = get_ci_test(self.test, seed=self.seed).fit(data)
         disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
-        chunk = len(specs) if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
-        stats, pvals = [], []
-        with tqdm(total=len(specs), desc=f"CI tests ({ci.name})", unit="test", disable=disable) as bar:
-            for start in range(0, len(specs), chunk):
-                result = ci.test(specs[start : start + chunk])
-                stats.append(result.statistic)
-                pvals.append(result.pvalue)
-                bar.update(len(result.pvalue))
-        statistic = np.concatenate(stats) if stats else np.zeros(0)
-        raw = np.concatenate(pvals) if pvals else np.zeros(0)
+        chunk = None if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
+        n_tests = sum(len(g[3]) for g in groups)
+        where, statistic, raw = [], [], []
+        with tqdm(total=n_tests, desc=f"CI tests ({ci.name})", unit="test", disable=disable) as bar:
+            for x, y, z, index in groups:
+                step = chunk or len(x)
+                for start in range(0, len(x), step):
+                    result = ci.test_batch(x[start : start + step], y[start : start + step], z[start : start + step])
+                    statistic.append(result.statistic)
+                    raw.append(result.pvalue)
+                    where.append(index[start : start + step])
+                    bar.update(len(result.pvalue))
+        where = np.concatenate(where) if where else np.zeros((0, 3), dtype=np.int64)
+        statistic = np.concatenate(statistic) if statistic else np.zeros(0)
+        raw = np.concatenate(raw) if raw else np.zeros(0)
         adjusted = adjust_pvalues(raw, self.correction)
 
         shape = (M, N) if self.mode == "direct" else (M, N, N)
         self.pvalues_ = np.full(shape, np.nan)
         self.statistics_ = np.full(shape, np.nan)
         self.raw_pvalues_ = np.full(shape, np.nan)
+        i, k, v = where.T
+        index = (i, k) if self.mode == "direct" else (i, k, v)
+        self.statistics_[index], self.raw_pvalues_[index], self.pvalues_[index] = statistic, raw, adjusted
         segment_tasks = np.zeros((N, M), dtype=bool)
-        for (i, k, v), s, p, q in zip(where, statistic, raw, adjusted):
-            index = (i, k) if self.mode == "direct" else (i, k, v)
-            self.statistics_[index], self.raw_pvalues_[index], self.pvalues_[index] = s, p, q
-            if q < self.alpha:
-                segment_tasks[k, i] = True
-                segment_tasks[v, i] = True
+        hit = adjusted < self.alpha
+        segment_tasks[k[hit], i[hit]] = True
+        segment_tasks[v[hit], i[hit]] = True
         if self.mode != "direct":
             for arr in (self.pvalues_, self.statistics_, self.raw_pvalues_):
                 upper = np.triu_indices(N, 1)
@@ -254,7 +287,7 @@ class TaskStructure:
         step_tasks = np.zeros((T_full, M), dtype=bool)
         step_tasks[:T] = np.repeat(segment_tasks, L, axis=0)
         self.step_tasks_ = step_tasks
-        self.n_tests_ = len(specs)
+        self.n_tests_ = n_tests
         self.n_segments_, self.n_tasks_, self.n_steps_ = N, M, T_full
         self.n_features_in_ = d
         return self

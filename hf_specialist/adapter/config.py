@@ -1,0 +1,140 @@
+"""`SpecialistConfig`: every hyper-parameter and piece of metadata of a specialist adapter."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .. import __version__
+
+TASK_TYPES = ("regression", "classification")
+
+
+@dataclass
+class SpecialistConfig:
+    """Configuration of a `SpecialistAdapter`.
+
+    Args:
+        d_in (`int`): hidden size of the states the adapter reads (the base model's hidden size).
+        d_latent (`int`, *optional*, defaults to 16): latent dims.
+        n_tasks (`int`, *optional*, defaults to 1): number of tasks (heads).
+        task_names (`list[str]`, *optional*): one name per task; defaults to `task_0`, `task_1`, ...
+        task_types (`list[str]`, *optional*): `"regression"` or `"classification"` per task; defaults to regression.
+        n_classes (`list[int]`, *optional*): classes per task (ignored for regression tasks).
+        encoder_widths (`list[int]`, *optional*, defaults to `[256, 256]`): hidden widths of the encoder MLP.
+        decoder_widths (`list[int]`, *optional*, defaults to `[256, 256]`): hidden widths of the decoder MLP.
+        head_width (`int`, *optional*, defaults to 64): hidden width of each task head.
+        variational (`bool`, *optional*, defaults to `True`): a VAE posterior (else a deterministic encoder).
+        kl_weight (`float`, *optional*, defaults to 1e-3): weight of the KL term when `variational`.
+        task_weight (`float`, *optional*, defaults to 1.0): weight of the task losses.
+        sparsity (`float` or `"auto"`, *optional*, defaults to `"auto"`): lambda of the l1 penalty on the
+            task x latent mask; `"auto"` selects it on held-out data (the sparsest mask whose held-out task loss
+            stays within `sparsity_tolerance` of the dense model's); `0` is the generalist ablation.
+        sparsity_tolerance (`float`, *optional*, defaults to 0.1): relative held-out task-loss tolerance of `"auto"`.
+        sparsity_warmup (`float`, *optional*, defaults to 0.3): share of training before the penalty is fully on.
+        mask_threshold (`float`, *optional*, defaults to 0.5): mask values above it form the task support.
+        normalize_inputs (`bool`, *optional*, defaults to `True`): standardise each input dim with statistics stored
+            in the adapter (robust to the outlier dims of LLM hidden states).
+        hook_point (`str`, *optional*): where the states come from in the base model.
+        base_model (`str`, *optional*): the base model id; `base_model_revision`, `base_model_type` and
+            `base_hidden_size` record what the adapter was trained on.
+        step_rule, pool (`str`, *optional*): how tokens became steps.
+    """
+
+    d_in: int = 0
+    d_latent: int = 16
+    n_tasks: int = 1
+    task_names: list[str] | None = None
+    task_types: list[str] | None = None
+    n_classes: list[int] | None = None
+    encoder_widths: list[int] = field(default_factory=lambda: [256, 256])
+    decoder_widths: list[int] = field(default_factory=lambda: [256, 256])
+    head_width: int = 64
+    variational: bool = True
+    kl_weight: float = 1e-3
+    task_weight: float = 1.0
+    sparsity: float | str = "auto"
+    sparsity_tolerance: float = 0.1
+    sparsity_warmup: float = 0.3
+    mask_threshold: float = 0.5
+    normalize_inputs: bool = True
+    hook_point: str | None = None
+    base_model: str | None = None
+    base_model_revision: str | None = None
+    base_model_type: str | None = None
+    base_hidden_size: int | None = None
+    step_rule: str | None = None
+    pool: str | None = None
+    architecture: str = "specialist_vae"
+    library_version: str = __version__
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+
+        positive_int("d_in", self.d_in)
+        positive_int("d_latent", self.d_latent)
+        positive_int("n_tasks", self.n_tasks)
+        positive_int("head_width", self.head_width)
+        for name in ("encoder_widths", "decoder_widths"):
+            widths = list(getattr(self, name))
+            for w in widths:
+                positive_int(f"{name} entry", w)
+            setattr(self, name, widths)
+        if self.task_names is None:
+            self.task_names = [f"task_{i}" for i in range(self.n_tasks)]
+        if self.task_types is None:
+            self.task_types = ["regression"] * self.n_tasks
+        if self.n_classes is None:
+            self.n_classes = [0] * self.n_tasks
+        for name in ("task_names", "task_types", "n_classes"):
+            value = list(getattr(self, name))
+            if len(value) != self.n_tasks:
+                raise ValueError(f"`{name}` has {len(value)} entries but `n_tasks` is {self.n_tasks}.")
+            setattr(self, name, value)
+        for i, (kind, classes) in enumerate(zip(self.task_types, self.n_classes)):
+            if kind not in TASK_TYPES:
+                raise ValueError(f"`task_types[{i}]` must be one of {TASK_TYPES}, got {kind!r}.")
+            if kind == "classification" and (not isinstance(classes, int) or classes < 2):
+                raise ValueError(f"`n_classes[{i}]` must be an int >= 2 for a classification task, got {classes!r}.")
+        if isinstance(self.sparsity, str):
+            if self.sparsity != "auto":
+                raise ValueError(f"`sparsity` must be a non-negative float or 'auto', got {self.sparsity!r}.")
+        elif isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or self.sparsity < 0:
+            raise ValueError(f"`sparsity` must be non-negative, got {self.sparsity!r}.")
+        for name in ("kl_weight", "task_weight", "sparsity_tolerance"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
+        if not 0 <= self.sparsity_warmup < 1:
+            raise ValueError(f"`sparsity_warmup` must be in [0, 1), got {self.sparsity_warmup!r}.")
+        if not 0 < self.mask_threshold < 1:
+            raise ValueError(f"`mask_threshold` must be in (0, 1), got {self.mask_threshold!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the library version stamped as the current one)."""
+        payload = asdict(self)
+        payload["library_version"] = __version__
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> SpecialistConfig:
+        """Build from a dict; unknown keys (e.g. from a newer version) warn and are dropped."""
+        if not isinstance(payload, dict):
+            raise TypeError(f"A SpecialistConfig needs a dict, got {type(payload).__name__}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            warnings.warn(
+                f"Ignoring unknown SpecialistConfig keys {unknown} (written by hf_specialist "
+                f"{payload.get('library_version', '?')}; this is {__version__}).",
+                UserWarning,
+                stacklevel=2,
+            )
+        return cls(**{k: v for k, v in payload.items() if k in known})
+
+    def to_json_string(self) -> str:
+        """The config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,251 @@
+"""`SpecialistAdapter`: a VAE on hidden states whose task heads read the latent through a sparse task x latent mask.
+
+Theorem 2: a model that only fits the data recovers, per task, a superset of the relevant latent dims; adding the
+sparsity constraint on the task x latent Jacobian makes the block exact up to an invertible map. Here each head
+`i` reads `m_i * z + (1 - m_i) * noise` with `m = sigmoid(mask_logits)` and an l1 penalty on `m`: a head cannot
+amplify a down-weighted latent without amplifying the noise, so the penalty counts the dims a task really uses.
+After training the support `m > mask_threshold` is frozen and heads read `z` on the support only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import SpecialistConfig
+
+
+def _mlp(d_in: int, widths: Sequence[int], d_out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = d_in
+    for w in widths:
+        layers += [nn.Linear(width, w), nn.LayerNorm(w), nn.SiLU()]
+        width = w
+    layers.append(nn.Linear(width, d_out))
+    return nn.Sequential(*layers)
+
+
+class SpecialistAdapter(nn.Module):
+    """Encoder (hidden state -> latent), decoder (latent -> hidden state) and masked task heads.
+
+    Args:
+        config (`SpecialistConfig`): the configuration.
+
+    Attributes:
+        task_support_ (`np.ndarray` of shape `(n_tasks, d_latent)`, bool): the latent dims each task reads.
+
+    Examples:
+        >>> cfg = SpecialistConfig(d_in=384, d_latent=8, n_tasks=2)  # doctest: +SKIP
+        >>> adapter = SpecialistAdapter(cfg)  # doctest: +SKIP
+        >>> train_specialist(adapter, states, tasks)  # doctest: +SKIP
+        >>> adapter.task_latents(states, task=0).shape  # doctest: +SKIP
+    """
+
+    config_class = SpecialistConfig
+
+    def __init__(self, config: SpecialistConfig) -> None:
+        super().__init__()
+        if not isinstance(config, SpecialistConfig):
+            raise TypeError(f"`config` must be a SpecialistConfig, got {type(config).__name__}.")
+        self.config = config
+        c = config
+        self.encoder = _mlp(c.d_in, c.encoder_widths, 2 * c.d_latent if c.variational else c.d_latent)
+        self.decoder = _mlp(c.d_latent, c.decoder_widths, c.d_in)
+        self.latent_norm = nn.BatchNorm1d(c.d_latent, affine=False, momentum=0.01)
+        self.mask_logits = nn.Parameter(torch.full((c.n_tasks, c.d_latent), 3.0))
+        out_dims = [1 if t == "regression" else k for t, k in zip(c.task_types, c.n_classes)]
+        self.heads = nn.ModuleList(_mlp(c.d_latent, [c.head_width], d) for d in out_dims)
+        self.register_buffer("input_mean", torch.zeros(c.d_in))
+        self.register_buffer("input_std", torch.ones(c.d_in))
+        self.register_buffer("task_mean", torch.zeros(c.n_tasks))
+        self.register_buffer("task_std", torch.ones(c.n_tasks))
+        self.register_buffer("support", torch.zeros(c.n_tasks, c.d_latent))
+        self.register_buffer("support_frozen", torch.zeros((), dtype=torch.bool))
+
+    # -- input checks -------------------------------------------------------------------------------
+    def _check_states(self, h: Any, name: str = "h") -> torch.Tensor:
+        if isinstance(h, np.ndarray):
+            h = torch.from_numpy(h)
+        if not isinstance(h, torch.Tensor):
+            raise TypeError(f"`{name}` must be a torch tensor or numpy array, got {type(h).__name__}.")
+        if h.ndim == 0 or h.shape[-1] != self.config.d_in:
+            raise ValueError(
+                f"`{name}` has shape {tuple(h.shape)}, but the adapter expects (..., {self.config.d_in}) "
+                f"(d_in={self.config.d_in}); the hidden size does not match."
+            )
+        param = self.input_mean
+        return h.to(device=param.device, dtype=torch.float32)
+
+    def _check_task(self, task: int | str) -> int:
+        if isinstance(task, str):
+            if task not in self.config.task_names:
+                raise ValueError(f"Unknown task {task!r}; tasks are {self.config.task_names}.")
+            return self.config.task_names.index(task)
+        if isinstance(task, bool) or not isinstance(task, (int, np.integer)) or not 0 <= task < self.config.n_tasks:
+            raise ValueError(f"`task` must be an int in 0..{self.config.n_tasks - 1} or a task name, got {task!r}.")
+        return int(task)
+
+    # -- normalisation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_normalizer(self, states: torch.Tensor, tasks: torch.Tensor | None = None, task_mask: torch.Tensor | None = None) -> None:
+        """Store per-dim input statistics (and regression-target statistics) from training data."""
+        flat = states.reshape(-1, self.config.d_in).float()
+        if self.config.normalize_inputs:
+            self.input_mean.copy_(flat.mean(0))
+            self.input_std.copy_(flat.std(0).clamp(min=1e-6))
+        if tasks is not None:
+            for i, kind in enumerate(self.config.task_types):
+                if kind != "regression":
+                    continue
+                rows = tasks[:, i] if task_mask is None else tasks[task_mask[:, i], i]
+                if len(rows) > 1:
+                    self.task_mean[i] = rows.float().mean()
+                    self.task_std[i] = rows.float().std().clamp(min=1e-6)
+
+    def normalize(self, h: torch.Tensor) -> torch.Tensor:
+        """Standardise raw hidden states with the stored statistics."""
+        return (h - self.input_mean) / self.input_std
+
+    # -- parts --------------------------------------------------------------------------------------
+    @property
+    def mask(self) -> torch.Tensor:
+        """The soft task x latent mask `sigmoid(mask_logits)`, `(n_tasks, d_latent)`."""
+        return torch.sigmoid(self.mask_logits)
+
+    @property
+    def task_support_(self) -> np.ndarray:
+        """`(n_tasks, d_latent)` bool: the latent dims each task reads."""
+        if bool(self.support_frozen):
+            return self.support.bool().cpu().numpy()
+        return (self.mask > self.config.mask_threshold).detach().cpu().numpy()
+
+    def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.encoder(x)
+        if self.config.variational:
+            mean, logvar = out.chunk(2, dim=-1)
+            return mean, logvar.clamp(-12, 8)
+        return out, None
+
+    def encode(self, h: Any) -> torch.Tensor:
+        """Posterior mean of the latent, `(..., d_in)` -> `(..., d_latent)`."""
+        h = self._check_states(h)
+        lead = h.shape[:-1]
+        mean, _ = self._posterior(self.normalize(h.reshape(-1, self.config.d_in)))
+        return mean.reshape(*lead, self.config.d_latent)
+
+    def decode(self, z: Any) -> torch.Tensor:
+        """Reconstruct raw hidden states, `(..., d_latent)` -> `(..., d_in)`."""
+        if isinstance(z, np.ndarray):
+            z = torch.from_numpy(z)
+        if z.shape[-1] != self.config.d_latent:
+            raise ValueError(f"`z` has shape {tuple(z.shape)}, expected (..., {self.config.d_latent}) (d_latent).")
+        z = z.to(self.input_mean.device, torch.float32)
+        return self.decoder(z) * self.input_std + self.input_mean
+
+    def task_latents(self, h: Any, task: int | str = 0) -> torch.Tensor:
+        """The specialist representation of `task`: the latent dims on its support, `(..., |support_task|)`."""
+        index = self._check_task(task)
+        support = torch.as_tensor(self.task_support_[index], device=self.input_mean.device)
+        return self.encode(h)[..., support]
+
+    def _head_inputs(self, z: torch.Tensor) -> torch.Tensor:
+        """`(n, d_latent)` -> `(n_tasks, n, d_latent)` masked, standardised latents."""
+        zs = self.latent_norm(z)
+        if bool(self.support_frozen):
+            return self.support[:, None, :] * zs[None]
+        if self.training:
+            m = self.mask[:, None, :]
+            return m * zs[None] + (1 - m) * torch.randn(m.shape[0], *zs.shape, device=zs.device, dtype=zs.dtype)
+        return (self.mask > self.config.mask_threshold).to(zs.dtype)[:, None, :] * zs[None]
+
+    def predict(self, h: Any, task: int | str = 0) -> torch.Tensor:
+        """Task predictions from raw hidden states: regression values in the original units, or class logits."""
+        index = self._check_task(task)
+        h = self._check_states(h)
+        lead = h.shape[:-1]
+        z = self.encode(h).reshape(-1, self.config.d_latent)
+        out = self.heads[index](self._head_inputs(z)[index])
+        if self.config.task_types[index] == "regression":
+            return (out[..., 0] * self.task_std[index] + self.task_mean[index]).reshape(lead)
+        return out.reshape(*lead, -1)
+
+    # -- training objective -------------------------------------------------------------------------
+    def loss_terms(
+        self,
+        h: torch.Tensor,
+        tasks: torch.Tensor,
+        task_mask: torch.Tensor,
+        sparsity: float,
+    ) -> dict[str, torch.Tensor]:
+        """Named loss terms on a batch of raw states `(n, d_in)`, targets `(n, n_tasks)`, row mask `(n, n_tasks)`.
+
+        Returns `{"loss", "recon", "kl", "task", "sparsity"}` plus `"task_i"` per task (mean over its rows).
+        """
+        x = self.normalize(h)
+        mean, logvar = self._posterior(x)
+        if self.config.variational and self.training:
+            z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+        else:
+            z = mean
+        recon = ((self.decoder(z) - x) ** 2).mean()
+        # heads read the posterior mean: the task fit is not blurred by the reconstruction's sampling noise
+        kl = (
+            0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1).mean()
+            if self.config.variational
+            else torch.zeros((), device=h.device)
+        )
+        inputs = self._head_inputs(mean)
+        terms: dict[str, torch.Tensor] = {}
+        task_total = torch.zeros((), device=h.device)
+        for i, head in enumerate(self.heads):
+            out = head(inputs[i])
+            rows = task_mask[:, i]
+            if self.config.task_types[i] == "regression":
+                target = (tasks[:, i] - self.task_mean[i]) / self.task_std[i]
+                per_row = (out[:, 0] - target) ** 2
+            else:
+                per_row = nn.functional.cross_entropy(out, tasks[:, i].long().clamp(min=0), reduction="none")
+            weight = rows.to(per_row.dtype)
+            value = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
+            terms[f"task_{i}"] = value.detach()
+            task_total = task_total + value
+        penalty = self.mask.sum() if not bool(self.support_frozen) else torch.zeros((), device=h.device)
+        loss = recon + self.config.kl_weight * kl + self.config.task_weight * task_total + sparsity * penalty
+        terms.update(loss=loss, recon=recon.detach(), kl=kl.detach(), task=task_total.detach(), sparsity=penalty.detach())
+        return terms
+
+    @torch.no_grad()
+    def freeze_support(self, support: np.ndarray | torch.Tensor | None = None) -> None:
+        """Fix the task support (default: the current `mask > mask_threshold`); heads then read only it."""
+        value = self.task_support_ if support is None else support
+        self.support.copy_(torch.as_tensor(np.asarray(value), dtype=self.support.dtype))
+        self.support_frozen.fill_(True)
+
+    # -- persistence (format in hub.py) -------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
+        """Save `config.json`, `model.safetensors` (and `structure.json`, `README.md`) atomically.
+
+        See `hf_specialist.hub.save_adapter` for the arguments.
+        """
+        from ..hub import save_adapter
+
+        return save_adapter(self, save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> SpecialistAdapter:
+        """Load from a local folder or a Hub repo id (see `hf_specialist.hub.load_adapter`)."""
+        from ..hub import load_adapter
+
+        return load_adapter(path_or_repo_id, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Push to the Hub in one commit (see `hf_specialist.hub.push_adapter`); returns the commit URL."""
+        from ..hub import push_adapter
+
+        return push_adapter(self, repo_id, **kwargs)

@@ -1,0 +1,441 @@
+"""`train_specialist`: training of a `SpecialistAdapter` with `accelerate`.
+
+The schedule is a list of stages. With a fixed `sparsity` lambda: one stage whose penalty warms up linearly, then a
+short fine-tuning stage with the support frozen. With `sparsity="auto"`: a dense stage (lambda = 0), then a path
+of increasing lambdas continued from the previous stage (a warm-started regularisation path); after each stage the
+held-out task losses and supports are recorded, and the sparsest stage whose held-out losses all stay within the
+tolerance of the dense model's is restored, its support frozen and fine-tuned.
+
+Checkpoints (every `checkpoint_every` optimizer steps) hold the model, the optimizer, the RNG states and the
+schedule position in safetensors and JSON files (no pickle); `resume=True` continues from the last one with the
+same result as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._validation import to_numpy
+from .model import SpecialistAdapter
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+@dataclass
+class Stage:
+    """One stage of the schedule: `epochs` at penalty `sparsity` (`warmup` ramps it from 0)."""
+
+    name: str
+    epochs: int
+    sparsity: float
+    warmup: bool = False
+    frozen: bool = False
+
+
+def auto_lambda_path(n_stages: int = 8, low: float = 3e-4, high: float = 0.3) -> list[float]:
+    """The default geometric grid of lambdas tried by `sparsity="auto"`."""
+    return list(np.geomspace(low, high, n_stages))
+
+
+# --- input preparation -------------------------------------------------------------------------------
+
+
+def prepare_training_data(
+    adapter: SpecialistAdapter, states: Any, tasks: Any, task_mask: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check and flatten inputs to rows: states `(N, d_in)`, tasks `(N, n_tasks)`, task mask `(N, n_tasks)`.
+
+    Accepts states `(rows, d_in)` with tasks `(rows, n_tasks)`, or states `(n, T, d_in)` with per-sequence tasks
+    `(n, n_tasks)` (broadcast to every step) or per-step tasks `(n, T, n_tasks)`. `task_mask` may be
+    `(rows, n_tasks)`, `(n, T, n_tasks)` or `(T, n_tasks)` (the same for every sequence, e.g.
+    `TaskStructure.step_tasks_`). Raises before any work on a wrong hidden size, task count, NaN or inf, or
+    classification labels out of range.
+    """
+    cfg = adapter.config
+    states = to_numpy(states, "states", dtype=np.float32)
+    tasks = to_numpy(tasks, "tasks", dtype=np.float64)
+    if states.ndim < 2 or states.shape[-1] != cfg.d_in:
+        raise ValueError(
+            f"`states` has shape {states.shape}, but the adapter expects (..., {cfg.d_in}) (d_in={cfg.d_in}); "
+            "the hidden size does not match."
+        )
+    if tasks.ndim == 1 and cfg.n_tasks == 1:
+        tasks = tasks[:, None]
+    if tasks.shape[-1] != cfg.n_tasks:
+        raise ValueError(f"`tasks` has shape {tasks.shape} with {tasks.shape[-1]} tasks, but the adapter has n_tasks={cfg.n_tasks}.")
+    lead = states.shape[:-1]
+    if tasks.shape[:-1] == lead:
+        pass
+    elif states.ndim == 3 and tasks.shape[:-1] == lead[:1]:
+        tasks = np.broadcast_to(tasks[:, None, :], lead + (cfg.n_tasks,))
+    else:
+        raise ValueError(
+            f"`tasks` has shape {tasks.shape}; with `states` of shape {states.shape} it must be {lead + (cfg.n_tasks,)}"
+            + (f" or {lead[:1] + (cfg.n_tasks,)}" if states.ndim == 3 else "")
+            + "."
+        )
+    if task_mask is None:
+        mask = np.ones(lead + (cfg.n_tasks,), dtype=bool)
+    else:
+        mask = to_numpy(task_mask, "task_mask", dtype=bool)
+        if mask.shape == lead + (cfg.n_tasks,):
+            pass
+        elif states.ndim == 3 and mask.shape == (lead[1], cfg.n_tasks):
+            mask = np.broadcast_to(mask[None], lead + (cfg.n_tasks,))
+        else:
+            raise ValueError(f"`task_mask` has shape {mask.shape}; expected {lead + (cfg.n_tasks,)}"
+                             + (f" or {(lead[1], cfg.n_tasks)}" if states.ndim == 3 else "") + ".")
+    states = states.reshape(-1, cfg.d_in)
+    tasks = np.ascontiguousarray(tasks).reshape(-1, cfg.n_tasks)
+    mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
+    if not np.isfinite(states).all():
+        raise ValueError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
+    if not np.isfinite(tasks[mask]).all():
+        raise ValueError("`tasks` contains NaN or infinite values on rows that count; mark absent labels in "
+                         "`task_mask` (False) instead of NaN.")
+    tasks = np.where(mask, tasks, 0.0)
+    for i, (kind, k) in enumerate(zip(cfg.task_types, cfg.n_classes)):
+        if kind == "classification":
+            labels = tasks[mask[:, i], i]
+            if len(labels) and (np.any(labels != np.round(labels)) or labels.min() < 0 or labels.max() >= k):
+                raise ValueError(f"`tasks[:, {i}]` ({cfg.task_names[i]}) must hold integer labels in 0..{k - 1} "
+                                 f"(n_classes={k}); got values in [{labels.min()}, {labels.max()}].")
+    if not mask.any(0).all():
+        empty = [cfg.task_names[i] for i in np.flatnonzero(~mask.any(0))]
+        raise ValueError(f"`task_mask` leaves no row for tasks {empty}.")
+    if len(states) < 10:
+        raise ValueError(f"`states` has {len(states)} rows; at least 10 are needed to train.")
+    return torch.from_numpy(states), torch.from_numpy(tasks).float(), torch.from_numpy(mask)
+
+
+# --- checkpoints (safetensors + JSON, no pickle) ------------------------------------------------------
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, values in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                meta["state"][str(pid)][key] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(pid): dict(values) for pid, values in meta["state"].items()}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+                    best: dict[str, torch.Tensor] | None) -> Path:
+    """Write one checkpoint folder atomically and keep only the newest."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{CHECKPOINT_PREFIX}{progress['global_step']:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=directory))
+    save_file(_model_tensors(model), str(tmp / "model.safetensors"))
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    if best is not None:
+        save_file(best, str(tmp / "best.safetensors"))
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"cuda{i}"] = s
+    save_file(rng, str(tmp / "rng.safetensors"))
+    (tmp / "progress.json").write_text(json.dumps({**progress, "optimizer": opt_meta}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in directory.glob(f"{CHECKPOINT_PREFIX}*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(directory: str | os.PathLike | None) -> Path | None:
+    """The newest complete checkpoint folder in `directory`, or `None`."""
+    if directory is None or not Path(directory).is_dir():
+        return None
+    found = sorted(p for p in Path(directory).glob(f"{CHECKPOINT_PREFIX}*") if (p / "progress.json").exists())
+    return found[-1] if found else None
+
+
+def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    from safetensors.torch import load_file
+
+    progress = json.loads((path / "progress.json").read_text())
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), progress.pop("optimizer")))
+    rng = load_file(str(path / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available():
+        states = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    best = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").exists() else None
+    return progress, best
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(adapter: SpecialistAdapter, states: torch.Tensor, tasks: torch.Tensor, mask: torch.Tensor,
+             batch_size: int = 4096) -> dict[str, float]:
+    """Held-out metrics: per-task loss (standardised MSE or cross-entropy), reconstruction, explained variance."""
+    was_training = adapter.training
+    adapter.eval()
+    device = adapter.input_mean.device
+    sums: dict[str, float] = {}
+    sq_total, var_total, rows = 0.0, 0.0, 0
+    for start in range(0, len(states), batch_size):
+        h = states[start : start + batch_size].to(device)
+        t = tasks[start : start + batch_size].to(device)
+        m = mask[start : start + batch_size].to(device)
+        terms = adapter.loss_terms(h, t, m, 0.0)
+        x = adapter.normalize(h)
+        z, _ = adapter._posterior(x)
+        sq_total += float(((adapter.decoder(z) - x) ** 2).sum())
+        var_total += float(((x - x.mean(0)) ** 2).sum())
+        for i in range(adapter.config.n_tasks):
+            sums[f"task_{i}"] = sums.get(f"task_{i}", 0.0) + float(terms[f"task_{i}"]) * float(m[:, i].sum())
+        rows += len(h)
+    adapter.train(was_training)
+    counts = mask.sum(0).clamp(min=1).tolist()
+    out = {f"task_{i}": sums[f"task_{i}"] / counts[i] for i in range(adapter.config.n_tasks)}
+    out["adapter/explained_variance"] = 1.0 - sq_total / max(var_total, 1e-12)
+    return out
+
+
+def _support_metrics(adapter: SpecialistAdapter) -> dict[str, float]:
+    support = adapter.task_support_
+    return {"adapter/support_size": int(support.sum()), "adapter/l0": float(support.sum(1).mean())}
+
+
+def train_specialist(
+    adapter: SpecialistAdapter,
+    states: Any,
+    tasks: Any,
+    task_mask: Any = None,
+    *,
+    epochs: int = 60,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    mask_lr: float = 3e-2,
+    weight_decay: float = 0.0,
+    sparsity: float | str | None = None,
+    lambda_path: list[float] | None = None,
+    validation_split: float = 0.2,
+    finetune_fraction: float = 0.15,
+    seed: int = 0,
+    mixed_precision: str = "no",
+    gradient_accumulation_steps: int = 1,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+    progress: bool | None = None,
+    cpu: bool | None = None,
+) -> dict[str, Any]:
+    """Train `adapter` on hidden states and task outcomes with `accelerate`.
+
+    Args:
+        adapter (`SpecialistAdapter`): the adapter; trained in place.
+        states: `(rows, d_in)` or `(n_sequences, T, d_in)` hidden states (numpy or torch).
+        tasks: `(rows, n_tasks)`, `(n_sequences, n_tasks)` (broadcast over steps) or `(n_sequences, T, n_tasks)`.
+        task_mask: which rows count for which task (`(rows, n_tasks)`, `(n_sequences, T, n_tasks)` or
+            `(T, n_tasks)`, e.g. `TaskStructure.step_tasks_`); all rows when `None`.
+        epochs (`int`, *optional*, defaults to 60): passes over the training rows, over all stages.
+        batch_size (`int`, *optional*, defaults to 256): rows per optimizer step (per process).
+        lr (`float`, *optional*, defaults to 1e-3): learning rate; `mask_lr` for the mask logits.
+        sparsity (`float` or `"auto"`, *optional*): overrides `adapter.config.sparsity`; `0` trains the generalist.
+        lambda_path (`list[float]`, *optional*): the lambdas tried by `"auto"` (default `auto_lambda_path()`).
+        validation_split (`float`, *optional*, defaults to 0.2): held-out share for `"auto"` and metrics.
+        finetune_fraction (`float`, *optional*, defaults to 0.15): share of epochs with the support frozen.
+        seed (`int`, *optional*, defaults to 0): seeds initialisation, data order and noise.
+        mixed_precision (`str`, *optional*, defaults to `"no"`): `"no"`, `"fp16"` or `"bf16"` (accelerate).
+        gradient_accumulation_steps (`int`, *optional*, defaults to 1): accumulate gradients over batches.
+        checkpoint_dir (`str`, *optional*): where checkpoints go; `checkpoint_every` sets the step interval.
+        resume (`bool`, *optional*, defaults to `False`): continue from the newest checkpoint in `checkpoint_dir`.
+        stop_after_steps (`int`, *optional*): stop after this many optimizer steps (to simulate an interruption).
+        progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
+        cpu (`bool`, *optional*): force CPU even when a GPU is present.
+
+    Returns:
+        `dict` history: `"steps"` (logged loss terms and metrics per logging step), `"stages"` (per stage:
+        lambda, held-out task losses, support), `"selected_sparsity"`, `"final"` (held-out metrics).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cfg = adapter.config
+    chosen = cfg.sparsity if sparsity is None else sparsity
+    if not (chosen == "auto" or (isinstance(chosen, (int, float)) and not isinstance(chosen, bool) and chosen >= 0)):
+        raise ValueError(f"`sparsity` must be a non-negative float or 'auto', got {chosen!r}.")
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("gradient_accumulation_steps", gradient_accumulation_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
+    if not 0 < validation_split < 1:
+        raise ValueError(f"`validation_split` must be in (0, 1), got {validation_split!r}.")
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError("`checkpoint_every` needs `checkpoint_dir`.")
+    h_all, t_all, m_all = prepare_training_data(adapter, states, tasks, task_mask)
+
+    set_seed(seed)
+    order = np.random.default_rng(seed).permutation(len(h_all))
+    n_val = max(1, int(round(validation_split * len(h_all))))
+    val_idx, train_idx = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
+    h_tr, t_tr, m_tr = h_all[train_idx], t_all[train_idx], m_all[train_idx]
+    h_va, t_va, m_va = h_all[val_idx], t_all[val_idx], m_all[val_idx]
+    adapter.fit_normalizer(h_tr, t_tr, m_tr)
+    if bool(adapter.support_frozen):
+        adapter.support_frozen.fill_(False)
+
+    finetune_epochs = max(1, int(round(finetune_fraction * epochs)))
+    main_epochs = max(1, epochs - finetune_epochs)
+    if chosen == "auto":
+        path = list(lambda_path or auto_lambda_path())
+        dense_epochs = max(1, main_epochs // 3)
+        per_stage = max(1, (main_epochs - dense_epochs) // len(path))
+        stages = [Stage("dense", dense_epochs, 0.0)] + [Stage(f"lambda_{k}", per_stage, float(lam)) for k, lam in enumerate(path)]
+    else:
+        stages = [Stage("train", main_epochs, float(chosen), warmup=float(chosen) > 0)]
+    stages.append(Stage("finetune", finetune_epochs, 0.0, frozen=True))
+
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
+                              cpu=bool(cpu) or not torch.cuda.is_available())
+    params = [
+        {"params": [p for n, p in adapter.named_parameters() if n != "mask_logits"], "lr": lr, "weight_decay": weight_decay},
+        {"params": [adapter.mask_logits], "lr": mask_lr, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.Adam(params)
+    model, optimizer = accelerator.prepare(adapter, optimizer)
+    raw = accelerator.unwrap_model(model)
+
+    steps_per_epoch = math.ceil(len(h_tr) / (batch_size * accelerator.num_processes))
+    total_epochs = sum(s.epochs for s in stages)
+    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "stage": 0, "history": [], "stages": [], "dense": None,
+                             "best_stage": None}
+    best: dict[str, torch.Tensor] | None = None
+    if resume:
+        found = latest_checkpoint(checkpoint_dir)
+        if found is not None:
+            state, best = _load_checkpoint(found, raw, optimizer)
+
+    disable = (not sys.stderr.isatty()) if progress is None else not progress
+    bar = tqdm(total=total_epochs * steps_per_epoch, initial=state["global_step"], desc="train specialist",
+               unit="step", disable=disable or not accelerator.is_main_process)
+    epoch_starts = np.cumsum([0] + [s.epochs for s in stages])
+    interrupted = False
+    while state["epoch"] < total_epochs and not interrupted:
+        epoch = state["epoch"]
+        stage_index = int(np.searchsorted(epoch_starts, epoch, side="right") - 1)
+        stage = stages[stage_index]
+        if stage.frozen and not bool(raw.support_frozen):
+            if best is not None:
+                raw.load_state_dict(best)
+            raw.freeze_support()
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(len(h_tr), generator=generator)
+        shard = perm[accelerator.process_index :: accelerator.num_processes]
+        done_in_epoch = state["global_step"] - epoch * steps_per_epoch
+        model.train()
+        for b in range(max(0, done_in_epoch), steps_per_epoch):
+            rows = shard[b * batch_size : (b + 1) * batch_size]
+            if len(rows) == 0:
+                continue
+            if stage.warmup:
+                progress_in_stage = (epoch - epoch_starts[stage_index] + b / steps_per_epoch) / stage.epochs
+                lam = stage.sparsity * min(1.0, progress_in_stage / max(cfg.sparsity_warmup, 1e-9))
+            else:
+                lam = stage.sparsity
+            device = accelerator.device
+            with accelerator.accumulate(model), accelerator.autocast():
+                terms = raw.loss_terms(h_tr[rows].to(device), t_tr[rows].to(device), m_tr[rows].to(device), lam)
+                accelerator.backward(terms["loss"])
+                optimizer.step()
+                optimizer.zero_grad()
+            state["global_step"] += 1
+            bar.update(1)
+            if state["global_step"] % 25 == 0:
+                record = {k: float(v.detach()) for k, v in terms.items()}
+                record.update(step=state["global_step"], stage=stage.name, sparsity_weight=lam, **_support_metrics(raw))
+                state["history"].append(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", support=record["adapter/support_size"])
+            if checkpoint_every and state["global_step"] % checkpoint_every == 0 and accelerator.is_main_process:
+                save_checkpoint(Path(checkpoint_dir), raw, optimizer, state, best)
+            if stop_after_steps is not None and state["global_step"] >= stop_after_steps:
+                interrupted = True
+                break
+        if interrupted:
+            break
+        state["epoch"] += 1
+        if state["epoch"] == epoch_starts[stage_index + 1]:
+            best = _end_stage(raw, stage, state, best, h_va, t_va, m_va, cfg.sparsity_tolerance)
+    bar.close()
+    if interrupted:
+        return {"interrupted_at": state["global_step"], "steps": state["history"], "stages": state["stages"]}
+    accelerator.wait_for_everyone()
+    final = evaluate(raw, h_va, t_va, m_va)
+    final.update(_support_metrics(raw))
+    raw.eval()
+    selected = stages[state["best_stage"]].sparsity if state["best_stage"] is not None else (chosen if chosen != "auto" else 0.0)
+    return {"steps": state["history"], "stages": state["stages"], "selected_sparsity": selected, "final": final}
+
+
+def _end_stage(raw: SpecialistAdapter, stage: Stage, state: dict[str, Any], best: dict[str, torch.Tensor] | None,
+               h_va: torch.Tensor, t_va: torch.Tensor, m_va: torch.Tensor, tolerance: float):
+    """Evaluate at the end of a stage; along an auto path keep the sparsest stage within tolerance."""
+    metrics = evaluate(raw, h_va, t_va, m_va)
+    losses = [metrics[f"task_{i}"] for i in range(raw.config.n_tasks)]
+    record = {"stage": stage.name, "sparsity": stage.sparsity, "held_out_task_loss": losses,
+              "adapter/explained_variance": metrics["adapter/explained_variance"],
+              "support": raw.task_support_.astype(int).tolist(), **_support_metrics(raw)}
+    index = len(state["stages"])
+    if stage.name == "dense":
+        state["dense"] = losses
+        state["best_stage"] = index
+        best = copy.deepcopy(_model_tensors(raw))
+    elif stage.name.startswith("lambda_") and state["dense"] is not None:
+        allowed = [d * (1 + tolerance) + 0.02 for d in state["dense"]]
+        record["within_tolerance"] = bool(all(l <= a for l, a in zip(losses, allowed)))
+        if record["within_tolerance"] and raw.task_support_.any(1).all():
+            state["best_stage"] = index
+            best = _model_tensors(raw)
+    elif stage.name == "train":
+        state["best_stage"] = index
+        best = None
+    state["stages"].append(record)
+    return best
+
+
+def iterate_batches(states: torch.Tensor, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
+    """Shuffled mini-batches of rows, one pass (a small provider for custom loops)."""
+    perm = torch.randperm(len(states), generator=torch.Generator().manual_seed(seed))
+    for start in range(0, len(states), batch_size):
+        yield states[perm[start : start + batch_size]]

@@ -1,0 +1,96 @@
+"""PNG plots: the step x task heatmap (truth beside estimate), relevant/irrelevant R² bars, training curves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def step_task_heatmap(
+    estimate: Any,
+    path: str | os.PathLike,
+    truth: Any | None = None,
+    task_names: Sequence[str] | None = None,
+    title: str = "Step x task structure",
+) -> Path:
+    """Write the `(T, M)` step x task matrix as a heatmap PNG, with the ground truth beside it when known."""
+    plt = _pyplot()
+    estimate = np.asarray(estimate, dtype=float)
+    if estimate.ndim != 2:
+        raise ValueError(f"`estimate` must be a (T, M) matrix, got shape {estimate.shape}.")
+    panels = [("estimate", estimate)] if truth is None else [("truth", np.asarray(truth, dtype=float)), ("estimate", estimate)]
+    T, M = estimate.shape
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 0.5 * M * len(panels) + 1.5, 1.0 + 0.25 * T), squeeze=False)
+    names = list(task_names) if task_names is not None else [f"task {i}" for i in range(M)]
+    for ax, (label, matrix) in zip(axes[0], panels):
+        ax.imshow(matrix, aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(label)
+        ax.set_xticks(range(M), names, rotation=45, ha="right")
+        ax.set_yticks(range(T), [str(t + 1) for t in range(T)])
+        ax.set_ylabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def r2_bars(scores: Mapping[str, Mapping[str, float]], path: str | os.PathLike, title: str = "Specialist latents") -> Path:
+    """Bars of `latents/r2_relevant` and `latents/r2_irrelevant` per method: `{method: {"r2_relevant", "r2_irrelevant"}}`."""
+    plt = _pyplot()
+    methods = list(scores)
+    x = np.arange(len(methods))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(methods), 3.2))
+    rel = [scores[m]["r2_relevant"] for m in methods]
+    irr = [scores[m]["r2_irrelevant"] for m in methods]
+    ax.bar(x - 0.2, rel, 0.4, label="R² relevant (higher is better)")
+    ax.bar(x + 0.2, irr, 0.4, label="R² irrelevant (lower is better)")
+    ax.set_xticks(x, methods, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_curves(history: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Loss terms and support size over optimizer steps from `train_specialist`'s history."""
+    plt = _pyplot()
+    steps = history.get("steps", [])
+    if not steps:
+        raise ValueError("`history` has no logged steps to plot.")
+    x = [r["step"] for r in steps]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key in ("loss", "recon", "task"):
+        ax1.plot(x, [r[key] for r in steps], label=key)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("step")
+    ax1.legend(fontsize=8)
+    ax2.plot(x, [r["adapter/support_size"] for r in steps], color="C3")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("adapter/support_size")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
