@@ -175,6 +175,7 @@ def within_step_latents(
     overlap: int = 0,
     n_irrelevant: int = 4,
     obs_dim: int = 32,
+    task_dim: int | None = None,
     task_noise: float = 0.05,
     seed: int | None = 0,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -182,11 +183,13 @@ def within_step_latents(
 
     The latent `s` has `n_tasks` blocks of `block_size` dims (consecutive blocks share `overlap` dims) followed by
     `n_irrelevant` dims that no task uses. Observations `x = f(s)` in `obs_dim` dims; task `i` is a nonlinear
-    function of its block only.
+    function of its block only: with `task_dim=1` a scalar (many-to-one, so a sparse model may keep only what the
+    task needs), with `task_dim=block_size` (the default) a vector given by a random invertible nonlinear map of the
+    block plus noise, so the task identifies its whole block (the setting of Theorem 2).
 
     Returns:
-        observations `(n, obs_dim)`, tasks `(n, n_tasks)`, and `truth` with `latents (n, d_s)`,
-        `relevant (n_tasks, d_s)` bool, `irrelevant (d_s,)` bool.
+        observations `(n, obs_dim)`, tasks `(n, n_tasks * task_dim)` (task by task), and `truth` with
+        `latents (n, d_s)`, `relevant (n_tasks, d_s)` bool, `irrelevant (d_s,)` bool, `task_dims`.
     """
     if overlap >= block_size:
         raise ValueError(f"`overlap`={overlap} must be smaller than `block_size`={block_size}.")
@@ -196,16 +199,22 @@ def within_step_latents(
     d_s = n_relevant + n_irrelevant
     if obs_dim < d_s:
         raise ValueError(f"`obs_dim`={obs_dim} must be at least the latent size {d_s} for an invertible map.")
+    task_dim = block_size if task_dim is None else task_dim
     latents = rng.uniform(-2, 2, size=(n, d_s))
     relevant = np.zeros((n_tasks, d_s), dtype=bool)
-    tasks = np.empty((n, n_tasks))
+    tasks = np.empty((n, n_tasks, task_dim))
     for i in range(n_tasks):
         block = np.arange(i * stride, i * stride + block_size)
         relevant[i, block] = True
-        w = _signed_uniform(rng, block_size)
         u = latents[:, block]
-        # a nonlinear, non-separable function of the whole block
-        tasks[:, i] = np.tanh(u @ w) + 0.5 * np.sin(u).sum(1) + task_noise * rng.normal(size=n)
+        if task_dim == 1:
+            w = _signed_uniform(rng, block_size)
+            value = (np.tanh(u @ w) + 0.5 * np.sin(u).sum(1))[:, None]  # non-separable, many-to-one
+        else:
+            value = _invertible_mlp(block_size, task_dim, rng)(np.tanh(u))  # injective in the block
+        tasks[:, i] = value + task_noise * rng.normal(size=(n, task_dim))
+    tasks = tasks.reshape(n, n_tasks * task_dim)
     irrelevant = ~relevant.any(0)
     observations = _invertible_mlp(d_s, obs_dim, rng, layers=3)(latents)
-    return observations, tasks, {"latents": latents, "relevant": relevant, "irrelevant": irrelevant}
+    return observations, tasks, {"latents": latents, "relevant": relevant, "irrelevant": irrelevant,
+                                 "task_dims": [task_dim] * n_tasks}

@@ -23,6 +23,8 @@ class SpecialistConfig:
         task_names (`list[str]`, *optional*): one name per task; defaults to `task_0`, `task_1`, ...
         task_types (`list[str]`, *optional*): `"regression"` or `"classification"` per task; defaults to regression.
         n_classes (`list[int]`, *optional*): classes per task (ignored for regression tasks).
+        task_dims (`list[int]`, *optional*): output dims per regression task (a task may be vector-valued);
+            defaults to 1 each. Targets are passed as `sum(task_dims)` columns, task by task.
         encoder_widths (`list[int]`, *optional*, defaults to `[256, 256]`): hidden widths of the encoder MLP.
         decoder_widths (`list[int]`, *optional*, defaults to `[256, 256]`): hidden widths of the decoder MLP.
         head_width (`int`, *optional*, defaults to 64): hidden width of each task head.
@@ -49,6 +51,7 @@ class SpecialistConfig:
     task_names: list[str] | None = None
     task_types: list[str] | None = None
     n_classes: list[int] | None = None
+    task_dims: list[int] | None = None
     encoder_widths: list[int] = field(default_factory=lambda: [256, 256])
     decoder_widths: list[int] = field(default_factory=lambda: [256, 256])
     head_width: int = 64
@@ -90,7 +93,9 @@ class SpecialistConfig:
             self.task_types = ["regression"] * self.n_tasks
         if self.n_classes is None:
             self.n_classes = [0] * self.n_tasks
-        for name in ("task_names", "task_types", "n_classes"):
+        if self.task_dims is None:
+            self.task_dims = [1] * self.n_tasks
+        for name in ("task_names", "task_types", "n_classes", "task_dims"):
             value = list(getattr(self, name))
             if len(value) != self.n_tasks:
                 raise ValueError(f"`{name}` has {len(value)} entries but `n_tasks` is {self.n_tasks}.")
@@ -100,6 +105,9 @@ class SpecialistConfig:
                 raise ValueError(f"`task_types[{i}]` must be one of {TASK_TYPES}, got {kind!r}.")
             if kind == "classification" and (not isinstance(classes, int) or classes < 2):
                 raise ValueError(f"`n_classes[{i}]` must be an int >= 2 for a classification task, got {classes!r}.")
+            dims = self.task_dims[i]
+            if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1 or (kind == "classification" and dims != 1):
+                raise ValueError(f"`task_dims[{i}]` must be a positive int (1 for classification), got {dims!r}.")
         if isinstance(self.sparsity, str):
             if self.sparsity != "auto":
                 raise ValueError(f"`sparsity` must be a non-negative float or 'auto', got {self.sparsity!r}.")
@@ -112,6 +120,19 @@ class SpecialistConfig:
             raise ValueError(f"`sparsity_warmup` must be in [0, 1), got {self.sparsity_warmup!r}.")
         if not 0 < self.mask_threshold < 1:
             raise ValueError(f"`mask_threshold` must be in (0, 1), got {self.mask_threshold!r}.")
+
+    @property
+    def target_columns(self) -> list[slice]:
+        """Column slice of each task in the flattened target matrix."""
+        starts = [0]
+        for d in self.task_dims:
+            starts.append(starts[-1] + d)
+        return [slice(a, b) for a, b in zip(starts[:-1], starts[1:])]
+
+    @property
+    def n_target_columns(self) -> int:
+        """Total target columns, `sum(task_dims)`."""
+        return sum(self.task_dims)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the library version stamped as the current one)."""

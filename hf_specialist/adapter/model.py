@@ -58,13 +58,17 @@ class SpecialistAdapter(nn.Module):
         self.encoder = _mlp(c.d_in, c.encoder_widths, 2 * c.d_latent if c.variational else c.d_latent)
         self.decoder = _mlp(c.d_latent, c.decoder_widths, c.d_in)
         self.latent_norm = nn.BatchNorm1d(c.d_latent, affine=False, momentum=0.01)
+        # An orthogonal rotation of the latent. KL and reconstruction are invariant to it (the decoder reads the
+        # un-rotated code), so it only serves the masked heads: it lets the optimiser line task information up
+        # with few coordinates quickly, which is what the sparsity penalty rewards.
+        self.rotation = nn.utils.parametrizations.orthogonal(nn.Linear(c.d_latent, c.d_latent, bias=False))
         self.mask_logits = nn.Parameter(torch.full((c.n_tasks, c.d_latent), 3.0))
-        out_dims = [1 if t == "regression" else k for t, k in zip(c.task_types, c.n_classes)]
+        out_dims = [d if t == "regression" else k for t, k, d in zip(c.task_types, c.n_classes, c.task_dims)]
         self.heads = nn.ModuleList(_mlp(c.d_latent, [c.head_width], d) for d in out_dims)
         self.register_buffer("input_mean", torch.zeros(c.d_in))
         self.register_buffer("input_std", torch.ones(c.d_in))
-        self.register_buffer("task_mean", torch.zeros(c.n_tasks))
-        self.register_buffer("task_std", torch.ones(c.n_tasks))
+        self.register_buffer("task_mean", torch.zeros(c.n_target_columns))
+        self.register_buffer("task_std", torch.ones(c.n_target_columns))
         self.register_buffer("support", torch.zeros(c.n_tasks, c.d_latent))
         self.register_buffer("support_frozen", torch.zeros((), dtype=torch.bool))
 
@@ -100,13 +104,13 @@ class SpecialistAdapter(nn.Module):
             self.input_mean.copy_(flat.mean(0))
             self.input_std.copy_(flat.std(0).clamp(min=1e-6))
         if tasks is not None:
-            for i, kind in enumerate(self.config.task_types):
+            for i, (kind, cols) in enumerate(zip(self.config.task_types, self.config.target_columns)):
                 if kind != "regression":
                     continue
-                rows = tasks[:, i] if task_mask is None else tasks[task_mask[:, i], i]
+                rows = tasks[:, cols] if task_mask is None else tasks[task_mask[:, i]][:, cols]
                 if len(rows) > 1:
-                    self.task_mean[i] = rows.float().mean()
-                    self.task_std[i] = rows.float().std().clamp(min=1e-6)
+                    self.task_mean[cols] = rows.float().mean(0)
+                    self.task_std[cols] = rows.float().std(0).clamp(min=1e-6)
 
     def normalize(self, h: torch.Tensor) -> torch.Tensor:
         """Standardise raw hidden states with the stored statistics."""
@@ -137,7 +141,7 @@ class SpecialistAdapter(nn.Module):
         h = self._check_states(h)
         lead = h.shape[:-1]
         mean, _ = self._posterior(self.normalize(h.reshape(-1, self.config.d_in)))
-        return mean.reshape(*lead, self.config.d_latent)
+        return self.rotation(mean).reshape(*lead, self.config.d_latent)
 
     def decode(self, z: Any) -> torch.Tensor:
         """Reconstruct raw hidden states, `(..., d_latent)` -> `(..., d_in)`."""
@@ -146,7 +150,8 @@ class SpecialistAdapter(nn.Module):
         if z.shape[-1] != self.config.d_latent:
             raise ValueError(f"`z` has shape {tuple(z.shape)}, expected (..., {self.config.d_latent}) (d_latent).")
         z = z.to(self.input_mean.device, torch.float32)
-        return self.decoder(z) * self.input_std + self.input_mean
+        unrotated = z @ self.rotation.weight  # the rotation is orthogonal: its inverse is its transpose
+        return self.decoder(unrotated) * self.input_std + self.input_mean
 
     def task_latents(self, h: Any, task: int | str = 0) -> torch.Tensor:
         """The specialist representation of `task`: the latent dims on its support, `(..., |support_task|)`."""
@@ -172,7 +177,9 @@ class SpecialistAdapter(nn.Module):
         z = self.encode(h).reshape(-1, self.config.d_latent)
         out = self.heads[index](self._head_inputs(z)[index])
         if self.config.task_types[index] == "regression":
-            return (out[..., 0] * self.task_std[index] + self.task_mean[index]).reshape(lead)
+            cols = self.config.target_columns[index]
+            value = out * self.task_std[cols] + self.task_mean[cols]
+            return value.reshape(lead) if value.shape[-1] == 1 else value.reshape(*lead, -1)
         return out.reshape(*lead, -1)
 
     # -- training objective -------------------------------------------------------------------------
@@ -183,7 +190,7 @@ class SpecialistAdapter(nn.Module):
         task_mask: torch.Tensor,
         sparsity: float,
     ) -> dict[str, torch.Tensor]:
-        """Named loss terms on a batch of raw states `(n, d_in)`, targets `(n, n_tasks)`, row mask `(n, n_tasks)`.
+        """Named loss terms on a batch of raw states `(n, d_in)`, targets `(n, sum(task_dims))`, row mask `(n, n_tasks)`.
 
         Returns `{"loss", "recon", "kl", "task", "sparsity"}` plus `"task_i"` per task (mean over its rows).
         """
@@ -200,17 +207,17 @@ class SpecialistAdapter(nn.Module):
             if self.config.variational
             else torch.zeros((), device=h.device)
         )
-        inputs = self._head_inputs(mean)
+        inputs = self._head_inputs(self.rotation(mean))
         terms: dict[str, torch.Tensor] = {}
         task_total = torch.zeros((), device=h.device)
-        for i, head in enumerate(self.heads):
+        for i, (head, cols) in enumerate(zip(self.heads, self.config.target_columns)):
             out = head(inputs[i])
             rows = task_mask[:, i]
             if self.config.task_types[i] == "regression":
-                target = (tasks[:, i] - self.task_mean[i]) / self.task_std[i]
-                per_row = (out[:, 0] - target) ** 2
+                target = (tasks[:, cols] - self.task_mean[cols]) / self.task_std[cols]
+                per_row = ((out - target) ** 2).mean(-1)
             else:
-                per_row = nn.functional.cross_entropy(out, tasks[:, i].long().clamp(min=0), reduction="none")
+                per_row = nn.functional.cross_entropy(out, tasks[:, cols.start].long().clamp(min=0), reduction="none")
             weight = rows.to(per_row.dtype)
             value = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
             terms[f"task_{i}"] = value.detach()

@@ -1,10 +1,9 @@
 """`train_specialist`: training of a `SpecialistAdapter` with `accelerate`.
 
-The schedule is a list of stages. With a fixed `sparsity` lambda: one stage whose penalty warms up linearly, then a
-short fine-tuning stage with the support frozen. With `sparsity="auto"`: a dense stage (lambda = 0), then a path
-of increasing lambdas continued from the previous stage (a warm-started regularisation path); after each stage the
-held-out task losses and supports are recorded, and the sparsest stage whose held-out losses all stay within the
-tolerance of the dense model's is restored, its support frozen and fine-tuned.
+One model per lambda: the penalty warms up, then the support is frozen and fine-tuned. With `sparsity="auto"` a
+dense model and one model per lambda of a grid are trained from the same seed and the sparsest whose held-out task
+losses stay within tolerance of the dense model's is kept (training each model from scratch under the penalty
+recovered the blocks far better than continuing one model along an increasing path, which kept a spread-out code).
 
 Checkpoints (every `checkpoint_every` optimizer steps) hold the model, the optimizer, the RNG states and the
 schedule position in safetensors and JSON files (no pickle); `resume=True` continues from the last one with the
@@ -21,7 +20,6 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +33,9 @@ from .model import SpecialistAdapter
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
-@dataclass
-class Stage:
-    """One stage of the schedule: `epochs` at penalty `sparsity` (`warmup` ramps it from 0)."""
-
-    name: str
-    epochs: int
-    sparsity: float
-    warmup: bool = False
-    frozen: bool = False
-
-
-def auto_lambda_path(n_stages: int = 8, low: float = 3e-4, high: float = 0.3) -> list[float]:
+def auto_lambda_path(n_values: int = 5, low: float = 3e-3, high: float = 0.3) -> list[float]:
     """The default geometric grid of lambdas tried by `sparsity="auto"`."""
-    return list(np.geomspace(low, high, n_stages))
+    return [float(x) for x in np.geomspace(low, high, n_values)]
 
 
 # --- input preparation -------------------------------------------------------------------------------
@@ -73,19 +60,23 @@ def prepare_training_data(
             f"`states` has shape {states.shape}, but the adapter expects (..., {cfg.d_in}) (d_in={cfg.d_in}); "
             "the hidden size does not match."
         )
-    if tasks.ndim == 1 and cfg.n_tasks == 1:
+    width = cfg.n_target_columns
+    if tasks.ndim == 1 and width == 1:
         tasks = tasks[:, None]
-    if tasks.shape[-1] != cfg.n_tasks:
-        raise ValueError(f"`tasks` has shape {tasks.shape} with {tasks.shape[-1]} tasks, but the adapter has n_tasks={cfg.n_tasks}.")
+    if tasks.shape[-1] != width:
+        raise ValueError(
+            f"`tasks` has shape {tasks.shape} with {tasks.shape[-1]} target columns, but the adapter has "
+            f"n_tasks={cfg.n_tasks} with task_dims={cfg.task_dims} ({width} columns); the task count does not match."
+        )
     lead = states.shape[:-1]
     if tasks.shape[:-1] == lead:
         pass
     elif states.ndim == 3 and tasks.shape[:-1] == lead[:1]:
-        tasks = np.broadcast_to(tasks[:, None, :], lead + (cfg.n_tasks,))
+        tasks = np.broadcast_to(tasks[:, None, :], lead + (width,))
     else:
         raise ValueError(
-            f"`tasks` has shape {tasks.shape}; with `states` of shape {states.shape} it must be {lead + (cfg.n_tasks,)}"
-            + (f" or {lead[:1] + (cfg.n_tasks,)}" if states.ndim == 3 else "")
+            f"`tasks` has shape {tasks.shape}; with `states` of shape {states.shape} it must be {lead + (width,)}"
+            + (f" or {lead[:1] + (width,)}" if states.ndim == 3 else "")
             + "."
         )
     if task_mask is None:
@@ -100,17 +91,18 @@ def prepare_training_data(
             raise ValueError(f"`task_mask` has shape {mask.shape}; expected {lead + (cfg.n_tasks,)}"
                              + (f" or {(lead[1], cfg.n_tasks)}" if states.ndim == 3 else "") + ".")
     states = states.reshape(-1, cfg.d_in)
-    tasks = np.ascontiguousarray(tasks).reshape(-1, cfg.n_tasks)
+    tasks = np.ascontiguousarray(tasks).reshape(-1, width)
     mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
     if not np.isfinite(states).all():
         raise ValueError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
-    if not np.isfinite(tasks[mask]).all():
+    column_mask = np.concatenate([np.repeat(mask[:, i : i + 1], d, axis=1) for i, d in enumerate(cfg.task_dims)], axis=1)
+    if not np.isfinite(tasks[column_mask]).all():
         raise ValueError("`tasks` contains NaN or infinite values on rows that count; mark absent labels in "
                          "`task_mask` (False) instead of NaN.")
-    tasks = np.where(mask, tasks, 0.0)
-    for i, (kind, k) in enumerate(zip(cfg.task_types, cfg.n_classes)):
+    tasks = np.where(column_mask, tasks, 0.0)
+    for i, (kind, k, cols) in enumerate(zip(cfg.task_types, cfg.n_classes, cfg.target_columns)):
         if kind == "classification":
-            labels = tasks[mask[:, i], i]
+            labels = tasks[mask[:, i], cols.start]
             if len(labels) and (np.any(labels != np.round(labels)) or labels.min() < 0 or labels.max() >= k):
                 raise ValueError(f"`tasks[:, {i}]` ({cfg.task_names[i]}) must hold integer labels in 0..{k - 1} "
                                  f"(n_classes={k}); got values in [{labels.min()}, {labels.max()}].")
@@ -243,10 +235,11 @@ def train_specialist(
     tasks: Any,
     task_mask: Any = None,
     *,
-    epochs: int = 60,
+    epochs: int = 100,
     batch_size: int = 256,
     lr: float = 1e-3,
     mask_lr: float = 3e-2,
+    rotation_lr: float = 1e-2,
     weight_decay: float = 0.0,
     sparsity: float | str | None = None,
     lambda_path: list[float] | None = None,
@@ -264,16 +257,26 @@ def train_specialist(
 ) -> dict[str, Any]:
     """Train `adapter` on hidden states and task outcomes with `accelerate`.
 
+    With a fixed `sparsity` lambda the penalty warms up over `config.sparsity_warmup` of training, then the
+    support (`mask > mask_threshold`) is frozen and the model fine-tuned. With `sparsity="auto"` (the default of
+    `SpecialistConfig`), a dense model (lambda = 0) and one model per lambda of `lambda_path` are trained from the
+    same seed, and the sparsest whose held-out task losses all stay within `config.sparsity_tolerance` (relative,
+    plus 0.02 absolute on standardised losses) of the dense model's is kept. Users have no ground truth to tune
+    lambda against; held-out task loss is what they do have.
+
     Args:
         adapter (`SpecialistAdapter`): the adapter; trained in place.
         states: `(rows, d_in)` or `(n_sequences, T, d_in)` hidden states (numpy or torch).
-        tasks: `(rows, n_tasks)`, `(n_sequences, n_tasks)` (broadcast over steps) or `(n_sequences, T, n_tasks)`.
+        tasks: `(rows, C)`, `(n_sequences, C)` (broadcast over steps) or `(n_sequences, T, C)` with
+            `C = sum(config.task_dims)` target columns (class labels as integers).
         task_mask: which rows count for which task (`(rows, n_tasks)`, `(n_sequences, T, n_tasks)` or
             `(T, n_tasks)`, e.g. `TaskStructure.step_tasks_`); all rows when `None`.
-        epochs (`int`, *optional*, defaults to 60): passes over the training rows, over all stages.
+        epochs (`int`, *optional*, defaults to 100): passes over the training rows per trained model.
         batch_size (`int`, *optional*, defaults to 256): rows per optimizer step (per process).
-        lr (`float`, *optional*, defaults to 1e-3): learning rate; `mask_lr` for the mask logits.
-        sparsity (`float` or `"auto"`, *optional*): overrides `adapter.config.sparsity`; `0` trains the generalist.
+        lr (`float`, *optional*, defaults to 1e-3): learning rate; `mask_lr` for the mask logits and
+            `rotation_lr` for the latent rotation.
+        sparsity (`float` or `"auto"`, *optional*): overrides `adapter.config.sparsity`; `0` trains the generalist
+            ablation of Proposition 2.
         lambda_path (`list[float]`, *optional*): the lambdas tried by `"auto"` (default `auto_lambda_path()`).
         validation_split (`float`, *optional*, defaults to 0.2): held-out share for `"auto"` and metrics.
         finetune_fraction (`float`, *optional*, defaults to 0.15): share of epochs with the support frozen.
@@ -287,94 +290,179 @@ def train_specialist(
         cpu (`bool`, *optional*): force CPU even when a GPU is present.
 
     Returns:
-        `dict` history: `"steps"` (logged loss terms and metrics per logging step), `"stages"` (per stage:
-        lambda, held-out task losses, support), `"selected_sparsity"`, `"final"` (held-out metrics).
+        `dict` history: `"steps"` (logged loss terms and metrics, DESIGN §5 names), `"path"` (per lambda tried:
+        held-out task losses, support size, whether within tolerance), `"selected_sparsity"`, `"final"`
+        (held-out metrics of the kept model), or `"interrupted_at"` when `stop_after_steps` stopped it.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     cfg = adapter.config
     chosen = cfg.sparsity if sparsity is None else sparsity
     if not (chosen == "auto" or (isinstance(chosen, (int, float)) and not isinstance(chosen, bool) and chosen >= 0)):
         raise ValueError(f"`sparsity` must be a non-negative float or 'auto', got {chosen!r}.")
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("gradient_accumulation_steps", gradient_accumulation_steps, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("gradient_accumulation_steps", gradient_accumulation_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
     if not 0 < validation_split < 1:
         raise ValueError(f"`validation_split` must be in (0, 1), got {validation_split!r}.")
+    if mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"`mixed_precision` must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}.")
     if checkpoint_every is not None and checkpoint_dir is None:
         raise ValueError("`checkpoint_every` needs `checkpoint_dir`.")
     h_all, t_all, m_all = prepare_training_data(adapter, states, tasks, task_mask)
 
-    set_seed(seed)
     order = np.random.default_rng(seed).permutation(len(h_all))
     n_val = max(1, int(round(validation_split * len(h_all))))
     val_idx, train_idx = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
-    h_tr, t_tr, m_tr = h_all[train_idx], t_all[train_idx], m_all[train_idx]
-    h_va, t_va, m_va = h_all[val_idx], t_all[val_idx], m_all[val_idx]
-    adapter.fit_normalizer(h_tr, t_tr, m_tr)
-    if bool(adapter.support_frozen):
-        adapter.support_frozen.fill_(False)
+    data = {
+        "train": (h_all[train_idx], t_all[train_idx], m_all[train_idx]),
+        "val": (h_all[val_idx], t_all[val_idx], m_all[val_idx]),
+    }
+    options = dict(epochs=epochs, batch_size=batch_size, lr=lr, mask_lr=mask_lr, rotation_lr=rotation_lr,
+                   weight_decay=weight_decay, finetune_fraction=finetune_fraction, seed=seed,
+                   mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
+                   checkpoint_every=checkpoint_every, resume=resume, progress=progress, cpu=cpu)
+    lambdas = [float(chosen)] if chosen != "auto" else [0.0] + [float(x) for x in (lambda_path or auto_lambda_path())]
+    root = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    summary_path = root / "path.json" if root is not None else None
+    path: list[dict[str, Any]] = []
+    if resume and summary_path is not None and summary_path.exists():
+        path = json.loads(summary_path.read_text())
+    history_steps: list[dict[str, Any]] = []
+    steps_left = stop_after_steps
+    for k, lam in enumerate(lambdas):
+        if k < len(path):
+            continue  # finished before an interruption
+        run_dir = root / f"run-{k:02d}" if root is not None else None
+        model = adapter if len(lambdas) == 1 else _fresh_copy(adapter, seed)
+        result = _train_one(model, data, lam, run_dir, stop_after_steps=steps_left, **options)
+        history_steps += result["steps"]
+        if "interrupted_at" in result:
+            return {"interrupted_at": result["interrupted_at"], "steps": history_steps, "path": path}
+        if steps_left is not None:
+            steps_left -= result["n_steps"]
+        record = {"sparsity": lam, **result["final"], "support": model.task_support_.astype(int).tolist()}
+        path.append(record)
+        if len(lambdas) > 1:
+            if run_dir is not None:
+                _save_run(run_dir, model)
+            else:
+                record["_state"] = _model_tensors(model)
+        if summary_path is not None:
+            summary_path.parent.mkdir(parents=True, exist_ok=True)
+            summary_path.write_text(json.dumps([{k2: v for k2, v in r.items() if k2 != "_state"} for r in path]))
+    best = select_sparsest(path, cfg.sparsity_tolerance, cfg.n_tasks)
+    if len(lambdas) > 1:
+        state = path[best].get("_state")
+        if state is None:
+            from safetensors.torch import load_file
 
-    finetune_epochs = max(1, int(round(finetune_fraction * epochs)))
-    main_epochs = max(1, epochs - finetune_epochs)
-    if chosen == "auto":
-        path = list(lambda_path or auto_lambda_path())
-        dense_epochs = max(1, main_epochs // 3)
-        per_stage = max(1, (main_epochs - dense_epochs) // len(path))
-        stages = [Stage("dense", dense_epochs, 0.0)] + [Stage(f"lambda_{k}", per_stage, float(lam)) for k, lam in enumerate(path)]
-    else:
-        stages = [Stage("train", main_epochs, float(chosen), warmup=float(chosen) > 0)]
-    stages.append(Stage("finetune", finetune_epochs, 0.0, frozen=True))
+            state = load_file(str(root / f"run-{best:02d}" / "final.safetensors"))
+        adapter.load_state_dict(state)
+    for record in path:
+        record.pop("_state", None)
+    adapter.eval()
+    return {"steps": history_steps, "path": path, "selected_sparsity": path[best]["sparsity"],
+            "final": {k2: v for k2, v in path[best].items() if k2 not in ("support", "sparsity", "within_tolerance")}}
+
+
+def select_sparsest(path: list[dict[str, Any]], tolerance: float, n_tasks: int) -> int:
+    """Index of the sparsest trained model whose held-out task losses stay within tolerance of the dense one's.
+
+    The first entry is the dense model (or the only model). Marks each entry with `within_tolerance`.
+    """
+    dense = [path[0][f"task_{i}"] for i in range(n_tasks)]
+    allowed = [d * (1 + tolerance) + 0.02 for d in dense]
+    best = 0
+    for index, record in enumerate(path):
+        losses = [record[f"task_{i}"] for i in range(n_tasks)]
+        ok = all(loss <= limit for loss, limit in zip(losses, allowed)) and all(any(row) for row in record["support"])
+        record["within_tolerance"] = bool(ok)
+        if ok and record["adapter/support_size"] <= path[best]["adapter/support_size"]:
+            best = index
+    return best
+
+
+def _fresh_copy(adapter: SpecialistAdapter, seed: int) -> SpecialistAdapter:
+    torch.manual_seed(seed)
+    return type(adapter)(copy.deepcopy(adapter.config)).to(adapter.input_mean.device)
+
+
+def _save_run(run_dir: Path, model: SpecialistAdapter) -> None:
+    from safetensors.torch import save_file
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_file(_model_tensors(model), str(run_dir / "final.safetensors"))
+
+
+def _train_one(
+    adapter: SpecialistAdapter,
+    data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    sparsity: float,
+    run_dir: Path | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    mask_lr: float,
+    rotation_lr: float,
+    weight_decay: float,
+    finetune_fraction: float,
+    seed: int,
+    mixed_precision: str,
+    gradient_accumulation_steps: int,
+    checkpoint_every: int | None,
+    resume: bool,
+    stop_after_steps: int | None,
+    progress: bool | None,
+    cpu: bool | None,
+) -> dict[str, Any]:
+    """Train one model at a fixed lambda (warm-up, then the support frozen and fine-tuned)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cfg = adapter.config
+    h_tr, t_tr, m_tr = data["train"]
+    set_seed(seed)
+    adapter.fit_normalizer(h_tr, t_tr, m_tr)
+    adapter.support_frozen.fill_(False)
+    finetune_epochs = max(1, int(round(finetune_fraction * epochs))) if epochs > 1 else 0
+    main_epochs = epochs - finetune_epochs
 
     accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
                               cpu=bool(cpu) or not torch.cuda.is_available())
-    params = [
-        {"params": [p for n, p in adapter.named_parameters() if n != "mask_logits"], "lr": lr, "weight_decay": weight_decay},
+    groups = [
+        {"params": [p for n, p in adapter.named_parameters() if n != "mask_logits" and not n.startswith("rotation.")],
+         "lr": lr, "weight_decay": weight_decay},
         {"params": [adapter.mask_logits], "lr": mask_lr, "weight_decay": 0.0},
+        {"params": list(adapter.rotation.parameters()), "lr": rotation_lr, "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.Adam(params)
+    optimizer = torch.optim.Adam(groups)
     model, optimizer = accelerator.prepare(adapter, optimizer)
     raw = accelerator.unwrap_model(model)
-
     steps_per_epoch = math.ceil(len(h_tr) / (batch_size * accelerator.num_processes))
-    total_epochs = sum(s.epochs for s in stages)
-    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "stage": 0, "history": [], "stages": [], "dense": None,
-                             "best_stage": None}
-    best: dict[str, torch.Tensor] | None = None
-    if resume:
-        found = latest_checkpoint(checkpoint_dir)
+    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": []}
+    if resume and run_dir is not None:
+        found = latest_checkpoint(run_dir)
         if found is not None:
-            state, best = _load_checkpoint(found, raw, optimizer)
-
+            state, _ = _load_checkpoint(found, raw, optimizer)
+    start_step = state["global_step"]
     disable = (not sys.stderr.isatty()) if progress is None else not progress
-    bar = tqdm(total=total_epochs * steps_per_epoch, initial=state["global_step"], desc="train specialist",
+    bar = tqdm(total=epochs * steps_per_epoch, initial=start_step, desc=f"train specialist (lambda={sparsity:.3g})",
                unit="step", disable=disable or not accelerator.is_main_process)
-    epoch_starts = np.cumsum([0] + [s.epochs for s in stages])
+    device = accelerator.device
     interrupted = False
-    while state["epoch"] < total_epochs and not interrupted:
+    while state["epoch"] < epochs and not interrupted:
         epoch = state["epoch"]
-        stage_index = int(np.searchsorted(epoch_starts, epoch, side="right") - 1)
-        stage = stages[stage_index]
-        if stage.frozen and not bool(raw.support_frozen):
-            if best is not None:
-                raw.load_state_dict(best)
+        if epoch >= main_epochs and not bool(raw.support_frozen):
             raw.freeze_support()
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        perm = torch.randperm(len(h_tr), generator=generator)
-        shard = perm[accelerator.process_index :: accelerator.num_processes]
-        done_in_epoch = state["global_step"] - epoch * steps_per_epoch
+        shard = torch.randperm(len(h_tr), generator=generator)[accelerator.process_index :: accelerator.num_processes]
         model.train()
-        for b in range(max(0, done_in_epoch), steps_per_epoch):
+        for b in range(state["global_step"] - epoch * steps_per_epoch, steps_per_epoch):
             rows = shard[b * batch_size : (b + 1) * batch_size]
             if len(rows) == 0:
                 continue
-            if stage.warmup:
-                progress_in_stage = (epoch - epoch_starts[stage_index] + b / steps_per_epoch) / stage.epochs
-                lam = stage.sparsity * min(1.0, progress_in_stage / max(cfg.sparsity_warmup, 1e-9))
-            else:
-                lam = stage.sparsity
-            device = accelerator.device
+            ramp = (epoch + b / steps_per_epoch) / max(main_epochs * cfg.sparsity_warmup, 1e-9)
+            lam = sparsity * min(1.0, ramp)
             with accelerator.accumulate(model), accelerator.autocast():
                 terms = raw.loss_terms(h_tr[rows].to(device), t_tr[rows].to(device), m_tr[rows].to(device), lam)
                 accelerator.backward(terms["loss"])
@@ -384,54 +472,25 @@ def train_specialist(
             bar.update(1)
             if state["global_step"] % 25 == 0:
                 record = {k: float(v.detach()) for k, v in terms.items()}
-                record.update(step=state["global_step"], stage=stage.name, sparsity_weight=lam, **_support_metrics(raw))
+                record.update(step=state["global_step"], sparsity=sparsity, sparsity_weight=lam, **_support_metrics(raw))
                 state["history"].append(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", support=record["adapter/support_size"])
-            if checkpoint_every and state["global_step"] % checkpoint_every == 0 and accelerator.is_main_process:
-                save_checkpoint(Path(checkpoint_dir), raw, optimizer, state, best)
-            if stop_after_steps is not None and state["global_step"] >= stop_after_steps:
+            if (checkpoint_every and run_dir is not None and state["global_step"] % checkpoint_every == 0
+                    and accelerator.is_main_process):
+                save_checkpoint(run_dir, raw, optimizer, state, None)
+            if stop_after_steps is not None and state["global_step"] - start_step >= stop_after_steps:
                 interrupted = True
                 break
-        if interrupted:
-            break
-        state["epoch"] += 1
-        if state["epoch"] == epoch_starts[stage_index + 1]:
-            best = _end_stage(raw, stage, state, best, h_va, t_va, m_va, cfg.sparsity_tolerance)
+        if not interrupted:
+            state["epoch"] += 1
     bar.close()
     if interrupted:
-        return {"interrupted_at": state["global_step"], "steps": state["history"], "stages": state["stages"]}
+        return {"interrupted_at": state["global_step"], "steps": state["history"]}
     accelerator.wait_for_everyone()
-    final = evaluate(raw, h_va, t_va, m_va)
+    final = evaluate(raw, *data["val"])
     final.update(_support_metrics(raw))
     raw.eval()
-    selected = stages[state["best_stage"]].sparsity if state["best_stage"] is not None else (chosen if chosen != "auto" else 0.0)
-    return {"steps": state["history"], "stages": state["stages"], "selected_sparsity": selected, "final": final}
-
-
-def _end_stage(raw: SpecialistAdapter, stage: Stage, state: dict[str, Any], best: dict[str, torch.Tensor] | None,
-               h_va: torch.Tensor, t_va: torch.Tensor, m_va: torch.Tensor, tolerance: float):
-    """Evaluate at the end of a stage; along an auto path keep the sparsest stage within tolerance."""
-    metrics = evaluate(raw, h_va, t_va, m_va)
-    losses = [metrics[f"task_{i}"] for i in range(raw.config.n_tasks)]
-    record = {"stage": stage.name, "sparsity": stage.sparsity, "held_out_task_loss": losses,
-              "adapter/explained_variance": metrics["adapter/explained_variance"],
-              "support": raw.task_support_.astype(int).tolist(), **_support_metrics(raw)}
-    index = len(state["stages"])
-    if stage.name == "dense":
-        state["dense"] = losses
-        state["best_stage"] = index
-        best = copy.deepcopy(_model_tensors(raw))
-    elif stage.name.startswith("lambda_") and state["dense"] is not None:
-        allowed = [d * (1 + tolerance) + 0.02 for d in state["dense"]]
-        record["within_tolerance"] = bool(all(l <= a for l, a in zip(losses, allowed)))
-        if record["within_tolerance"] and raw.task_support_.any(1).all():
-            state["best_stage"] = index
-            best = _model_tensors(raw)
-    elif stage.name == "train":
-        state["best_stage"] = index
-        best = None
-    state["stages"].append(record)
-    return best
+    return {"steps": state["history"], "final": final, "n_steps": state["global_step"] - start_step}
 
 
 def iterate_batches(states: torch.Tensor, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
