@@ -237,7 +237,12 @@ def _resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: 
             raise FileNotFoundError(f"{filename} not found in {candidate.parent}.{hint}")
         return None
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         return Path(hf_hub_download(str(path_or_repo_id), filename, subfolder=subfolder, revision=revision, token=token, **kwargs))
@@ -246,8 +251,11 @@ def _resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: 
             raise FileNotFoundError(f"{filename} not found in repo {path_or_repo_id!r}"
                                     f"{f' (subfolder {subfolder!r})' if subfolder else ''} at revision {revision or 'main'}.") from err
         return None
-    except (RepositoryNotFoundError, RevisionNotFoundError) as err:
-        raise FileNotFoundError(f"{path_or_repo_id!r} is neither a local folder nor a reachable Hub repo: {err}") from err
+    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as err:
+        raise FileNotFoundError(
+            f"{filename} not found: {str(path_or_repo_id)!r} is neither a local folder nor a reachable Hub repo "
+            f"({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from err
 
 
 def read_config(path: Path) -> dict[str, Any]:

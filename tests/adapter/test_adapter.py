@@ -1,0 +1,199 @@
+import numpy as np
+import pytest
+import torch
+
+import hf_specialist as hfs
+from hf_specialist import synthetic
+from hf_specialist.adapter.train import latest_checkpoint
+from hf_specialist.metrics import block_r2
+from helpers import build_adapter
+
+
+@pytest.fixture(scope="module")
+def latent_data():
+    return synthetic.within_step_latents(n=3000, n_tasks=2, block_size=2, n_irrelevant=3, obs_dim=32, seed=0)
+
+
+def test_config_round_trip_and_unknown_keys():
+    cfg = hfs.SpecialistConfig(d_in=16, n_tasks=2, task_types=["regression", "classification"], n_classes=[0, 3])
+    again = hfs.SpecialistConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    payload = cfg.to_dict()
+    payload["from_the_future"] = 1
+    with pytest.warns(UserWarning, match="from_the_future"):
+        assert hfs.SpecialistConfig.from_dict(payload) == cfg
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(d_in=0), "`d_in` must be a positive int"),
+        (dict(d_in=8, sparsity=-1.0), "`sparsity` must be non-negative, got -1.0"),
+        (dict(d_in=8, n_tasks=2, task_names=["a"]), "`task_names` has 1 entries but `n_tasks` is 2"),
+        (dict(d_in=8, task_types=["classification"], n_classes=[1]), r"`n_classes\[0\]` must be an int >= 2"),
+        (dict(d_in=8, task_types=["ranking"]), r"`task_types\[0\]` must be one of"),
+        (dict(d_in=8, mask_threshold=1.5), "`mask_threshold` must be in"),
+    ],
+)
+def test_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        hfs.SpecialistConfig(**kwargs)
+
+
+def test_shapes_any_leading_dims():
+    adapter = build_adapter().eval()
+    h = torch.randn(3, 5, 7, 32)
+    z = adapter.encode(h)
+    assert z.shape == (3, 5, 7, 8)
+    assert adapter.decode(z).shape == h.shape
+    assert adapter.task_latents(h.numpy(), task=1).shape[:-1] == (3, 5, 7)
+    assert adapter.predict(h, task="task_0").shape == (3, 5, 7)
+    with pytest.raises(ValueError, match=r"expects \(\.\.\., 32\).*hidden size does not match"):
+        adapter.encode(torch.randn(4, 31))
+    with pytest.raises(ValueError, match="Unknown task 'nope'"):
+        adapter.task_latents(h, task="nope")
+    with pytest.raises(ValueError, match="`task` must be an int in 0..1"):
+        adapter.task_latents(h, task=2)
+
+
+def _block_scores(adapter, obs, truth):
+    h = torch.as_tensor(obs, dtype=torch.float32)
+    return [
+        block_r2(adapter.task_latents(h, task=i), truth["latents"][:, truth["relevant"][i]], truth["latents"][:, truth["irrelevant"]])
+        for i in range(2)
+    ]
+
+
+def test_sparse_adapter_recovers_blocks_and_generalist_does_not(latent_data):
+    obs, tasks, truth = latent_data
+    sparse = build_adapter(task_dims=[2, 2], encoder_widths=[128, 128], decoder_widths=[128, 128], d_latent=8)
+    history = hfs.train_specialist(sparse, obs, tasks, sparsity=0.1, epochs=60, seed=0, progress=False)
+    np.testing.assert_array_equal(sparse.task_support_.sum(1), [2, 2])
+    for score in _block_scores(sparse, obs, truth):
+        assert score["r2_relevant"] > 0.85 and score["r2_irrelevant"] < 0.2
+    names = set(history["steps"][-1])
+    assert {"adapter/support_size", "adapter/l0", "recon", "task", "sparsity"} <= names
+    assert "adapter/explained_variance" in history["final"]
+
+    dense = build_adapter(task_dims=[2, 2], encoder_widths=[128, 128], decoder_widths=[128, 128], d_latent=8)
+    hfs.train_specialist(dense, obs, tasks, sparsity=0.0, epochs=30, seed=0, progress=False)
+    assert dense.task_support_.all()
+    for score in _block_scores(dense, obs, truth):
+        assert score["r2_irrelevant"] > 0.6
+
+
+def test_auto_sparsity_records_path_and_picks_sparsest_within_tolerance(latent_data):
+    obs, tasks, truth = latent_data
+    adapter = build_adapter(task_dims=[2, 2], encoder_widths=[128, 128], decoder_widths=[128, 128], d_latent=8)
+    history = hfs.train_specialist(adapter, obs, tasks, epochs=40, lambda_path=[0.1, 5.0], seed=0, progress=False)
+    sizes = [r["adapter/support_size"] for r in history["path"]]
+    assert [r["sparsity"] for r in history["path"]] == [0.0, 0.1, 5.0]
+    assert sizes[0] == 16 and sizes[1] < sizes[0]
+    chosen = history["selected_sparsity"]
+    assert history["path"][[r["sparsity"] for r in history["path"]].index(chosen)]["within_tolerance"]
+    assert int(adapter.task_support_.sum()) == history["final"]["adapter/support_size"]
+    assert chosen == 0.1  # lambda = 5 empties or hurts a task, so it is not kept
+
+
+def test_task_mask_rows_do_not_count():
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(400, 32)).astype(np.float32)
+    tasks = states[:, :2] @ np.array([[1.0, 0.0], [0.0, 1.0]])
+    mask = np.ones((400, 2), dtype=bool)
+    mask[:200, 1] = False
+    garbage = tasks.copy()
+    garbage[:200, 1] = 1e6
+    a, b = build_adapter(), build_adapter()
+    torch.manual_seed(0)
+    b.load_state_dict(a.state_dict())
+    ha = hfs.train_specialist(a, states, tasks, mask, sparsity=0.0, epochs=3, seed=0, progress=False)
+    hb = hfs.train_specialist(b, states, garbage, mask, sparsity=0.0, epochs=3, seed=0, progress=False)
+    assert ha["final"]["task_1"] == pytest.approx(hb["final"]["task_1"], rel=1e-5)
+
+
+def test_sequence_states_with_structure_mask():
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(60, 4, 32)).astype(np.float32)
+    tasks = rng.normal(size=(60, 2))
+    step_tasks = np.array([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=bool)
+    history = hfs.train_specialist(build_adapter(), states, tasks, step_tasks, sparsity=0.0, epochs=1, seed=0, progress=False)
+    assert "final" in history
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("hidden", r"expects \(\.\.\., 32\) \(d_in=32\); the hidden size does not match"),
+        ("count", "the task count does not match"),
+        ("nan", "NaN"),
+        ("labels", r"integer labels in 0..2"),
+        ("mask", "`task_mask` has shape"),
+    ],
+)
+def test_training_bad_input(case, match):
+    rng = np.random.default_rng(0)
+    states, tasks = rng.normal(size=(50, 32)), rng.normal(size=(50, 2))
+    mask = None
+    adapter = build_adapter()
+    if case == "hidden":
+        states = states[:, :31]
+    elif case == "count":
+        tasks = tasks[:, :1]
+    elif case == "nan":
+        states[3, 3] = np.nan
+    elif case == "labels":
+        adapter = build_adapter(task_types=["regression", "classification"], n_classes=[0, 3])
+        tasks[:, 1] = 3
+    elif case == "mask":
+        mask = np.ones((50, 3), dtype=bool)
+    before = {k: v.clone() for k, v in adapter.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        hfs.train_specialist(adapter, states, tasks, mask, epochs=1, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in adapter.state_dict().items())  # nothing started
+
+
+def test_classification_task_trains():
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(600, 6))
+    states = (factors @ rng.normal(size=(6, 32))).astype(np.float32)
+    labels = (factors[:, 0] > 0).astype(int) + (factors[:, 1] > 0).astype(int)
+    tasks = np.stack([factors[:, 2], labels], axis=1)
+    adapter = build_adapter(task_types=["regression", "classification"], n_classes=[0, 3])
+    hfs.train_specialist(adapter, states, tasks, sparsity=0.0, epochs=30, batch_size=64, seed=0, progress=False)
+    logits = adapter.predict(torch.as_tensor(states), task=1)
+    assert logits.shape == (600, 3)
+    assert (logits.argmax(-1).numpy() == labels).mean() > 0.8
+
+
+def test_checkpoint_resume_matches_uninterrupted(tmp_path):
+    rng = np.random.default_rng(1)
+    states = rng.normal(size=(300, 32)).astype(np.float32)
+    tasks = rng.normal(size=(300, 2))
+    kwargs = dict(sparsity=0.05, epochs=4, batch_size=64, seed=3, progress=False)
+    torch.manual_seed(0)
+    reference = build_adapter()
+    init = {k: v.clone() for k, v in reference.state_dict().items()}
+    hfs.train_specialist(reference, states, tasks, **kwargs)
+
+    interrupted = build_adapter()
+    interrupted.load_state_dict(init)
+    out = hfs.train_specialist(interrupted, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5,
+                               stop_after_steps=10, **kwargs)
+    assert out["interrupted_at"] == 10
+    assert latest_checkpoint(tmp_path).name == "checkpoint-00000010"
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))  # safetensors + JSON only
+
+    resumed = build_adapter()
+    resumed.load_state_dict(init)
+    hfs.train_specialist(resumed, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5, resume=True, **kwargs)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
+
+
+def test_block_r2_checks_rows():
+    with pytest.raises(ValueError, match="same number of rows"):
+        block_r2(np.zeros((10, 2)), np.zeros((9, 2)), np.zeros((10, 1)))
+    rng = np.random.default_rng(0)
+    s = rng.uniform(-1, 1, size=(800, 4))
+    good = block_r2(np.tanh(s[:, :2]), s[:, :2], s[:, 2:])
+    assert good["r2_relevant"] > 0.95 and good["r2_irrelevant"] < 0.05

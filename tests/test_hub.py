@@ -1,0 +1,224 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import hf_specialist as hfs
+from hf_specialist import hub, synthetic
+from helpers import build_adapter, build_tiny_model
+from hub_server import TOKEN, HubServer
+
+
+@pytest.fixture(scope="module")
+def hub_endpoint(tmp_path_factory):
+    """A local Hub-compatible server; the real huggingface_hub client is pointed at it."""
+    from huggingface_hub import constants
+
+    server = HubServer().start()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_ENDPOINT", server.url)
+    patch.setattr(constants, "ENDPOINT", server.url)
+    patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    patch.setattr(constants, "HF_HUB_OFFLINE", False)
+    patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    patch.setattr(constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf_cache")))
+    yield server
+    patch.undo()
+    server.stop()
+
+
+@pytest.fixture
+def trained():
+    torch.manual_seed(0)
+    adapter = build_adapter(hook_point="layers.1", base_model="tiny-gpt2", base_model_type="gpt2", base_hidden_size=32)
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(200, 32)).astype(np.float32)
+    hfs.train_specialist(adapter, states, states[:, :2], sparsity=0.0, epochs=1, seed=0, progress=False)
+    return adapter, torch.as_tensor(states[:16])
+
+
+@pytest.fixture(scope="module")
+def structure():
+    states, tasks, _ = synthetic.collider_sequences(n=4000, T=6, M=2, seed=0)
+    return hfs.TaskStructure().fit(states, tasks)
+
+
+def _same(a, b, h):
+    torch.testing.assert_close(a.encode(h), b.encode(h))
+    torch.testing.assert_close(a.predict(h, task=1), b.predict(h, task=1))
+    np.testing.assert_array_equal(a.task_support_, b.task_support_)
+
+
+def test_local_round_trip_layout_and_structure(tmp_path, trained, structure):
+    adapter, h = trained
+    folder = adapter.save_pretrained(tmp_path / "art", structure=structure, metrics={"adapter/explained_variance": 0.9})
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["README.md", "config.json", "model.safetensors", "structure.json", "structure.png"]
+    assert not (folder / "adapter_config.json").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["hook_point"] == "layers.1" and set(config["versions"]) == {"hf_specialist", "torch", "transformers"}
+    card = (folder / "README.md").read_text()
+    assert "library_name: hf_specialist" in card and "base_model: tiny-gpt2" in card and "structure.png" in card
+    loaded = hfs.SpecialistAdapter.from_pretrained(folder)
+    _same(adapter, loaded, h)
+    np.testing.assert_array_equal(loaded.structure_.step_tasks_, structure.step_tasks_)
+
+
+def test_user_readme_is_never_overwritten(tmp_path, trained):
+    adapter, _ = trained
+    folder = adapter.save_pretrained(tmp_path / "art")
+    (folder / "README.md").write_text("# my own notes\n")
+    adapter.save_pretrained(folder)
+    assert (folder / "README.md").read_text() == "# my own notes\n"
+
+
+def test_strict_loading_errors(tmp_path, trained):
+    adapter, _ = trained
+    folder = adapter.save_pretrained(tmp_path / "art")
+    weights = folder / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[: len(original) // 2])
+    with pytest.raises(ValueError, match="model.safetensors is corrupt or truncated"):
+        hfs.SpecialistAdapter.from_pretrained(folder)
+    weights.write_bytes(original)
+    config = json.loads((folder / "config.json").read_text())
+    config["d_latent"] = 9
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match config.json: .*wrong shapes"):
+        hfs.SpecialistAdapter.from_pretrained(folder)
+    config["d_latent"] = 8
+    config["a_key_from_a_newer_version"] = True
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="a_key_from_a_newer_version"):
+        hfs.SpecialistAdapter.from_pretrained(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        hfs.SpecialistAdapter.from_pretrained(folder)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="config.json not found|model.safetensors not found"):
+        hfs.SpecialistAdapter.from_pretrained(tmp_path / "missing")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match="model.safetensors not found"):
+        hfs.SpecialistAdapter.from_pretrained(folder)
+
+
+def test_one_subfolder_per_hook_point(tmp_path, trained):
+    adapter, h = trained
+    adapter.save_pretrained(tmp_path / "multi", subfolder="layers.1")
+    other = build_adapter(hook_point="layers.0")
+    other.save_pretrained(tmp_path / "multi", subfolder="layers.0")
+    assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["layers.0", "layers.1"]
+    _same(adapter, hfs.SpecialistAdapter.from_pretrained(tmp_path / "multi", subfolder="layers.1"), h)
+    with pytest.raises(FileNotFoundError, match=r"subfolder= one of \['layers.0', 'layers.1'\]"):
+        hfs.SpecialistAdapter.from_pretrained(tmp_path / "multi")
+
+
+def test_interrupted_save_leaves_old_artifact_loadable(tmp_path, trained):
+    adapter, h = trained
+    folder = adapter.save_pretrained(tmp_path / "art")
+    before = hfs.SpecialistAdapter.from_pretrained(folder).encode(h)
+    script = textwrap.dedent(
+        f"""
+        import os, signal, safetensors.torch as st
+        import hf_specialist as hfs
+        real = st.save_file
+        def dying_save(tensors, path, metadata=None):
+            with open(path, "wb") as f:
+                f.write(b"half a file")
+            os.kill(os.getpid(), signal.SIGKILL)
+        st.save_file = dying_save
+        adapter = hfs.SpecialistAdapter.from_pretrained({str(folder)!r})
+        with __import__("torch").no_grad():
+            for p in adapter.parameters():
+                p.add_(1.0)
+        adapter.save_pretrained({str(folder)!r})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd())
+    assert done.returncode == -9, done.stderr[-2000:]
+    after = hfs.SpecialistAdapter.from_pretrained(folder).encode(h)
+    torch.testing.assert_close(before, after)
+
+
+def test_push_load_update_and_old_revision(hub_endpoint, trained, structure):
+    from huggingface_hub import HfApi
+
+    adapter, h = trained
+    repo = "alice/specialist"
+    url = adapter.push_to_hub(repo, token=TOKEN, structure=structure, metrics={"structure/f1": 1.0})
+    api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
+    files = sorted(api.list_repo_files(repo))
+    assert files == ["README.md", "config.json", "model.safetensors", "structure.json", "structure.png"]
+    first = api.model_info(repo).sha
+    assert first in url
+    assert len(hub_endpoint.state.repos[repo]["commits"]) == 2  # the initial commit + one push
+    loaded = hfs.SpecialistAdapter.from_pretrained(repo)
+    _same(adapter, loaded, h)
+    assert loaded.structure_ is not None
+
+    with torch.no_grad():
+        adapter.mask_logits.mul_(-1)
+    adapter.push_to_hub(repo, token=TOKEN, commit_message="flip masks")
+    assert len(hub_endpoint.state.repos[repo]["commits"]) == 3
+    _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo), h)
+    old = hfs.SpecialistAdapter.from_pretrained(repo, revision=first)
+    _same(loaded, old, h)
+
+
+def test_private_repo_branch_and_readme_survives(hub_endpoint, trained):
+    from huggingface_hub import HfApi
+
+    adapter, h = trained
+    repo = "alice/private-specialist"
+    adapter.push_to_hub(repo, token=TOKEN, private=True)
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor a reachable Hub repo"):
+        hfs.SpecialistAdapter.from_pretrained(repo)
+    _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, token=TOKEN), h)
+
+    api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
+    api.upload_file(path_or_fileobj=b"# Written by a person\n", path_in_repo="README.md", repo_id=repo)
+    adapter.push_to_hub(repo, token=TOKEN)
+    from huggingface_hub import hf_hub_download
+
+    readme = hf_hub_download(repo, "README.md", token=TOKEN, force_download=True)
+    assert open(readme).read() == "# Written by a person\n"
+
+    adapter.push_to_hub(repo, token=TOKEN, branch="experiment")
+    assert "experiment" in hub_endpoint.state.repos[repo]["branches"]
+    _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, token=TOKEN, revision="experiment"), h)
+
+
+def test_corrupt_and_missing_files_on_the_hub(hub_endpoint, trained):
+    from huggingface_hub import HfApi
+
+    adapter, _ = trained
+    repo = "alice/broken"
+    adapter.push_to_hub(repo, token=TOKEN)
+    api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
+    api.upload_file(path_or_fileobj=b"\x00garbage", path_in_repo="model.safetensors", repo_id=repo)
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        hfs.SpecialistAdapter.from_pretrained(repo)
+    api.delete_file("model.safetensors", repo_id=repo)
+    with pytest.raises(FileNotFoundError, match="model.safetensors not found in repo"):
+        hfs.SpecialistAdapter.from_pretrained(repo)
+
+
+def test_specialist_model_one_line_and_mismatch(tmp_path, trained):
+    adapter, _ = trained
+    folder = adapter.save_pretrained(tmp_path / "art")
+    base = build_tiny_model("gpt2", n_layers=3)
+    model = hfs.SpecialistModel.from_pretrained(base, folder)
+    ids = torch.randint(5, 1000, (2, 6))
+    out = model(input_ids=ids, task=0)
+    assert out.specialist.shape[:2] == (2, 6) and out.latents.shape == (2, 6, 8)
+    with hfs.HiddenStateExtractor(base, "layers.1") as ex:
+        torch.testing.assert_close(out.latents, adapter.encode(ex(input_ids=ids)["layers.1"]))
+    with pytest.raises(ValueError, match="hidden size is 64, but the adapter was trained on hidden size 32"):
+        hfs.SpecialistModel.from_pretrained(build_tiny_model("llama", hidden_size=64), folder)
+    with pytest.raises(ValueError, match="type is 'llama', but the adapter was trained on a 'gpt2'"):
+        hfs.SpecialistModel.from_pretrained(build_tiny_model("llama"), folder)
