@@ -101,16 +101,136 @@ def cmd_extract(args: argparse.Namespace) -> int:
           f"from {cfg['model']} at {cfg['hook_point']} -> {out}")
     norms = np.linalg.norm(array, axis=-1)
     for i, text in enumerate(texts[:3]):
-        print(f"  [{i}] {int(mask[i].sum())} steps, step norms {", ".join(f"{v:.2f}" for v in norms[i][mask[i]])} :: {text[:60]!r}")
+        shown = ", ".join(f"{v:.2f}" for v in norms[i][mask[i]])
+        print(f"  [{i}] {int(mask[i].sum())} steps, step norms {shown} :: {text[:60]!r}")
     return EXIT_OK
 
 
 def _example_texts() -> list[str]:
-    return [
-        "The red box holds 3 apples. Anna paints the fence blue. The green box holds 5 pears.",
-        "The blue box holds 7 apples. Omar reads a long book. The red box holds 2 pears.",
-        "The green box holds 4 apples. Lena walks to the market. The blue box holds 9 pears.",
-    ]
+    from .synthetic import planted_text
+
+    return planted_text(n=3, T=4, M=1, seed=0)[0]
+
+
+def _save_json(path: str | Path, payload: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Discover the step x task structure (Theorem 1) from states and task outcomes."""
+    from .plots import step_task_heatmap
+    from .structure.discovery import TaskStructure
+
+    cfg = _merge(args, _load_recipe(args.recipe, "discover"), {
+        "states": None, "tasks": None, "segment_length": 2, "test": "fisher_z", "alpha": 0.05, "mode": "direct",
+        "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
+    if not cfg["states"] or not cfg["tasks"]:
+        raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
+    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
+    correction = None if cfg["correction"] in (None, "none") else cfg["correction"]
+    structure = TaskStructure(segment_length=cfg["segment_length"], test=cfg["test"], alpha=cfg["alpha"], mode=cfg["mode"],
+                              correction=correction, project=cfg["project"], seed=cfg["seed"]).fit(states, tasks)
+    path = _save_json(cfg["output"], structure.to_dict())
+    truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
+    step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth)
+    print(f"{structure.n_tests_} CI tests; step x task structure (rows: steps, columns: tasks) -> {path}")
+    for t, row in enumerate(structure.step_tasks_):
+        print(f"  step {t + 1:3d}: " + " ".join("x" if v else "." for v in row))
+    if truth is not None:
+        from .metrics import structure_scores
+
+        print("scores: " + json.dumps({f"structure/{k}": round(v, 4) for k, v in structure_scores(structure.step_tasks_, truth).items()}))
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a specialist adapter (Theorem 2) on states, tasks and (optionally) a discovered structure."""
+    from .adapter.config import SpecialistConfig
+    from .adapter.model import SpecialistAdapter
+    from .adapter.train import train_specialist
+    from .structure.discovery import TaskStructure
+
+    cfg = _merge(args, _load_recipe(args.recipe, "train"), {
+        "states": None, "tasks": None, "structure": None, "d_latent": 8, "sparsity": "auto", "epochs": 30,
+        "batch_size": 256, "seed": 0, "hook_point": None, "base_model": None, "output": "outputs/adapter",
+        "mixed_precision": "no"})
+    if not cfg["states"] or not cfg["tasks"]:
+        raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
+    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
+    structure = None
+    if cfg["structure"]:
+        file = Path(cfg["structure"])
+        if not file.is_file():
+            raise BadInput(f"structure file not found: {file}")
+        structure = TaskStructure.from_dict(json.loads(file.read_text()))
+    sparsity = cfg["sparsity"] if cfg["sparsity"] == "auto" else float(cfg["sparsity"])
+    n_tasks = tasks.shape[-1] if tasks.ndim > 1 else 1
+    adapter = SpecialistAdapter(SpecialistConfig(d_in=int(states.shape[-1]), d_latent=cfg["d_latent"], n_tasks=n_tasks,
+                                                 sparsity=sparsity, hook_point=cfg["hook_point"], base_model=cfg["base_model"]))
+    history = train_specialist(adapter, states, tasks, None if structure is None else structure.step_tasks_,
+                               epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=cfg["seed"],
+                               mixed_precision=cfg["mixed_precision"])
+    folder = adapter.save_pretrained(cfg["output"], structure=structure, metrics={
+        k: v for k, v in history["final"].items() if k.startswith("adapter/")})
+    print(f"trained: selected sparsity {history['selected_sparsity']:.3g}, support per task "
+          f"{adapter.task_support_.sum(1).tolist()} -> {folder}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a saved adapter (folder or Hub repo id) on states and tasks, against ground truth when given."""
+    from .adapter.model import SpecialistAdapter
+    from .adapter.train import evaluate, prepare_training_data
+    from .metrics import block_r2
+
+    cfg = _merge(args, _load_recipe(args.recipe, "evaluate"), {
+        "adapter": None, "states": None, "tasks": None, "revision": None, "relevant": None, "irrelevant": None,
+        "output": None})
+    if not cfg["adapter"] or not cfg["states"] or not cfg["tasks"]:
+        raise BadInput("pass --adapter DIR_OR_REPO_ID, --states STATES.npy and --tasks TASKS.npy")
+    adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
+    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
+    h, t, m = prepare_training_data(adapter, states, tasks)
+    metrics = evaluate(adapter, h, t, m)
+    metrics["adapter/support_size"] = int(adapter.task_support_.sum())
+    if cfg["relevant"] and cfg["irrelevant"]:
+        relevant, irrelevant = _load_array(cfg["relevant"], "relevant"), _load_array(cfg["irrelevant"], "irrelevant")
+        block = adapter.task_latents(h, task=0).detach().numpy()
+        metrics.update({f"latents/{k}": v for k, v in block_r2(block, relevant.reshape(len(h), -1), irrelevant.reshape(len(h), -1)).items()})
+    for key, value in metrics.items():
+        print(f"{key:32s} {value:.4f}" if isinstance(value, float) else f"{key:32s} {value}")
+    if cfg["output"]:
+        _save_json(cfg["output"], metrics)
+    return EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Push a saved adapter folder to the Hub in one commit."""
+    from .hub import push_folder
+
+    if not args.dir or not args.repo_id:
+        raise BadInput("usage: hf-specialist push DIR REPO_ID")
+    if not Path(args.dir).is_dir():
+        raise BadInput(f"not a folder: {args.dir}")
+    url = push_folder(args.dir, args.repo_id, private=args.private, branch=args.branch, commit_message=args.commit_message,
+                      token=args.token)
+    print(f"pushed {args.dir} to {args.repo_id}: {url}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the end-to-end demo on a real pretrained model shipped offline (MiniLM, or --model smollm2)."""
+    from .demo import run_demo
+
+    cfg = _merge(args, _load_recipe(args.recipe, "demo"), {
+        "model": "minilm", "n": 2000, "T": 8, "M": 2, "hook_point": None, "d_latent": 8, "epochs": 20,
+        "output": "outputs", "seed": 0})
+    run_demo(cfg["model"], n=cfg["n"], T=cfg["T"], M=cfg["M"], hook_point=cfg["hook_point"], d_latent=cfg["d_latent"],
+             epochs=cfg["epochs"], output_dir=cfg["output"], seed=cfg["seed"])
+    return EXIT_OK
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {}
@@ -133,13 +253,75 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", help="output .npy (a _mask.npy is written beside it)")
 
 
-def _demo_placeholder(args: argparse.Namespace) -> int:
-    """Run the demo (for now: extraction on the offline MiniLM)."""
-    return cmd_extract(args)
+def _discover_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--states", help="(n_sequences, T[, d]) .npy")
+    p.add_argument("--tasks", help="(n_sequences, M) .npy")
+    p.add_argument("--segment-length", dest="segment_length", type=int)
+    p.add_argument("--test", choices=["fisher_z", "knn_cmi", "neural_cmi"])
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--mode", choices=["pairwise", "direct", "both"])
+    p.add_argument("--correction", choices=["none", "bonferroni", "fdr_bh"])
+    p.add_argument("--project", type=int, help="PCA each step to this many dims first")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--truth", help="optional (T, M) .npy ground truth to score against")
+    p.add_argument("--output", "-o", help="structure.json (a .png heatmap is written beside it)")
 
 
-_register("extract", cmd_extract, _extract_args)
-_register("demo", _demo_placeholder, _extract_args)
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--states", help="(n_sequences, T, d) or (rows, d) .npy")
+    p.add_argument("--tasks", help="(n_sequences, M) or (rows, M) .npy")
+    p.add_argument("--structure", help="structure.json from `discover` (its step x task mask picks the rows per task)")
+    p.add_argument("--d-latent", dest="d_latent", type=int)
+    p.add_argument("--sparsity", help="'auto' (default) or a lambda; 0 trains the generalist")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--hook-point", dest="hook_point")
+    p.add_argument("--base-model", dest="base_model")
+    p.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--output", "-o", help="adapter folder")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", help="adapter folder or Hub repo id")
+    p.add_argument("--revision")
+    p.add_argument("--states")
+    p.add_argument("--tasks")
+    p.add_argument("--relevant", help="optional (rows, a) .npy of true task-relevant latents (task 0)")
+    p.add_argument("--irrelevant", help="optional (rows, b) .npy of true irrelevant latents")
+    p.add_argument("--output", "-o", help="metrics .json")
+
+
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", nargs="?", help="a saved adapter folder")
+    p.add_argument("repo_id", nargs="?", help="namespace/name")
+    p.add_argument("--private", action="store_true", default=None)
+    p.add_argument("--branch")
+    p.add_argument("--commit-message", dest="commit_message")
+    p.add_argument("--token")
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="minilm (default) or smollm2")
+    p.add_argument("--n", type=int, help="sequences (default 2000)")
+    p.add_argument("--T", type=int, help="sentences per sequence (default 8)")
+    p.add_argument("--M", type=int, help="tasks (default 2)")
+    p.add_argument("--hook-point", dest="hook_point")
+    p.add_argument("--d-latent", dest="d_latent", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--output", "-o", help="output folder (default ./outputs)")
+
+
+for _name, _func, _args in (
+    ("extract", cmd_extract, _extract_args),
+    ("discover", cmd_discover, _discover_args),
+    ("train", cmd_train, _train_args),
+    ("evaluate", cmd_evaluate, _evaluate_args),
+    ("push", cmd_push, _push_args),
+    ("demo", cmd_demo, _demo_args),
+):
+    _register(_name, _func, _args)
 
 
 def build_parser() -> argparse.ArgumentParser:

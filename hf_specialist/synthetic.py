@@ -218,3 +218,68 @@ def within_step_latents(
     observations = _invertible_mlp(d_s, obs_dim, rng, layers=3)(latents)
     return observations, tasks, {"latents": latents, "relevant": relevant, "irrelevant": irrelevant,
                                  "task_dims": [task_dim] * n_tasks}
+
+
+_NAMES = ("Anna", "Omar", "Lena", "Kofi", "Mei", "Ravi", "Sara", "Tom", "Ines", "Yuki", "Pablo", "Zoe")
+_COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
+_OBJECTS = ("apples", "pears", "stones", "coins", "shells", "cards")
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def planted_text(
+    n: int = 2000,
+    T: int = 8,
+    M: int = 2,
+    *,
+    segment_length: int = 2,
+    min_segments_per_task: int = 2,
+    max_segments_per_task: int | None = None,
+    assignment: np.ndarray | None = None,
+    seed: int | None = 0,
+) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """Texts of `T` sentences with a planted step x task structure.
+
+    Every sentence states a quantity (1..9, as a word), plus task-irrelevant facts: a person's name, a colour and
+    an hour. Task `i`'s outcome is the sum of the quantities stated in the sentences that serve it (a collider of
+    those sentences' facts). Tasks interleave over segments of `segment_length` sentences; some sentences serve no
+    task. Sentences are separated by ". " so `steps=". "` gives one step per sentence.
+
+    Returns:
+        texts (`list[str]`, n), tasks `(n, M)`, and `truth` with `step_tasks (T, M)`, `segment_tasks (N, M)`,
+        `quantities (n, T)` (the relevant fact of each step), `irrelevant (n, T, k)` (hour and one-hot colour),
+        `separator`.
+    """
+    if T % segment_length:
+        raise ValueError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
+    rng = np.random.default_rng(seed)
+    n_segments = T // segment_length
+    if assignment is None:
+        assignment = random_assignment(n_segments, M, rng, min_segments_per_task, max_segments_per_task)
+    assignment = np.asarray(assignment, dtype=bool)
+    if assignment.shape != (n_segments, M):
+        raise ValueError(f"`assignment` must have shape {(n_segments, M)}, got {assignment.shape}.")
+    step_tasks = np.repeat(assignment, segment_length, axis=0)
+    quantities = rng.integers(1, 10, size=(n, T))
+    names = rng.integers(0, len(_NAMES), size=(n, T))
+    colours = rng.integers(0, len(_COLOURS), size=(n, T))
+    hours = rng.integers(1, 13, size=(n, T))
+    objects = rng.integers(0, len(_OBJECTS), size=(n, T))
+    texts = []
+    for row in range(n):
+        sentences = [
+            f"At {hours[row, t]} o'clock {_NAMES[names[row, t]]} put {_NUMBER_WORDS[quantities[row, t]]} "
+            f"{_COLOURS[colours[row, t]]} {_OBJECTS[objects[row, t]]} in the box"
+            for t in range(T)
+        ]
+        texts.append(". ".join(sentences) + ".")
+    tasks = quantities @ step_tasks.astype(float)
+    irrelevant = np.concatenate([hours[..., None].astype(float), np.eye(len(_COLOURS))[colours]], axis=-1)
+    truth = {
+        "step_tasks": step_tasks,
+        "segment_tasks": assignment,
+        "segment_length": segment_length,
+        "quantities": quantities.astype(float),
+        "irrelevant": irrelevant,
+        "separator": ". ",
+    }
+    return texts, tasks, truth

@@ -470,7 +470,7 @@ def _train_one(
                 optimizer.zero_grad()
             state["global_step"] += 1
             bar.update(1)
-            if state["global_step"] % 25 == 0:
+            if state["global_step"] % 25 == 0 or (epoch == epochs - 1 and b == steps_per_epoch - 1):
                 record = {k: float(v.detach()) for k, v in terms.items()}
                 record.update(step=state["global_step"], sparsity=sparsity, sparsity_weight=lam, **_support_metrics(raw))
                 state["history"].append(record)

@@ -113,7 +113,7 @@ class TaskStructure:
         segment_length (`int`, *optional*, defaults to 2): `L`, steps per segment (at least 2).
         test (`str` or `CITest`, *optional*, defaults to `"fisher_z"`): a registered CI test name or an instance.
         alpha (`float`, *optional*, defaults to 0.05): level after correction.
-        mode (`str`, *optional*, defaults to `"both"`): `"pairwise"`, `"direct"` or `"both"`.
+        mode (`str`, *optional*, defaults to `"direct"`): `"pairwise"`, `"direct"` or `"both"`.
         correction (`str`, *optional*, defaults to `"bonferroni"`): `None`, `"bonferroni"` or `"fdr_bh"`.
         project (`int`, *optional*): PCA each step's vector to this many dims before testing (for hidden states).
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
@@ -162,7 +162,7 @@ class TaskStructure:
         segment_length: int = 2,
         test: str | CITest = "fisher_z",
         alpha: float = 0.05,
-        mode: str = "both",
+        mode: str = "direct",
         correction: str | None = "bonferroni",
         project: int | None = None,
         representative: str = "end",

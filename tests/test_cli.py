@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pytest
+
+from hf_specialist import synthetic
+from hf_specialist.cli import main
+from hf_specialist.demo import run_demo
+from helpers import build_tiny_model, tokenizer
+
+
+def test_planted_text_has_the_structure_it_claims():
+    texts, tasks, truth = synthetic.planted_text(n=50, T=6, M=2, seed=3)
+    numbers = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    for text, outcome in zip(texts, tasks):
+        sentences = text.rstrip(".").split(". ")
+        assert len(sentences) == 6
+        stated = [next(numbers.index(w) for w in s.split() if w in numbers) for s in sentences]
+        np.testing.assert_array_equal(outcome, np.array(stated) @ truth["step_tasks"])
+    assert truth["step_tasks"].shape == (6, 2)
+    assert (truth["segment_tasks"].sum(0) >= 2).all()  # each task touches at least two segments
+    np.testing.assert_array_equal(truth["step_tasks"][::2], truth["step_tasks"][1::2])  # segments of two
+
+
+def test_cli_pipeline_on_a_small_recipe(tmp_path):
+    states, tasks, truth = synthetic.collider_sequences(n=3000, T=6, M=2, seed=0)
+    np.save(tmp_path / "s.npy", states)
+    np.save(tmp_path / "g.npy", tasks)
+    np.save(tmp_path / "truth.npy", truth["step_tasks"])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"states: {tmp_path / 's.npy'}\ntasks: {tmp_path / 'g.npy'}\n"
+        f"discover:\n  truth: {tmp_path / 'truth.npy'}\n  output: {tmp_path / 'structure.json'}\n"
+    )
+    assert main(["discover", "--recipe", str(recipe)]) == 0
+    saved = json.loads((tmp_path / "structure.json").read_text())
+    np.testing.assert_array_equal(np.array(saved["step_tasks"], dtype=bool), truth["step_tasks"])
+    assert (tmp_path / "structure.png").exists()
+
+    rows = np.random.default_rng(0).normal(size=(300, 6, 16)).astype(np.float32)
+    np.save(tmp_path / "h.npy", rows)
+    np.save(tmp_path / "y.npy", rows[:, 0, :2].sum(-1, keepdims=True))
+    code = main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"), "--sparsity", "0.01",
+                 "--epochs", "2", "--d-latent", "4", "--output", str(tmp_path / "adapter")])
+    assert code == 0 and (tmp_path / "adapter" / "model.safetensors").exists()
+    code = main(["evaluate", "--adapter", str(tmp_path / "adapter"), "--states", str(tmp_path / "h.npy"),
+                 "--tasks", str(tmp_path / "y.npy"), "--output", str(tmp_path / "metrics.json")])
+    assert code == 0 and "adapter/explained_variance" in json.loads((tmp_path / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["discover", "--states", "missing.npy", "--tasks", "missing.npy"],
+        ["discover"],
+        ["train", "--states", "missing.npy", "--tasks", "x.npy"],
+        ["evaluate", "--adapter", "/no/such/folder", "--states", "a.npy", "--tasks", "b.npy"],
+        ["push"],
+        ["demo", "--recipe", "no_such_recipe.yaml"],
+        ["discover", "--mode", "sideways"],
+        ["no-such-command"],
+    ],
+)
+def test_cli_exit_code_two_on_bad_input(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip()  # a reason is printed
+
+
+def test_cli_bad_values_inside_files(tmp_path, capsys):
+    np.save(tmp_path / "s.npy", np.full((50, 4), np.nan))
+    np.save(tmp_path / "g.npy", np.zeros((50, 1)))
+    assert main(["discover", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "g.npy")]) == 2
+    assert "NaN" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_on_a_tiny_model(tmp_path):
+    model, tok = build_tiny_model("bert", n_layers=2), tokenizer()
+    summary = run_demo("tiny-bert", n=300, T=4, M=1, hook_point="layers.1", epochs=2, d_latent=4,
+                       output_dir=str(tmp_path), quiet=True, base=(model, tok))
+    for name in ("structure.png", "latents_r2.png", "training.png", "results.json", "adapter/README.md",
+                 "adapter/model.safetensors", "adapter/structure.json"):
+        assert (tmp_path / name).exists(), name
+    assert 0.0 <= summary["structure/f1"] <= 1.0 and "latents/r2_relevant" in summary
