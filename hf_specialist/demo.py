@@ -84,7 +84,7 @@ def run_demo(
     hook_point = hook_point or DEFAULT_HOOK_POINTS.get(model, "layers.-1")
     t0 = time.perf_counter()
     states = extract_steps(base_model, tokenizer, texts, hook_point=hook_point, steps=truth["separator"], pool="mean",
-                           batch_size=32, progress=not quiet)
+                           batch_size=32, progress=False if quiet else None)
     extract_s = time.perf_counter() - t0
     _log(f"[2/5] extracted steps {tuple(states.shape)} at {hook_point} in {extract_s:.1f} s", quiet)
 
@@ -103,7 +103,7 @@ def run_demo(
     )
     t0 = time.perf_counter()
     specialist = SpecialistAdapter(SpecialistConfig(**config_kwargs, sparsity="auto"))
-    history = train_specialist(specialist, states, tasks, structure.step_tasks_, epochs=epochs, seed=seed, progress=not quiet)
+    history = train_specialist(specialist, states, tasks, structure.step_tasks_, epochs=epochs, seed=seed, progress=False if quiet else None)
     generalist = SpecialistAdapter(SpecialistConfig(**config_kwargs, sparsity=0.0))
     train_specialist(generalist, states, tasks, structure.step_tasks_, epochs=epochs, seed=seed, progress=False)
     train_s = time.perf_counter() - t0
