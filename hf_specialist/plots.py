@@ -19,6 +19,17 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    """Lay out, write as PNG (creating the folder) and close a figure."""
+    plt = _pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def step_task_heatmap(
     estimate: Any,
     path: str | os.PathLike,
@@ -42,12 +53,7 @@ def step_task_heatmap(
         ax.set_yticks(range(T), [str(t + 1) for t in range(T)])
         ax.set_ylabel("step")
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def r2_bars(scores: Mapping[str, Mapping[str, float]], path: str | os.PathLike, title: str = "Specialist latents") -> Path:
@@ -64,12 +70,7 @@ def r2_bars(scores: Mapping[str, Mapping[str, float]], path: str | os.PathLike, 
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def training_curves(history: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -88,9 +89,4 @@ def training_curves(history: Mapping[str, Any], path: str | os.PathLike) -> Path
     ax2.plot(x, [r["adapter/support_size"] for r in steps], color="C3")
     ax2.set_xlabel("step")
     ax2.set_ylabel("adapter/support_size")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -136,10 +136,12 @@ def run_seed(seed: int, n: int, epochs: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def throughput(device: str, dtype: torch.dtype, d_in: int, d_latent: int, batch: int, rounds: int) -> tuple[float, float]:
+def throughput(device: str, dtype: torch.dtype, d_in: int, d_latent: int, batch: int, rounds: int,
+               widths: list[int] | None = None) -> tuple[float, float]:
     """Training steps/s of the adapter and of an L1 SAE of the same latent width, interleaved, same batch."""
     torch.manual_seed(0)
-    adapter = SpecialistAdapter(SpecialistConfig(d_in=d_in, d_latent=d_latent, n_tasks=2, sparsity=0.01)).to(device)
+    shape = {} if widths is None else {"encoder_widths": widths, "decoder_widths": widths}
+    adapter = SpecialistAdapter(SpecialistConfig(d_in=d_in, d_latent=d_latent, n_tasks=2, sparsity=0.01, **shape)).to(device)
     sae = SparseAutoencoder(d_in, d_latent).to(device)
     x = torch.randn(batch, d_in, device=device)
     y = torch.randn(batch, 2, device=device)
@@ -208,10 +210,12 @@ def main() -> None:
               f"{np.mean([r['generalist (no l1)']['seconds'] for r in results]):.1f} s")
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     print(f"\nTraining-step throughput ({args.device}, {dtype}, batch 4096, median of interleaved rounds)")
-    for d_in, d_latent in ((576, 64), (4096, 256)):
-        a, s = throughput(args.device, dtype, d_in, d_latent, 4096, rounds=5)
-        print(f"  d_in={d_in:5d} d_latent={d_latent:4d}: adapter {a:8.1f} steps/s | L1 SAE (width {d_latent}) {s:8.1f} steps/s"
-              f" | adapter cost = {s / a:.2f}x the SAE")
+    sizes = ((576, 64), (4096, 256)) if args.device == "cuda" else ((576, 64),)
+    for d_in, d_latent in sizes:
+        for label, widths in (("default widths [256, 256]", None), ("linear encoder/decoder", [])):
+            a, s = throughput(args.device, dtype, d_in, d_latent, 4096, rounds=5, widths=widths)
+            print(f"  d_in={d_in:5d} d_latent={d_latent:4d}, adapter with {label:26s}: {a:8.1f} steps/s | "
+                  f"L1 SAE (width {d_latent}) {s:8.1f} steps/s | adapter cost = {s / a:.2f}x the SAE")
 
 
 if __name__ == "__main__":
