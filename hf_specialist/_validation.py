@@ -7,7 +7,7 @@ what was expected.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -161,17 +161,3 @@ def check_consistent_length(**arrays: np.ndarray) -> None:
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"`{k}` has {v}" for k, v in lengths.items())
         raise ValueError(f"Inconsistent numbers of samples: {listed}; they must be equal.")
-
-
-def check_callable_or_registered(value: Any, name: str, registry: dict[str, Any], make: Callable[[str], Any]) -> Any:
-    """Resolve a registered name to an instance, pass instances through, and reject classes with a fix."""
-    if isinstance(value, str):
-        if value not in registry:
-            raise ValueError(f"Unknown {name} {value!r}. Valid names: {sorted(registry)}.")
-        return make(value)
-    if isinstance(value, type):
-        raise TypeError(
-            f"`{name}` must be a registered name or an instance, got the class {value.__name__}. "
-            f"Pass an instance instead, e.g. {value.__name__}()."
-        )
-    return value

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hf_specialist as hfs
-from hf_specialist import hub, synthetic
+from hf_specialist import synthetic
 from helpers import build_adapter, build_tiny_model
 from hub_server import TOKEN, HubServer
 

@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -491,10 +490,3 @@ def _train_one(
     final.update(_support_metrics(raw))
     raw.eval()
     return {"steps": state["history"], "final": final, "n_steps": state["global_step"] - start_step}
-
-
-def iterate_batches(states: torch.Tensor, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
-    """Shuffled mini-batches of rows, one pass (a small provider for custom loops)."""
-    perm = torch.randperm(len(states), generator=torch.Generator().manual_seed(seed))
-    for start in range(0, len(states), batch_size):
-        yield states[perm[start : start + batch_size]]
