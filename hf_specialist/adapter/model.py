@@ -227,6 +227,10 @@ class SpecialistAdapter(nn.Module):
         terms.update(loss=loss, recon=recon.detach(), kl=kl.detach(), task=task_total.detach(), sparsity=penalty.detach())
         return terms
 
+    def forward(self, h: torch.Tensor, tasks: torch.Tensor, task_mask: torch.Tensor, sparsity: float = 0.0) -> dict[str, torch.Tensor]:
+        """The training objective (`loss_terms`), so that wrappers such as DDP under `accelerate` see the forward."""
+        return self.loss_terms(h, tasks, task_mask, sparsity)
+
     @torch.no_grad()
     def freeze_support(self, support: np.ndarray | torch.Tensor | None = None) -> None:
         """Fix the task support (default: the current `mask > mask_threshold`); heads then read only it."""

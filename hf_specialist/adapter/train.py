@@ -463,7 +463,7 @@ def _train_one(
             ramp = (epoch + b / steps_per_epoch) / max(main_epochs * cfg.sparsity_warmup, 1e-9)
             lam = sparsity * min(1.0, ramp)
             with accelerator.accumulate(model), accelerator.autocast():
-                terms = raw.loss_terms(h_tr[rows].to(device), t_tr[rows].to(device), m_tr[rows].to(device), lam)
+                terms = model(h_tr[rows].to(device), t_tr[rows].to(device), m_tr[rows].to(device), lam)
                 accelerator.backward(terms["loss"])
                 optimizer.step()
                 optimizer.zero_grad()
