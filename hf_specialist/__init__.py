@@ -21,6 +21,7 @@ _LAZY: dict[str, str] = {
     "extract_steps": "data",
     "resolve_hook_points": "hooks",
     "train_specialist": "adapter.train",
+    "train_specialist_with_lora": "adapter.train",
 }
 _SUBMODULES = ("hooks", "steps", "data", "structure", "adapter", "hub", "synthetic", "metrics", "plots", "cli")
 
@@ -37,6 +38,7 @@ __all__ = [
     "resolve_hook_points",
     "synthetic",
     "train_specialist",
+    "train_specialist_with_lora",
 ]
 
 
@@ -61,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._validation import NotFittedError
     from .adapter.config import SpecialistConfig
     from .adapter.model import SpecialistAdapter
-    from .adapter.train import train_specialist
+    from .adapter.train import train_specialist, train_specialist_with_lora
     from .adapter.wrapper import SpecialistModel
     from .data import extract_steps
     from .hooks import HiddenStateExtractor, resolve_hook_points

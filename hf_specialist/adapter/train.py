@@ -253,8 +253,16 @@ def train_specialist(
     stop_after_steps: int | None = None,
     progress: bool | None = None,
     cpu: bool | None = None,
+    base_model: torch.nn.Module | None = None,
+    lora: Any = None,
+    tokenizer: Any = None,
+    steps: str = ". ",
 ) -> dict[str, Any]:
     """Train `adapter` on hidden states and task outcomes with `accelerate`.
+
+    With `base_model=`, `lora=` (a `peft.LoraConfig`) and `tokenizer=`, `states` are the texts and the adapter
+    is trained jointly with a LoRA on the base, hidden states computed on the fly (`train_specialist_with_lora`);
+    the PEFT model is returned in the history under `"lora_model"`.
 
     With a fixed `sparsity` lambda the penalty warms up over `config.sparsity_warmup` of training, then the
     support (`mask > mask_threshold`) is frozen and the model fine-tuned. With `sparsity="auto"` (the default of
@@ -293,6 +301,16 @@ def train_specialist(
         held-out task losses, support size, whether within tolerance), `"selected_sparsity"`, `"final"`
         (held-out metrics of the kept model), or `"interrupted_at"` when `stop_after_steps` stopped it.
     """
+    if base_model is not None or lora is not None:
+        if base_model is None or lora is None or tokenizer is None:
+            raise ValueError("Joint LoRA training needs `base_model`, `lora` (a peft.LoraConfig) and `tokenizer` together.")
+        fixed = adapter.config.sparsity if sparsity is None else sparsity
+        history, peft_model = train_specialist_with_lora(
+            adapter, base_model, tokenizer, list(states), tasks, task_mask, lora=lora, steps=steps,
+            sparsity=0.05 if fixed == "auto" else fixed, epochs=epochs, batch_size=min(batch_size, 32), lr=lr,
+            seed=seed, progress=progress,
+        )
+        return {**history, "lora_model": peft_model}
     cfg = adapter.config
     chosen = cfg.sparsity if sparsity is None else sparsity
     if not (chosen == "auto" or (isinstance(chosen, (int, float)) and not isinstance(chosen, bool) and chosen >= 0)):
@@ -490,3 +508,93 @@ def _train_one(
     final.update(_support_metrics(raw))
     raw.eval()
     return {"steps": state["history"], "final": final, "n_steps": state["global_step"] - start_step}
+
+
+def train_specialist_with_lora(
+    adapter: SpecialistAdapter,
+    base_model: torch.nn.Module,
+    tokenizer: Any,
+    texts: list[str],
+    tasks: Any,
+    task_mask: Any = None,
+    *,
+    lora: Any,
+    steps: str = ". ",
+    pool: str = "mean",
+    sparsity: float = 0.05,
+    epochs: int = 3,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    lora_lr: float = 1e-4,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """Train the adapter jointly with a LoRA on the base model; hidden states are computed on the fly.
+
+    Gradients of the adapter's objective flow through the hook point into the LoRA weights (PEFT). The input
+    statistics are fitted on the base model's states before training. Returns `(history, peft_model)`; save with
+    `adapter.save_pretrained(dir, lora_model=peft_model)` (PEFT writes it to `lora/`).
+
+    Args:
+        adapter (`SpecialistAdapter`): the adapter; `config.hook_point` says where to read.
+        base_model (`nn.Module`): the `transformers` model to wrap with `lora` (a `peft.LoraConfig`).
+        tokenizer: its fast tokenizer. texts (`list[str]`): sequences with the same number of steps.
+        tasks: `(n_sequences, C)` per-sequence targets. task_mask: `(T, n_tasks)` which steps count for which task.
+        steps, pool (`str`): the step rule and pooling, as in `extract_steps`.
+        sparsity (`float`, *optional*, defaults to 0.05): a fixed lambda ("auto" is not supported here).
+    """
+    from peft import get_peft_model
+
+    from ..data import extract_steps
+    from ..hooks import HiddenStateExtractor, resolve_hook_points
+    from ..steps import assignment_matrix, pool_steps, step_spans
+
+    if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool) or sparsity < 0:
+        raise ValueError(f"`sparsity` must be a non-negative float for joint LoRA training, got {sparsity!r}.")
+    hook_point = adapter.config.hook_point
+    if hook_point is None:
+        raise ValueError("Set `adapter.config.hook_point` to say where the adapter reads the base model.")
+    hook_point = resolve_hook_points(base_model, hook_point)[0]
+    states = extract_steps(base_model, tokenizer, texts, hook_point=hook_point, steps=steps, pool=pool,
+                           batch_size=batch_size, progress=False)
+    h_rows, t_rows, m_rows = prepare_training_data(adapter, states, tasks, task_mask)
+    n, T = states.shape[:2]
+    adapter.fit_normalizer(h_rows, t_rows, m_rows)
+    spans = step_spans(texts, steps)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(base_model, lora)
+    peft_model.train()
+    adapter.train()
+    optimizer = torch.optim.Adam([
+        {"params": [p for p in adapter.parameters()], "lr": lr},
+        {"params": [p for p in peft_model.parameters() if p.requires_grad], "lr": lora_lr},
+    ])
+    t_seq = t_rows.reshape(n, T, -1)
+    m_seq = m_rows.reshape(n, T, -1)
+    disable = (not sys.stderr.isatty()) if progress is None else not progress
+    history: list[dict[str, float]] = []
+    device = next(peft_model.parameters()).device
+    adapter.to(device)
+    with HiddenStateExtractor(peft_model, hook_point, detach=False) as extractor:
+        for epoch in tqdm(range(epochs), desc="train specialist + LoRA", disable=disable):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+            for start in range(0, n, batch_size):
+                rows = order[start : start + batch_size]
+                encoded = tokenizer([texts[r] for r in rows], return_tensors="pt", padding=True,
+                                    return_offsets_mapping=True, return_special_tokens_mask=True)
+                offsets = encoded.pop("offset_mapping")
+                special = encoded.pop("special_tokens_mask").bool()
+                content = encoded["attention_mask"].bool() & ~special
+                assign = assignment_matrix(offsets, content, [spans[r] for r in rows], T)
+                hidden = extractor(**{k: v.to(device) for k, v in encoded.items()})[hook_point]
+                pooled = pool_steps(hidden, assign.to(device), pool).reshape(-1, adapter.config.d_in)
+                terms = adapter(pooled, t_seq[rows].reshape(-1, t_seq.shape[-1]).to(device),
+                                m_seq[rows].reshape(-1, m_seq.shape[-1]).to(device), float(sparsity))
+                optimizer.zero_grad()
+                terms["loss"].backward()
+                optimizer.step()
+                history.append({k: float(v.detach()) for k, v in terms.items()} | {"epoch": epoch})
+    adapter.freeze_support()
+    adapter.eval()
+    peft_model.eval()
+    return {"steps": history, "final": history[-1] if history else {}}, peft_model

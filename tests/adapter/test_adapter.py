@@ -199,3 +199,32 @@ def test_block_r2_checks_rows():
     s = rng.uniform(-1, 1, size=(800, 4))
     good = block_r2(np.tanh(s[:, :2]), s[:, :2], s[:, 2:], max_samples=600)
     assert good["r2_relevant"] > 0.95 and good["r2_irrelevant"] < 0.05
+
+
+def test_joint_lora_training_saves_lora_and_round_trips(tmp_path):
+    from peft import LoraConfig, PeftModel
+
+    from helpers import build_tiny_model, tokenizer
+
+    texts, tasks, truth = synthetic.planted_text(n=40, T=4, M=1, seed=0)
+    base = build_tiny_model("gpt2", n_layers=3)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    torch.manual_seed(0)
+    adapter = build_adapter(d_in=32, n_tasks=1, hook_point="layers.1")
+    history = hfs.train_specialist(
+        adapter, texts, tasks, truth["step_tasks"], epochs=2, batch_size=8, progress=False, sparsity=0.05,
+        base_model=base, tokenizer=tokenizer(), lora=LoraConfig(r=4, target_modules=["c_attn"], lora_dropout=0.0),
+    )
+    peft_model = history["lora_model"]
+    assert len(history["steps"]) == 10 and np.isfinite(history["final"]["loss"])
+    lora_weights = [n for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert lora_weights and any(p.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
+    folder = adapter.save_pretrained(tmp_path / "art", lora_model=peft_model)
+    assert (folder / "lora" / "adapter_config.json").exists() and not (folder / "adapter_config.json").exists()
+    loaded = hfs.SpecialistAdapter.from_pretrained(folder)
+    fresh = build_tiny_model("gpt2", n_layers=3)
+    fresh.load_state_dict(before)
+    relora = PeftModel.from_pretrained(fresh, str(folder / "lora")).eval()
+    ids = torch.randint(5, 1000, (2, 7))
+    with hfs.HiddenStateExtractor(peft_model.eval(), "layers.1") as a, hfs.HiddenStateExtractor(relora, "layers.1") as b:
+        torch.testing.assert_close(loaded.encode(b(input_ids=ids)["layers.1"]), adapter.encode(a(input_ids=ids)["layers.1"]))
