@@ -86,6 +86,14 @@ def make_handler(state: HubState, base_url: list[str]):
             self._error(404, "RevisionNotFound", f"Revision {revision} not found")
             return None
 
+        def _repo_at(self, repo_id: str, revision: str):
+            """`(repo, commit sha)` for a readable repo and revision, or `None` after answering with the error."""
+            repo = self._repo(repo_id)
+            if repo is None:
+                return None
+            sha = self._commit_for(repo, revision)
+            return None if sha is None else (repo, sha)
+
         def _entries(self, repo: dict, sha: str, paths: list[str] | None = None, prefix: str = ""):
             files = repo["commits"][sha]["files"]
             out = []
@@ -193,12 +201,10 @@ def make_handler(state: HubState, base_url: list[str]):
                                             "pullRequestUrl": None})
                 m = re.match(r"^/api/models/(.+)/paths-info/([^/]+)$", path)
                 if m:
-                    repo = self._repo(m.group(1))
-                    if repo is None:
+                    found = self._repo_at(m.group(1), m.group(2))
+                    if found is None:
                         return None
-                    sha = self._commit_for(repo, m.group(2))
-                    if sha is None:
-                        return None
+                    repo, sha = found
                     try:
                         paths = json.loads(body).get("paths", [])
                     except json.JSONDecodeError:
@@ -227,31 +233,25 @@ def make_handler(state: HubState, base_url: list[str]):
             with state.lock:
                 m = re.match(r"^/api/models/(.+?)(?:/revision/([^/]+))?$", path)
                 if m and "/tree/" not in path:
-                    repo = self._repo(m.group(1))
-                    if repo is None:
+                    found = self._repo_at(m.group(1), m.group(2) or "main")
+                    if found is None:
                         return None
-                    sha = self._commit_for(repo, m.group(2) or "main")
-                    if sha is None:
-                        return None
+                    repo, sha = found
                     return self._json(200, {"id": m.group(1), "modelId": m.group(1), "sha": sha, "private": repo["private"],
                                             "siblings": [{"rfilename": p} for p in sorted(repo["commits"][sha]["files"])]})
                 m = re.match(r"^/api/models/(.+)/tree/([^/]+)(?:/(.*))?$", path)
                 if m:
-                    repo = self._repo(m.group(1))
-                    if repo is None:
+                    found = self._repo_at(m.group(1), m.group(2))
+                    if found is None:
                         return None
-                    sha = self._commit_for(repo, m.group(2))
-                    if sha is None:
-                        return None
+                    repo, sha = found
                     return self._json(200, self._entries(repo, sha, prefix=unquote(m.group(3) or "")))
                 m = re.match(r"^/(.+)/resolve/([^/]+)/(.+)$", path)
                 if m:
-                    repo = self._repo(m.group(1))
-                    if repo is None:
+                    found = self._repo_at(m.group(1), m.group(2))
+                    if found is None:
                         return None
-                    sha = self._commit_for(repo, m.group(2))
-                    if sha is None:
-                        return None
+                    repo, sha = found
                     filename = unquote(m.group(3))
                     files = repo["commits"][sha]["files"]
                     if filename not in files:
