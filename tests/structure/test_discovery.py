@@ -69,6 +69,16 @@ def test_knn_cmi_on_nonlinear_sequences():
     assert structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"] >= 0.8
 
 
+def test_neural_cmi_on_vector_states_behind_a_nonlinear_map():
+    """12-dim conditioning sets: every true mark is found and false marks stay rare (the x-shuffled null)."""
+    from hf_specialist.structure.ci_tests import NeuralCMI
+
+    states, tasks, truth = synthetic.collider_sequences(n=3000, T=6, M=2, nonlinear=True, state_dim=3, obs_dim=6, seed=1)
+    ts = hfs.TaskStructure(test=NeuralCMI(epochs=20, n_permutations=30, seed=0)).fit(states, tasks)
+    assert not (~ts.step_tasks_ & truth["step_tasks"]).any()
+    assert structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"] >= 0.8
+
+
 def test_drop_last_and_json_round_trip():
     states, tasks, truth = synthetic.collider_sequences(n=20_000, T=8, M=2, seed=0)
     padded = np.concatenate([states, states[:, :1]], axis=1)
