@@ -54,13 +54,18 @@ class HookPoint:
     reads_input: bool = False
 
 
-def _num_layers(model: nn.Module) -> int | None:
+def config_int(model: nn.Module, names: tuple[str, ...]) -> int | None:
+    """The first integer among `model.config.<names>` (architectures name the same size differently)."""
     config = getattr(model, "config", None)
-    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+    for attr in names:
         value = getattr(config, attr, None)
         if isinstance(value, int):
             return value
     return None
+
+
+def _num_layers(model: nn.Module) -> int | None:
+    return config_int(model, ("num_hidden_layers", "n_layer", "num_layers"))
 
 
 def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -140,8 +140,8 @@ def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any],
-                    best: dict[str, torch.Tensor] | None) -> Path:
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    progress: dict[str, Any]) -> Path:
     """Write one checkpoint folder atomically and keep only the newest."""
     from safetensors.torch import save_file
 
@@ -151,8 +151,6 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     save_file(_model_tensors(model), str(tmp / "model.safetensors"))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    if best is not None:
-        save_file(best, str(tmp / "best.safetensors"))
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -188,8 +186,7 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
         states = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
         if states:
             torch.cuda.set_rng_state_all(states)
-    best = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").exists() else None
-    return progress, best
+    return progress
 
 
 # --- training ------------------------------------------------------------------------------------------
@@ -203,19 +200,17 @@ def evaluate(adapter: SpecialistAdapter, states: torch.Tensor, tasks: torch.Tens
     adapter.eval()
     device = adapter.input_mean.device
     sums: dict[str, float] = {}
-    sq_total, var_total, rows = 0.0, 0.0, 0
+    sq_total, var_total = 0.0, 0.0
     for start in range(0, len(states), batch_size):
         h = states[start : start + batch_size].to(device)
         t = tasks[start : start + batch_size].to(device)
         m = mask[start : start + batch_size].to(device)
-        terms = adapter.loss_terms(h, t, m, 0.0)
+        terms = adapter.loss_terms(h, t, m, 0.0)  # eval mode: the code is the posterior mean
         x = adapter.normalize(h)
-        z, _ = adapter._posterior(x)
-        sq_total += float(((adapter.decoder(z) - x) ** 2).sum())
+        sq_total += float(terms["recon"]) * x.numel()
         var_total += float(((x - x.mean(0)) ** 2).sum())
         for i in range(adapter.config.n_tasks):
             sums[f"task_{i}"] = sums.get(f"task_{i}", 0.0) + float(terms[f"task_{i}"]) * float(m[:, i].sum())
-        rows += len(h)
     adapter.train(was_training)
     counts = mask.sum(0).clamp(min=1).tolist()
     out = {f"task_{i}": sums[f"task_{i}"] / counts[i] for i in range(adapter.config.n_tasks)}
@@ -460,7 +455,7 @@ def _train_one(
     if resume and run_dir is not None:
         found = latest_checkpoint(run_dir)
         if found is not None:
-            state, _ = _load_checkpoint(found, raw, optimizer)
+            state = _load_checkpoint(found, raw, optimizer)
     start_step = state["global_step"]
     disable = (not sys.stderr.isatty()) if progress is None else not progress
     bar = tqdm(total=epochs * steps_per_epoch, initial=start_step, desc=f"train specialist (lambda={sparsity:.3g})",
@@ -494,7 +489,7 @@ def _train_one(
                 bar.set_postfix(loss=f"{record['loss']:.3f}", support=record["adapter/support_size"])
             if (checkpoint_every and run_dir is not None and state["global_step"] % checkpoint_every == 0
                     and accelerator.is_main_process):
-                save_checkpoint(run_dir, raw, optimizer, state, None)
+                save_checkpoint(run_dir, raw, optimizer, state)
             if stop_after_steps is not None and state["global_step"] - start_step >= stop_after_steps:
                 interrupted = True
                 break

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from ..hooks import HiddenStateExtractor, resolve_hook_points
+from ..hooks import HiddenStateExtractor, config_int, resolve_hook_points
 from .model import SpecialistAdapter
 
 
@@ -32,12 +32,7 @@ class SpecialistOutput(ModelOutput):
 
 
 def _base_hidden_size(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    for attr in ("hidden_size", "n_embd", "d_model"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int):
-            return value
-    return None
+    return config_int(model, ("hidden_size", "n_embd", "d_model"))
 
 
 class SpecialistModel(nn.Module):
