@@ -102,11 +102,14 @@ def test_resolve_specs():
 def test_raw_module_path_and_options():
     model = build_tiny_model("gpt2")
     ids = torch.randint(5, 1000, (2, 5))
-    with torch.no_grad():
-        ref = model.transformer.h[1].mlp(model.transformer.h[1].ln_2(torch.zeros(1, 1, 32)))  # shape sanity only
     with hfs.HiddenStateExtractor(model, "transformer.h.1.mlp", dtype=torch.bfloat16, clone=True) as ex:
         out = ex(input_ids=ids)["transformer.h.1.mlp"]
-    assert out.dtype == torch.bfloat16 and out.shape == (2, 5, 32) and ref.shape[-1] == 32
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 5, 32)
+    with torch.no_grad():  # the raw path is the MLP of block 1: its output equals the module applied by hand
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        expected = model.transformer.h[1].mlp(model.transformer.h[1].ln_2(
+            hidden + model.transformer.h[1].attn(model.transformer.h[1].ln_1(hidden))[0]))
+    torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
     assert not out.requires_grad
     model.train()
     with hfs.HiddenStateExtractor(model, "layers.0", detach=False) as ex:
