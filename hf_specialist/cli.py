@@ -226,7 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     cfg = _merge(args, _load_recipe(args.recipe, "demo"), {
-        "model": "minilm", "n": 2000, "T": 8, "M": 2, "hook_point": None, "d_latent": 8, "epochs": 20,
+        "model": "minilm", "n": 2000, "T": 8, "M": 2, "hook_point": None, "d_latent": 32, "epochs": 20,
         "output": "outputs", "seed": 0})
     run_demo(cfg["model"], n=cfg["n"], T=cfg["T"], M=cfg["M"], hook_point=cfg["hook_point"], d_latent=cfg["d_latent"],
              epochs=cfg["epochs"], output_dir=cfg["output"], seed=cfg["seed"])

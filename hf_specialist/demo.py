@@ -24,8 +24,8 @@ def _log(message: str, quiet: bool) -> None:
 
 
 def evaluate_latents(adapter: Any, states: np.ndarray, truth: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """`block_r2` per task on the steps that truly serve it: relevant = the step's quantity, irrelevant = its hour
-    and colour."""
+    """`block_r2` per task on the steps that truly serve it: relevant = the step's quantity, irrelevant = its other
+    facts (hour, colour, name, object)."""
     from .metrics import block_r2
 
     d = states.shape[-1]
@@ -48,7 +48,7 @@ def run_demo(
     T: int = 8,
     M: int = 2,
     hook_point: str | None = None,
-    d_latent: int = 8,
+    d_latent: int = 32,
     epochs: int = 20,
     output_dir: str = "outputs",
     seed: int = 0,

@@ -7,6 +7,9 @@
   invertible nonlinear map.
 - `within_step_latents`: one step's latent with per-task blocks of relevant dims plus irrelevant dims, observed
   through a random invertible MLP, with nonlinear task outcomes (Theorem 2).
+- `collider_step_latents`: sequences of such steps whose tasks are colliders over the steps that serve them
+  (Theorems 1 and 2 together), optionally with context leaking between steps.
+- `planted_text`: texts of sentences with a planted step x task structure, for real language models.
 """
 
 from __future__ import annotations
@@ -220,6 +223,59 @@ def within_step_latents(
                                  "task_dims": [task_dim] * n_tasks}
 
 
+def collider_step_latents(
+    n: int = 2_000,
+    T: int = 6,
+    *,
+    n_tasks: int = 2,
+    block_size: int = 1,
+    n_irrelevant: int = 3,
+    obs_dim: int = 32,
+    step_tasks: np.ndarray | None = None,
+    context: float = 0.1,
+    task_noise: float = 0.05,
+    seed: int | None = 0,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Sequences whose steps each hold per-task relevant and irrelevant latents; tasks are colliders over steps.
+
+    Step `t` has a latent `s_t` (`n_tasks` blocks of `block_size` dims, then `n_irrelevant` dims), drawn
+    independently per step and seen through one random invertible MLP shared by all steps. Task `i`'s outcome is a
+    collider of the steps that serve it (`step_tasks[:, i]`): the sum over those steps of a nonlinear, injective
+    function of the step's block `i`, plus noise. With `context > 0` each step's observation is computed from
+    `s_t + context * mean_{t' != t} s_t'`, so it also carries the other steps' latents faintly, as attention does in
+    text: a model predicting the outcome from one step alone is tempted to use that context.
+
+    Returns:
+        observations `(n, T, obs_dim)`, tasks `(n, n_tasks)`, and `truth` with `latents (n, T, d_s)`,
+        `relevant (n_tasks, d_s)` bool, `irrelevant (d_s,)` bool, `step_tasks (T, n_tasks)` bool.
+    """
+    rng = np.random.default_rng(seed)
+    d_s = n_tasks * block_size + n_irrelevant
+    if obs_dim < d_s:
+        raise ValueError(f"`obs_dim`={obs_dim} must be at least the latent size {d_s} for an invertible map.")
+    if step_tasks is None:
+        step_tasks = np.zeros((T, n_tasks), dtype=bool)
+        for i in range(n_tasks):
+            step_tasks[rng.choice(T, size=max(2, T // n_tasks), replace=False), i] = True
+    step_tasks = np.asarray(step_tasks, dtype=bool)
+    if step_tasks.shape != (T, n_tasks):
+        raise ValueError(f"`step_tasks` must have shape {(T, n_tasks)}, got {step_tasks.shape}.")
+    latents = rng.uniform(-2, 2, size=(n, T, d_s))
+    relevant = np.zeros((n_tasks, d_s), dtype=bool)
+    tasks = np.empty((n, n_tasks))
+    for i in range(n_tasks):
+        block = np.arange(i * block_size, (i + 1) * block_size)
+        relevant[i, block] = True
+        w = _signed_uniform(rng, block_size)
+        contribution = np.tanh(0.6 * latents[..., block] @ w) + 0.3 * (latents[..., block] @ w)  # injective
+        tasks[:, i] = (contribution * step_tasks[:, i]).sum(1) + task_noise * rng.normal(size=n)
+    others = (latents.sum(1, keepdims=True) - latents) / max(T - 1, 1)
+    mixed = latents + context * others
+    observations = _invertible_mlp(d_s, obs_dim, rng, layers=3)(mixed.reshape(n * T, d_s)).reshape(n, T, obs_dim)
+    return observations, tasks, {"latents": latents, "relevant": relevant, "irrelevant": ~relevant.any(0),
+                                 "step_tasks": step_tasks}
+
+
 _NAMES = ("Anna", "Omar", "Lena", "Kofi", "Mei", "Ravi", "Sara", "Tom", "Ines", "Yuki", "Pablo", "Zoe")
 _COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
 _OBJECTS = ("apples", "pears", "stones", "coins", "shells", "cards")
@@ -246,7 +302,8 @@ def planted_text(
 
     Returns:
         texts (`list[str]`, n), tasks `(n, M)`, and `truth` with `step_tasks (T, M)`, `segment_tasks (N, M)`,
-        `quantities (n, T)` (the relevant fact of each step), `irrelevant (n, T, k)` (hour and one-hot colour),
+        `quantities (n, T)` (the relevant fact of each step), `irrelevant (n, T, k)` (the step's other facts:
+        hour, then one-hot colour, name and object),
         `separator`.
     """
     if T % segment_length:
@@ -273,7 +330,8 @@ def planted_text(
         ]
         texts.append(". ".join(sentences) + ".")
     tasks = quantities @ step_tasks.astype(float)
-    irrelevant = np.concatenate([hours[..., None].astype(float), np.eye(len(_COLOURS))[colours]], axis=-1)
+    irrelevant = np.concatenate([hours[..., None].astype(float), np.eye(len(_COLOURS))[colours],
+                                 np.eye(len(_NAMES))[names], np.eye(len(_OBJECTS))[objects]], axis=-1)
     truth = {
         "step_tasks": step_tasks,
         "segment_tasks": assignment,

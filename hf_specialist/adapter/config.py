@@ -10,6 +10,7 @@ from typing import Any
 from .. import __version__
 
 TASK_TYPES = ("regression", "classification")
+TASK_READOUTS = ("auto", "step", "sequence")
 
 
 @dataclass
@@ -28,6 +29,12 @@ class SpecialistConfig:
         encoder_widths (`list[int]`, *optional*, defaults to `[256, 256]`): hidden widths of the encoder MLP.
         decoder_widths (`list[int]`, *optional*, defaults to `[256, 256]`): hidden widths of the decoder MLP.
         head_width (`int`, *optional*, defaults to 64): hidden width of each task head.
+        task_readout (`str`, *optional*, defaults to `"auto"`): how a task's outcome is predicted. `"step"`: from
+            each step's latent alone. `"sequence"`: from all the steps that serve the task together, as
+            `readout_i(sum_t head_i(masked z_t))` over the steps in the task mask (a set function, the collider of
+            DESIGN 2.1), so each step's block carries that step's own contribution instead of a guess at the
+            other steps'. `"auto"` picks `"sequence"` when training gets sequences `(n, T, d_in)` with one target
+            per sequence, `"step"` otherwise, and records the choice here.
         variational (`bool`, *optional*, defaults to `True`): a VAE posterior (else a deterministic encoder).
         kl_weight (`float`, *optional*, defaults to 1e-3): weight of the KL term when `variational`.
         task_weight (`float`, *optional*, defaults to 1.0): weight of the task losses.
@@ -55,6 +62,7 @@ class SpecialistConfig:
     encoder_widths: list[int] = field(default_factory=lambda: [256, 256])
     decoder_widths: list[int] = field(default_factory=lambda: [256, 256])
     head_width: int = 64
+    task_readout: str = "auto"
     variational: bool = True
     kl_weight: float = 1e-3
     task_weight: float = 1.0
@@ -108,6 +116,8 @@ class SpecialistConfig:
             dims = self.task_dims[i]
             if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1 or (kind == "classification" and dims != 1):
                 raise ValueError(f"`task_dims[{i}]` must be a positive int (1 for classification), got {dims!r}.")
+        if self.task_readout not in TASK_READOUTS:
+            raise ValueError(f"`task_readout` must be one of {TASK_READOUTS}, got {self.task_readout!r}.")
         if isinstance(self.sparsity, str):
             if self.sparsity != "auto":
                 raise ValueError(f"`sparsity` must be a non-negative float or 'auto', got {self.sparsity!r}.")

@@ -64,7 +64,10 @@ class SpecialistAdapter(nn.Module):
         self.rotation = nn.utils.parametrizations.orthogonal(nn.Linear(c.d_latent, c.d_latent, bias=False))
         self.mask_logits = nn.Parameter(torch.full((c.n_tasks, c.d_latent), 3.0))
         out_dims = [d if t == "regression" else k for t, k, d in zip(c.task_types, c.n_classes, c.task_dims)]
-        self.heads = nn.ModuleList(_mlp(c.d_latent, [c.head_width], d) for d in out_dims)
+        # head_i maps one step's masked latent to features; readout_i maps features (of one step, or summed over
+        # the steps that serve the task) to the outcome
+        self.heads = nn.ModuleList(_mlp(c.d_latent, [c.head_width], c.head_width) for _ in out_dims)
+        self.readouts = nn.ModuleList(_mlp(c.head_width, [c.head_width], d) for d in out_dims)
         self.register_buffer("input_mean", torch.zeros(c.d_in))
         self.register_buffer("input_std", torch.ones(c.d_in))
         self.register_buffer("task_mean", torch.zeros(c.n_target_columns))
@@ -104,6 +107,8 @@ class SpecialistAdapter(nn.Module):
             self.input_mean.copy_(flat.mean(0))
             self.input_std.copy_(flat.std(0).clamp(min=1e-6))
         if tasks is not None:
+            if task_mask is not None and task_mask.ndim == 3:  # per-step mask of sequences: rows are sequences
+                task_mask = task_mask.any(1)
             for i, (kind, cols) in enumerate(zip(self.config.task_types, self.config.target_columns)):
                 if kind != "regression":
                     continue
@@ -169,13 +174,41 @@ class SpecialistAdapter(nn.Module):
             return m * zs[None] + (1 - m) * torch.randn(m.shape[0], *zs.shape, device=zs.device, dtype=zs.dtype)
         return (self.mask > self.config.mask_threshold).to(zs.dtype)[:, None, :] * zs[None]
 
-    def predict(self, h: Any, task: int | str = 0) -> torch.Tensor:
-        """Task predictions from raw hidden states: regression values in the original units, or class logits."""
+    def _task_output(self, index: int, inputs: torch.Tensor, step_weights: torch.Tensor | None) -> torch.Tensor:
+        """Head `index` on masked latents `(rows, d_latent)`; with `step_weights` `(n, T)` the rows are `n x T` steps
+        and their features are summed over the weighted steps of each sequence before the readout."""
+        features = self.heads[index](inputs)
+        if step_weights is not None:
+            features = (features.reshape(*step_weights.shape, -1) * step_weights[..., None]).sum(-2)
+        return self.readouts[index](features)
+
+    def predict(self, h: Any, task: int | str = 0, step_mask: Any = None) -> torch.Tensor:
+        """Task predictions from raw hidden states: regression values in the original units, or class logits.
+
+        With `config.task_readout == "sequence"`, `h` is `(..., T, d_in)` and the prediction is per sequence, from
+        the steps in `step_mask` (`(T,)` or `(..., T)` bool; default all steps), e.g. the task's column of
+        `TaskStructure.step_tasks_`. Otherwise every row of `h` gets its own prediction.
+        """
         index = self._check_task(task)
         h = self._check_states(h)
-        lead = h.shape[:-1]
+        weights = None
+        if self.config.task_readout == "sequence":
+            if h.ndim < 2:
+                raise ValueError(f"`h` has shape {tuple(h.shape)}; a sequence readout needs (..., T, {self.config.d_in}).")
+            lead, n_steps = h.shape[:-2], h.shape[-2]
+            if step_mask is None:
+                weights = torch.ones(lead + (n_steps,), device=h.device)
+            else:
+                step_mask = torch.as_tensor(np.asarray(step_mask), device=h.device)
+                if step_mask.shape[-1:] != (n_steps,) or step_mask.ndim > len(lead) + 1:
+                    raise ValueError(f"`step_mask` has shape {tuple(step_mask.shape)}; expected ({n_steps},) or "
+                                     f"{tuple(lead) + (n_steps,)} for `h` of shape {tuple(h.shape)}.")
+                weights = step_mask.to(torch.float32).expand(lead + (n_steps,))
+            weights = weights.reshape(-1, n_steps)
+        else:
+            lead = h.shape[:-1]
         z = self.encode(h).reshape(-1, self.config.d_latent)
-        out = self.heads[index](self._head_inputs(z)[index])
+        out = self._task_output(index, self._head_inputs(z)[index], weights)
         if self.config.task_types[index] == "regression":
             cols = self.config.target_columns[index]
             value = out * self.task_std[cols] + self.task_mean[cols]
@@ -192,8 +225,16 @@ class SpecialistAdapter(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Named loss terms on a batch of raw states `(n, d_in)`, targets `(n, sum(task_dims))`, row mask `(n, n_tasks)`.
 
+        With the sequence readout the batch is `n` sequences: states `(n, T, d_in)`, targets `(n, sum(task_dims))`
+        and a step mask `(n, T, n_tasks)` saying which steps serve which task.
+
         Returns `{"loss", "recon", "kl", "task", "sparsity"}` plus `"task_i"` per task (mean over its rows).
         """
+        sequence = h.ndim == 3
+        if sequence:
+            step_mask = task_mask.to(torch.float32)
+            task_mask = task_mask.any(1)
+            h = h.reshape(-1, h.shape[-1])
         x = self.normalize(h)
         mean, logvar = self._posterior(x)
         if self.config.variational and self.training:
@@ -210,8 +251,8 @@ class SpecialistAdapter(nn.Module):
         inputs = self._head_inputs(self.rotation(mean))
         terms: dict[str, torch.Tensor] = {}
         task_total = torch.zeros((), device=h.device)
-        for i, (head, cols) in enumerate(zip(self.heads, self.config.target_columns)):
-            out = head(inputs[i])
+        for i, cols in enumerate(self.config.target_columns):
+            out = self._task_output(i, inputs[i], step_mask[..., i] if sequence else None)
             rows = task_mask[:, i]
             if self.config.task_types[i] == "regression":
                 target = (tasks[:, cols] - self.task_mean[cols]) / self.task_std[cols]

@@ -43,13 +43,17 @@ def auto_lambda_path(n_values: int = 5, low: float = 3e-3, high: float = 0.3) ->
 def prepare_training_data(
     adapter: SpecialistAdapter, states: Any, tasks: Any, task_mask: Any = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check and flatten inputs to rows: states `(N, d_in)`, tasks `(N, n_tasks)`, task mask `(N, n_tasks)`.
+    """Check inputs and bring them to training shape.
 
-    Accepts states `(rows, d_in)` with tasks `(rows, n_tasks)`, or states `(n, T, d_in)` with per-sequence tasks
-    `(n, n_tasks)` (broadcast to every step) or per-step tasks `(n, T, n_tasks)`. `task_mask` may be
-    `(rows, n_tasks)`, `(n, T, n_tasks)` or `(T, n_tasks)` (the same for every sequence, e.g.
-    `TaskStructure.step_tasks_`). Raises before any work on a wrong hidden size, task count, NaN or inf, or
-    classification labels out of range.
+    Accepts states `(rows, d_in)` with tasks `(rows, C)`, or states `(n, T, d_in)` with per-sequence tasks
+    `(n, C)` or per-step tasks `(n, T, C)`. `task_mask` may be `(rows, n_tasks)`, `(n, T, n_tasks)` or
+    `(T, n_tasks)` (the same for every sequence, e.g. `TaskStructure.step_tasks_`).
+
+    With the step readout everything is flattened to rows: states `(N, d_in)`, tasks `(N, C)` (per-sequence
+    targets broadcast to every step), mask `(N, n_tasks)`. With the sequence readout (`config.task_readout`
+    `"sequence"`, or `"auto"` given per-sequence targets of sequences) the result keeps sequences: states
+    `(n, T, d_in)`, tasks `(n, C)`, step mask `(n, T, n_tasks)`. Raises before any work on a wrong hidden size,
+    task count, NaN or inf, or classification labels out of range.
     """
     cfg = adapter.config
     states = to_numpy(states, "states", dtype=np.float32)
@@ -68,9 +72,16 @@ def prepare_training_data(
             f"n_tasks={cfg.n_tasks} with task_dims={cfg.task_dims} ({width} columns); the task count does not match."
         )
     lead = states.shape[:-1]
+    per_sequence = states.ndim == 3 and tasks.shape[:-1] == lead[:1]
+    readout = cfg.task_readout if cfg.task_readout != "auto" else ("sequence" if per_sequence else "step")
+    if readout == "sequence" and not per_sequence:
+        raise ValueError(
+            f"`task_readout='sequence'` needs `states` of shape (n, T, {cfg.d_in}) and one target row per sequence "
+            f"(`tasks` of shape (n, {width})); got states {states.shape} and tasks {tasks.shape}."
+        )
     if tasks.shape[:-1] == lead:
         pass
-    elif states.ndim == 3 and tasks.shape[:-1] == lead[:1]:
+    elif per_sequence:
         tasks = np.broadcast_to(tasks[:, None, :], lead + (width,))
     else:
         raise ValueError(
@@ -89,9 +100,13 @@ def prepare_training_data(
         else:
             raise ValueError(f"`task_mask` has shape {mask.shape}; expected {lead + (cfg.n_tasks,)}"
                              + (f" or {(lead[1], cfg.n_tasks)}" if states.ndim == 3 else "") + ".")
-    states = states.reshape(-1, cfg.d_in)
-    tasks = np.ascontiguousarray(tasks).reshape(-1, width)
-    mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
+    if readout == "sequence":
+        step_mask = np.ascontiguousarray(mask)
+        states, tasks, mask = states, np.ascontiguousarray(tasks[:, 0]), step_mask.any(1)
+    else:
+        states = states.reshape(-1, cfg.d_in)
+        tasks = np.ascontiguousarray(tasks).reshape(-1, width)
+        mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
     if not np.isfinite(states).all():
         raise ValueError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
     column_mask = np.concatenate([np.repeat(mask[:, i : i + 1], d, axis=1) for i, d in enumerate(cfg.task_dims)], axis=1)
@@ -109,7 +124,10 @@ def prepare_training_data(
         empty = [cfg.task_names[i] for i in np.flatnonzero(~mask.any(0))]
         raise ValueError(f"`task_mask` leaves no row for tasks {empty}.")
     if len(states) < 10:
-        raise ValueError(f"`states` has {len(states)} rows; at least 10 are needed to train.")
+        unit = "sequences" if readout == "sequence" else "rows"
+        raise ValueError(f"`states` has {len(states)} {unit}; at least 10 are needed to train.")
+    if readout == "sequence":
+        mask = step_mask
     return torch.from_numpy(states), torch.from_numpy(tasks).float(), torch.from_numpy(mask)
 
 
@@ -206,13 +224,14 @@ def evaluate(adapter: SpecialistAdapter, states: torch.Tensor, tasks: torch.Tens
         t = tasks[start : start + batch_size].to(device)
         m = mask[start : start + batch_size].to(device)
         terms = adapter.loss_terms(h, t, m, 0.0)  # eval mode: the code is the posterior mean
-        x = adapter.normalize(h)
+        x = adapter.normalize(h.reshape(-1, h.shape[-1]))
         sq_total += float(terms["recon"]) * x.numel()
         var_total += float(((x - x.mean(0)) ** 2).sum())
+        rows = m if m.ndim == 2 else m.any(1)
         for i in range(adapter.config.n_tasks):
-            sums[f"task_{i}"] = sums.get(f"task_{i}", 0.0) + float(terms[f"task_{i}"]) * float(m[:, i].sum())
+            sums[f"task_{i}"] = sums.get(f"task_{i}", 0.0) + float(terms[f"task_{i}"]) * float(rows[:, i].sum())
     adapter.train(was_training)
-    counts = mask.sum(0).clamp(min=1).tolist()
+    counts = (mask if mask.ndim == 2 else mask.any(1)).sum(0).clamp(min=1).tolist()
     out = {f"task_{i}": sums[f"task_{i}"] / counts[i] for i in range(adapter.config.n_tasks)}
     out["adapter/explained_variance"] = 1.0 - sq_total / max(var_total, 1e-12)
     return out
@@ -274,7 +293,8 @@ def train_specialist(
         task_mask: which rows count for which task (`(rows, n_tasks)`, `(n_sequences, T, n_tasks)` or
             `(T, n_tasks)`, e.g. `TaskStructure.step_tasks_`); all rows when `None`.
         epochs (`int`, *optional*, defaults to 100): passes over the training rows per trained model.
-        batch_size (`int`, *optional*, defaults to 256): rows per optimizer step (per process).
+        batch_size (`int`, *optional*, defaults to 256): steps per optimizer step (per process); with the sequence
+            readout a batch holds `batch_size // T` sequences (at least one).
         lr (`float`, *optional*, defaults to 1e-3): learning rate; `mask_lr` for the mask logits and
             `rotation_lr` for the latent rotation.
         sparsity (`float` or `"auto"`, *optional*): overrides `adapter.config.sparsity`; `0` trains the generalist
@@ -320,6 +340,9 @@ def train_specialist(
     if checkpoint_every is not None and checkpoint_dir is None:
         raise ValueError("`checkpoint_every` needs `checkpoint_dir`.")
     h_all, t_all, m_all = prepare_training_data(adapter, states, tasks, task_mask)
+    cfg.task_readout = "sequence" if h_all.ndim == 3 else "step"
+    if h_all.ndim == 3:  # batches of sequences holding about `batch_size` steps
+        batch_size = max(1, batch_size // h_all.shape[1])
 
     order = np.random.default_rng(seed).permutation(len(h_all))
     n_val = max(1, int(round(validation_split * len(h_all))))
@@ -554,6 +577,8 @@ def train_specialist_with_lora(
                            batch_size=batch_size, progress=False)
     h_rows, t_rows, m_rows = prepare_training_data(adapter, states, tasks, task_mask)
     n, T = states.shape[:2]
+    sequence = h_rows.ndim == 3
+    adapter.config.task_readout = "sequence" if sequence else "step"
     adapter.fit_normalizer(h_rows, t_rows, m_rows)
     spans = step_spans(texts, steps)
     torch.manual_seed(seed)
@@ -564,7 +589,7 @@ def train_specialist_with_lora(
         {"params": [p for p in adapter.parameters()], "lr": lr},
         {"params": [p for p in peft_model.parameters() if p.requires_grad], "lr": lora_lr},
     ])
-    t_seq = t_rows.reshape(n, T, -1)
+    t_seq = t_rows if sequence else t_rows.reshape(n, T, -1)
     m_seq = m_rows.reshape(n, T, -1)
     disable = (not sys.stderr.isatty()) if progress is None else not progress
     history: list[dict[str, float]] = []
@@ -582,9 +607,13 @@ def train_specialist_with_lora(
                 content = encoded["attention_mask"].bool() & ~special
                 assign = assignment_matrix(offsets, content, [spans[r] for r in rows], T)
                 hidden = extractor(**{k: v.to(device) for k, v in encoded.items()})[hook_point]
-                pooled = pool_steps(hidden, assign.to(device), pool).reshape(-1, adapter.config.d_in)
-                terms = adapter(pooled, t_seq[rows].reshape(-1, t_seq.shape[-1]).to(device),
-                                m_seq[rows].reshape(-1, m_seq.shape[-1]).to(device), float(sparsity))
+                pooled = pool_steps(hidden, assign.to(device), pool)
+                if sequence:
+                    terms = adapter(pooled, t_seq[rows].to(device), m_seq[rows].to(device), float(sparsity))
+                else:
+                    terms = adapter(pooled.reshape(-1, adapter.config.d_in),
+                                    t_seq[rows].reshape(-1, t_seq.shape[-1]).to(device),
+                                    m_seq[rows].reshape(-1, m_seq.shape[-1]).to(device), float(sparsity))
                 optimizer.zero_grad()
                 terms["loss"].backward()
                 optimizer.step()

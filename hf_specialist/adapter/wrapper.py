@@ -22,7 +22,8 @@ class SpecialistOutput(ModelOutput):
         specialist (`torch.Tensor` of shape `(batch, tokens, support size)`): the task's specialist representation.
         latents (`torch.Tensor` of shape `(batch, tokens, d_latent)`): the full latent.
         hidden_states (`torch.Tensor` of shape `(batch, tokens, d_in)`): the base model's states at the hook point.
-        prediction (`torch.Tensor`): the task head's prediction per token.
+        prediction (`torch.Tensor`): the task head's prediction per token (`None` for an adapter with the sequence
+            readout, whose predictions need the steps of a sequence: use `adapter.predict` on step states).
     """
 
     specialist: torch.Tensor | None = None
@@ -91,7 +92,7 @@ class SpecialistModel(nn.Module):
             specialist=latents[..., support],
             latents=latents,
             hidden_states=hidden,
-            prediction=self.adapter.predict(hidden, task=index),
+            prediction=None if self.adapter.config.task_readout == "sequence" else self.adapter.predict(hidden, task=index),
         )
 
 

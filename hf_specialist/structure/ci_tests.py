@@ -86,6 +86,28 @@ def local_permutation(z: np.ndarray, rng: np.random.Generator, leaf_size: int = 
     return permute_within_cells(neighbourhood_cells(z, leaf_size), rng)
 
 
+def nearest_neighbour_permutations(neighbours: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """`(size, n)` near-permutations in which row `i` takes the value of one of its nearest neighbours in Z.
+
+    `neighbours` `(n, k)` lists each row's `k` nearest rows in the conditioning set (itself included or not).
+    Rows are visited in random order and each takes a random neighbour not yet taken; when all of its neighbours
+    are taken it takes a random one of them anyway (Runge 2018's restricted permutation, so the marginal of the
+    shuffled variable is kept up to those few repeats). Vectorised over the `size` draws.
+    """
+    n, k = neighbours.shape
+    taken = np.zeros((size, n), dtype=bool)
+    perm = np.empty((size, n), dtype=np.int64)
+    draws = np.arange(size)
+    for i in rng.permutation(n):
+        candidates = neighbours[i][np.argsort(rng.random((size, k)), axis=1)]  # (size, k) random order
+        free = ~taken[draws[:, None], candidates]
+        first_free = np.where(free.any(1), free.argmax(1), 0)
+        chosen = candidates[draws, first_free]
+        perm[:, i] = chosen
+        taken[draws, chosen] = True
+    return perm
+
+
 class CITest:
     """Base class of batched conditional-independence tests.
 
@@ -289,11 +311,13 @@ class KnnCMI(CITest):
     name = "knn_cmi"
     min_samples = 20
 
-    def __init__(self, *, k: int = 10, n_permutations: int = 50, batch_tests: int = 8, **kwargs):
+    def __init__(self, *, k: int = 10, n_permutations: int = 50, batch_tests: int = 8, k_perm: int | None = None,
+                 **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
-        validate_params("KnnCMI", {"k": k, "batch_tests": batch_tests},
-                        {"k": [Interval(int, 1, None)], "batch_tests": [Interval(int, 1, None)]})
-        self.k, self.batch_tests = k, batch_tests
+        validate_params("KnnCMI", {"k": k, "batch_tests": batch_tests, "k_perm": k_perm},
+                        {"k": [Interval(int, 1, None)], "batch_tests": [Interval(int, 1, None)],
+                         "k_perm": [None, Interval(int, 1, None)]})
+        self.k, self.batch_tests, self.k_perm = k, batch_tests, k_perm
 
     def _prepare(self) -> None:
         import torch
@@ -348,10 +372,15 @@ class KnnCMI(CITest):
         for b in range(len(statistic)):
             dx, dy = self._distances(x[b : b + 1]), self._distances(y[b : b + 1])
             dz = self._distances(z[b : b + 1])
-            cells = neighbourhood_cells(self.data_[:, z[b]], self.leaf_size)
+            if self.k_perm is not None and dz is not None:
+                neighbours = dz[0].topk(self.k_perm, dim=-1, largest=False).indices.numpy()
+                all_perms = nearest_neighbour_permutations(neighbours, self.rng_, self.n_permutations)
+            else:
+                cells = neighbourhood_cells(self.data_[:, z[b]], self.leaf_size)
+                all_perms = permute_within_cells(cells, self.rng_, size=self.n_permutations)
             for start in range(0, self.n_permutations, self.batch_tests):
                 reps = min(self.batch_tests, self.n_permutations - start)
-                perms = torch.as_tensor(permute_within_cells(cells, self.rng_, size=reps))
+                perms = torch.as_tensor(all_perms[start : start + reps])
                 dxp = dx[0][perms[:, :, None], perms[:, None, :]]
                 nulls[b, start : start + reps] = self._cmi(
                     dxp, dy.expand(reps, -1, -1), None if dz is None else dz.expand(reps, -1, -1)

@@ -122,6 +122,55 @@ def test_sequence_states_with_structure_mask():
     assert "final" in history
 
 
+@pytest.fixture(scope="module")
+def collider_steps():
+    return synthetic.collider_step_latents(n=800, T=6, context=0.1, seed=0)
+
+
+def _collider_block_scores(adapter, obs, truth):
+    scores = []
+    for i in range(truth["step_tasks"].shape[1]):
+        rows = truth["step_tasks"][:, i]
+        block = adapter.task_latents(torch.as_tensor(obs[:, rows].reshape(-1, obs.shape[-1])), task=i).detach()
+        latents = truth["latents"][:, rows].reshape(-1, truth["latents"].shape[-1])
+        scores.append(block_r2(block, latents[:, truth["relevant"][i]], latents[:, truth["irrelevant"]], max_samples=600))
+    return scores
+
+
+def test_sequence_readout_recovers_each_steps_own_block(collider_steps):
+    # tasks are sums over the steps that serve them, and every step faintly sees the others (context=0.1): read out
+    # per sequence, each step's block is its own latent; read out per step, the heads cannot fit the outcome
+    obs, tasks, truth = collider_steps
+    kwargs = dict(d_latent=8, encoder_widths=[64, 64], decoder_widths=[64, 64])
+    torch.manual_seed(0)
+    sequence = build_adapter(**kwargs)
+    history = hfs.train_specialist(sequence, obs, tasks, truth["step_tasks"], sparsity=0.1, epochs=30, seed=0, progress=False)
+    assert sequence.config.task_readout == "sequence"  # "auto" resolved from per-sequence targets
+    for score in _collider_block_scores(sequence, obs, truth):
+        assert score["r2_relevant"] > 0.9 and score["r2_irrelevant"] < 0.35
+    torch.manual_seed(0)
+    step = build_adapter(**kwargs, task_readout="step")
+    per_step = hfs.train_specialist(step, obs, tasks, truth["step_tasks"], sparsity=0.1, epochs=30, seed=0, progress=False)
+    for i in range(2):
+        assert history["final"][f"task_{i}"] < 0.2 < per_step["final"][f"task_{i}"]
+
+    prediction = sequence.predict(obs[:5], task=1, step_mask=truth["step_tasks"][:, 1])
+    assert prediction.shape == (5,)
+    full = sequence.predict(obs[:5], task=1, step_mask=np.ones(6, dtype=bool))
+    assert not torch.allclose(prediction, full)  # steps outside the mask change the sum
+    with pytest.raises(ValueError, match="`step_mask` has shape"):
+        sequence.predict(obs[:5], task=1, step_mask=np.ones(5, dtype=bool))
+
+
+def test_sequence_readout_needs_sequences():
+    rng = np.random.default_rng(0)
+    adapter = build_adapter(task_readout="sequence")
+    with pytest.raises(ValueError, match="`task_readout='sequence'` needs `states` of shape"):
+        hfs.train_specialist(adapter, rng.normal(size=(50, 32)), rng.normal(size=(50, 2)), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="`task_readout` must be one of"):
+        hfs.SpecialistConfig(d_in=8, task_readout="mean")
+
+
 @pytest.mark.parametrize(
     "case, match",
     [
