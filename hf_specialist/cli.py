@@ -193,13 +193,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise BadInput("pass --adapter DIR_OR_REPO_ID, --states STATES.npy and --tasks TASKS.npy")
     adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
-    h, t, m = prepare_training_data(adapter, states, tasks)
+    structure = getattr(adapter, "structure_", None)
+    mask = structure.step_tasks_ if structure is not None and states.ndim == 3 and states.shape[1] == structure.step_tasks_.shape[0] else None
+    h, t, m = prepare_training_data(adapter, states, tasks, mask)
     metrics = evaluate(adapter, h, t, m)
     metrics["adapter/support_size"] = int(adapter.task_support_.sum())
     if cfg["relevant"] and cfg["irrelevant"]:
         relevant, irrelevant = _load_array(cfg["relevant"], "relevant"), _load_array(cfg["irrelevant"], "irrelevant")
-        block = adapter.task_latents(h, task=0).detach().numpy()
-        metrics.update({f"latents/{k}": v for k, v in block_r2(block, relevant.reshape(len(h), -1), irrelevant.reshape(len(h), -1)).items()})
+        rows = h.reshape(-1, h.shape[-1])
+        block = adapter.task_latents(rows, task=0).detach().numpy()
+        metrics.update({f"latents/{k}": v for k, v in block_r2(block, relevant.reshape(len(rows), -1), irrelevant.reshape(len(rows), -1)).items()})
     for key, value in metrics.items():
         print(f"{key:32s} {value:.4f}" if isinstance(value, float) else f"{key:32s} {value}")
     if cfg["output"]:

@@ -186,8 +186,9 @@ class SpecialistAdapter(nn.Module):
         """Task predictions from raw hidden states: regression values in the original units, or class logits.
 
         With `config.task_readout == "sequence"`, `h` is `(..., T, d_in)` and the prediction is per sequence, from
-        the steps in `step_mask` (`(T,)` or `(..., T)` bool; default all steps), e.g. the task's column of
-        `TaskStructure.step_tasks_`. Otherwise every row of `h` gets its own prediction.
+        the steps in `step_mask` (`(T,)` or `(..., T)` bool), e.g. the task's column of `TaskStructure.step_tasks_`;
+        by default the structure saved with the adapter (`structure_`) when it has `T` steps, else all steps.
+        Otherwise every row of `h` gets its own prediction.
         """
         index = self._check_task(task)
         h = self._check_states(h)
@@ -196,6 +197,9 @@ class SpecialistAdapter(nn.Module):
             if h.ndim < 2:
                 raise ValueError(f"`h` has shape {tuple(h.shape)}; a sequence readout needs (..., T, {self.config.d_in}).")
             lead, n_steps = h.shape[:-2], h.shape[-2]
+            structure = getattr(self, "structure_", None)
+            if step_mask is None and structure is not None and structure.step_tasks_.shape[0] == n_steps:
+                step_mask = structure.step_tasks_[:, index]
             if step_mask is None:
                 weights = torch.ones(lead + (n_steps,), device=h.device)
             else:

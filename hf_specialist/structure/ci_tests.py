@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from .._validation import Interval, check_array, validate_params
+from .._validation import Interval, Options, check_array, validate_params
 
 Columns = Sequence[int]
 TestSpec = tuple[Columns, Columns, Columns]
@@ -303,7 +303,13 @@ class KnnCMI(CITest):
     are evaluated together on the stacked distance matrices.
 
     Args:
-        k (`int`, *optional*, defaults to 10): neighbours in the joint space.
+        k (`int` or `"auto"`, *optional*, defaults to `"auto"`): neighbours in the joint space; `"auto"` uses
+            `max(10, 5% of n)`. For testing (rather than estimating) a larger `k` lowers the variance of the
+            statistic and the permutation null absorbs its bias: on nonlinear collider sequences (n = 1,500) F1 rose
+            from 0.76 (k = 10) to 0.87 (k = 75), with the type-I error still near alpha (`recipes/benchmarks/structure.py`).
+        k_perm (`int`, *optional*): draw the null from Runge's nearest-neighbour restricted permutation with
+            `k_perm` neighbours in Z instead of shuffling within k-d cells of `leaf_size` rows (the default, which
+            had more power in our benchmark).
         n_permutations (`int`, *optional*, defaults to 50): draws of the local-permutation null.
         batch_tests (`int`, *optional*, defaults to 8): tests evaluated together (memory `batch_tests * n^2`).
     """
@@ -311,12 +317,12 @@ class KnnCMI(CITest):
     name = "knn_cmi"
     min_samples = 20
 
-    def __init__(self, *, k: int = 10, n_permutations: int = 50, batch_tests: int = 8, k_perm: int | None = None,
-                 **kwargs):
+    def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, batch_tests: int = 8,
+                 k_perm: int | None = None, **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
         validate_params("KnnCMI", {"k": k, "batch_tests": batch_tests, "k_perm": k_perm},
-                        {"k": [Interval(int, 1, None)], "batch_tests": [Interval(int, 1, None)],
-                         "k_perm": [None, Interval(int, 1, None)]})
+                        {"k": [Options("auto"), Interval(int, 1, None)], "batch_tests": [Interval(int, 1, None)],
+                         "k_perm": [Options(None), Interval(int, 1, None)]})
         self.k, self.batch_tests, self.k_perm = k, batch_tests, k_perm
 
     def _prepare(self) -> None:
@@ -325,8 +331,10 @@ class KnnCMI(CITest):
         n = self.data_.shape[0]
         if n > 5000:
             raise ValueError(f"knn_cmi computes n x n distances; got n={n}, use at most 5000 samples (or fisher_z / neural_cmi).")
-        if self.k >= n:
+        if self.k != "auto" and self.k >= n:
             raise ValueError(f"`k`={self.k} must be smaller than the number of samples {n}.")
+        self.k_ = max(10, round(0.05 * n)) if self.k == "auto" else self.k
+        self.k_ = min(self.k_, n - 1)
         jitter = self.rng_.normal(scale=1e-6, size=self.data_.shape)
         values = torch.as_tensor(self.data_ + jitter, dtype=torch.float32)
         self.dist_ = (values.T[:, :, None] - values.T[:, None, :]).abs()  # (columns, n, n)
@@ -339,19 +347,19 @@ class KnnCMI(CITest):
         eye = torch.eye(n, dtype=torch.bool)
         joint = torch.maximum(dx, dy) if dz is None else torch.maximum(torch.maximum(dx, dy), dz)
         joint = joint.masked_fill(eye, float("inf"))
-        eps = joint.kthvalue(self.k, dim=-1).values.unsqueeze(-1)
+        eps = joint.kthvalue(self.k_, dim=-1).values.unsqueeze(-1)
 
         def count(d):
             return ((d < eps) & ~eye).sum(-1).double()
 
         if dz is None:
             n_x, n_y = count(dx), count(dy)
-            value = special.digamma(self.k) + special.digamma(n) - (
+            value = special.digamma(self.k_) + special.digamma(n) - (
                 torch.special.digamma(n_x + 1) + torch.special.digamma(n_y + 1)
             ).mean(-1).numpy()
             return value
         n_xz, n_yz, n_z = count(torch.maximum(dx, dz)), count(torch.maximum(dy, dz)), count(dz)
-        return special.digamma(self.k) - (
+        return special.digamma(self.k_) - (
             torch.special.digamma(n_xz + 1) + torch.special.digamma(n_yz + 1) - torch.special.digamma(n_z + 1)
         ).mean(-1).numpy()
 

@@ -9,6 +9,7 @@ from hf_specialist.structure.ci_tests import (
     NeuralCMI,
     get_ci_test,
     local_permutation,
+    nearest_neighbour_permutations,
     register_ci_test,
 )
 
@@ -98,6 +99,24 @@ def test_local_permutation_stays_local():
     assert sorted(perm) == list(range(200))
     assert np.abs(z[perm] - z).max() < 0.6
     assert (perm != np.arange(200)).mean() > 0.5
+
+
+def test_nearest_neighbour_permutation_stays_local_and_nearly_one_to_one():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=300)
+    neighbours = np.argsort(np.abs(z[:, None] - z[None, :]), axis=1)[:, :5]
+    perms = nearest_neighbour_permutations(neighbours, rng, size=4)
+    assert perms.shape == (4, 300)
+    assert all(perms[r, i] in neighbours[i] for r in range(4) for i in range(300))
+    assert min(len(set(p)) for p in perms) > 0.85 * 300  # few repeats: the marginal is nearly kept
+
+
+def test_knn_cmi_nearest_neighbour_null_has_power_and_keeps_independence():
+    rng = np.random.default_rng(1)
+    test = KnnCMI(n_permutations=30, k_perm=5, seed=0)
+    assert test.fit(_chain_data(400, rng, dependent=True)).test([([0], [1], [2])]).pvalue[0] < 0.01
+    assert test.fit(_chain_data(400, rng, dependent=False)).test([([0], [1], [2])]).pvalue[0] > 0.01
+    assert test.k_ == 20  # "auto": 5% of n, at least 10
 
 
 def test_registry_and_errors():
