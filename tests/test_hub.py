@@ -54,6 +54,23 @@ def _same(a, b, h):
     np.testing.assert_array_equal(a.task_support_, b.task_support_)
 
 
+def test_sequence_readout_round_trip_uses_the_saved_structure(tmp_path, structure):
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(60, 6, 32)).astype(np.float32)
+    tasks = states[:, :, :2].sum(1)
+    adapter = build_adapter()
+    hfs.train_specialist(adapter, states, tasks, structure.step_tasks_, sparsity=0.0, epochs=1, seed=0, progress=False)
+    assert adapter.config.task_readout == "sequence"
+    loaded = hfs.SpecialistAdapter.from_pretrained(adapter.save_pretrained(tmp_path / "seq", structure=structure))
+    assert loaded.config.task_readout == "sequence"
+    h = torch.as_tensor(states[:8])
+    for task in range(2):
+        column = structure.step_tasks_[:, task]
+        expected = adapter.predict(h, task=task, step_mask=column)
+        torch.testing.assert_close(loaded.predict(h, task=task), expected)  # the saved structure is the default mask
+        torch.testing.assert_close(loaded.predict(h, task=task, step_mask=column), expected)
+
+
 def test_local_round_trip_layout_and_structure(tmp_path, trained, structure):
     adapter, h = trained
     folder = adapter.save_pretrained(tmp_path / "art", structure=structure, metrics={"adapter/explained_variance": 0.9})

@@ -10,7 +10,9 @@ For each method and task, the block is: ours, the latents on the learned support
 the baselines, the k components (k = ours' support size for that task, at least 1) that best predict the task on
 training rows (the best-matching latents). Scores: `latents/r2_relevant` and `latents/r2_irrelevant`
 (`metrics.block_r2`, cross-validated kernel ridge), averaged over tasks, mean ± std over seeds.
-Also: the training-step throughput of the adapter against an L1 sparse autoencoder of the same latent width on
+Also: the task readout on sequences whose tasks are colliders over steps (`synthetic.collider_step_latents`),
+reading each task from all its steps together (`task_readout="sequence"`) against per step (`"step"`); and the
+training-step throughput of the adapter against an L1 sparse autoencoder of the same latent width on
 the same batch, as a ratio measured in one run (`--device cuda --dtype bfloat16` on a GPU).
 """
 
@@ -136,6 +138,30 @@ def run_seed(seed: int, n: int, epochs: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def readout_seed(seed: int, n: int, epochs: int) -> dict[str, dict[str, float]]:
+    """Sequence vs step readout on `synthetic.collider_step_latents`: 6 steps, 2 tasks that each sum a nonlinear
+    function of one latent over the steps serving them, every step seeing the others faintly (context 0.1)."""
+    obs, tasks, truth = synthetic.collider_step_latents(n=n, T=6, context=0.1, seed=seed)
+    widths = [128, 128]
+    out = {}
+    for readout in ("sequence", "step"):
+        adapter = SpecialistAdapter(SpecialistConfig(d_in=obs.shape[-1], d_latent=8, n_tasks=2, encoder_widths=widths,
+                                                     decoder_widths=widths, task_readout=readout))
+        history = train_specialist(adapter, obs, tasks, truth["step_tasks"], epochs=epochs, seed=seed, progress=False)
+        scores = []
+        for i in range(2):
+            rows = truth["step_tasks"][:, i]
+            h = torch.as_tensor(obs[:, rows].reshape(-1, obs.shape[-1]), dtype=torch.float32)
+            latents = truth["latents"][:, rows].reshape(-1, truth["latents"].shape[-1])
+            scores.append(block_r2(adapter.task_latents(h, task=i).detach().numpy(), latents[:, truth["relevant"][i]],
+                                   latents[:, truth["irrelevant"]], seed=seed))
+        out[readout] = {"r2_relevant": float(np.mean([s["r2_relevant"] for s in scores])),
+                        "r2_irrelevant": float(np.mean([s["r2_irrelevant"] for s in scores])),
+                        "task_loss": float(np.mean([history["final"][f"task_{i}"] for i in range(2)])),
+                        "support": float(adapter.task_support_.sum(1).mean())}
+    return out
+
+
 def throughput(device: str, dtype: torch.dtype, d_in: int, d_latent: int, batch: int, rounds: int,
                widths: list[int] | None = None) -> tuple[float, float]:
     """Training steps/s of the adapter and of an L1 SAE of the same latent width, interleaved, same batch."""
@@ -189,6 +215,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--skip-quality", action="store_true", help="only the throughput part")
+    parser.add_argument("--readout-seeds", type=int, default=3, help="seeds of the sequence-vs-step readout table")
     args = parser.parse_args()
     if not args.skip_quality:
         results = [run_seed(seed, args.n, args.epochs) for seed in range(args.seeds)]
@@ -208,6 +235,17 @@ def main() -> None:
         ours = [r["ours (l1, auto)"]["seconds"] for r in results]
         print(f"ours: {np.mean(ours):.1f} s per fit (auto lambda: 6 models); generalist: "
               f"{np.mean([r['generalist (no l1)']['seconds'] for r in results]):.1f} s")
+    if not args.skip_quality and args.readout_seeds:
+        results = [readout_seed(seed, 2000, 40) for seed in range(args.readout_seeds)]
+        print(f"\nTasks as colliders over steps (collider_step_latents, n=2000 sequences of 6 steps, context 0.1, "
+              f"{args.readout_seeds} seeds): the task readout")
+        header = f"{'readout':10s} | {'latents/r2_relevant':>20s} | {'latents/r2_irrelevant':>22s} | {'held-out task loss':>18s} | support/task"
+        print(header)
+        print("-" * len(header))
+        for readout in ("sequence", "step"):
+            rel, irr, loss, sup = ([r[readout][key] for r in results] for key in ("r2_relevant", "r2_irrelevant", "task_loss", "support"))
+            print(f"{readout:10s} | {np.mean(rel):11.3f} ± {np.std(rel):.3f} | {np.mean(irr):13.3f} ± {np.std(irr):.3f} | "
+                  f"{np.mean(loss):9.3f} ± {np.std(loss):.3f} | {np.mean(sup):.2f}")
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     print(f"\nTraining-step throughput ({args.device}, {dtype}, batch 4096, median of interleaved rounds)")
     sizes = ((576, 64), (4096, 256)) if args.device == "cuda" else ((576, 64),)
