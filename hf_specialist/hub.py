@@ -132,6 +132,8 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
         d_in=cfg.d_in,
         d_latent=cfg.d_latent,
         n_tasks=cfg.n_tasks,
+        task_readout={"sequence": "from all the steps that serve it together (sequence readout)",
+                      "step": "from each step alone (step readout)"}.get(cfg.task_readout, "not trained yet"),
         support_rows=support_rows,
         structure_text=structure_text,
         metrics_rows=metrics_rows,
