@@ -49,11 +49,13 @@ def _columns(steps: np.ndarray, d: int) -> np.ndarray:
     return (steps[..., None] * d + np.arange(d)).reshape(*steps.shape[:-1], -1)
 
 
-def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str) -> list[tuple[np.ndarray, ...]]:
+def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str,
+                       conditioning: str = "band") -> list[tuple[np.ndarray, ...]]:
     """All tests of Algorithm 1 as batches of equal shape: `(x, y, z, where)` arrays.
 
     `where (B, 3)` holds `(task, segment k, segment v)`; direct tests have `k == v`. Columns index the data
-    matrix `[states (T * d) | tasks (M * d_g)]`.
+    matrix `[states (T * d) | tasks (M * d_g)]`. With `conditioning="all"` a direct test conditions on every other
+    step instead of the two neighbours.
     """
     N = len(rep)
     batches = []
@@ -86,7 +88,14 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
             z = np.concatenate([np.tile(z_steps, (M, 1)), np.repeat(task_cols, P, axis=0)], axis=1)
             where = np.stack([np.repeat(np.arange(M), P), np.tile(k[rows], M), np.tile(v[rows], M)], axis=1)
             batches.append((x, y, z, where))
-    if mode in ("direct", "both"):
+    if mode in ("direct", "both") and conditioning == "all":
+        others = np.array([[t for t in range(T) if t != r] for r in rep], dtype=np.int64).reshape(len(rep), T - 1)
+        x = np.tile(_columns(rep[:, None], d), (M, 1))
+        y = np.repeat(task_cols, N, axis=0)
+        z = np.tile(_columns(others, d), (M, 1))
+        where = np.stack([np.repeat(np.arange(M), N), np.tile(np.arange(N), M), np.tile(np.arange(N), M)], axis=1)
+        batches.append((x, y, z, where))
+    elif mode in ("direct", "both"):
         for rows, neighbours in neighbour_sets(rep[:, None]):
             P = len(rows)
             x = np.tile(_columns(rep[rows][:, None], d), (M, 1))
@@ -109,6 +118,15 @@ class TaskStructure:
       served by a single segment);
     - ``mode="both"``: the union, with one multiple-testing family over all tests.
 
+    The direct test may condition on every other step instead (``conditioning="all"``,
+    `s_{kL} ⫫̸ g_i | {s_t : t != kL}`). Under the paper's Markov model it has the same answer (every path from
+    `s_{kL}` to `g_i` other than through the segment's own actions runs through a conditioned step) and more
+    power, because the other steps that serve task `i` explain part of `g_i`. But when step states mix in each
+    other's content (attention in text, `synthetic.collider_step_latents(context>0)`), each conditioned step is a
+    collider of its own content and the tested step's, and conditioning on it opens false paths: there it marks
+    tasks wrongly where the band does not. So the band is the default; use ``"all"`` for Markov sequences
+    (trajectories, simulators) with `n` well above `(T - 1) * d`.
+
     Args:
         segment_length (`int`, *optional*, defaults to 2): `L`, steps per segment (at least 2).
         test (`str` or `CITest`, *optional*, defaults to `"fisher_z"`): a registered CI test name or an instance.
@@ -116,6 +134,9 @@ class TaskStructure:
         mode (`str`, *optional*, defaults to `"direct"`): `"pairwise"`, `"direct"` or `"both"`.
         correction (`str`, *optional*, defaults to `"bonferroni"`): `None`, `"bonferroni"` or `"fdr_bh"`.
         project (`int`, *optional*): PCA each step's vector to this many dims before testing (for hidden states).
+        conditioning (`str`, *optional*, defaults to `"band"`): conditioning set of the direct test: `"band"`
+            (the two neighbours) or `"all"` (every other step; see above). Pairwise tests always use the paper's
+            band set.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
         drop_last (`bool`, *optional*, defaults to `False`): drop trailing steps when `T` is not a multiple of `L`.
         seed (`int`, *optional*, defaults to 0): random seed for permutation nulls and neural critics.
@@ -150,6 +171,7 @@ class TaskStructure:
         "mode": [Options("pairwise", "direct", "both")],
         "correction": [Options(None, "bonferroni", "fdr_bh")],
         "project": [Options(None), Interval(int, 1, None)],
+        "conditioning": [Options("band", "all")],
         "representative": [Options("end", "start")],
         "drop_last": [Options(True, False)],
         "seed": [Options(None), Interval(int, 0, None)],
@@ -165,6 +187,7 @@ class TaskStructure:
         mode: str = "direct",
         correction: str | None = "bonferroni",
         project: int | None = None,
+        conditioning: str = "band",
         representative: str = "end",
         drop_last: bool = False,
         seed: int | None = 0,
@@ -176,6 +199,7 @@ class TaskStructure:
         self.mode = mode
         self.correction = correction
         self.project = project
+        self.conditioning = conditioning
         self.representative = representative
         self.drop_last = drop_last
         self.seed = seed
@@ -248,8 +272,13 @@ class TaskStructure:
         data = np.concatenate([states.reshape(n, T * d), tasks.reshape(n, M * d_g)], axis=1)
 
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
-        groups = build_test_batches(rep, T, d, M, d_g, self.mode)
         ci = get_ci_test(self.test, seed=self.seed).fit(data)
+        conditioning = self.conditioning
+        if conditioning == "all" and n < (T - 1) * d + d + d_g + 10:
+            raise ValueError(f"conditioning='all' conditions on {(T - 1) * d} dims but `states` has only {n} "
+                             "sequences; use conditioning='band' (or 'auto'), a smaller `project`, or more sequences.")
+        self.conditioning_ = conditioning
+        groups = build_test_batches(rep, T, d, M, d_g, self.mode, conditioning)
         disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
         chunk = None if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)

@@ -44,6 +44,22 @@ def test_single_segment_task_needs_direct_mode():
     np.testing.assert_array_equal(direct.step_tasks_, truth["step_tasks"])
 
 
+def test_conditioning_on_all_steps_on_markov_and_on_mixed_steps():
+    # Markov sequences: conditioning on every other step gives the same structure as the band
+    make = lambda n: synthetic.collider_sequences(n=n, T=12, M=3, seed=1)  # noqa: E731
+    ts, _ = _exact_with_more_samples(make, dict(conditioning="all"))
+    assert ts.conditioning_ == "all" and ts.pvalues_.shape == (3, 6)
+    # steps that mix in each other's content: conditioning on the others opens colliders, the band stays exact
+    step_tasks = np.repeat(np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool), 2, axis=0)
+    states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=8,
+                                                       n_irrelevant=2, seed=0)
+    band = hfs.TaskStructure(project=4).fit(states, tasks)
+    np.testing.assert_array_equal(band.step_tasks_, step_tasks)
+    assert (hfs.TaskStructure(project=4, conditioning="all").fit(states, tasks).step_tasks_ & ~step_tasks).any()
+    with pytest.raises(ValueError, match="conditioning='all' conditions on 7 dims"):
+        hfs.TaskStructure(conditioning="all").fit(*synthetic.collider_sequences(n=15, T=8, M=2, seed=0)[:2])
+
+
 def test_no_false_positives_when_tasks_are_unrelated(global_random_seed):
     rng = np.random.default_rng(global_random_seed)
     states, _, _ = synthetic.collider_sequences(n=5000, T=16, M=2, seed=global_random_seed)
