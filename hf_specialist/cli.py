@@ -126,13 +126,14 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
     cfg = _merge(args, _load_recipe(args.recipe, "discover"), {
         "states": None, "tasks": None, "segment_length": 2, "test": "fisher_z", "alpha": 0.05, "mode": "direct",
-        "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
+        "conditioning": "band", "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
     correction = None if cfg["correction"] in (None, "none") else cfg["correction"]
     structure = TaskStructure(segment_length=cfg["segment_length"], test=cfg["test"], alpha=cfg["alpha"], mode=cfg["mode"],
-                              correction=correction, project=cfg["project"], seed=cfg["seed"]).fit(states, tasks)
+                              conditioning=cfg["conditioning"], correction=correction, project=cfg["project"],
+                              seed=cfg["seed"]).fit(states, tasks)
     path = _save_json(cfg["output"], structure.to_dict())
     truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
     step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth)
@@ -263,6 +264,8 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", choices=["fisher_z", "knn_cmi", "neural_cmi"])
     p.add_argument("--alpha", type=float)
     p.add_argument("--mode", choices=["pairwise", "direct", "both"])
+    p.add_argument("--conditioning", choices=["band", "all"],
+                   help="direct test given the two neighbours (default) or every other step (Markov sequences)")
     p.add_argument("--correction", choices=["none", "bonferroni", "fdr_bh"])
     p.add_argument("--project", type=int, help="PCA each step to this many dims first")
     p.add_argument("--seed", type=int)
