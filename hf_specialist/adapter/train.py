@@ -100,13 +100,13 @@ def prepare_training_data(
         else:
             raise ValueError(f"`task_mask` has shape {mask.shape}; expected {lead + (cfg.n_tasks,)}"
                              + (f" or {(lead[1], cfg.n_tasks)}" if states.ndim == 3 else "") + ".")
-    if readout == "sequence":
-        step_mask = np.ascontiguousarray(mask)
-        states, tasks, mask = states, np.ascontiguousarray(tasks[:, 0]), step_mask.any(1)
+    if readout == "sequence":  # one target row per sequence; `mask` says which rows count, `out_mask` which steps
+        out_mask = np.ascontiguousarray(mask)
+        tasks, mask = np.ascontiguousarray(tasks[:, 0]), out_mask.any(1)
     else:
         states = states.reshape(-1, cfg.d_in)
         tasks = np.ascontiguousarray(tasks).reshape(-1, width)
-        mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
+        mask = out_mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
     if not np.isfinite(states).all():
         raise ValueError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
     column_mask = np.concatenate([np.repeat(mask[:, i : i + 1], d, axis=1) for i, d in enumerate(cfg.task_dims)], axis=1)
@@ -126,9 +126,7 @@ def prepare_training_data(
     if len(states) < 10:
         unit = "sequences" if readout == "sequence" else "rows"
         raise ValueError(f"`states` has {len(states)} {unit}; at least 10 are needed to train.")
-    if readout == "sequence":
-        mask = step_mask
-    return torch.from_numpy(states), torch.from_numpy(tasks).float(), torch.from_numpy(mask)
+    return torch.from_numpy(states), torch.from_numpy(tasks).float(), torch.from_numpy(out_mask)
 
 
 # --- checkpoints (safetensors + JSON, no pickle) ------------------------------------------------------

@@ -239,6 +239,10 @@ class TaskStructure:
                 f"`states` has {n} sequences but the {ci.name} test with these dimensions needs at least {needed}; "
                 "pass more sequences (or a smaller `project`)."
             )
+        steps = T - T % L
+        if self.conditioning == "all" and n < steps * width + tasks.shape[2] + 10:
+            raise ValueError(f"conditioning='all' conditions on {(steps - 1) * width} dims but `states` has only {n} "
+                             "sequences; use conditioning='band', a smaller `project`, or more sequences.")
         return states, tasks
 
     def _project(self, states: np.ndarray) -> np.ndarray:
@@ -273,12 +277,8 @@ class TaskStructure:
 
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
         ci = get_ci_test(self.test, seed=self.seed).fit(data)
-        conditioning = self.conditioning
-        if conditioning == "all" and n < (T - 1) * d + d + d_g + 10:
-            raise ValueError(f"conditioning='all' conditions on {(T - 1) * d} dims but `states` has only {n} "
-                             "sequences; use conditioning='band' (or 'auto'), a smaller `project`, or more sequences.")
-        self.conditioning_ = conditioning
-        groups = build_test_batches(rep, T, d, M, d_g, self.mode, conditioning)
+        self.conditioning_ = self.conditioning
+        groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning)
         disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
         chunk = None if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)
