@@ -336,8 +336,9 @@ class KnnCMI(CITest):
     Args:
         k (`int` or `"auto"`, *optional*, defaults to `"auto"`): neighbours in the joint space; `"auto"` uses
             `max(10, 5% of n)`. For testing (rather than estimating) a larger `k` lowers the variance of the
-            statistic and the permutation null absorbs its bias: on nonlinear collider sequences (n = 1,500) F1 rose
-            from 0.76 (k = 10) to 0.87 (k = 75), with the type-I error still near alpha (`recipes/benchmarks/structure.py`).
+            statistic and the permutation null absorbs its bias: in the knn setting of `recipes/benchmarks/structure.py`
+            (nonlinear collider sequences, n = 1,500) F1 rose from 0.76 (k = 10) to 0.87 (k = 75), with the type-I
+            error still near alpha.
         k_perm (`int`, *optional*): draw the null from Runge's nearest-neighbour restricted permutation with
             `k_perm` neighbours in Z instead of shuffling within k-d cells of `leaf_size` rows (the default, which
             had more power in our benchmark).

@@ -144,7 +144,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="fewer seeds and smaller nonlinear runs")
+    parser.add_argument("--runtime-only", action="store_true", help="only the runtime rows (run them on a quiet machine)")
     args = parser.parse_args()
+    if args.runtime_only:
+        runtime_rows()
+        return
     seeds = 3 if args.quick else args.seeds
     misses: list = []
     rows = [(f"T={T:2d} M={max(1, round(T / 5))}", run_setting(T, max(1, round(T / 5)), seeds, args.n, "accuracy", misses))
