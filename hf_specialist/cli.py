@@ -126,7 +126,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
     cfg = _merge(args, _load_recipe(args.recipe, "discover"), {
         "states": None, "tasks": None, "segment_length": 2, "test": "fisher_z", "alpha": 0.05, "mode": "direct",
-        "conditioning": "band", "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
+        "conditioning": "auto", "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
@@ -137,7 +137,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
     path = _save_json(cfg["output"], structure.to_dict())
     truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
     step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth)
-    print(f"{structure.n_tests_} CI tests; step x task structure (rows: steps, columns: tasks) -> {path}")
+    checked = "" if structure.markov_pvalue_ is None else f", band check p={structure.markov_pvalue_:.3g}"
+    print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}{checked}); "
+          f"step x task structure (rows: steps, columns: tasks) -> {path}")
     for t, row in enumerate(structure.step_tasks_):
         print(f"  step {t + 1:3d}: " + " ".join("x" if v else "." for v in row))
     if truth is not None:
@@ -264,8 +266,9 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", choices=["fisher_z", "knn_cmi", "neural_cmi"])
     p.add_argument("--alpha", type=float)
     p.add_argument("--mode", choices=["pairwise", "direct", "both"])
-    p.add_argument("--conditioning", choices=["band", "all"],
-                   help="direct test given the two neighbours (default) or every other step (Markov sequences)")
+    p.add_argument("--conditioning", choices=["auto", "band", "all"],
+                   help="direct test given the two neighbours, every other step, or (auto, default) every other step "
+                        "where the states pass the band check")
     p.add_argument("--correction", choices=["none", "bonferroni", "fdr_bh"])
     p.add_argument("--project", type=int, help="PCA each step to this many dims first")
     p.add_argument("--seed", type=int)

@@ -279,10 +279,10 @@ class FisherZ(CITest):
         if kz > 16:  # large conditioning sets: from precision matrices instead of one solve per test
             partial = self._conditional_covariances(cov, x, y, z)
             if kx == 1 and ky == 1:
-                return _fisher_z(partial, n, kz)
+                return fisher_z_statistic(partial, n, kz)
             log_lambda = (np.linalg.slogdet(partial)[1] - np.linalg.slogdet(partial[:, :kx, :kx])[1]
                           - np.linalg.slogdet(partial[:, kx:, kx:])[1])
-            return _bartlett(log_lambda, n, kx, ky, kz)
+            return bartlett_statistic(log_lambda, n, kx, ky, kz)
         if kx == 1 and ky == 1:
             idx = np.concatenate([x, y, z], axis=1)
             sub = cov[idx[:, :, None], idx[:, None, :]]
@@ -292,14 +292,14 @@ class FisherZ(CITest):
                 partial = sub[:, :2, :2] - sab @ np.linalg.solve(szz + 1e-12 * np.eye(kz), np.swapaxes(sab, 1, 2))
             else:
                 partial = sub[:, :2, :2]
-            return _fisher_z(partial, n, kz)
+            return fisher_z_statistic(partial, n, kz)
         log_lambda = (
             _logdet(cov, np.concatenate([x, y, z], 1))
             + _logdet(cov, z)
             - _logdet(cov, np.concatenate([x, z], 1))
             - _logdet(cov, np.concatenate([y, z], 1))
         )
-        return _bartlett(log_lambda, n, kx, ky, kz)
+        return bartlett_statistic(log_lambda, n, kx, ky, kz)
 
     def analytic_pvalue(self, statistic: np.ndarray, kx: int, ky: int, kz: int) -> np.ndarray:
         if kx == 1 and ky == 1:
@@ -307,14 +307,14 @@ class FisherZ(CITest):
         return stats.chi2.sf(statistic, df=kx * ky)
 
 
-def _fisher_z(partial: np.ndarray, n: int, kz: int) -> np.ndarray:
+def fisher_z_statistic(partial: np.ndarray, n: int, kz: int) -> np.ndarray:
     """Fisher's z statistic from `(B, 2, 2)` partial covariances of scalar x and y given `kz` columns."""
     r = partial[:, 0, 1] / np.sqrt(np.maximum(partial[:, 0, 0] * partial[:, 1, 1], 1e-300))
     r = np.clip(np.abs(r), 0.0, 1 - 1e-15)
     return np.sqrt(max(n - kz - 3, 1)) * np.arctanh(r)
 
 
-def _bartlett(log_lambda: np.ndarray, n: int, kx: int, ky: int, kz: int) -> np.ndarray:
+def bartlett_statistic(log_lambda: np.ndarray, n: int, kx: int, ky: int, kz: int) -> np.ndarray:
     """Bartlett's chi-square statistic from the log of Wilks' lambda of the partial canonical correlations."""
     return -(n - 1 - kz - (kx + ky + 1) / 2) * np.minimum(log_lambda, 0.0)
 

@@ -21,7 +21,7 @@ from .._validation import (
     check_is_fitted,
     validate_params,
 )
-from .ci_tests import CITest, get_ci_test
+from .ci_tests import CITest, bartlett_statistic, get_ci_test
 
 
 def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
@@ -47,6 +47,47 @@ def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
 def _columns(steps: np.ndarray, d: int) -> np.ndarray:
     """Column indices `(..., k * d)` of step indices `(..., k)` in the flattened `(n, T * d)` layout."""
     return (steps[..., None] * d + np.arange(d)).reshape(*steps.shape[:-1], -1)
+
+
+def band_markov_pvalues(states: np.ndarray, rep: np.ndarray) -> np.ndarray:
+    """Gaussian test that the band screens each representative step from all the others.
+
+    For each `r` in `rep`, tests `s_r ⫫ {s_t : |t - r| >= 2} | {s_{r-1}, s_{r+1}}` on `states (n, T, d)`:
+    Wilks' lambda is `det Var(s_r | every other step) / det Var(s_r | band)`, the share of what the band leaves
+    of `s_r` that the far steps still explain, and Bartlett's chi-square gives the p-value. The property holds
+    for Markov sequences (also cut ones, or ones without temporal dependence); it fails when steps mix in each
+    other's content. Everything comes from one covariance matrix and its inverse.
+
+    Returns:
+        `(len(rep),)` raw p-values (1.0 where a step has no far steps).
+    """
+    n, T, d = states.shape
+    flat = states.reshape(n, T * d)
+    flat = (flat - flat.mean(0)) / np.where(flat.std(0) > 0, flat.std(0), 1.0)
+    return _band_markov_pvalues(flat.T @ flat / (n - 1), n, d, rep)
+
+
+def _band_markov_pvalues(cov: np.ndarray, n: int, d: int, rep: np.ndarray) -> np.ndarray:
+    """`band_markov_pvalues` from the `(T * d, T * d)` correlation matrix of the steps."""
+    from scipy import stats
+
+    T = cov.shape[0] // d
+    cov = cov + 1e-10 * np.eye(T * d)
+    precision = np.linalg.inv(cov)
+    pvalues = np.ones(len(rep))
+    for j, r in enumerate(rep):
+        band = [t for t in (r - 1, r + 1) if 0 <= t < T]
+        n_far = T - 1 - len(band)
+        if n_far == 0:
+            continue
+        x = _columns(np.array([r]), d)
+        z = _columns(np.array(band), d)
+        given_rest = np.linalg.inv(precision[np.ix_(x, x)])
+        given_band = cov[np.ix_(x, x)] - cov[np.ix_(x, z)] @ np.linalg.solve(cov[np.ix_(z, z)], cov[np.ix_(z, x)])
+        log_lambda = np.linalg.slogdet(given_rest)[1] - np.linalg.slogdet(given_band)[1]
+        statistic = bartlett_statistic(np.array([log_lambda]), n, d, n_far * d, len(band) * d)[0]
+        pvalues[j] = stats.chi2.sf(statistic, df=d * n_far * d)
+    return pvalues
 
 
 def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str,
@@ -124,8 +165,11 @@ class TaskStructure:
     power, because the other steps that serve task `i` explain part of `g_i`. But when step states mix in each
     other's content (attention in text, `synthetic.collider_step_latents(context>0)`), each conditioned step is a
     collider of its own content and the tested step's, and conditioning on it opens false paths: there it marks
-    tasks wrongly where the band does not. So the band is the default; use ``"all"`` for Markov sequences
-    (trajectories, simulators) with `n` well above `(T - 1) * d`.
+    tasks wrongly where the band does not. Both cases are told apart by the states alone: the Markov property
+    says the band screens each step from the far steps, `s_{kL} ⫫ {s_t : |t - kL| >= 2} | band`, and mixing
+    breaks it. The default ``conditioning="auto"`` runs that check (`band_markov_pvalues`, Gaussian, Bonferroni
+    over segments at `alpha`) and conditions on all steps only when it passes, the test is `fisher_z` and
+    `n >= 10 * (T * d + d_g)`; otherwise it uses the band. `conditioning_` and `markov_pvalue_` say what it did.
 
     Args:
         segment_length (`int`, *optional*, defaults to 2): `L`, steps per segment (at least 2).
@@ -134,9 +178,9 @@ class TaskStructure:
         mode (`str`, *optional*, defaults to `"direct"`): `"pairwise"`, `"direct"` or `"both"`.
         correction (`str`, *optional*, defaults to `"bonferroni"`): `None`, `"bonferroni"` or `"fdr_bh"`.
         project (`int`, *optional*): PCA each step's vector to this many dims before testing (for hidden states).
-        conditioning (`str`, *optional*, defaults to `"band"`): conditioning set of the direct test: `"band"`
-            (the two neighbours) or `"all"` (every other step; see above). Pairwise tests always use the paper's
-            band set.
+        conditioning (`str`, *optional*, defaults to `"auto"`): conditioning set of the direct test: `"band"`
+            (the two neighbours), `"all"` (every other step) or `"auto"` (`"all"` where the band check passes;
+            see above). Pairwise tests always use the paper's band set.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
         drop_last (`bool`, *optional*, defaults to `False`): drop trailing steps when `T` is not a multiple of `L`.
         seed (`int`, *optional*, defaults to 0): random seed for permutation nulls and neural critics.
@@ -151,6 +195,8 @@ class TaskStructure:
             `"direct"`.
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
         n_tests_ (`int`): number of CI tests run.
+        conditioning_ (`str`): the direct test's conditioning set used, `"band"` or `"all"`.
+        markov_pvalue_ (`float` or `None`): Bonferroni-adjusted p-value of the band check (`None` when not run).
         n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
 
     Examples:
@@ -171,7 +217,7 @@ class TaskStructure:
         "mode": [Options("pairwise", "direct", "both")],
         "correction": [Options(None, "bonferroni", "fdr_bh")],
         "project": [Options(None), Interval(int, 1, None)],
-        "conditioning": [Options("band", "all")],
+        "conditioning": [Options("auto", "band", "all")],
         "representative": [Options("end", "start")],
         "drop_last": [Options(True, False)],
         "seed": [Options(None), Interval(int, 0, None)],
@@ -187,7 +233,7 @@ class TaskStructure:
         mode: str = "direct",
         correction: str | None = "bonferroni",
         project: int | None = None,
-        conditioning: str = "band",
+        conditioning: str = "auto",
         representative: str = "end",
         drop_last: bool = False,
         seed: int | None = 0,
@@ -277,8 +323,8 @@ class TaskStructure:
 
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
         ci = get_ci_test(self.test, seed=self.seed).fit(data)
-        self.conditioning_ = self.conditioning
-        groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning)
+        self.conditioning_ = self._choose_conditioning(states, rep, ci, d_g)
+        groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning_)
         disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
         chunk = None if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)
@@ -321,6 +367,18 @@ class TaskStructure:
         self.n_features_in_ = d
         return self
 
+    def _choose_conditioning(self, states: np.ndarray, rep: np.ndarray, ci: CITest, d_g: int) -> str:
+        """The direct test's conditioning set; for `"auto"`, `"all"` only where the band check passes."""
+        self.markov_pvalue_ = None
+        if self.conditioning != "auto":
+            return self.conditioning
+        n, T, d = states.shape
+        if self.mode == "pairwise" or ci.name != "fisher_z" or n < 10 * (T * d + d_g) or len(rep) < 2:
+            return "band"
+        steps_cov = ci.cov_[: T * d, : T * d]  # fisher_z's correlation matrix of [steps | tasks]
+        self.markov_pvalue_ = float(adjust_pvalues(_band_markov_pvalues(steps_cov, n, d, rep), "bonferroni").min())
+        return "all" if self.markov_pvalue_ >= self.alpha else "band"
+
     # -- results ----------------------------------------------------------------------------------
     def task_mask(self, n_sequences: int | None = None) -> np.ndarray:
         """`(T, M)` bool (or `(n_sequences * T, M)` when `n_sequences` is given): which rows count for which task.
@@ -348,6 +406,8 @@ class TaskStructure:
             "pvalues": {"shape": list(self.pvalues_.shape), "values": clean(self.pvalues_)},
             "statistics": {"shape": list(self.statistics_.shape), "values": clean(self.statistics_)},
             "n_tests": self.n_tests_,
+            "conditioning_used": getattr(self, "conditioning_", None),
+            "markov_pvalue": getattr(self, "markov_pvalue_", None),
         }
 
     @classmethod
@@ -362,6 +422,8 @@ class TaskStructure:
                 values = np.array([np.nan if v is None else v for v in block["values"]], dtype=float)
                 setattr(structure, f"{name}_", values.reshape(block["shape"]))
             structure.n_tests_ = int(payload["n_tests"])
+            structure.conditioning_ = payload.get("conditioning_used")
+            structure.markov_pvalue_ = payload.get("markov_pvalue")
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"Invalid structure description: {err}") from err
         structure.n_segments_, structure.n_tasks_ = structure.segment_tasks_.shape

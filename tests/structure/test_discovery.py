@@ -7,7 +7,7 @@ from hf_specialist import synthetic
 from hf_specialist.metrics import structure_scores
 from hf_specialist.structure.baselines import BASELINES
 from hf_specialist.structure.ci_tests import KnnCMI
-from hf_specialist.structure.discovery import adjust_pvalues
+from hf_specialist.structure.discovery import adjust_pvalues, band_markov_pvalues
 
 
 def _exact_with_more_samples(make, ts_kwargs, n_values=(20_000, 100_000)):
@@ -53,11 +53,48 @@ def test_conditioning_on_all_steps_on_markov_and_on_mixed_steps():
     step_tasks = np.repeat(np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool), 2, axis=0)
     states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=8,
                                                        n_irrelevant=2, seed=0)
-    band = hfs.TaskStructure(project=4).fit(states, tasks)
+    band = hfs.TaskStructure(project=4, conditioning="band").fit(states, tasks)
     np.testing.assert_array_equal(band.step_tasks_, step_tasks)
     assert (hfs.TaskStructure(project=4, conditioning="all").fit(states, tasks).step_tasks_ & ~step_tasks).any()
     with pytest.raises(ValueError, match="conditioning='all' conditions on 7 dims"):
         hfs.TaskStructure(conditioning="all").fit(*synthetic.collider_sequences(n=15, T=8, M=2, seed=0)[:2])
+
+
+def test_band_markov_check_is_calibrated_on_markov_chains_and_rejects_mixed_steps():
+    rng = np.random.default_rng(0)
+    rep = np.arange(1, 8, 2)
+    pvalues = []
+    for _ in range(200):  # Gaussian AR(1) chains, vector states: the band screens every step from the far ones
+        steps = [rng.normal(size=(300, 2))]
+        for _ in range(7):
+            steps.append(0.7 * steps[-1] @ np.array([[1.0, 0.3], [-0.2, 0.8]]) + rng.normal(size=(300, 2)))
+        pvalues.append(band_markov_pvalues(np.stack(steps, 1), rep))
+    pvalues = np.concatenate(pvalues)
+    assert 0.03 <= (pvalues < 0.05).mean() <= 0.08
+    assert 0.4 <= np.median(pvalues) <= 0.6
+    # every step also carries 0.2 of the sequence mean (as attention mixes content): the check rejects
+    latent = rng.normal(size=(2000, 8, 2))
+    mixed = latent + 0.2 * latent.mean(1, keepdims=True)
+    assert band_markov_pvalues(mixed, rep).max() < 1e-3
+
+
+def test_auto_conditioning_uses_all_steps_only_where_the_band_check_passes():
+    states, tasks, truth = synthetic.collider_sequences(n=10_000, T=12, M=3, seed=1)
+    auto = hfs.TaskStructure().fit(states, tasks)
+    assert auto.conditioning_ == "all" and auto.markov_pvalue_ >= 0.05
+    np.testing.assert_array_equal(auto.step_tasks_, hfs.TaskStructure(conditioning="all").fit(states, tasks).step_tasks_)
+    step_tasks = np.repeat(np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool), 2, axis=0)
+    states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=8,
+                                                       n_irrelevant=2, seed=0)
+    mixed = hfs.TaskStructure(project=4).fit(states, tasks)
+    assert mixed.conditioning_ == "band" and mixed.markov_pvalue_ < 0.05
+    np.testing.assert_array_equal(mixed.step_tasks_, step_tasks)
+    # no check where it cannot help: the paper's pairwise test, a nonlinear test, too few sequences for all steps
+    small = synthetic.collider_sequences(n=60, T=8, M=2, seed=0)[:2]
+    for kwargs, data in ((dict(mode="pairwise"), (states, tasks)), (dict(test=KnnCMI(n_permutations=5)), small),
+                         ({}, small)):
+        ts = hfs.TaskStructure(**kwargs).fit(*data)
+        assert ts.conditioning_ == "band" and ts.markov_pvalue_ is None
 
 
 def test_no_false_positives_when_tasks_are_unrelated(global_random_seed):
@@ -105,6 +142,7 @@ def test_drop_last_and_json_round_trip():
     again = hfs.TaskStructure.from_dict(__import__("json").loads(ts.to_json()))
     np.testing.assert_array_equal(again.step_tasks_, ts.step_tasks_)
     np.testing.assert_array_equal(again.pvalues_, ts.pvalues_)
+    assert (again.conditioning_, again.markov_pvalue_) == (ts.conditioning_, ts.markov_pvalue_)
     assert ts.task_mask(3).shape == (27, 2)
 
 
