@@ -63,6 +63,7 @@ def nonlinear_rows(seeds: int, quick: bool) -> None:
     print("\nNonlinear settings (F1, mean ± std over seeds; default mode and correction)")
     settings = [
         ("knn_cmi", dict(n=1500, T=8, M=2, nonlinear=True), lambda s: KnnCMI(n_permutations=30, seed=s)),
+        ("knn_cmi", dict(n=5000, T=8, M=2, nonlinear=True), lambda s: KnnCMI(n_permutations=30, seed=s)),
         ("neural_cmi", dict(n=4000, T=8, M=2, nonlinear=True, state_dim=3, obs_dim=6),
          lambda s: NeuralCMI(epochs=10 if quick else 20, n_permutations=30, seed=s)),
     ]

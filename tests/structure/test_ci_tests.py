@@ -119,6 +119,22 @@ def test_knn_cmi_nearest_neighbour_null_has_power_and_keeps_independence():
     assert test.k_ == 20  # "auto": 5% of n, at least 10
 
 
+def test_knn_cmi_tree_path_matches_dense_path_and_scales_past_n_squared_memory():
+    rng = np.random.default_rng(2)
+    data = np.hstack([_chain_data(600, rng, dependent=True), _chain_data(600, rng, dependent=False)])
+    tests = [([0], [1], [2]), ([3], [4], [5]), ([0], [1], []), ([0, 3], [1], [2, 5])]
+    dense = KnnCMI(n_permutations=20, seed=0).fit(data)
+    tree = KnnCMI(n_permutations=20, seed=0, dense_max=0).fit(data)
+    assert dense.dense_ and not tree.dense_ and not hasattr(tree, "dist_")
+    dense_result, tree_result = dense.test(tests), tree.test(tests)
+    np.testing.assert_allclose(tree_result.statistic, dense_result.statistic, atol=1e-3)
+    np.testing.assert_allclose(tree_result.pvalue, dense_result.pvalue, atol=0.02)
+    assert tree_result.pvalue[0] < 0.01 and tree_result.pvalue[1] > 0.01
+    big = KnnCMI(n_permutations=10, seed=0).fit(_chain_data(10_000, rng, dependent=True))  # dense: 3 x 400 MB
+    assert not big.dense_ and big.k_ == 100  # "auto" above 2,000 samples: 1% of n, at least 100
+    assert big.test([([0], [1], [2])]).pvalue[0] < 1e-3
+
+
 def test_registry_and_errors():
     assert {"fisher_z", "knn_cmi", "neural_cmi"} <= set(CI_TESTS)
     with pytest.raises(ValueError, match="Valid names"):
