@@ -390,15 +390,14 @@ class KnnCMI(CITest):
         eps = joint.kthvalue(self.k_, dim=-1).values.unsqueeze(-1)
 
         def count(d):
-            return ((d < eps) & ~eye).sum(-1).double()
+            return ((d < eps) & ~eye).sum(-1).double().numpy()
 
         if dz is None:
-            return _knn_cmi_value(self.k_, n, count(dx), count(dy)).numpy()
-        return _knn_cmi_value(self.k_, n, count(torch.maximum(dx, dz)), count(torch.maximum(dy, dz)), count(dz)).numpy()
+            return _knn_cmi_value(self.k_, n, count(dx), count(dy))
+        return _knn_cmi_value(self.k_, n, count(torch.maximum(dx, dz)), count(torch.maximum(dy, dz)), count(dz))
 
     def _cmi_tree(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
         """One estimate from the `(n, k*)` sample columns with k-d trees (max-norm)."""
-        import torch
         from scipy.spatial import cKDTree
 
         n = len(x)
@@ -406,9 +405,9 @@ class KnnCMI(CITest):
         eps = cKDTree(joint).query(joint, k=[self.k_ + 1], p=np.inf, workers=-1)[0][:, 0]
         radius = np.nextafter(eps, 0)  # strictly closer than the k-th neighbour
 
-        def count(a: np.ndarray) -> torch.Tensor:
+        def count(a: np.ndarray) -> np.ndarray:
             inside = cKDTree(a).query_ball_point(a, radius, p=np.inf, return_length=True, workers=-1)
-            return torch.as_tensor(inside - 1, dtype=torch.float64)[None]  # the point itself is inside
+            return (inside - 1.0)[None]  # the point itself is inside
 
         if z.shape[1] == 0:
             return float(_knn_cmi_value(self.k_, n, count(x), count(y))[0])
@@ -462,15 +461,13 @@ class KnnCMI(CITest):
         return self.pvalue_from_null(statistic, nulls)
 
 
-def _knn_cmi_value(k: int, n: int, n_a, n_b, n_z=None):
+def _knn_cmi_value(k: int, n: int, n_a: np.ndarray, n_b: np.ndarray, n_z: np.ndarray | None = None) -> np.ndarray:
     """Frenzel-Pompe (or, without `n_z`, KSG) estimate from neighbour counts `(B, n)` strictly inside each
     point's k-th joint-space neighbour distance."""
-    import torch
-
-    psi = torch.special.digamma
+    psi = special.digamma
     if n_z is None:
-        return special.digamma(k) + special.digamma(n) - (psi(n_a + 1) + psi(n_b + 1)).mean(-1)
-    return special.digamma(k) - (psi(n_a + 1) + psi(n_b + 1) - psi(n_z + 1)).mean(-1)
+        return psi(k) + psi(n) - (psi(n_a + 1) + psi(n_b + 1)).mean(-1)
+    return psi(k) - (psi(n_a + 1) + psi(n_b + 1) - psi(n_z + 1)).mean(-1)
 
 
 class NeuralCMI(CITest):
