@@ -126,13 +126,14 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
     cfg = _merge(args, _load_recipe(args.recipe, "discover"), {
         "states": None, "tasks": None, "segment_length": 2, "test": "fisher_z", "alpha": 0.05, "mode": "direct",
-        "conditioning": "auto", "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
+        "conditioning": "auto", "decision": "chain", "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
     correction = None if cfg["correction"] in (None, "none") else cfg["correction"]
     structure = TaskStructure(segment_length=cfg["segment_length"], test=cfg["test"], alpha=cfg["alpha"], mode=cfg["mode"],
-                              conditioning=cfg["conditioning"], correction=correction, project=cfg["project"],
+                              conditioning=cfg["conditioning"], decision=cfg["decision"], correction=correction,
+                              project=cfg["project"],
                               seed=cfg["seed"]).fit(states, tasks)
     path = _save_json(cfg["output"], structure.to_dict())
     truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
@@ -269,6 +270,9 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conditioning", choices=["auto", "band", "all"],
                    help="direct test given the two neighbours, every other step, or (auto, default) every other step "
                         "where the states pass the band check")
+    p.add_argument("--decision", choices=["chain", "representative"],
+                   help="mark segments from every step's direct test by the Markov chain rule (default), or from "
+                        "each segment's end step alone (halves the tests)")
     p.add_argument("--correction", choices=["none", "bonferroni", "fdr_bh"])
     p.add_argument("--project", type=int, help="PCA each step to this many dims first")
     p.add_argument("--seed", type=int)

@@ -91,14 +91,19 @@ def _band_markov_pvalues(cov: np.ndarray, n: int, d: int, rep: np.ndarray) -> np
 
 
 def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str,
-                       conditioning: str = "band") -> list[tuple[np.ndarray, ...]]:
-    """All tests of Algorithm 1 as batches of equal shape: `(x, y, z, where)` arrays.
+                       conditioning: str = "band",
+                       direct_steps: np.ndarray | None = None) -> list[tuple[np.ndarray, ...]]:
+    """All tests of Algorithm 1 as batches of equal shape: `(x, y, z, where, direct)`.
 
-    `where (B, 3)` holds `(task, segment k, segment v)`; direct tests have `k == v`. Columns index the data
-    matrix `[states (T * d) | tasks (M * d_g)]`. With `conditioning="all"` a direct test conditions on every other
-    step instead of the two neighbours.
+    Pairwise tests pair the representative steps `rep`: `where (B, 3)` holds `(task, segment k, segment v)`.
+    Direct tests run on `direct_steps` (defaults to `rep`): `where` holds `(task, j, j)` with `j` the position in
+    `direct_steps`; `direct` says which kind a batch is. Columns index the data matrix
+    `[states (T * d) | tasks (M * d_g)]`. With `conditioning="all"` a direct test conditions on every other step
+    instead of the two neighbours.
     """
     N = len(rep)
+    direct_steps = rep if direct_steps is None else np.asarray(direct_steps, dtype=np.int64)
+    S = len(direct_steps)
     batches = []
     task_cols = T * d + np.arange(M)[:, None] * d_g + np.arange(d_g)  # (M, d_g)
 
@@ -128,23 +133,93 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
             y = np.tile(_columns(rep[v[rows]][:, None], d), (M, 1))
             z = np.concatenate([np.tile(z_steps, (M, 1)), np.repeat(task_cols, P, axis=0)], axis=1)
             where = np.stack([np.repeat(np.arange(M), P), np.tile(k[rows], M), np.tile(v[rows], M)], axis=1)
-            batches.append((x, y, z, where))
+            batches.append((x, y, z, where, False))
     if mode in ("direct", "both") and conditioning == "all":
-        others = np.array([[t for t in range(T) if t != r] for r in rep], dtype=np.int64).reshape(len(rep), T - 1)
-        x = np.tile(_columns(rep[:, None], d), (M, 1))
-        y = np.repeat(task_cols, N, axis=0)
+        others = np.array([[t for t in range(T) if t != r] for r in direct_steps], dtype=np.int64).reshape(S, T - 1)
+        x = np.tile(_columns(direct_steps[:, None], d), (M, 1))
+        y = np.repeat(task_cols, S, axis=0)
         z = np.tile(_columns(others, d), (M, 1))
-        where = np.stack([np.repeat(np.arange(M), N), np.tile(np.arange(N), M), np.tile(np.arange(N), M)], axis=1)
-        batches.append((x, y, z, where))
+        where = np.stack([np.repeat(np.arange(M), S), np.tile(np.arange(S), M), np.tile(np.arange(S), M)], axis=1)
+        batches.append((x, y, z, where, True))
     elif mode in ("direct", "both"):
-        for rows, neighbours in neighbour_sets(rep[:, None]):
+        for rows, neighbours in neighbour_sets(direct_steps[:, None]):
             P = len(rows)
-            x = np.tile(_columns(rep[rows][:, None], d), (M, 1))
+            x = np.tile(_columns(direct_steps[rows][:, None], d), (M, 1))
             y = np.repeat(task_cols, P, axis=0)
             z = np.tile(_columns(neighbours, d), (M, 1))
             where = np.stack([np.repeat(np.arange(M), P), np.tile(rows, M), np.tile(rows, M)], axis=1)
-            batches.append((x, y, z, where))
+            batches.append((x, y, z, where, True))
     return batches
+
+
+def critical_pvalue(pvalues: np.ndarray, alpha: float, correction: str | None) -> float:
+    """The raw p-value below which a test of the family `pvalues` rejects under `correction` at level `alpha`.
+
+    `None`: `alpha`; `"bonferroni"`: `alpha / m`; `"fdr_bh"`: the largest `p_(j) <= j alpha / m` of the sorted
+    finite p-values (`alpha / m` when none qualifies, which is where Benjamini-Hochberg starts).
+    """
+    p = np.sort(np.asarray(pvalues, dtype=float)[np.isfinite(pvalues)])
+    m = max(len(p), 1)
+    if correction is None:
+        return float(alpha)
+    if correction == "bonferroni":
+        return alpha / m
+    if correction == "fdr_bh":
+        passing = np.flatnonzero(p <= alpha * np.arange(1, len(p) + 1) / m)
+        return float(p[passing[-1]]) if len(passing) else alpha / m
+    raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")
+
+
+def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: float) -> np.ndarray:
+    """Segment marks that best explain every step's direct test on a Markov chain (a Viterbi pass).
+
+    On a Markov sequence whose tasks are colliders of per-step actions, the direct test of step `t` against task
+    `i` (given its neighbours, or every other step) depends only on the actions `a_{t-1}` and `a_t`: it lights up
+    when step `t`'s own segment serves the task or, for the first step of a segment, when the previous segment
+    does (`a_{t-1}` is a parent of `s_t`). So segment `k` serving task `i` predicts lit steps `kL-L+1 .. kL` and the
+    next segment's first step. The marks are chosen to minimise a cost over all steps: a step the marks predict
+    lit costs the critical chi-square value `c` of one test (`critical` as a p-value, on one degree of freedom),
+    a step predicted quiet costs its own evidence `chi2.isf(p_t, 1)`. A segment flanked by marked segments is then
+    marked exactly when its end step's test rejects at `critical` (the representative-step rule); elsewhere the
+    first steps add evidence, so a segment whose end-step effects cancel is still found through its first step and
+    the next segment's, and a lone false rejection at an end step must also explain its quiet neighbours.
+
+    Args:
+        step_pvalues: `(M, T)` raw p-values of every step's direct test (`T` a multiple of `segment_length`).
+        segment_length: `L`.
+        critical: the per-test rejection level (see `critical_pvalue`).
+
+    Returns:
+        `(N, M)` bool segment marks.
+    """
+    from scipy import stats
+
+    M, T = step_pvalues.shape
+    L = segment_length
+    N = T // L
+    cost_lit = float(stats.chi2.isf(critical, 1))
+    evidence = stats.chi2.isf(np.clip(np.nan_to_num(step_pvalues, nan=1.0), 1e-300, 1.0), 1).reshape(M, N, L)
+    own_quiet = evidence[:, :, 1:].sum(-1)  # (M, N): the segment's later steps, quiet
+    own_lit = np.full((M, N), cost_lit * (L - 1))
+    first_quiet = evidence[:, :, 0]
+    # best[c]: least cost of segments 0..k with segment k marked (c=1) or not (c=0); ties go to fewer marks
+    best = np.stack([np.zeros(M), np.full(M, np.inf)], axis=1)
+    back = np.zeros((N, M, 2), dtype=np.int8)
+    for k in range(N):
+        new = np.empty((M, 2))
+        for cur in (0, 1):
+            own = own_lit[:, k] if cur else own_quiet[:, k]
+            first = np.stack([np.full(M, cost_lit) if cur else first_quiet[:, k], np.full(M, cost_lit)], axis=1)  # by prev
+            total = best + first + own[:, None]
+            back[k, :, cur] = np.where(total[:, 1] < total[:, 0], 1, 0)
+            new[:, cur] = total.min(1)
+        best = new
+    marks = np.zeros((N, M), dtype=bool)
+    state = np.where(best[:, 1] < best[:, 0], 1, 0)
+    for k in range(N - 1, -1, -1):
+        marks[k] = state.astype(bool)
+        state = back[k, np.arange(M), state]
+    return marks
 
 
 class TaskStructure:
@@ -171,6 +246,15 @@ class TaskStructure:
     over segments at `alpha`) and conditions on all steps only when it passes, the test is `fisher_z` and
     `n >= 10 * (T * d + d_g)`; otherwise it uses the band. `conditioning_` and `markov_pvalue_` say what it did.
 
+    How the direct tests become segment marks (``decision``): ``"representative"`` marks segment `k` for task `i`
+    when its end step's test rejects. The default ``"chain"`` tests *every* step and uses what the Markov model
+    says about the other steps too: step `t`'s test depends only on the actions `a_{t-1}` and `a_t`, so a segment
+    serving a task lights all its steps and the next segment's first step. `chain_segments` picks the marks that
+    explain all step tests at least cost (a step predicted lit costs one test's critical value, a step predicted
+    quiet its own chi-square evidence). Where a segment's end-step effects nearly cancel (a finite-sample miss
+    for the representative rule) its first step and the next segment's still point to it; a false rejection at
+    one end step has to explain its quiet neighbours as well. It runs `T` instead of `N` direct tests per task.
+
     Args:
         segment_length (`int`, *optional*, defaults to 2): `L`, steps per segment (at least 2).
         test (`str` or `CITest`, *optional*, defaults to `"fisher_z"`): a registered CI test name or an instance.
@@ -182,6 +266,9 @@ class TaskStructure:
             (the two neighbours), `"all"` (every other step) or `"auto"` (`"all"` where the band check passes;
             see above). Pairwise tests always use the paper's band set.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
+        decision (`str`, *optional*, defaults to `"chain"`): `"chain"` (every step's direct test, explained by
+            segment marks on the chain; see above) or `"representative"` (each segment's representative step
+            alone). Pairwise tests always decide by their own rejections (in `"both"` mode, unioned with the chain).
         drop_last (`bool`, *optional*, defaults to `False`): drop trailing steps when `T` is not a multiple of `L`.
         seed (`int`, *optional*, defaults to 0): random seed for permutation nulls and neural critics.
         progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
@@ -190,13 +277,18 @@ class TaskStructure:
         segment_tasks_ (`np.ndarray` of shape `(N, M)`, bool): segment `k` serves task `i`.
         step_tasks_ (`np.ndarray` of shape `(T, M)`, bool): the segment sets copied to their steps (dropped
             trailing steps are `False`).
-        pvalues_ (`np.ndarray`): adjusted p-values; `(M, N, N)` for `"pairwise"` and `"both"` (for `"both"` the
+        pvalues_ (`np.ndarray`): adjusted p-values of the representative steps' tests (with
+            `decision="chain"` the marks come from all step tests, so they can differ from `pvalues_ < alpha`); `(M, N, N)` for `"pairwise"` and `"both"` (for `"both"` the
             diagonal `[i, k, k]` holds the direct test of segment `k`; for `"pairwise"` it is NaN), `(M, N)` for
             `"direct"`.
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
         n_tests_ (`int`): number of CI tests run.
         conditioning_ (`str`): the direct test's conditioning set used, `"band"` or `"all"`.
         markov_pvalue_ (`float` or `None`): Bonferroni-adjusted p-value of the band check (`None` when not run).
+        step_pvalues_ (`np.ndarray` of shape `(M, T)`): raw p-values of every step's direct test
+            (`decision="chain"` only).
+        critical_pvalue_ (`float`): the raw p-value a single test must fall below under `correction` at `alpha`
+            over the representative family (`decision="chain"` only); `chain_segments` charges it per lit step.
         n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
 
     Examples:
@@ -219,6 +311,7 @@ class TaskStructure:
         "project": [Options(None), Interval(int, 1, None)],
         "conditioning": [Options("auto", "band", "all")],
         "representative": [Options("end", "start")],
+        "decision": [Options("chain", "representative")],
         "drop_last": [Options(True, False)],
         "seed": [Options(None), Interval(int, 0, None)],
         "progress": [Options(None, True, False)],
@@ -235,6 +328,7 @@ class TaskStructure:
         project: int | None = None,
         conditioning: str = "auto",
         representative: str = "end",
+        decision: str = "chain",
         drop_last: bool = False,
         seed: int | None = 0,
         progress: bool | None = None,
@@ -247,6 +341,7 @@ class TaskStructure:
         self.project = project
         self.conditioning = conditioning
         self.representative = representative
+        self.decision = decision
         self.drop_last = drop_last
         self.seed = seed
         self.progress = progress
@@ -322,25 +417,44 @@ class TaskStructure:
         data = np.concatenate([states.reshape(n, T * d), tasks.reshape(n, M * d_g)], axis=1)
 
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
+        chain = self.decision == "chain" and self.mode != "pairwise"
+        direct_steps = np.arange(T) if chain else rep
         ci = get_ci_test(self.test, seed=self.seed).fit(data)
         self.conditioning_ = self._choose_conditioning(states, rep, ci, d_g)
-        groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning_)
+        groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
         disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
         chunk = None if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)
-        where, statistic, raw = [], [], []
+        results: dict[bool, list[list[np.ndarray]]] = {False: [[], [], []], True: [[], [], []]}
         with tqdm(total=n_tests, desc=f"CI tests ({ci.name})", unit="test", disable=disable) as bar:
-            for x, y, z, index in groups:
+            for x, y, z, index, direct in groups:
                 step = chunk or len(x)
                 for start in range(0, len(x), step):
                     result = ci.test_batch(x[start : start + step], y[start : start + step], z[start : start + step])
-                    statistic.append(result.statistic)
-                    raw.append(result.pvalue)
-                    where.append(index[start : start + step])
+                    for store, value in zip(results[direct], (index[start : start + step], result.statistic,
+                                                             result.pvalue)):
+                        store.append(value)
                     bar.update(len(result.pvalue))
-        where = np.concatenate(where) if where else np.zeros((0, 3), dtype=np.int64)
-        statistic = np.concatenate(statistic) if statistic else np.zeros(0)
-        raw = np.concatenate(raw) if raw else np.zeros(0)
+        (pair_where, pair_stat, pair_p), (step_where, step_stat, step_p) = (
+            [np.concatenate(v) if v else np.zeros((0, 3) if j == 0 else 0) for j, v in enumerate(results[kind])]
+            for kind in (False, True)
+        )
+        pair_where, step_where = pair_where.astype(np.int64), step_where.astype(np.int64)
+        step_pvalues = np.full((M, len(direct_steps)), np.nan)
+        step_statistics = np.full((M, len(direct_steps)), np.nan)
+        step_pvalues[step_where[:, 0], step_where[:, 1]] = step_p
+        step_statistics[step_where[:, 0], step_where[:, 1]] = step_stat
+        if self.mode != "pairwise":
+            # the representative direct tests, as (task, k, k) rows of the family
+            position = rep if chain else np.arange(N)
+            rep_where = np.stack([np.repeat(np.arange(M), N), np.tile(np.arange(N), M), np.tile(np.arange(N), M)], 1)
+            rep_stat = step_statistics[:, position].ravel()
+            rep_p = step_pvalues[:, position].ravel()
+        else:
+            rep_where, rep_stat, rep_p = np.zeros((0, 3), dtype=np.int64), np.zeros(0), np.zeros(0)
+        where = np.concatenate([rep_where, pair_where])
+        statistic = np.concatenate([rep_stat, pair_stat])
+        raw = np.concatenate([rep_p, pair_p])
         adjusted = adjust_pvalues(raw, self.correction)
 
         shape = (M, N) if self.mode == "direct" else (M, N, N)
@@ -352,6 +466,11 @@ class TaskStructure:
         self.statistics_[index], self.raw_pvalues_[index], self.pvalues_[index] = statistic, raw, adjusted
         segment_tasks = np.zeros((N, M), dtype=bool)
         hit = adjusted < self.alpha
+        if chain:
+            hit &= k != v  # the direct tests decide through the chain rule below
+            self.critical_pvalue_ = critical_pvalue(raw, self.alpha, self.correction)
+            segment_tasks |= chain_segments(step_pvalues, L, self.critical_pvalue_)
+            self.step_pvalues_ = step_pvalues
         segment_tasks[k[hit], i[hit]] = True
         segment_tasks[v[hit], i[hit]] = True
         if self.mode != "direct":
@@ -408,6 +527,9 @@ class TaskStructure:
             "n_tests": self.n_tests_,
             "conditioning_used": getattr(self, "conditioning_", None),
             "markov_pvalue": getattr(self, "markov_pvalue_", None),
+            "critical_pvalue": getattr(self, "critical_pvalue_", None),
+            **({"step_pvalues": {"shape": list(self.step_pvalues_.shape), "values": clean(self.step_pvalues_)}}
+               if hasattr(self, "step_pvalues_") else {}),
         }
 
     @classmethod
@@ -417,13 +539,17 @@ class TaskStructure:
             structure = cls(**payload["params"])
             structure.segment_tasks_ = np.asarray(payload["segment_tasks"], dtype=bool)
             structure.step_tasks_ = np.asarray(payload["step_tasks"], dtype=bool)
-            for name in ("pvalues", "statistics"):
+            for name in ("pvalues", "statistics", "step_pvalues"):
+                if name == "step_pvalues" and name not in payload:  # only fitted with decision="chain"
+                    continue
                 block = payload[name]
                 values = np.array([np.nan if v is None else v for v in block["values"]], dtype=float)
                 setattr(structure, f"{name}_", values.reshape(block["shape"]))
             structure.n_tests_ = int(payload["n_tests"])
             structure.conditioning_ = payload.get("conditioning_used")
             structure.markov_pvalue_ = payload.get("markov_pvalue")
+            if payload.get("critical_pvalue") is not None:
+                structure.critical_pvalue_ = float(payload["critical_pvalue"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"Invalid structure description: {err}") from err
         structure.n_segments_, structure.n_tasks_ = structure.segment_tasks_.shape

@@ -7,7 +7,7 @@ from hf_specialist import synthetic
 from hf_specialist.metrics import structure_scores
 from hf_specialist.structure.baselines import BASELINES
 from hf_specialist.structure.ci_tests import KnnCMI
-from hf_specialist.structure.discovery import adjust_pvalues, band_markov_pvalues
+from hf_specialist.structure.discovery import adjust_pvalues, band_markov_pvalues, chain_segments, critical_pvalue
 
 
 def _exact_with_more_samples(make, ts_kwargs, n_values=(20_000, 100_000)):
@@ -143,6 +143,8 @@ def test_drop_last_and_json_round_trip():
     np.testing.assert_array_equal(again.step_tasks_, ts.step_tasks_)
     np.testing.assert_array_equal(again.pvalues_, ts.pvalues_)
     assert (again.conditioning_, again.markov_pvalue_) == (ts.conditioning_, ts.markov_pvalue_)
+    np.testing.assert_array_equal(again.step_pvalues_, ts.step_pvalues_)
+    assert ts.step_pvalues_.shape == (2, 8) and again.critical_pvalue_ == ts.critical_pvalue_
     assert ts.task_mask(3).shape == (27, 2)
 
 
@@ -183,6 +185,52 @@ def test_adjust_pvalues():
     np.testing.assert_allclose(adjust_pvalues(p, "bonferroni")[:3], [0.04, 0.08, 0.12])
     bh = adjust_pvalues(p, "fdr_bh")
     assert np.isnan(bh[3]) and np.allclose(bh[:3], 0.04)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 6])
+def test_chain_decision_finds_segments_whose_end_step_effects_cancel(seed):
+    # draws (T=12, n=10,000) where one serving segment's end-step test does not reject: the representative rule
+    # misses it; its first step and the next segment's first step still light up, and the chain rule uses them
+    states, tasks, truth = synthetic.paper_linear_gaussian(n=10_000, T=12, seed=seed)
+    representative = hfs.TaskStructure(decision="representative").fit(states, tasks)
+    chain = hfs.TaskStructure().fit(states, tasks)
+    np.testing.assert_array_equal(chain.segment_tasks_, truth["segment_tasks"])
+    missed = truth["segment_tasks"] & ~representative.segment_tasks_
+    assert missed.any()
+    k, i = np.argwhere(missed)[0]
+    assert chain.step_pvalues_[i, 2 * k + 1] > chain.critical_pvalue_  # the end step alone does not reject
+    np.testing.assert_allclose(chain.pvalues_, representative.pvalues_)  # same representative tests, same family
+
+
+def test_chain_segments_on_known_step_evidence():
+    critical = 1e-3
+    lit, quiet, faint = 1e-30, 0.5, 0.2
+    # one task, L=2, 4 segments; segment 1 serves with its end step cancelled; first steps 2 and 3 lit
+    p = np.array([[quiet, quiet, lit, faint, lit, quiet, quiet, quiet]])
+    np.testing.assert_array_equal(chain_segments(p, 2, critical)[:, 0], [False, True, False, False])
+    # the same lit first step with segment 0 serving (end step lit) is explained by segment 0: nothing else marked
+    p = np.array([[lit, lit, lit, faint, quiet, quiet, quiet, quiet]])
+    np.testing.assert_array_equal(chain_segments(p, 2, critical)[:, 0], [True, False, False, False])
+    # a segment flanked by marked segments is marked exactly when its end step rejects at `critical`
+    for end, marked in ((critical / 2, True), (critical * 2, False)):
+        p = np.array([[lit, lit, lit, end, lit, lit]])
+        np.testing.assert_array_equal(chain_segments(p, 2, critical)[:, 0], [True, marked, True])
+    # longer segments: interior steps count for their own segment only; NaN counts as quiet
+    p = np.array([[quiet, quiet, quiet, lit, lit, lit, lit, quiet, np.nan]])
+    np.testing.assert_array_equal(chain_segments(p, 3, critical)[:, 0], [False, True, False])
+
+
+def test_critical_pvalue_matches_adjusted_rejections():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p = np.concatenate([rng.uniform(size=30), rng.uniform(0, 1e-3, size=rng.integers(0, 6))])
+        for correction in (None, "bonferroni", "fdr_bh"):
+            critical = critical_pvalue(p, 0.05, correction)
+            np.testing.assert_array_equal(p <= critical if correction == "fdr_bh" else p < critical,
+                                          adjust_pvalues(p, correction) <= 0.05 if correction == "fdr_bh"
+                                          else adjust_pvalues(p, correction) < 0.05)
+    with pytest.raises(ValueError, match="`correction` must be"):
+        critical_pvalue(p, 0.05, "holm")
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
