@@ -222,6 +222,14 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
     return marks
 
 
+def _joined(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate the collected `(where, statistic, pvalue)` chunks of one kind of test (empty when none ran)."""
+    where, statistic, pvalue = parts
+    if not where:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0), np.zeros(0)
+    return np.concatenate(where).astype(np.int64), np.concatenate(statistic), np.concatenate(pvalue)
+
+
 class TaskStructure:
     """Discover the step x task structure of sequences (the paper's Algorithm 1, plus a direct test).
 
@@ -435,11 +443,8 @@ class TaskStructure:
                                                              result.pvalue)):
                         store.append(value)
                     bar.update(len(result.pvalue))
-        (pair_where, pair_stat, pair_p), (step_where, step_stat, step_p) = (
-            [np.concatenate(v) if v else np.zeros((0, 3) if j == 0 else 0) for j, v in enumerate(results[kind])]
-            for kind in (False, True)
-        )
-        pair_where, step_where = pair_where.astype(np.int64), step_where.astype(np.int64)
+        pair_where, pair_stat, pair_p = _joined(results[False])
+        step_where, step_stat, step_p = _joined(results[True])
         step_pvalues = np.full((M, len(direct_steps)), np.nan)
         step_statistics = np.full((M, len(direct_steps)), np.nan)
         step_pvalues[step_where[:, 0], step_where[:, 1]] = step_p

@@ -1,13 +1,13 @@
 """Structure discovery (Theorem 1) against ground truth, ours beside every baseline.
 
 Usage:
-    python recipes/benchmarks/structure.py [--seeds 10] [--n 10000] [--quick]
+    python recipes/benchmarks/structure.py [--seeds 10] [--n 10000] [--quick] [--runtime-only | --nonlinear-only]
 
 Prints, mean ± std over seeds:
   1. the paper's accuracy setting: T in {8, 12, 16, 20}, M = max(1, round(T / 5)), linear-Gaussian, n = 10,000;
   2. the paper's MCC setting: T = 20, M in 2..10;
   3. for every draw ours misses at n = 10,000, whether the same draw (same seed) with n = 100,000 is recovered;
-  4. nonlinear settings with knn_cmi and neural_cmi (and fisher_z on the same data);
+  4. nonlinear settings with knn_cmi and neural_cmi (beside the end-step rule and fisher_z on the same data);
   5. runtime of one fit at T = 20, M = 4 and T = 200, M = 20, with the number of tests.
 """
 
@@ -69,19 +69,22 @@ def nonlinear_rows(seeds: int, quick: bool) -> None:
          lambda s: NeuralCMI(epochs=10 if quick else 20, n_permutations=30, seed=s)),
     ]
     for name, gen, make_test in settings:
-        ours, fisher, seconds = [], [], []
+        ours, end_step, fisher, seconds = [], [], [], []
         for seed in range(seeds):
             states, tasks, truth = synthetic.collider_sequences(seed=seed, **gen)
             start = time.perf_counter()
             ts = TaskStructure(test=make_test(seed), progress=False).fit(states, tasks)
             seconds.append(time.perf_counter() - start)
             ours.append(structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"])
+            pred = TaskStructure(test=make_test(seed), decision="representative", progress=False).fit(states, tasks)
+            end_step.append(structure_scores(pred.step_tasks_, truth["step_tasks"])["f1"])
             pred = TaskStructure().fit(states, tasks).step_tasks_
             fisher.append(structure_scores(pred, truth["step_tasks"])["f1"])
         dims = f"T={gen['T']}, M={gen['M']}, state_dim={gen.get('state_dim', 1)}, obs_dim={gen.get('obs_dim', 1)}"
         print(
             f"  {name:10s} n={gen['n']:5d} {dims}: F1 {np.mean(ours):.3f} ± {np.std(ours):.3f} "
-            f"(fisher_z on the same data {np.mean(fisher):.3f} ± {np.std(fisher):.3f}); {np.mean(seconds):.1f} s per fit"
+            f"(end-step rule {np.mean(end_step):.3f} ± {np.std(end_step):.3f}; fisher_z on the same data "
+            f"{np.mean(fisher):.3f} ± {np.std(fisher):.3f}); {np.mean(seconds):.1f} s per fit"
         )
 
 
@@ -151,9 +154,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="fewer seeds and smaller nonlinear runs")
     parser.add_argument("--runtime-only", action="store_true", help="only the runtime rows (run them on a quiet machine)")
+    parser.add_argument("--nonlinear-only", action="store_true", help="only the knn_cmi / neural_cmi rows")
     args = parser.parse_args()
     if args.runtime_only:
         runtime_rows()
+        return
+    if args.nonlinear_only:
+        nonlinear_rows(min(args.seeds, 3 if args.quick else 5), args.quick)
         return
     seeds = 3 if args.quick else args.seeds
     misses: list = []
