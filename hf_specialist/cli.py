@@ -126,7 +126,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
     cfg = _merge(args, _load_recipe(args.recipe, "discover"), {
         "states": None, "tasks": None, "segment_length": 2, "test": "fisher_z", "alpha": 0.05, "mode": "direct",
-        "conditioning": "auto", "decision": "chain", "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
+        "conditioning": "auto", "decision": "auto", "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
@@ -139,7 +139,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
     truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
     step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth)
     checked = "" if structure.markov_pvalue_ is None else f", band check p={structure.markov_pvalue_:.3g}"
-    print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}{checked}); "
+    print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}{checked}; decision: "
+          f"{structure.decision_}); "
           f"step x task structure (rows: steps, columns: tasks) -> {path}")
     for t, row in enumerate(structure.step_tasks_):
         print(f"  step {t + 1:3d}: " + " ".join("x" if v else "." for v in row))
@@ -270,9 +271,9 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conditioning", choices=["auto", "band", "all"],
                    help="direct test given the two neighbours, every other step, or (auto, default) every other step "
                         "where the states pass the band check")
-    p.add_argument("--decision", choices=["chain", "representative"],
-                   help="mark segments from every step's direct test by the Markov chain rule (default), or from "
-                        "each segment's end step alone (halves the tests)")
+    p.add_argument("--decision", choices=["auto", "chain", "representative"],
+                   help="mark segments from every step's direct test by the Markov chain rule, or from each "
+                        "segment's end step alone (halves the tests); auto (default): chain for fisher_z")
     p.add_argument("--correction", choices=["none", "bonferroni", "fdr_bh"])
     p.add_argument("--project", type=int, help="PCA each step to this many dims first")
     p.add_argument("--seed", type=int)

@@ -93,7 +93,7 @@ def run_demo(
     discover_s = time.perf_counter() - t0
     structure_metrics = structure_scores(structure.step_tasks_, truth["step_tasks"])
     _log(f"[3/5] discovered the step x task structure with {structure.n_tests_} CI tests in {discover_s:.2f} s: "
-         f"F1 {structure_metrics['f1']:.3f} (conditioning: {structure.conditioning_}, band check p="
+         f"F1 {structure_metrics['f1']:.3f} (conditioning: {structure.conditioning_}, decision: {structure.decision_}, band check p="
          f"{'not run' if structure.markov_pvalue_ is None else format(structure.markov_pvalue_, '.2g')})", quiet)
 
     config_kwargs = dict(

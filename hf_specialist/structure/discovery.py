@@ -255,7 +255,7 @@ class TaskStructure:
     `n >= 10 * (T * d + d_g)`; otherwise it uses the band. `conditioning_` and `markov_pvalue_` say what it did.
 
     How the direct tests become segment marks (``decision``): ``"representative"`` marks segment `k` for task `i`
-    when its end step's test rejects. The default ``"chain"`` tests *every* step and uses what the Markov model
+    when its end step's test rejects. ``"chain"`` (the default for `fisher_z`) tests *every* step and uses what the Markov model
     says about the other steps too: step `t`'s test depends only on the actions `a_{t-1}` and `a_t`, so a segment
     serving a task lights all its steps and the next segment's first step. `chain_segments` picks the marks that
     explain all step tests at least cost (a step predicted lit costs one test's critical value, a step predicted
@@ -274,9 +274,12 @@ class TaskStructure:
             (the two neighbours), `"all"` (every other step) or `"auto"` (`"all"` where the band check passes;
             see above). Pairwise tests always use the paper's band set.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
-        decision (`str`, *optional*, defaults to `"chain"`): `"chain"` (every step's direct test, explained by
-            segment marks on the chain; see above) or `"representative"` (each segment's representative step
-            alone). Pairwise tests always decide by their own rejections (in `"both"` mode, unioned with the chain).
+        decision (`str`, *optional*, defaults to `"auto"`): `"chain"` (every step's direct test, explained by
+            segment marks on the chain; see above), `"representative"` (each segment's representative step
+            alone) or `"auto"`: the chain for `fisher_z`, whose analytic p-values make the step evidence exact
+            and the extra tests nearly free; the end-step rule for permutation and critic tests (`knn_cmi`,
+            `neural_cmi`, custom tests), where the chain doubles the cost and showed no gain in the benchmark.
+            Pairwise tests always decide by their own rejections (in `"both"` mode, unioned with the chain).
         drop_last (`bool`, *optional*, defaults to `False`): drop trailing steps when `T` is not a multiple of `L`.
         seed (`int`, *optional*, defaults to 0): random seed for permutation nulls and neural critics.
         progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
@@ -293,10 +296,11 @@ class TaskStructure:
         n_tests_ (`int`): number of CI tests run.
         conditioning_ (`str`): the direct test's conditioning set used, `"band"` or `"all"`.
         markov_pvalue_ (`float` or `None`): Bonferroni-adjusted p-value of the band check (`None` when not run).
+        decision_ (`str`): the decision rule used, `"chain"` or `"representative"`.
         step_pvalues_ (`np.ndarray` of shape `(M, T)`): raw p-values of every step's direct test
-            (`decision="chain"` only).
+            (`decision_ == "chain"` only).
         critical_pvalue_ (`float`): the raw p-value a single test must fall below under `correction` at `alpha`
-            over the representative family (`decision="chain"` only); `chain_segments` charges it per lit step.
+            over the representative family (`decision_ == "chain"` only); `chain_segments` charges it per lit step.
         n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
 
     Examples:
@@ -319,7 +323,7 @@ class TaskStructure:
         "project": [Options(None), Interval(int, 1, None)],
         "conditioning": [Options("auto", "band", "all")],
         "representative": [Options("end", "start")],
-        "decision": [Options("chain", "representative")],
+        "decision": [Options("auto", "chain", "representative")],
         "drop_last": [Options(True, False)],
         "seed": [Options(None), Interval(int, 0, None)],
         "progress": [Options(None, True, False)],
@@ -336,7 +340,7 @@ class TaskStructure:
         project: int | None = None,
         conditioning: str = "auto",
         representative: str = "end",
-        decision: str = "chain",
+        decision: str = "auto",
         drop_last: bool = False,
         seed: int | None = 0,
         progress: bool | None = None,
@@ -425,9 +429,10 @@ class TaskStructure:
         data = np.concatenate([states.reshape(n, T * d), tasks.reshape(n, M * d_g)], axis=1)
 
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
-        chain = self.decision == "chain" and self.mode != "pairwise"
-        direct_steps = np.arange(T) if chain else rep
         ci = get_ci_test(self.test, seed=self.seed).fit(data)
+        self.decision_ = self._choose_decision(ci)
+        chain = self.decision_ == "chain"
+        direct_steps = np.arange(T) if chain else rep
         self.conditioning_ = self._choose_conditioning(states, rep, ci, d_g)
         groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
         disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
@@ -491,6 +496,14 @@ class TaskStructure:
         self.n_features_in_ = d
         return self
 
+    def _choose_decision(self, ci: CITest) -> str:
+        """`"chain"` or `"representative"`; `"auto"` is the chain for `fisher_z`, the end-step rule otherwise."""
+        if self.mode == "pairwise":
+            return "representative"
+        if self.decision != "auto":
+            return self.decision
+        return "chain" if ci.name == "fisher_z" else "representative"
+
     def _choose_conditioning(self, states: np.ndarray, rep: np.ndarray, ci: CITest, d_g: int) -> str:
         """The direct test's conditioning set; for `"auto"`, `"all"` only where the band check passes."""
         self.markov_pvalue_ = None
@@ -531,6 +544,7 @@ class TaskStructure:
             "statistics": {"shape": list(self.statistics_.shape), "values": clean(self.statistics_)},
             "n_tests": self.n_tests_,
             "conditioning_used": getattr(self, "conditioning_", None),
+            "decision_used": getattr(self, "decision_", None),
             "markov_pvalue": getattr(self, "markov_pvalue_", None),
             "critical_pvalue": getattr(self, "critical_pvalue_", None),
             **({"step_pvalues": {"shape": list(self.step_pvalues_.shape), "values": clean(self.step_pvalues_)}}
@@ -552,6 +566,7 @@ class TaskStructure:
                 setattr(structure, f"{name}_", values.reshape(block["shape"]))
             structure.n_tests_ = int(payload["n_tests"])
             structure.conditioning_ = payload.get("conditioning_used")
+            structure.decision_ = payload.get("decision_used")
             structure.markov_pvalue_ = payload.get("markov_pvalue")
             if payload.get("critical_pvalue") is not None:
                 structure.critical_pvalue_ = float(payload["critical_pvalue"])

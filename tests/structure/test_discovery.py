@@ -120,6 +120,7 @@ def test_knn_cmi_on_nonlinear_sequences():
     states, tasks, truth = synthetic.collider_sequences(n=1500, T=6, M=1, nonlinear=True, seed=0)
     ts = hfs.TaskStructure(test=KnnCMI(n_permutations=20, seed=0), mode="direct").fit(states, tasks)
     assert structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"] >= 0.8
+    assert ts.decision_ == "representative" and ts.n_tests_ == 3  # auto: the end-step rule for permutation tests
 
 
 def test_neural_cmi_on_vector_states_behind_a_nonlinear_map():
@@ -142,7 +143,7 @@ def test_drop_last_and_json_round_trip():
     again = hfs.TaskStructure.from_dict(__import__("json").loads(ts.to_json()))
     np.testing.assert_array_equal(again.step_tasks_, ts.step_tasks_)
     np.testing.assert_array_equal(again.pvalues_, ts.pvalues_)
-    assert (again.conditioning_, again.markov_pvalue_) == (ts.conditioning_, ts.markov_pvalue_)
+    assert (again.conditioning_, again.markov_pvalue_, again.decision_) == (ts.conditioning_, ts.markov_pvalue_, "chain")
     np.testing.assert_array_equal(again.step_pvalues_, ts.step_pvalues_)
     assert ts.step_pvalues_.shape == (2, 8) and again.critical_pvalue_ == ts.critical_pvalue_
     assert ts.task_mask(3).shape == (27, 2)
@@ -194,6 +195,7 @@ def test_chain_decision_finds_segments_whose_end_step_effects_cancel(seed):
     states, tasks, truth = synthetic.paper_linear_gaussian(n=10_000, T=12, seed=seed)
     representative = hfs.TaskStructure(decision="representative").fit(states, tasks)
     chain = hfs.TaskStructure().fit(states, tasks)
+    assert chain.decision_ == "chain" and (chain.n_tests_, representative.n_tests_) == (24, 12)
     np.testing.assert_array_equal(chain.segment_tasks_, truth["segment_tasks"])
     missed = truth["segment_tasks"] & ~representative.segment_tasks_
     assert missed.any()
