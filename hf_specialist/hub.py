@@ -115,7 +115,9 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
         lines += [f"| {t + 1} | " + " | ".join("x" if v else "" for v in row) + " |" for t, row in enumerate(steps)]
         structure_text = (
             f"Discovered with `TaskStructure` (segment length {structure.segment_length}, test "
-            f"`{structure.to_dict()['params']['test']}`, mode `{structure.mode}`, {structure.n_tests_} CI tests).\n\n"
+            f"`{structure.to_dict()['params']['test']}`, mode `{structure.mode}`, conditioning "
+            f"`{getattr(structure, 'conditioning_', None) or structure.conditioning}`, decision "
+            f"`{getattr(structure, 'decision_', None) or structure.decision}`, {structure.n_tests_} CI tests).\n\n"
             + (f"![step x task structure]({HEATMAP_NAME})\n\n" if has_heatmap else "")
             + "\n".join(lines)
         )

@@ -194,8 +194,15 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
     """
     from scipy import stats
 
+    step_pvalues = np.asarray(step_pvalues, dtype=float)
+    if step_pvalues.ndim != 2:
+        raise ValueError(f"`step_pvalues` must have shape (M, T), got {step_pvalues.shape}.")
     M, T = step_pvalues.shape
     L = segment_length
+    if not isinstance(L, (int, np.integer)) or L < 1 or T % L:
+        raise ValueError(f"`segment_length` must be a positive int dividing T={T}, got {L!r}.")
+    if not 0 < critical < 1:
+        raise ValueError(f"`critical` must be a p-value in (0, 1), got {critical!r}.")
     N = T // L
     cost_lit = float(stats.chi2.isf(critical, 1))
     evidence = stats.chi2.isf(np.clip(np.nan_to_num(step_pvalues, nan=1.0), 1e-300, 1.0), 1).reshape(M, N, L)
@@ -209,7 +216,8 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
         new = np.empty((M, 2))
         for cur in (0, 1):
             own = own_lit[:, k] if cur else own_quiet[:, k]
-            first = np.stack([np.full(M, cost_lit) if cur else first_quiet[:, k], np.full(M, cost_lit)], axis=1)  # by prev
+            # the segment's first step, by the previous segment's state (columns): lit when either is marked
+            first = np.stack([np.full(M, cost_lit) if cur else first_quiet[:, k], np.full(M, cost_lit)], axis=1)
             total = best + first + own[:, None]
             back[k, :, cur] = np.where(total[:, 1] < total[:, 0], 1, 0)
             new[:, cur] = total.min(1)
@@ -255,8 +263,8 @@ class TaskStructure:
     `n >= 10 * (T * d + d_g)`; otherwise it uses the band. `conditioning_` and `markov_pvalue_` say what it did.
 
     How the direct tests become segment marks (``decision``): ``"representative"`` marks segment `k` for task `i`
-    when its end step's test rejects. ``"chain"`` (the default for `fisher_z`) tests *every* step and uses what the Markov model
-    says about the other steps too: step `t`'s test depends only on the actions `a_{t-1}` and `a_t`, so a segment
+    when its end step's test rejects. ``"chain"`` (the default for `fisher_z`) tests *every* step and uses what the
+    Markov model says about the other steps too: step `t`'s test depends only on the actions `a_{t-1}` and `a_t`, so a segment
     serving a task lights all its steps and the next segment's first step. `chain_segments` picks the marks that
     explain all step tests at least cost (a step predicted lit costs one test's critical value, a step predicted
     quiet its own chi-square evidence). Where a segment's end-step effects nearly cancel (a finite-sample miss
@@ -288,8 +296,9 @@ class TaskStructure:
         segment_tasks_ (`np.ndarray` of shape `(N, M)`, bool): segment `k` serves task `i`.
         step_tasks_ (`np.ndarray` of shape `(T, M)`, bool): the segment sets copied to their steps (dropped
             trailing steps are `False`).
-        pvalues_ (`np.ndarray`): adjusted p-values of the representative steps' tests (with
-            `decision="chain"` the marks come from all step tests, so they can differ from `pvalues_ < alpha`); `(M, N, N)` for `"pairwise"` and `"both"` (for `"both"` the
+        pvalues_ (`np.ndarray`): adjusted p-values of the representative steps' tests (with the chain rule the
+            marks come from all step tests, so they can differ from `pvalues_ < alpha`); `(M, N, N)` for
+            `"pairwise"` and `"both"` (for `"both"` the
             diagonal `[i, k, k]` holds the direct test of segment `k`; for `"pairwise"` it is NaN), `(M, N)` for
             `"direct"`.
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.

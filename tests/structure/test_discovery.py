@@ -220,6 +220,12 @@ def test_chain_segments_on_known_step_evidence():
     # longer segments: interior steps count for their own segment only; NaN counts as quiet
     p = np.array([[quiet, quiet, quiet, lit, lit, lit, lit, quiet, np.nan]])
     np.testing.assert_array_equal(chain_segments(p, 3, critical)[:, 0], [False, True, False])
+    with pytest.raises(ValueError, match="`segment_length` must be a positive int dividing T=9"):
+        chain_segments(p, 2, critical)
+    with pytest.raises(ValueError, match=r"`step_pvalues` must have shape \(M, T\)"):
+        chain_segments(p[0], 3, critical)
+    with pytest.raises(ValueError, match="`critical` must be a p-value"):
+        chain_segments(p, 3, 0.0)
 
 
 def test_critical_pvalue_matches_adjusted_rejections():
