@@ -260,7 +260,8 @@ class TaskStructure:
     says the band screens each step from the far steps, `s_{kL} ⫫ {s_t : |t - kL| >= 2} | band`, and mixing
     breaks it. The default ``conditioning="auto"`` runs that check (`band_markov_pvalues`, Gaussian, Bonferroni
     over segments at `alpha`) and conditions on all steps only when it passes, the test is `fisher_z` and
-    `n >= 10 * (T * d + d_g)`; otherwise it uses the band. `conditioning_` and `markov_pvalue_` say what it did.
+    `n >= 100 * (T * d + d_g)` (the check has `d^2` degrees of freedom per far step; with fewer sequences it
+    missed mild mixing that conditioning on all steps then turned into false marks); otherwise it uses the band. `conditioning_` and `markov_pvalue_` say what it did.
 
     How the direct tests become segment marks (``decision``): ``"representative"`` marks segment `k` for task `i`
     when its end step's test rejects. ``"chain"`` (the default for `fisher_z`) tests *every* step and uses what the
@@ -519,7 +520,7 @@ class TaskStructure:
         if self.conditioning != "auto":
             return self.conditioning
         n, T, d = states.shape
-        if self.mode == "pairwise" or ci.name != "fisher_z" or n < 10 * (T * d + d_g) or len(rep) < 2:
+        if self.mode == "pairwise" or ci.name != "fisher_z" or n < 100 * (T * d + d_g) or len(rep) < 2:
             return "band"
         steps_cov = ci.cov_[: T * d, : T * d]  # fisher_z's correlation matrix of [steps | tasks]
         self.markov_pvalue_ = float(adjust_pvalues(_band_markov_pvalues(steps_cov, n, d, rep), "bonferroni").min())

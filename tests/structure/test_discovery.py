@@ -95,6 +95,13 @@ def test_auto_conditioning_uses_all_steps_only_where_the_band_check_passes():
                          ({}, small)):
         ts = hfs.TaskStructure(**kwargs).fit(*data)
         assert ts.conditioning_ == "band" and ts.markov_pvalue_ is None
+    # the check needs n >= 100 (T d + d_g): below it mild mixing goes unseen (the same data with 32-dim steps
+    # projected to 8 passes the check, p = 0.09, at n = 2,000, and conditioning on all steps adds 3 false marks)
+    states, tasks, _ = synthetic.collider_step_latents(n=2000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=32,
+                                                       n_irrelevant=2, seed=0)
+    ts = hfs.TaskStructure(project=8).fit(states, tasks)
+    assert ts.conditioning_ == "band" and ts.markov_pvalue_ is None
+    np.testing.assert_array_equal(ts.step_tasks_, step_tasks)
 
 
 def test_no_false_positives_when_tasks_are_unrelated(global_random_seed):
