@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
@@ -20,8 +20,7 @@ _LAZY: dict[str, str] = {
     "TaskStructure": "structure.discovery",
     "extract_steps": "data",
     "resolve_hook_points": "hooks",
-    "train_specialist": "adapter.train",
-    "train_specialist_with_lora": "adapter.train",
+    "train_specialist": "adapter.lambda_path",
 }
 _SUBMODULES = ("hooks", "steps", "data", "structure", "adapter", "hub", "synthetic", "metrics", "plots", "cli")
 
@@ -38,7 +37,6 @@ __all__ = [
     "resolve_hook_points",
     "synthetic",
     "train_specialist",
-    "train_specialist_with_lora",
 ]
 
 
@@ -63,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._validation import NotFittedError
     from .adapter.config import SpecialistConfig
     from .adapter.model import SpecialistAdapter
-    from .adapter.train import train_specialist, train_specialist_with_lora
+    from .adapter.lambda_path import train_specialist
     from .adapter.wrapper import SpecialistModel
     from .data import extract_steps
     from .hooks import HiddenStateExtractor, resolve_hook_points

@@ -155,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a specialist adapter (Theorem 2) on states, tasks and (optionally) a discovered structure."""
     from .adapter.config import SpecialistConfig
     from .adapter.model import SpecialistAdapter
-    from .adapter.train import train_specialist
+    from .adapter.lambda_path import train_specialist
     from .structure.discovery import TaskStructure
 
     cfg = _merge(args, _load_recipe(args.recipe, "train"), {
@@ -188,7 +188,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a saved adapter (folder or Hub repo id) on states and tasks, against ground truth when given."""
     from .adapter.model import SpecialistAdapter
-    from .adapter.train import evaluate, prepare_training_data
+    from .adapter.batches import prepare_training_data
+    from .adapter.loop import evaluate
     from .metrics import block_r2
 
     cfg = _merge(args, _load_recipe(args.recipe, "evaluate"), {

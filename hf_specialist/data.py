@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._atomic import atomic_folder
+from ._distributed import barrier, process_layout
 from .hooks import HiddenStateExtractor, resolve_hook_points
-from .steps import POOLING_MODES, StepRule, assignment_matrix, pool_steps, stack_steps, step_spans
+from .steps import POOLING_MODES, StepRule, pool_steps, stack_steps, step_spans, tokenize_steps
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 
 def _texts_from(texts: Sequence[str] | Any, column: str | None) -> list[str]:
@@ -45,8 +45,13 @@ def _texts_from(texts: Sequence[str] | Any, column: str | None) -> list[str]:
     return texts
 
 
-def cache_key(model: nn.Module, hook_point: str, steps: StepRule, pool: str, max_length: int | None, texts: list[str]) -> str:
-    """A stable hash of everything that determines the extracted steps."""
+def cache_key(model: nn.Module, tokenizer: Any, hook_point: str, steps: StepRule, pool: str, max_length: int | None,
+              texts: list[str]) -> str:
+    """A stable hash of everything that determines the extracted steps.
+
+    Covers every weight and buffer of the model (a digest of their bytes, so an in-place fine-tune or a merged LoRA
+    gives a new key), its config, the tokenizer, the hook point, the step rule, pooling, `max_length` and the texts.
+    """
     config = getattr(model, "config", None)
     digest = hashlib.sha256()
     for text in texts:
@@ -57,7 +62,8 @@ def cache_key(model: nn.Module, hook_point: str, steps: StepRule, pool: str, max
         "model": getattr(config, "_name_or_path", type(model).__name__),
         "revision": getattr(config, "_commit_hash", None),
         "config": hashlib.sha256(config.to_json_string().encode()).hexdigest() if config is not None else None,
-        "weights": _weights_fingerprint(model),
+        "weights": weights_digest(model),
+        "tokenizer": tokenizer_digest(tokenizer),
         "hook_point": hook_point,
         "steps": steps if isinstance(steps, str) else [list(map(list, s)) for s in steps],
         "pool": pool,
@@ -67,25 +73,34 @@ def cache_key(model: nn.Module, hook_point: str, steps: StepRule, pool: str, max
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _weights_fingerprint(model: nn.Module) -> str:
-    """A cheap fingerprint of the weights: a few values from the first and last parameters."""
-    params = [p for p in model.parameters()]
-    if not params:
-        return "none"
-    sample = torch.cat([params[0].detach().flatten()[:64].float().cpu(), params[-1].detach().flatten()[:64].float().cpu()])
-    return hashlib.sha256(sample.numpy().tobytes()).hexdigest()[:16]
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every parameter and buffer of `model`."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict(keep_vars=False).items():
+            flat = tensor.detach().reshape(-1).contiguous().cpu()
+            digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(memoryview(flat.view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """SHA-256 of what makes a tokenizer split text the way it does (its full serialisation when fast)."""
+    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    for attr in ("padding_side", "truncation_side", "model_max_length", "pad_token", "eos_token", "bos_token",
+                 "cls_token", "sep_token"):
+        digest.update(f"{attr}={getattr(tokenizer, attr, None)!r};".encode())
+    return digest.hexdigest()
 
 
 def _batches(items: list[Any], batch_size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), batch_size):
         yield items[start : start + batch_size]
-
-
-def _ensure_pad_token(tokenizer: Any) -> None:
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError("The tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token` first.")
-        tokenizer.pad_token = tokenizer.eos_token
 
 
 def extract_step_list(
@@ -104,44 +119,27 @@ def extract_step_list(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    _ensure_pad_token(tokenizer)
-    if spans is not None and not getattr(tokenizer, "is_fast", False):
-        raise ValueError("Span steps need a fast tokenizer (offset mapping); load it with `use_fast=True`.")
-    disable = (not sys.stderr.isatty()) if progress is None else not progress
     results: list[np.ndarray] = []
-    with HiddenStateExtractor(model, [hook_point], dtype=dtype) as extractor, torch.inference_mode():
-        bar = tqdm(total=len(texts), desc=f"extract {hook_point}", unit="seq", disable=disable)
-        for batch_index, batch_texts in enumerate(_batches(texts, batch_size)):
-            encoded = tokenizer(
-                batch_texts,
-                return_tensors="pt",
-                padding=True,
-                truncation=max_length is not None,
-                max_length=max_length,
-                return_offsets_mapping=getattr(tokenizer, "is_fast", False),
-                return_special_tokens_mask=True,
-            )
-            offsets = encoded.pop("offset_mapping", None)
-            special = encoded.pop("special_tokens_mask").bool()
-            attention = encoded.get("attention_mask", torch.ones_like(encoded["input_ids"])).bool()
-            content = attention & ~special
-            batch_spans = None if spans is None else spans[batch_index * batch_size : batch_index * batch_size + len(batch_texts)]
-            counts = [int(c) for c in content.sum(-1)] if batch_spans is None else [len(s) for s in batch_spans]
-            assign = assignment_matrix(offsets, content, batch_spans, max(counts))
-            for row, count in enumerate(counts):
-                empty = (~assign[row, :count].any(-1)).nonzero().flatten()
-                if count == 0 or len(empty):
-                    which = batch_index * batch_size + row
-                    detail = "no token" if count == 0 else f"steps {empty.tolist()} cover no token (truncated by max_length?)"
-                    raise ValueError(f"`texts[{which}]` has {detail}; every step needs at least one token.")
-            inputs = {k: v.to(device) for k, v in encoded.items()}
-            hidden = extractor(**inputs)[hook_point].float().cpu()
-            pooled = pool_steps(hidden, assign, pool).numpy()
-            results.extend(pooled[row, :count].copy() for row, count in enumerate(counts))
-            bar.update(len(batch_texts))
-        bar.close()
-    model.train(was_training)
+    try:
+        with HiddenStateExtractor(model, [hook_point], dtype=dtype) as extractor, torch.inference_mode():
+            bar = tqdm(total=len(texts), desc=f"extract {hook_point}", unit="seq", disable=_quiet(progress))
+            for batch_index, batch_texts in enumerate(_batches(texts, batch_size)):
+                first = batch_index * batch_size
+                batch_spans = None if spans is None else spans[first : first + len(batch_texts)]
+                inputs, assign, counts = tokenize_steps(tokenizer, batch_texts, batch_spans, max_length, first)
+                hidden = extractor(**{k: v.to(device) for k, v in inputs.items()})[hook_point].float().cpu()
+                pooled = pool_steps(hidden, assign, pool).numpy()
+                results.extend(pooled[row, :count].copy() for row, count in enumerate(counts))
+                bar.update(len(batch_texts))
+            bar.close()
+    finally:
+        model.train(was_training)
     return results
+
+
+def _quiet(progress: bool | None) -> bool | None:
+    """tqdm's `disable`: `None` hides the bar when stderr is not a terminal."""
+    return None if progress is None else not progress
 
 
 def _save_arrow(path: Path, per_sequence: list[np.ndarray]) -> None:
@@ -150,15 +148,8 @@ def _save_arrow(path: Path, per_sequence: list[np.ndarray]) -> None:
     d = per_sequence[0].shape[-1]
     features = datasets.Features({"steps": datasets.Array2D(shape=(None, d), dtype="float32")})
     table = datasets.Dataset.from_dict({"steps": [x.astype(np.float32) for x in per_sequence]}, features=features)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         table.save_to_disk(str(tmp))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_arrow(path: Path) -> list[np.ndarray]:
@@ -219,14 +210,11 @@ def extract_steps(
     spans = step_spans(texts, steps)
 
     if process_index is None or num_processes is None:
-        from accelerate import PartialState
-
-        state = PartialState()
-        process_index, num_processes = state.process_index, state.num_processes
+        process_index, num_processes = process_layout()
     shard = np.array_split(np.arange(len(texts)), num_processes)[process_index]
     lo, hi = (int(shard[0]), int(shard[-1]) + 1) if len(shard) else (0, 0)
 
-    root = Path(cache_dir) / cache_key(model, hook_point, steps, pool, max_length, texts) if cache_dir else None
+    root = Path(cache_dir) / cache_key(model, tokenizer, hook_point, steps, pool, max_length, texts) if cache_dir else None
     if root is not None and (root / "joined").exists():
         return stack_steps(_load_arrow(root / "joined"), pad_steps)
 
@@ -248,10 +236,10 @@ def extract_steps(
         root.mkdir(parents=True, exist_ok=True)
         if mine:
             _save_arrow(root / f"shard-{process_index:05d}", mine)
-        _barrier()
+        barrier()
         if process_index == 0:
             join_shards(root, num_processes)
-        _barrier()
+        barrier()
         per_sequence = _load_arrow(root / "joined")
     else:
         from accelerate.utils import gather_object
@@ -272,11 +260,3 @@ def join_shards(root: Path, num_processes: int) -> list[np.ndarray]:
     for index in range(num_processes):
         shutil.rmtree(root / f"shard-{index:05d}", ignore_errors=True)
     return per_sequence
-
-
-def _barrier() -> None:
-    from accelerate import PartialState
-
-    state = PartialState()
-    if state.num_processes > 1:
-        state.wait_for_everyone()

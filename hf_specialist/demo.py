@@ -70,7 +70,7 @@ def run_demo(
     from . import TaskStructure, extract_steps, plots, synthetic
     from .adapter.config import SpecialistConfig
     from .adapter.model import SpecialistAdapter
-    from .adapter.train import train_specialist
+    from .adapter.lambda_path import train_specialist
     from .metrics import structure_scores
     from .models import load_model
 

@@ -15,7 +15,6 @@ Saves are atomic: everything is written to a temporary folder that is then swapp
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -24,46 +23,21 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._atomic import atomic_folder
+from ._constants import (
+    CARD_MARKER,
+    CONFIG_NAME,
+    FORBIDDEN_NAMES,
+    HEATMAP_NAME,
+    LORA_DIR,
+    README_NAME,
+    STRUCTURE_NAME,
+    WEIGHTS_NAME,
+)
+from ._distributed import barrier, is_main_process
+from ._version import __version__
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-STRUCTURE_NAME = "structure.json"
-HEATMAP_NAME = "structure.png"
-README_NAME = "README.md"
-LORA_DIR = "lora"
-CARD_MARKER = "<!-- hf_specialist:generated-card -->"
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "specialist_card.md"
-FORBIDDEN_NAMES = ("adapter_config.json",)  # transformers would take the folder for a PEFT adapter
-
-
-# --- atomic folder replacement -----------------------------------------------------------------------
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    AT_FDCWD, RENAME_EXCHANGE = -100, 2
-    result = renameat2(AT_FDCWD, os.fsencode(str(a)), AT_FDCWD, os.fsencode(str(b)), RENAME_EXCHANGE)
-    return result == 0
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Put folder `new` at `target`; the old `target` stays loadable until the swap, which is atomic on Linux."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if _exchange(new, target):
-        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old artifact
-        return
-    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, backup)
-    os.replace(new, target)
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def _is_generated_card(path: Path) -> bool:
@@ -205,27 +179,31 @@ def save_adapter(
     structure = structure if structure is not None else getattr(adapter, "structure_", None)
     if structure is not None and not hasattr(structure, "step_tasks_"):
         raise ValueError("`structure` must be a fitted TaskStructure.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    existing_readme = target / README_NAME
-    keep = existing_readme if existing_readme.exists() and not _is_generated_card(existing_readme) else None
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    if not is_main_process():  # under several processes only the main one writes; the others wait for it
+        barrier()
+        return target
     try:
-        _write_artifact(tmp, adapter, structure, metrics, datasets, lora_model, repo_id, card, keep)
-        if target.exists():  # keep sibling subfolders (other hook points) of a root artifact
-            for child in target.iterdir():
-                if child.is_dir() and (child / CONFIG_NAME).exists() and not (tmp / child.name).exists():
-                    shutil.copytree(child, tmp / child.name)
-        replace_folder(tmp, target)
+        existing_readme = target / README_NAME
+        keep = existing_readme if existing_readme.exists() and not _is_generated_card(existing_readme) else None
+        with atomic_folder(target) as tmp:
+            _write_artifact(tmp, adapter, structure, metrics, datasets, lora_model, repo_id, card, keep)
+            if target.exists():  # keep sibling subfolders (other hook points) of a root artifact
+                for child in target.iterdir():
+                    if child.is_dir() and (child / CONFIG_NAME).exists() and not (tmp / child.name).exists():
+                        shutil.copytree(child, tmp / child.name)
+            leaked = [name for name in FORBIDDEN_NAMES if (tmp / name).exists()]
+            if leaked:
+                raise RuntimeError(f"Refusing to write {leaked} at the top of an artifact (transformers would read "
+                                   "the folder as a PEFT adapter).")
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        barrier()
     return target
 
 
 # --- load --------------------------------------------------------------------------------------------
 
 
-def _resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: str | None, revision: str | None,
+def resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: str | None, revision: str | None,
                   token: str | bool | None, required: bool = True, **kwargs: Any) -> Path | None:
     local = Path(path_or_repo_id)
     if local.is_dir():
@@ -263,7 +241,7 @@ def _resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: 
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """Parse `config.json`, with a clear error when it is corrupt."""
+    """Parse a JSON file of an artifact (`config.json`, `structure.json`), with a clear error when it is corrupt."""
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -296,7 +274,7 @@ def load_adapter(
     from .adapter.config import SpecialistConfig
     from .adapter.model import SpecialistAdapter
 
-    config_path = _resolve_file(path_or_repo_id, CONFIG_NAME, subfolder, revision, token, **download_kwargs)
+    config_path = resolve_file(path_or_repo_id, CONFIG_NAME, subfolder, revision, token, **download_kwargs)
     payload = read_config(config_path)
     architecture = payload.get("architecture", "specialist_vae")
     if architecture not in ADAPTER_ARCHITECTURES:
@@ -305,7 +283,7 @@ def load_adapter(
         warnings.simplefilter("always")
         config = SpecialistConfig.from_dict(payload)
     adapter = SpecialistAdapter(config)
-    weights_path = _resolve_file(path_or_repo_id, WEIGHTS_NAME, subfolder, revision, token, **download_kwargs)
+    weights_path = resolve_file(path_or_repo_id, WEIGHTS_NAME, subfolder, revision, token, **download_kwargs)
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -324,14 +302,13 @@ def load_adapter(
             details.append("wrong shapes " + ", ".join(f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k].shape)}" for k in wrong[:5]))
         raise ValueError(f"{weights_path} does not match config.json: " + "; ".join(details) + ".")
     adapter.load_state_dict(tensors, strict=True)
-    structure_path = _resolve_file(path_or_repo_id, STRUCTURE_NAME, subfolder, revision, token, required=False, **download_kwargs)
+    structure_path = resolve_file(path_or_repo_id, STRUCTURE_NAME, subfolder, revision, token, required=False, **download_kwargs)
     if structure_path is not None:
         from .structure.discovery import TaskStructure
 
-        try:
-            adapter.structure_ = TaskStructure.from_dict(json.loads(structure_path.read_text()))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{structure_path} is not valid JSON (corrupt artifact): {err}") from err
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            adapter.structure_ = TaskStructure.from_dict(read_config(structure_path))
     adapter.source_ = {"path_or_repo_id": str(path_or_repo_id), "revision": revision, "subfolder": subfolder}
     if device is not None:
         adapter.to(torch.device(device))
@@ -359,6 +336,9 @@ def push_adapter(
     A README already in the repo that this library did not generate is kept (not uploaded over).
     """
     branch = branch or revision
+    if not is_main_process():  # one push per run, from the main process
+        barrier()
+        return ""
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_adapter(adapter, Path(tmp) / "artifact", repo_id=repo_id, **save_kwargs)
         return push_folder(folder, repo_id, private=private, branch=branch, commit_message=commit_message,

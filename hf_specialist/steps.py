@@ -9,7 +9,7 @@ enter a step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -150,3 +150,63 @@ def stack_steps(
         states[i, : len(x)] = x
         mask[i, : len(x)] = True
     return states, mask
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Give a tokenizer without a pad token its eos token as pad token (decoder tokenizers often lack one)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("The tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token` first.")
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def tokenize_steps(
+    tokenizer: Any,
+    texts: Sequence[str],
+    spans: Sequence[Sequence[tuple[int, int]]] | None,
+    max_length: int | None = None,
+    first_index: int = 0,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[int]]:
+    """Tokenise a batch of texts and map its tokens to steps: the one tokenise-and-pool front end.
+
+    Used by extraction, joint LoRA training and `SpecialistModel`, so all three see the same tokens and steps.
+
+    Args:
+        tokenizer: a `transformers` tokenizer (a fast one for span steps).
+        texts (`list[str]`): the batch.
+        spans: per-text character spans from `step_spans`, or `None` for token steps.
+        max_length (`int`, *optional*): truncate to this many tokens.
+        first_index (`int`, *optional*): index of `texts[0]` in the caller's full list, for error messages.
+
+    Returns:
+        `(model_inputs, assign, counts)`: the tensors to feed the model, the `(batch, max_steps, tokens)` bool
+        assignment matrix and each text's step count.
+
+    Raises:
+        ValueError: a step covers no token (e.g. cut off by `max_length`).
+    """
+    ensure_pad_token(tokenizer)
+    fast = getattr(tokenizer, "is_fast", False)
+    if spans is not None and not fast:
+        raise ValueError("Span steps need a fast tokenizer (offset mapping); load it with `use_fast=True`.")
+    encoded = tokenizer(
+        list(texts),
+        return_tensors="pt",
+        padding=True,
+        truncation=max_length is not None,
+        max_length=max_length,
+        return_offsets_mapping=fast,
+        return_special_tokens_mask=True,
+    )
+    offsets = encoded.pop("offset_mapping", None)
+    special = encoded.pop("special_tokens_mask").bool()
+    attention = encoded.get("attention_mask", torch.ones_like(encoded["input_ids"])).bool()
+    content = attention & ~special
+    counts = [int(c) for c in content.sum(-1)] if spans is None else [len(s) for s in spans]
+    assign = assignment_matrix(offsets, content, None if spans is None else [list(s) for s in spans], max(counts))
+    for row, count in enumerate(counts):
+        empty = (~assign[row, :count].any(-1)).nonzero().flatten()
+        if count == 0 or len(empty):
+            detail = "no token" if count == 0 else f"steps {empty.tolist()} cover no token (truncated by max_length?)"
+            raise ValueError(f"`texts[{first_index + row}]` has {detail}; every step needs at least one token.")
+    return dict(encoded), assign, counts

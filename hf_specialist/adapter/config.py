@@ -7,7 +7,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 
 TASK_TYPES = ("regression", "classification")
 TASK_READOUTS = ("auto", "step", "sequence")
@@ -49,7 +49,10 @@ class SpecialistConfig:
         hook_point (`str`, *optional*): where the states come from in the base model.
         base_model (`str`, *optional*): the base model id; `base_model_revision`, `base_model_type` and
             `base_hidden_size` record what the adapter was trained on.
-        step_rule, pool (`str`, *optional*): how tokens became steps.
+        step_rule (`str`, *optional*): how tokens became steps (`"token"` or a separator; `None` for per-text spans,
+            which `SpecialistModel.encode_steps` then needs as `steps=`).
+        pool (`str`, *optional*): how a step's tokens were pooled (`"mean"`, `"last"`, `"first"`).
+        max_length (`int`, *optional*): the token truncation used at extraction.
     """
 
     d_in: int = 0
@@ -78,6 +81,7 @@ class SpecialistConfig:
     base_hidden_size: int | None = None
     step_rule: str | None = None
     pool: str | None = None
+    max_length: int | None = None
     architecture: str = "specialist_vae"
     library_version: str = __version__
 
@@ -90,6 +94,12 @@ class SpecialistConfig:
         positive_int("d_latent", self.d_latent)
         positive_int("n_tasks", self.n_tasks)
         positive_int("head_width", self.head_width)
+        if self.max_length is not None:
+            positive_int("max_length", self.max_length)
+        if self.pool is not None and self.pool not in ("mean", "last", "first"):
+            raise ValueError(f"`pool` must be 'mean', 'last' or 'first', got {self.pool!r}.")
+        if self.step_rule is not None and (not isinstance(self.step_rule, str) or not self.step_rule):
+            raise ValueError(f"`step_rule` must be 'token' or a non-empty separator string, got {self.step_rule!r}.")
         for name in ("encoder_widths", "decoder_widths"):
             widths = list(getattr(self, name))
             for w in widths:
@@ -130,6 +140,23 @@ class SpecialistConfig:
             raise ValueError(f"`sparsity_warmup` must be in [0, 1), got {self.sparsity_warmup!r}.")
         if not 0 < self.mask_threshold < 1:
             raise ValueError(f"`mask_threshold` must be in (0, 1), got {self.mask_threshold!r}.")
+
+    def record_base(self, model: Any) -> None:
+        """Record what the adapter is trained on: the base model's id, revision, type and hidden size.
+
+        Reads `model.config` (a `transformers` model, also inside a `peft.PeftModel`); leaves fields it cannot read.
+        """
+        config = getattr(model, "config", None)
+        if config is None:
+            return
+        self.base_model = getattr(config, "_name_or_path", None) or self.base_model
+        self.base_model_revision = getattr(config, "_commit_hash", None) or self.base_model_revision
+        self.base_model_type = getattr(config, "model_type", None) or self.base_model_type
+        for name in ("hidden_size", "n_embd", "d_model"):
+            value = getattr(config, name, None)
+            if isinstance(value, int):
+                self.base_hidden_size = value
+                break
 
     @property
     def target_columns(self) -> list[slice]:

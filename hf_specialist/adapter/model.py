@@ -31,6 +31,12 @@ def _mlp(d_in: int, widths: Sequence[int], d_out: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"`{name}` contains {bad} NaN or infinite values; every entry must be finite.")
+
+
 class SpecialistAdapter(nn.Module):
     """Encoder (hidden state -> latent), decoder (latent -> hidden state) and masked task heads.
 
@@ -86,8 +92,9 @@ class SpecialistAdapter(nn.Module):
                 f"`{name}` has shape {tuple(h.shape)}, but the adapter expects (..., {self.config.d_in}) "
                 f"(d_in={self.config.d_in}); the hidden size does not match."
             )
-        param = self.input_mean
-        return h.to(device=param.device, dtype=torch.float32)
+        h = h.to(device=self.input_mean.device, dtype=torch.float32)
+        _check_finite(h, name)
+        return h
 
     def _check_task(self, task: int | str) -> int:
         if isinstance(task, str):
@@ -152,9 +159,12 @@ class SpecialistAdapter(nn.Module):
         """Reconstruct raw hidden states, `(..., d_latent)` -> `(..., d_in)`."""
         if isinstance(z, np.ndarray):
             z = torch.from_numpy(z)
-        if z.shape[-1] != self.config.d_latent:
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"`z` must be a torch tensor or numpy array, got {type(z).__name__}.")
+        if z.ndim == 0 or z.shape[-1] != self.config.d_latent:
             raise ValueError(f"`z` has shape {tuple(z.shape)}, expected (..., {self.config.d_latent}) (d_latent).")
         z = z.to(self.input_mean.device, torch.float32)
+        _check_finite(z, "z")
         unrotated = z @ self.rotation.weight  # the rotation is orthogonal: its inverse is its transpose
         return self.decoder(unrotated) * self.input_std + self.input_mean
 

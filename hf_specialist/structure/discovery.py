@@ -6,6 +6,7 @@ The tests run *across sequences*: each step index is a random variable observed 
 from __future__ import annotations
 
 import json
+import warnings
 import sys
 from typing import Any
 
@@ -563,9 +564,23 @@ class TaskStructure:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> TaskStructure:
-        """Rebuild a fitted `TaskStructure` from `to_dict()` output."""
+        """Rebuild a fitted `TaskStructure` from `to_dict()` output.
+
+        Unknown keys (written by a newer version) warn and are dropped, as in `SpecialistConfig.from_dict`.
+        """
+        if not isinstance(payload, dict):
+            raise ValueError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
+        known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
+                 "decision_used", "markov_pvalue", "critical_pvalue", "step_pvalues"}
+        params = dict(payload.get("params") or {})
+        valid_params = set(cls().get_params())
+        unknown = sorted(set(payload) - known) + [f"params.{k}" for k in sorted(set(params) - valid_params)]
+        if unknown:
+            warnings.warn(f"Ignoring unknown TaskStructure keys {unknown} (written by a newer hf_specialist?).",
+                          UserWarning, stacklevel=2)
+            params = {k: v for k, v in params.items() if k in valid_params}
         try:
-            structure = cls(**payload["params"])
+            structure = cls(**params)
             structure.segment_tasks_ = np.asarray(payload["segment_tasks"], dtype=bool)
             structure.step_tasks_ = np.asarray(payload["step_tasks"], dtype=bool)
             for name in ("pvalues", "statistics", "step_pvalues"):

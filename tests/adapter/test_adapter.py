@@ -4,7 +4,7 @@ import torch
 
 import hf_specialist as hfs
 from hf_specialist import synthetic
-from hf_specialist.adapter.train import latest_checkpoint
+from hf_specialist.adapter.checkpoints import latest_checkpoint
 from hf_specialist.metrics import block_r2
 from helpers import build_adapter
 
@@ -261,11 +261,14 @@ def test_joint_lora_training_saves_lora_and_round_trips(tmp_path):
     torch.manual_seed(0)
     adapter = build_adapter(d_in=32, n_tasks=1, hook_point="layers.1")
     history = hfs.train_specialist(
-        adapter, texts, tasks, truth["step_tasks"], epochs=2, batch_size=8, progress=False, sparsity=0.05,
-        base_model=base, tokenizer=tokenizer(), lora=LoraConfig(r=4, target_modules=["c_attn"], lora_dropout=0.0),
+        adapter, tasks=tasks, task_mask=truth["step_tasks"], texts=texts, steps=truth["separator"], epochs=2,
+        batch_size=32, progress=False, sparsity=0.05, base_model=base, tokenizer=tokenizer(),
+        lora=LoraConfig(r=4, target_modules=["c_attn"], lora_dropout=0.0),
     )
     peft_model = history["lora_model"]
-    assert len(history["steps"]) == 10 and np.isfinite(history["final"]["loss"])
+    # 32 training texts of 4 steps, batches of 32 // 4 = 8 texts: 4 optimizer steps per epoch
+    assert history["steps"][-1]["step"] == 8 and np.isfinite(history["steps"][-1]["loss"])
+    assert np.isfinite(history["final"]["task_0"])
     lora_weights = [n for n, p in peft_model.named_parameters() if "lora_B" in n]
     assert lora_weights and any(p.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
     folder = adapter.save_pretrained(tmp_path / "art", lora_model=peft_model)

@@ -1,0 +1,12 @@
+"""File and folder names of an artifact (DESIGN §5), in one place."""
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+STRUCTURE_NAME = "structure.json"
+HEATMAP_NAME = "structure.png"
+README_NAME = "README.md"
+LORA_DIR = "lora"
+CARD_MARKER = "<!-- hf_specialist:generated-card -->"
+# transformers would take a folder holding this file for a PEFT adapter; never write it at an artifact's top
+FORBIDDEN_NAMES = ("adapter_config.json",)
+CHECKPOINT_PREFIX = "checkpoint-"

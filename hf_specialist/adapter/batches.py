@@ -1,0 +1,184 @@
+"""Training data for `train_specialist`: input checks and the batch sources the accelerate loop draws from.
+
+`prepare_training_data` checks states, targets and the task mask and brings them to training shape. A batch
+source hands the loop one batch of rows at a time:
+
+- `StateBatches`: hidden states computed beforehand (rows `(N, d_in)` or sequences `(n, T, d_in)`);
+- `TextBatches`: texts tokenised and split into steps on the fly, for joint training with a LoRA on the base
+  (the states are computed inside the trained module, so gradients reach the LoRA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import to_numpy
+from ..steps import tokenize_steps
+from .model import SpecialistAdapter
+
+
+def prepare_training_data(
+    adapter: SpecialistAdapter, states: Any, tasks: Any, task_mask: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check inputs and bring them to training shape.
+
+    Accepts states `(rows, d_in)` with tasks `(rows, C)`, or states `(n, T, d_in)` with per-sequence tasks
+    `(n, C)` or per-step tasks `(n, T, C)`. `task_mask` may be `(rows, n_tasks)`, `(n, T, n_tasks)` or
+    `(T, n_tasks)` (the same for every sequence, e.g. `TaskStructure.step_tasks_`).
+
+    With the step readout everything is flattened to rows: states `(N, d_in)`, tasks `(N, C)` (per-sequence
+    targets broadcast to every step), mask `(N, n_tasks)`. With the sequence readout (`config.task_readout`
+    `"sequence"`, or `"auto"` given per-sequence targets of sequences) the result keeps sequences: states
+    `(n, T, d_in)`, tasks `(n, C)`, step mask `(n, T, n_tasks)`. Raises before any work on a wrong hidden size,
+    task count, NaN or inf, or classification labels out of range.
+    """
+    cfg = adapter.config
+    states = to_numpy(states, "states", dtype=np.float32)
+    tasks = to_numpy(tasks, "tasks", dtype=np.float64)
+    if states.ndim < 2 or states.shape[-1] != cfg.d_in:
+        raise ValueError(
+            f"`states` has shape {states.shape}, but the adapter expects (..., {cfg.d_in}) (d_in={cfg.d_in}); "
+            "the hidden size does not match."
+        )
+    width = cfg.n_target_columns
+    if tasks.ndim == 1 and width == 1:
+        tasks = tasks[:, None]
+    if tasks.shape[-1] != width:
+        raise ValueError(
+            f"`tasks` has shape {tasks.shape} with {tasks.shape[-1]} target columns, but the adapter has "
+            f"n_tasks={cfg.n_tasks} with task_dims={cfg.task_dims} ({width} columns); the task count does not match."
+        )
+    lead = states.shape[:-1]
+    per_sequence = states.ndim == 3 and tasks.shape[:-1] == lead[:1]
+    readout = cfg.task_readout if cfg.task_readout != "auto" else ("sequence" if per_sequence else "step")
+    if readout == "sequence" and not per_sequence:
+        raise ValueError(
+            f"`task_readout='sequence'` needs `states` of shape (n, T, {cfg.d_in}) and one target row per sequence "
+            f"(`tasks` of shape (n, {width})); got states {states.shape} and tasks {tasks.shape}."
+        )
+    if tasks.shape[:-1] == lead:
+        pass
+    elif per_sequence:
+        tasks = np.broadcast_to(tasks[:, None, :], lead + (width,))
+    else:
+        raise ValueError(
+            f"`tasks` has shape {tasks.shape}; with `states` of shape {states.shape} it must be {lead + (width,)}"
+            + (f" or {lead[:1] + (width,)}" if states.ndim == 3 else "")
+            + "."
+        )
+    if task_mask is None:
+        mask = np.ones(lead + (cfg.n_tasks,), dtype=bool)
+    else:
+        mask = to_numpy(task_mask, "task_mask", dtype=bool)
+        if mask.shape == lead + (cfg.n_tasks,):
+            pass
+        elif states.ndim == 3 and mask.shape == (lead[1], cfg.n_tasks):
+            mask = np.broadcast_to(mask[None], lead + (cfg.n_tasks,))
+        else:
+            raise ValueError(f"`task_mask` has shape {mask.shape}; expected {lead + (cfg.n_tasks,)}"
+                             + (f" or {(lead[1], cfg.n_tasks)}" if states.ndim == 3 else "") + ".")
+    if readout == "sequence":  # one target row per sequence; `mask` says which rows count, `out_mask` which steps
+        out_mask = np.ascontiguousarray(mask)
+        tasks, mask = np.ascontiguousarray(tasks[:, 0]), out_mask.any(1)
+    else:
+        states = states.reshape(-1, cfg.d_in)
+        tasks = np.ascontiguousarray(tasks).reshape(-1, width)
+        mask = out_mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
+    if not np.isfinite(states).all():
+        raise ValueError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
+    column_mask = np.concatenate([np.repeat(mask[:, i : i + 1], d, axis=1) for i, d in enumerate(cfg.task_dims)], axis=1)
+    if not np.isfinite(tasks[column_mask]).all():
+        raise ValueError("`tasks` contains NaN or infinite values on rows that count; mark absent labels in "
+                         "`task_mask` (False) instead of NaN.")
+    tasks = np.where(column_mask, tasks, 0.0)
+    for i, (kind, k, cols) in enumerate(zip(cfg.task_types, cfg.n_classes, cfg.target_columns)):
+        if kind == "classification":
+            labels = tasks[mask[:, i], cols.start]
+            if len(labels) and (np.any(labels != np.round(labels)) or labels.min() < 0 or labels.max() >= k):
+                raise ValueError(f"`tasks[:, {i}]` ({cfg.task_names[i]}) must hold integer labels in 0..{k - 1} "
+                                 f"(n_classes={k}); got values in [{labels.min()}, {labels.max()}].")
+    if not mask.any(0).all():
+        empty = [cfg.task_names[i] for i in np.flatnonzero(~mask.any(0))]
+        raise ValueError(f"`task_mask` leaves no row for tasks {empty}.")
+    if len(states) < 10:
+        unit = "sequences" if readout == "sequence" else "rows"
+        raise ValueError(f"`states` has {len(states)} {unit}; at least 10 are needed to train.")
+    return torch.from_numpy(states), torch.from_numpy(tasks).float(), torch.from_numpy(out_mask)
+
+
+class StateBatches:
+    """Batches of precomputed training rows (or sequences) `h`, targets `tasks` and mask `task_mask`.
+
+    Args:
+        h (`torch.Tensor`): `(rows, d_in)` or `(n, T, d_in)` states.
+        tasks (`torch.Tensor`): `(rows, C)` or `(n, C)` targets.
+        task_mask (`torch.Tensor`): `(rows, n_tasks)` or `(n, T, n_tasks)` bool.
+    """
+
+    def __init__(self, h: torch.Tensor, tasks: torch.Tensor, task_mask: torch.Tensor) -> None:
+        self.h, self.tasks, self.task_mask = h, tasks, task_mask
+
+    def __len__(self) -> int:
+        return len(self.h)
+
+    def subset(self, index: torch.Tensor) -> StateBatches:
+        """The rows in `index`."""
+        return StateBatches(self.h[index], self.tasks[index], self.task_mask[index])
+
+    def batch(self, rows: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        """Keyword arguments of `SpecialistAdapter.forward` for the rows in `rows`."""
+        return {"h": self.h[rows].to(device), "tasks": self.tasks[rows].to(device),
+                "task_mask": self.task_mask[rows].to(device)}
+
+    def evaluation_data(self, module: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(h, tasks, task_mask)` of every row, for held-out metrics."""
+        return self.h, self.tasks, self.task_mask
+
+
+class TextBatches:
+    """Batches of texts whose step states are computed by the trained module (joint LoRA training).
+
+    Args:
+        texts (`list[str]`): `n` texts with `T` steps each.
+        spans: their step spans (`steps.step_spans`), or `None` for token steps.
+        tokenizer: the base model's tokenizer.
+        tasks (`torch.Tensor`): `(n, C)` per-sequence targets (sequence readout) or `(n, T, C)` per-step targets.
+        task_mask (`torch.Tensor`): `(n, T, n_tasks)` bool.
+        max_length (`int`, *optional*): truncation, as in `extract_steps`.
+    """
+
+    def __init__(self, texts: Sequence[str], spans: Sequence[Any] | None, tokenizer: Any, tasks: torch.Tensor,
+                 task_mask: torch.Tensor, max_length: int | None = None) -> None:
+        self.texts, self.spans, self.tokenizer = list(texts), spans, tokenizer
+        self.tasks, self.task_mask, self.max_length = tasks, task_mask, max_length
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: torch.Tensor) -> TextBatches:
+        """The texts in `index`."""
+        keep = index.tolist()
+        return TextBatches([self.texts[i] for i in keep], None if self.spans is None else [self.spans[i] for i in keep],
+                           self.tokenizer, self.tasks[index], self.task_mask[index], self.max_length)
+
+    def batch(self, rows: torch.Tensor, device: torch.device) -> dict[str, Any]:
+        """Keyword arguments of `JointLoraModel.forward` for the texts in `rows`."""
+        keep = rows.tolist()
+        spans = None if self.spans is None else [self.spans[i] for i in keep]
+        inputs, assign, _ = tokenize_steps(self.tokenizer, [self.texts[i] for i in keep], spans, self.max_length)
+        return {"inputs": {k: v.to(device) for k, v in inputs.items()}, "assign": assign.to(device),
+                "tasks": self.tasks[rows].to(device), "task_mask": self.task_mask[rows].to(device)}
+
+    @torch.no_grad()
+    def evaluation_data(self, module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step states of every text through `module`'s current base (LoRA included), with targets and mask,
+        flattened to rows for the step readout."""
+        states = module.step_states(self)
+        if self.tasks.ndim == 3:  # step readout: one row per step
+            return (states.reshape(-1, states.shape[-1]), self.tasks.reshape(-1, self.tasks.shape[-1]),
+                    self.task_mask.reshape(-1, self.task_mask.shape[-1]))
+        return states, self.tasks, self.task_mask

@@ -1,0 +1,198 @@
+"""The one `accelerate` training loop: one model at one lambda, over any batch source.
+
+The sparsity weight warms up over `config.sparsity_warmup` of the main epochs, then the support is frozen and the
+model fine-tuned. Under several processes (`torchrun`, `accelerate launch`) the module is wrapped in DDP, every
+process draws an equal share of each epoch's rows, only the main process writes checkpoints, and at the end every
+process holds the main process's weights and buffers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .._distributed import barrier, is_main_process
+from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from .model import SpecialistAdapter
+
+
+@torch.no_grad()
+def evaluate(adapter: SpecialistAdapter, states: torch.Tensor, tasks: torch.Tensor, mask: torch.Tensor,
+             batch_size: int = 4096) -> dict[str, float]:
+    """Held-out metrics: per-task loss (standardised MSE or cross-entropy), reconstruction, explained variance."""
+    was_training = adapter.training
+    adapter.eval()
+    device = adapter.input_mean.device
+    sums: dict[str, float] = {}
+    sq_total, var_total = 0.0, 0.0
+    for start in range(0, len(states), batch_size):
+        h = states[start : start + batch_size].to(device)
+        t = tasks[start : start + batch_size].to(device)
+        m = mask[start : start + batch_size].to(device)
+        terms = adapter.loss_terms(h, t, m, 0.0)  # eval mode: the code is the posterior mean
+        x = adapter.normalize(h.reshape(-1, h.shape[-1]))
+        sq_total += float(terms["recon"]) * x.numel()
+        var_total += float(((x - x.mean(0)) ** 2).sum())
+        rows = m if m.ndim == 2 else m.any(1)
+        for i in range(adapter.config.n_tasks):
+            sums[f"task_{i}"] = sums.get(f"task_{i}", 0.0) + float(terms[f"task_{i}"]) * float(rows[:, i].sum())
+    adapter.train(was_training)
+    counts = (mask if mask.ndim == 2 else mask.any(1)).sum(0).clamp(min=1).tolist()
+    out = {f"task_{i}": sums[f"task_{i}"] / counts[i] for i in range(adapter.config.n_tasks)}
+    out["adapter/explained_variance"] = 1.0 - sq_total / max(var_total, 1e-12)
+    return out
+
+
+def support_metrics(adapter: SpecialistAdapter) -> dict[str, float]:
+    """`adapter/support_size` (mask entries on) and `adapter/l0` (mean per task)."""
+    support = adapter.task_support_
+    return {"adapter/support_size": int(support.sum()), "adapter/l0": float(support.sum(1).mean())}
+
+
+def epoch_shard(n: int, epoch: int, seed: int, process_index: int, num_processes: int) -> torch.Tensor:
+    """This process's rows of one epoch: a seeded permutation, wrapped to a multiple of the process count (as
+    `DistributedSampler` pads) so that every process runs the same number of non-empty batches."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    total = math.ceil(n / num_processes) * num_processes
+    if total > n:
+        order = torch.cat([order, order[: total - n]])
+    return order[process_index::num_processes]
+
+
+def _check_process_layout(num_processes: int) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() != num_processes:
+        raise RuntimeError(
+            f"torch.distributed runs {dist.get_world_size()} processes but accelerate's state sees {num_processes}: "
+            "the state was created without `cpu=True` on a machine without GPU. Create it as "
+            "`PartialState(cpu=True)` (or let hf_specialist create it) before any other accelerate call."
+        )
+
+
+def _sync_from_main(module: torch.nn.Module) -> None:
+    """Copy the main process's parameters and buffers to every process (DDP keeps parameters in step, but each
+    process's last forward updates its own normalisation statistics)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+
+def train_one(
+    module: torch.nn.Module,
+    adapter: SpecialistAdapter,
+    train_data: Any,
+    val_data: Any,
+    sparsity: float,
+    run_dir: Path | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    mask_lr: float,
+    rotation_lr: float,
+    lora_lr: float,
+    weight_decay: float,
+    finetune_fraction: float,
+    seed: int,
+    mixed_precision: str,
+    gradient_accumulation_steps: int,
+    checkpoint_every: int | None,
+    resume: bool,
+    stop_after_steps: int | None,
+    progress: bool | None,
+    cpu: bool | None,
+) -> dict[str, Any]:
+    """Train `module` (the adapter itself, or a `JointLoraModel` holding it) at a fixed lambda.
+
+    `train_data` / `val_data` are batch sources (`batches.StateBatches` or `TextBatches`). Returns the logged
+    steps, the held-out metrics of the final model (`"final"`) and the number of optimizer steps, or
+    `{"interrupted_at", "steps"}` when `stop_after_steps` cut the run.
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import set_seed
+
+    cfg = adapter.config
+    set_seed(seed)
+    adapter.support_frozen.fill_(False)
+    finetune_epochs = max(1, int(round(finetune_fraction * epochs))) if epochs > 1 else 0
+    main_epochs = epochs - finetune_epochs
+
+    # after the support is frozen the mask logits take no part in the loss: DDP must not wait for their gradient
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
+                              cpu=bool(cpu) or not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    _check_process_layout(accelerator.num_processes)
+    adapter_params = {id(p) for p in adapter.parameters()}
+    groups = [
+        {"params": [p for n, p in adapter.named_parameters() if n != "mask_logits" and not n.startswith("rotation.")],
+         "lr": lr, "weight_decay": weight_decay},
+        {"params": [adapter.mask_logits], "lr": mask_lr, "weight_decay": 0.0},
+        {"params": list(adapter.rotation.parameters()), "lr": rotation_lr, "weight_decay": 0.0},
+    ]
+    others = [p for p in module.parameters() if p.requires_grad and id(p) not in adapter_params]
+    if others:  # a LoRA on the base
+        groups.append({"params": others, "lr": lora_lr, "weight_decay": weight_decay})
+    optimizer = torch.optim.Adam(groups)
+    wrapped, optimizer = accelerator.prepare(module, optimizer)
+    raw = accelerator.unwrap_model(wrapped)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    steps_per_epoch = math.ceil(math.ceil(len(train_data) / world) / batch_size)
+    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": []}
+    if resume and run_dir is not None:
+        found = latest_checkpoint(run_dir)
+        if found is not None:
+            state = load_checkpoint(found, raw, optimizer)
+    start_step = state["global_step"]
+    bar = tqdm(total=epochs * steps_per_epoch, initial=start_step, desc=f"train specialist (lambda={sparsity:.3g})",
+               unit="step", disable=True if not accelerator.is_main_process else (None if progress is None else not progress))
+    device = accelerator.device
+    interrupted = False
+    while state["epoch"] < epochs and not interrupted:
+        epoch = state["epoch"]
+        if epoch >= main_epochs and not bool(adapter.support_frozen):
+            adapter.freeze_support()
+        # equal-sized batches (sizes differ by at most one): no batch of a single row for the batch norm
+        batches = torch.tensor_split(epoch_shard(len(train_data), epoch, seed, rank, world), steps_per_epoch)
+        wrapped.train()
+        for b in range(state["global_step"] - epoch * steps_per_epoch, steps_per_epoch):
+            rows = batches[b]
+            ramp = (epoch + b / steps_per_epoch) / max(main_epochs * cfg.sparsity_warmup, 1e-9)
+            lam = sparsity * min(1.0, ramp)
+            with accelerator.accumulate(wrapped), accelerator.autocast():
+                terms = wrapped(**train_data.batch(rows, device), sparsity=lam)
+                accelerator.backward(terms["loss"])
+                optimizer.step()
+                optimizer.zero_grad()
+            state["global_step"] += 1
+            bar.update(1)
+            if state["global_step"] % 25 == 0 or (epoch == epochs - 1 and b == steps_per_epoch - 1):
+                record = {k: float(v.detach()) for k, v in terms.items()}
+                record.update(step=state["global_step"], sparsity=sparsity, sparsity_weight=lam, **support_metrics(adapter))
+                state["history"].append(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", support=record["adapter/support_size"])
+            if checkpoint_every and run_dir is not None and state["global_step"] % checkpoint_every == 0:
+                if is_main_process():
+                    save_checkpoint(run_dir, raw, optimizer, state)
+            if stop_after_steps is not None and state["global_step"] - start_step >= stop_after_steps:
+                interrupted = True
+                break
+        if not interrupted:
+            state["epoch"] += 1
+    bar.close()
+    barrier()
+    if interrupted:
+        return {"interrupted_at": state["global_step"], "steps": state["history"]}
+    _sync_from_main(raw)
+    adapter.eval()
+    final = evaluate(adapter, *val_data.evaluation_data(raw))
+    final.update(support_metrics(adapter))
+    return {"steps": state["history"], "final": final, "n_steps": state["global_step"] - start_step}

@@ -1,0 +1,73 @@
+"""Two real processes (torchrun, gloo on CPU): extraction, training and saving behave as in one process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hf_specialist as hfs
+from hf_specialist import synthetic
+from helpers import build_tiny_model, tokenizer
+
+SCRIPT = Path(__file__).parent / "distributed" / "two_process_run.py"
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two_processes")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+               str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return out
+
+
+def test_extraction_with_cache_equals_one_process(two_process_run):
+    texts, _, truth = synthetic.planted_text(n=24, T=4, M=1, seed=0)
+    single = hfs.extract_steps(build_tiny_model("gpt2", n_layers=3), tokenizer(), texts, hook_point="layers.1",
+                               steps=truth["separator"])
+    for rank in (0, 1):
+        np.testing.assert_allclose(np.load(two_process_run / f"rank{rank}-extract.npy"), single, atol=1e-5)
+    assert [p.name for p in (two_process_run / "cache").iterdir()] and all(
+        sorted(q.name for q in p.iterdir()) == ["joined"] for p in (two_process_run / "cache").iterdir())
+
+
+@pytest.mark.parametrize("tag", ["fixed", "auto", "resumed", "joint", "lora"])
+def test_every_process_ends_with_identical_weights(two_process_run, tag):
+    first, second = (load_file(str(two_process_run / f"rank{r}-{tag}.safetensors")) for r in (0, 1))
+    assert first.keys() == second.keys() and first
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_under_two_processes_matches_uninterrupted(two_process_run):
+    fixed, resumed = (load_file(str(two_process_run / f"rank0-{tag}.safetensors")) for tag in ("fixed", "resumed"))
+    for key in fixed:
+        torch.testing.assert_close(resumed[key], fixed[key], msg=key)
+
+
+def test_lora_training_moved_the_lora_and_auto_agrees(two_process_run):
+    lora = load_file(str(two_process_run / "rank0-lora.safetensors"))
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)
+    picks = [json.loads((two_process_run / f"rank{r}-auto.json").read_text())["selected"] for r in (0, 1)]
+    assert picks[0] == picks[1]
+
+
+def test_only_the_main_process_writes(two_process_run):
+    main, other = (json.loads((two_process_run / f"rank{r}-writes.json").read_text()) for r in (0, 1))
+    assert other == []
+    assert main.count("_write_artifact") == 2 and "save_checkpoint" in main and "save_run_state" in main
+    loaded = hfs.SpecialistAdapter.from_pretrained(two_process_run / "artifact")
+    saved = load_file(str(two_process_run / "rank0-fixed.safetensors"))
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, saved[key], msg=key)
+    assert (two_process_run / "joint-artifact" / "lora" / "adapter_config.json").exists()
+    assert not (two_process_run / "joint-artifact" / "adapter_config.json").exists()
