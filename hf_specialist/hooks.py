@@ -36,6 +36,8 @@ LAYER_LIST_SUFFIXES: dict[str, str] = {
     "opt": "decoder.layers",
     "t5": "encoder.block",
 }
+# Encoder-decoder models: hook points index the encoder's blocks (BART, mBART, Marian, Pegasus: `encoder.layers`).
+ENCODER_LIST_SUFFIXES: tuple[str, ...] = ("encoder.layers", "encoder.block")
 # Names of the final normalisation layer, looked up beside the block list (its siblings).
 FINAL_NORM_NAMES: tuple[str, ...] = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "final_norm")
 _LAYER_NAME = re.compile(r"^layers\.(-?\d+)$")
@@ -81,7 +83,8 @@ def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    suffixes = [LAYER_LIST_SUFFIXES[model_type]] if model_type in LAYER_LIST_SUFFIXES else []
+    suffixes = list(ENCODER_LIST_SUFFIXES) if getattr(config, "is_encoder_decoder", False) else []
+    suffixes += [LAYER_LIST_SUFFIXES[model_type]] if model_type in LAYER_LIST_SUFFIXES else []
     suffixes += [s for s in LAYER_LIST_SUFFIXES.values() if s not in suffixes]
     for suffix in suffixes:
         for name, module in lists:
@@ -216,6 +219,28 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
+def has_left_padding(attention_mask: torch.Tensor) -> bool:
+    """Whether some row has a padded position before a real token."""
+    if attention_mask.ndim != 2:
+        return False
+    mask = attention_mask.bool()
+    real_later = mask.long().flip(-1).cummax(-1).values.flip(-1).bool()
+    return bool((real_later & ~mask).any())
+
+
+def derives_positions_itself(model: nn.Module) -> bool:
+    """Whether the model builds padding-aware positions from its own inputs.
+
+    RoBERTa and its kin (XLM-R, CamemBERT, Longformer, MPNet, ESM, ...) number real tokens from `padding_idx + 1`
+    using `input_ids`; their position table is an `nn.Embedding` with a `padding_idx`. Position ids written by
+    us (from 0) would be wrong for them, and they handle left padding already.
+    """
+    for name, module in model.named_modules():
+        if name.endswith("position_embeddings") and isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            return True
+    return False
+
+
 class HiddenStateExtractor:
     """Capture hidden states at chosen hook points and stop the forward pass after the last one.
 
@@ -306,18 +331,23 @@ class HiddenStateExtractor:
     def __call__(self, **model_inputs: Any) -> dict[str, torch.Tensor]:
         """Run the model on `model_inputs` and return `{hook point: (batch, tokens, d) tensor}`.
 
-        When `attention_mask` is given and the model accepts `position_ids`, positions are computed from the
-        mask so that left padding gives the same hidden states as right padding.
+        Without left padding the model runs exactly as called (the states equal `output_hidden_states`). With left
+        padding, models that number positions from 0 regardless of padding (GPT-2, Llama, BERT, ...) get position ids
+        counted over real tokens, so left padding gives the states of right padding; models that derive
+        padding-aware positions themselves (the RoBERTa family, OPT) are left to do so. Relative-position models (T5,
+        DeBERTa) see the same distances either way.
         """
         if not self._active:
             raise RuntimeError("Use HiddenStateExtractor as a context manager: `with HiddenStateExtractor(...) as ex:`.")
         target = _forward_target(self.model, self.points)
         inputs = dict(model_inputs)
         if (
-            "attention_mask" in inputs
+            inputs.get("attention_mask") is not None
             and "position_ids" not in inputs
             and target is self.model
+            and has_left_padding(inputs["attention_mask"])
             and _accepts(target, "position_ids")
+            and not derives_positions_itself(self.model)
         ):
             inputs["position_ids"] = position_ids_from_mask(inputs["attention_mask"])
         if target is self.model and _accepts(target, "use_cache"):

@@ -114,6 +114,10 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
         structure_text=structure_text,
         metrics_rows=metrics_rows,
         repo_or_path=repo_id or "path/to/this/folder",
+        step_text=(f"steps split by {cfg.step_rule!r}, {cfg.pool or 'mean'}-pooled at `{cfg.hook_point}`"
+                   + (f", truncated to {cfg.max_length} tokens" if cfg.max_length else "")
+                   if cfg.step_rule else "pass `steps=` (trained on per-text spans)"),
+        revision_text=f" (revision `{cfg.base_model_revision}`)" if cfg.base_model_revision else "",
         versions="\n".join(f"- {k} {v}" for k, v in versions.items()),
     ).content
 

@@ -94,7 +94,8 @@ def block_r2(
         )
     for name, value in (("pred_block", block), ("true_relevant", relevant), ("true_irrelevant", irrelevant)):
         if not np.isfinite(value).all():
-            raise ValueError(f"`{name}` contains NaN or infinite values.")
+            raise ValueError(f"`{name}` contains {int((~np.isfinite(value)).sum())} NaN or infinite values; every "
+                             "entry must be finite.")
     return {
         "r2_relevant": _cv_r2(block, relevant, seed, max_samples, folds),
         "r2_irrelevant": _cv_r2(block, irrelevant, seed, max_samples, folds) if irrelevant.shape[1] else 0.0,

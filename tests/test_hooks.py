@@ -4,17 +4,18 @@ from torch import nn
 
 import hf_specialist as hfs
 from hf_specialist.hooks import find_layer_list
-from helpers import ARCHITECTURES, build_tiny_model
+from helpers import ARCHITECTURES, NO_LEFT_PADDING_PARITY, build_tiny_model
 
 N_LAYERS = 4
 
 
 def _reference(model, ids, mask):
+    """`output_hidden_states` of the model (of its encoder for an encoder-decoder), unpadded input."""
+    encoder_decoder = getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder")
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True) if not isinstance(
-            model, __import__("transformers").T5Model
-        ) else model.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-    return out.hidden_states if getattr(out, "hidden_states", None) is not None else out.encoder_hidden_states
+        target = model.get_encoder() if encoder_decoder else model
+        out = target(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    return out.hidden_states
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -29,9 +30,9 @@ def test_hooks_match_output_hidden_states(arch):
     assert names == ["embed"] + [f"layers.{i}" for i in range(N_LAYERS)]
     with hfs.HiddenStateExtractor(model, names) as ex, torch.no_grad():
         hidden = ex(input_ids=ids, attention_mask=mask)
-    torch.testing.assert_close(hidden["embed"], reference[0])
-    for i in range(N_LAYERS - 1):
-        torch.testing.assert_close(hidden[f"layers.{i}"], reference[i + 1])
+    torch.testing.assert_close(hidden["embed"], reference[0], rtol=0, atol=0)
+    for i in range(N_LAYERS - 1):  # exactly: the hooks must not change how the model runs
+        torch.testing.assert_close(hidden[f"layers.{i}"], reference[i + 1], rtol=0, atol=0)
     # The last entry of output_hidden_states is after the final norm where the model has one.
     last = hidden[f"layers.{N_LAYERS - 1}"]
     if "final_norm" in hfs.hooks._canonical_points(model):
@@ -154,3 +155,40 @@ def test_fallback_single_module_list():
         x = torch.randn(2, 4)
         out = ex(x=x)["layers.1"]
     torch.testing.assert_close(out, model.blocks[1](model.blocks[0](x)))
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a not in NO_LEFT_PADDING_PARITY])
+def test_left_padding_equals_right_padding_and_unpadded(arch):
+    model = build_tiny_model(arch, n_layers=2)
+    torch.manual_seed(2)
+    long, short = torch.randint(5, 1000, (7,)), torch.randint(5, 1000, (4,))
+    pad = model.config.pad_token_id if isinstance(getattr(model.config, "pad_token_id", None), int) else 0
+
+    def batch(left):
+        ids, mask = torch.full((2, 7), pad), torch.zeros(2, 7, dtype=torch.long)
+        ids[0], mask[0] = long, 1
+        span = slice(3, 7) if left else slice(0, 4)
+        ids[1, span], mask[1, span] = short, 1
+        return ids, mask, span
+
+    with hfs.HiddenStateExtractor(model, "layers.1") as ex, torch.no_grad():
+        states = {}
+        for left in (False, True):
+            ids, mask, span = batch(left)
+            states[left] = ex(input_ids=ids, attention_mask=mask)["layers.1"][1, span]
+        alone = ex(input_ids=short[None], attention_mask=torch.ones(1, 4, dtype=torch.long))["layers.1"][0]
+    torch.testing.assert_close(states[False], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(states[True], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["roberta", "xlm_roberta", "mpnet"])
+def test_models_that_number_positions_from_ids_keep_their_own(arch):
+    """RoBERTa-family positions start at padding_idx + 1; the extractor must not rebuild them from 0."""
+    model = build_tiny_model(arch, n_layers=2)
+    assert hfs.hooks.derives_positions_itself(model)
+    assert not hfs.hooks.derives_positions_itself(build_tiny_model("bert", n_layers=2))
+    ids = torch.randint(5, 1000, (3, 6))
+    reference = _reference(model, ids, torch.ones_like(ids))
+    with hfs.HiddenStateExtractor(model, "layers.1") as ex, torch.no_grad():
+        torch.testing.assert_close(ex(input_ids=ids, attention_mask=torch.ones_like(ids))["layers.1"], reference[2],
+                                   rtol=0, atol=0)
