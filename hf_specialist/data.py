@@ -148,8 +148,16 @@ def _save_arrow(path: Path, per_sequence: list[np.ndarray]) -> None:
     d = per_sequence[0].shape[-1]
     features = datasets.Features({"steps": datasets.Array2D(shape=(None, d), dtype="float32")})
     table = datasets.Dataset.from_dict({"steps": [x.astype(np.float32) for x in per_sequence]}, features=features)
-    with atomic_folder(path) as tmp:
-        table.save_to_disk(str(tmp))
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet_before = are_progress_bars_disabled()
+    disable_progress_bars()  # a cache write is quick; its bar would only clutter the caller's output
+    try:
+        with atomic_folder(path) as tmp:
+            table.save_to_disk(str(tmp))
+    finally:
+        if not quiet_before:
+            enable_progress_bars()
 
 
 def _load_arrow(path: Path) -> list[np.ndarray]:
