@@ -89,7 +89,9 @@ def tokenizer_digest(tokenizer: Any) -> str:
     digest = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        digest.update(backend.to_str().encode())
+        # padding and truncation are per-call settings that the backend keeps from its last call: not identity
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}
+        digest.update(json.dumps(spec, sort_keys=True).encode())
     else:
         digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     for attr in ("padding_side", "truncation_side", "model_max_length", "pad_token", "eos_token", "bos_token",
