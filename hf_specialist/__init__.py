@@ -18,6 +18,7 @@ _LAZY: dict[str, str] = {
     "SpecialistConfig": "adapter.config",
     "SpecialistModel": "adapter.wrapper",
     "TaskStructure": "structure.discovery",
+    "discover": "structure.from_model",
     "extract_steps": "data",
     "resolve_hook_points": "hooks",
     "train_specialist": "adapter.lambda_path",
@@ -32,6 +33,7 @@ __all__ = [
     "SpecialistModel",
     "TaskStructure",
     "__version__",
+    "discover",
     "extract_steps",
     "metrics",
     "resolve_hook_points",
@@ -64,5 +66,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .adapter.lambda_path import train_specialist
     from .adapter.wrapper import SpecialistModel
     from .data import extract_steps
+    from .structure.from_model import discover
     from .hooks import HiddenStateExtractor, resolve_hook_points
     from .structure.discovery import TaskStructure

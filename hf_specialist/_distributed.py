@@ -45,6 +45,15 @@ def process_layout() -> tuple[int, int]:
     return state.process_index, state.num_processes
 
 
+def world_size() -> int:
+    """Number of processes of the launch (1 outside `torchrun` / `accelerate launch`)."""
+    if _group_ready():
+        import torch.distributed as dist
+
+        return dist.get_world_size()
+    return 1
+
+
 def is_main_process() -> bool:
     """Whether this is process 0 (always true outside a process group)."""
     if not _group_ready():

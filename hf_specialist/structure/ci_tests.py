@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import special, stats
@@ -202,7 +203,7 @@ class CITest:
 
         The vectorised path behind `test` (no per-test Python work, no cache).
         """
-        if self.data_ is None:
+        if self.data_ is None and getattr(self, "cov_", None) is None:
             raise RuntimeError(f"Call {type(self).__name__}.fit(data) before test_batch().")
         x, y, z = (np.asarray(a, dtype=np.int64).reshape(len(a), -1) for a in (x, y, z))
         if not (len(x) == len(y) == len(z)):
@@ -251,11 +252,26 @@ class FisherZ(CITest):
 
     name = "fisher_z"
     has_analytic = True
+    supports_statistics = True
 
     def _prepare(self) -> None:
         data = self.data_
         self.n_ = data.shape[0]
         self.cov_ = (data.T @ data) / (self.n_ - 1)
+
+    def fit_statistics(self, statistics: Any) -> FisherZ:
+        """Fit from `structure.statistics.SufficientStatistics` of the data matrix instead of the rows (streaming,
+        several processes). The analytic p-values need nothing else; the permutation null needs the rows."""
+        if self.pvalue != "analytic":
+            raise ValueError("FisherZ(pvalue='permutation') needs the rows; fit it with fit(data).")
+        if statistics.count < self.min_samples:
+            raise ValueError(f"FisherZ needs at least {self.min_samples} samples, got {statistics.count}.")
+        self.data_ = None
+        self.n_ = int(statistics.count)
+        self.cov_ = statistics.correlation()
+        self.rng_ = np.random.default_rng(self.seed)
+        self._cache.clear()
+        return self
 
     def _conditional_covariances(self, cov: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """`(B, kx + ky, kx + ky)` covariance of `(x, y)` given `z` per test, one precision matrix per distinct
@@ -273,8 +289,9 @@ class FisherZ(CITest):
         return out
 
     def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        cov = self.cov_ if data is self.data_ else np.cov(data, rowvar=False)
-        n = data.shape[0]
+        own = data is None or data is self.data_
+        cov = self.cov_ if own else np.cov(data, rowvar=False)
+        n = self.n_ if own else data.shape[0]
         kx, ky, kz = x.shape[1], y.shape[1], z.shape[1]
         if kz > 16:  # large conditioning sets: from precision matrices instead of one solve per test
             partial = self._conditional_covariances(cov, x, y, z)

@@ -1,13 +1,17 @@
 """Algorithm 1 (Theorem 1): which segments of a sequence serve which task, from conditional-independence tests.
 
-The tests run *across sequences*: each step index is a random variable observed once per sequence.
+The tests run *across sequences*: each step index is a random variable observed once per sequence. With the
+Gaussian test (`fisher_z`) a fit needs only the sufficient statistics of `[steps | tasks]`, so it also streams
+(`partial_fit`, `fit` of an iterable of batches) and runs across processes; the planning of the tests
+(`planning.py`), the multiple-testing family (`multitest.py`) and the chain decision (`decision.py`) live beside it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
-import sys
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -22,213 +26,13 @@ from .._validation import (
     check_is_fitted,
     validate_params,
 )
-from .ci_tests import CITest, bartlett_statistic, get_ci_test
+from .ci_tests import CITest, get_ci_test
+from .decision import chain_segments
+from .multitest import adjust_pvalues, critical_pvalue
+from .planning import _band_markov_pvalues, band_markov_pvalues, build_test_batches
+from .statistics import SufficientStatistics
 
-
-def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
-    """Family-wise adjusted p-values: `None` (unchanged), `"bonferroni"` or `"fdr_bh"` (Benjamini-Hochberg)."""
-    p = np.asarray(pvalues, dtype=float)
-    flat = p.ravel()
-    finite = np.isfinite(flat)
-    out = flat.copy()
-    m = int(finite.sum())
-    if correction is None or m == 0:
-        return p
-    if correction == "bonferroni":
-        out[finite] = np.minimum(flat[finite] * m, 1.0)
-    elif correction == "fdr_bh":
-        from scipy.stats import false_discovery_control
-
-        out[finite] = false_discovery_control(flat[finite], method="bh")
-    else:
-        raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")
-    return out.reshape(p.shape)
-
-
-def _columns(steps: np.ndarray, d: int) -> np.ndarray:
-    """Column indices `(..., k * d)` of step indices `(..., k)` in the flattened `(n, T * d)` layout."""
-    return (steps[..., None] * d + np.arange(d)).reshape(*steps.shape[:-1], -1)
-
-
-def band_markov_pvalues(states: np.ndarray, rep: np.ndarray) -> np.ndarray:
-    """Gaussian test that the band screens each representative step from all the others.
-
-    For each `r` in `rep`, tests `s_r ⫫ {s_t : |t - r| >= 2} | {s_{r-1}, s_{r+1}}` on `states (n, T, d)`:
-    Wilks' lambda is `det Var(s_r | every other step) / det Var(s_r | band)`, the share of what the band leaves
-    of `s_r` that the far steps still explain, and Bartlett's chi-square gives the p-value. The property holds
-    for Markov sequences (also cut ones, or ones without temporal dependence); it fails when steps mix in each
-    other's content. Everything comes from one covariance matrix and its inverse.
-
-    Returns:
-        `(len(rep),)` raw p-values (1.0 where a step has no far steps).
-    """
-    n, T, d = states.shape
-    flat = states.reshape(n, T * d)
-    flat = (flat - flat.mean(0)) / np.where(flat.std(0) > 0, flat.std(0), 1.0)
-    return _band_markov_pvalues(flat.T @ flat / (n - 1), n, d, rep)
-
-
-def _band_markov_pvalues(cov: np.ndarray, n: int, d: int, rep: np.ndarray) -> np.ndarray:
-    """`band_markov_pvalues` from the `(T * d, T * d)` correlation matrix of the steps."""
-    from scipy import stats
-
-    T = cov.shape[0] // d
-    cov = cov + 1e-10 * np.eye(T * d)
-    precision = np.linalg.inv(cov)
-    pvalues = np.ones(len(rep))
-    for j, r in enumerate(rep):
-        band = [t for t in (r - 1, r + 1) if 0 <= t < T]
-        n_far = T - 1 - len(band)
-        if n_far == 0:
-            continue
-        x = _columns(np.array([r]), d)
-        z = _columns(np.array(band), d)
-        given_rest = np.linalg.inv(precision[np.ix_(x, x)])
-        given_band = cov[np.ix_(x, x)] - cov[np.ix_(x, z)] @ np.linalg.solve(cov[np.ix_(z, z)], cov[np.ix_(z, x)])
-        log_lambda = np.linalg.slogdet(given_rest)[1] - np.linalg.slogdet(given_band)[1]
-        statistic = bartlett_statistic(np.array([log_lambda]), n, d, n_far * d, len(band) * d)[0]
-        pvalues[j] = stats.chi2.sf(statistic, df=d * n_far * d)
-    return pvalues
-
-
-def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str,
-                       conditioning: str = "band",
-                       direct_steps: np.ndarray | None = None) -> list[tuple[np.ndarray, ...]]:
-    """All tests of Algorithm 1 as batches of equal shape: `(x, y, z, where, direct)`.
-
-    Pairwise tests pair the representative steps `rep`: `where (B, 3)` holds `(task, segment k, segment v)`.
-    Direct tests run on `direct_steps` (defaults to `rep`): `where` holds `(task, j, j)` with `j` the position in
-    `direct_steps`; `direct` says which kind a batch is. Columns index the data matrix
-    `[states (T * d) | tasks (M * d_g)]`. With `conditioning="all"` a direct test conditions on every other step
-    instead of the two neighbours.
-    """
-    N = len(rep)
-    direct_steps = rep if direct_steps is None else np.asarray(direct_steps, dtype=np.int64)
-    S = len(direct_steps)
-    batches = []
-    task_cols = T * d + np.arange(M)[:, None] * d_g + np.arange(d_g)  # (M, d_g)
-
-    def neighbour_sets(centres: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Group rows of neighbour candidates `(P, c)` by how many valid, distinct neighbours they have."""
-        cand = np.concatenate([centres - 1, centres + 1], axis=1)
-        cand = np.sort(cand, axis=1)
-        valid = (cand >= 0) & (cand < T)
-        for j in range(centres.shape[1]):
-            valid &= cand != centres[:, j : j + 1]
-        valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]
-        counts = valid.sum(1)
-        out = []
-        for count in np.unique(counts):
-            rows = np.flatnonzero(counts == count)
-            keep = np.where(valid[rows], cand[rows], np.iinfo(np.int64).max)
-            out.append((rows, np.sort(keep, axis=1)[:, :count]))
-        return out
-
-    if mode in ("pairwise", "both") and N >= 2:
-        k, v = np.triu_indices(N, 1)
-        centres = np.stack([rep[k], rep[v]], axis=1)
-        for rows, neighbours in neighbour_sets(centres):
-            z_steps = _columns(neighbours, d)  # (P, c * d)
-            P = len(rows)
-            x = np.tile(_columns(rep[k[rows]][:, None], d), (M, 1))
-            y = np.tile(_columns(rep[v[rows]][:, None], d), (M, 1))
-            z = np.concatenate([np.tile(z_steps, (M, 1)), np.repeat(task_cols, P, axis=0)], axis=1)
-            where = np.stack([np.repeat(np.arange(M), P), np.tile(k[rows], M), np.tile(v[rows], M)], axis=1)
-            batches.append((x, y, z, where, False))
-    if mode in ("direct", "both") and conditioning == "all":
-        others = np.array([[t for t in range(T) if t != r] for r in direct_steps], dtype=np.int64).reshape(S, T - 1)
-        x = np.tile(_columns(direct_steps[:, None], d), (M, 1))
-        y = np.repeat(task_cols, S, axis=0)
-        z = np.tile(_columns(others, d), (M, 1))
-        where = np.stack([np.repeat(np.arange(M), S), np.tile(np.arange(S), M), np.tile(np.arange(S), M)], axis=1)
-        batches.append((x, y, z, where, True))
-    elif mode in ("direct", "both"):
-        for rows, neighbours in neighbour_sets(direct_steps[:, None]):
-            P = len(rows)
-            x = np.tile(_columns(direct_steps[rows][:, None], d), (M, 1))
-            y = np.repeat(task_cols, P, axis=0)
-            z = np.tile(_columns(neighbours, d), (M, 1))
-            where = np.stack([np.repeat(np.arange(M), P), np.tile(rows, M), np.tile(rows, M)], axis=1)
-            batches.append((x, y, z, where, True))
-    return batches
-
-
-def critical_pvalue(pvalues: np.ndarray, alpha: float, correction: str | None) -> float:
-    """The raw p-value below which a test of the family `pvalues` rejects under `correction` at level `alpha`.
-
-    `None`: `alpha`; `"bonferroni"`: `alpha / m`; `"fdr_bh"`: the largest `p_(j) <= j alpha / m` of the sorted
-    finite p-values (`alpha / m` when none qualifies, which is where Benjamini-Hochberg starts).
-    """
-    p = np.sort(np.asarray(pvalues, dtype=float)[np.isfinite(pvalues)])
-    m = max(len(p), 1)
-    if correction is None:
-        return float(alpha)
-    if correction == "bonferroni":
-        return alpha / m
-    if correction == "fdr_bh":
-        passing = np.flatnonzero(p <= alpha * np.arange(1, len(p) + 1) / m)
-        return float(p[passing[-1]]) if len(passing) else alpha / m
-    raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")
-
-
-def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: float) -> np.ndarray:
-    """Segment marks that best explain every step's direct test on a Markov chain (a Viterbi pass).
-
-    On a Markov sequence whose tasks are colliders of per-step actions, the direct test of step `t` against task
-    `i` (given its neighbours, or every other step) depends only on the actions `a_{t-1}` and `a_t`: it lights up
-    when step `t`'s own segment serves the task or, for the first step of a segment, when the previous segment
-    does (`a_{t-1}` is a parent of `s_t`). So segment `k` serving task `i` predicts lit steps `kL-L+1 .. kL` and the
-    next segment's first step. The marks are chosen to minimise a cost over all steps: a step the marks predict
-    lit costs the critical chi-square value `c` of one test (`critical` as a p-value, on one degree of freedom),
-    a step predicted quiet costs its own evidence `chi2.isf(p_t, 1)`. A segment flanked by marked segments is then
-    marked exactly when its end step's test rejects at `critical` (the representative-step rule); elsewhere the
-    first steps add evidence, so a segment whose end-step effects cancel is still found through its first step and
-    the next segment's, and a lone false rejection at an end step must also explain its quiet neighbours.
-
-    Args:
-        step_pvalues: `(M, T)` raw p-values of every step's direct test (`T` a multiple of `segment_length`).
-        segment_length: `L`.
-        critical: the per-test rejection level (see `critical_pvalue`).
-
-    Returns:
-        `(N, M)` bool segment marks.
-    """
-    from scipy import stats
-
-    step_pvalues = np.asarray(step_pvalues, dtype=float)
-    if step_pvalues.ndim != 2:
-        raise ValueError(f"`step_pvalues` must have shape (M, T), got {step_pvalues.shape}.")
-    M, T = step_pvalues.shape
-    L = segment_length
-    if not isinstance(L, (int, np.integer)) or L < 1 or T % L:
-        raise ValueError(f"`segment_length` must be a positive int dividing T={T}, got {L!r}.")
-    if not 0 < critical < 1:
-        raise ValueError(f"`critical` must be a p-value in (0, 1), got {critical!r}.")
-    N = T // L
-    cost_lit = float(stats.chi2.isf(critical, 1))
-    evidence = stats.chi2.isf(np.clip(np.nan_to_num(step_pvalues, nan=1.0), 1e-300, 1.0), 1).reshape(M, N, L)
-    own_quiet = evidence[:, :, 1:].sum(-1)  # (M, N): the segment's later steps, quiet
-    own_lit = np.full((M, N), cost_lit * (L - 1))
-    first_quiet = evidence[:, :, 0]
-    # best[c]: least cost of segments 0..k with segment k marked (c=1) or not (c=0); ties go to fewer marks
-    best = np.stack([np.zeros(M), np.full(M, np.inf)], axis=1)
-    back = np.zeros((N, M, 2), dtype=np.int8)
-    for k in range(N):
-        new = np.empty((M, 2))
-        for cur in (0, 1):
-            own = own_lit[:, k] if cur else own_quiet[:, k]
-            # the segment's first step, by the previous segment's state (columns): lit when either is marked
-            first = np.stack([np.full(M, cost_lit) if cur else first_quiet[:, k], np.full(M, cost_lit)], axis=1)
-            total = best + first + own[:, None]
-            back[k, :, cur] = np.where(total[:, 1] < total[:, 0], 1, 0)
-            new[:, cur] = total.min(1)
-        best = new
-    marks = np.zeros((N, M), dtype=bool)
-    state = np.where(best[:, 1] < best[:, 0], 1, 0)
-    for k in range(N - 1, -1, -1):
-        marks[k] = state.astype(bool)
-        state = back[k, np.arange(M), state]
-    return marks
+__all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
 
 
 def _joined(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -374,8 +178,8 @@ class TaskStructure:
         return {name: getattr(self, name) for name in self._parameter_constraints}
 
     # -- input ------------------------------------------------------------------------------------
-    def _validate(self, states: Any, tasks: Any) -> tuple[np.ndarray, np.ndarray]:
-        validate_params(type(self).__name__, self.get_params(), self._parameter_constraints)
+    def _check_batch(self, states: Any, tasks: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Shape and value checks of one batch, as `(n, T, d)` states and `(n, M, d_g)` tasks."""
         states = check_array(states, "states", ndims=(2, 3), expected="(n_sequences, T) or (n_sequences, T, d)")
         tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
         check_consistent_length(states=states, tasks=tasks)
@@ -385,71 +189,234 @@ class TaskStructure:
             tasks = tasks[:, None, None]
         elif tasks.ndim == 2:
             tasks = tasks[:, :, None]
-        n, T, _ = states.shape
-        L = self.segment_length
-        if T % L:
-            if not self.drop_last:
-                raise ValueError(
-                    f"`states` has T={T} steps, which is not a multiple of segment_length={L}. Pass "
-                    f"drop_last=True to drop the last {T % L} steps, or choose another segment_length."
-                )
+        layout = getattr(self, "_layout", None)
+        if layout is not None and (states.shape[1:], tasks.shape[1:]) != layout:
+            raise ValueError(
+                f"This batch has states of shape (n, {', '.join(map(str, states.shape[1:]))}) and tasks (n, "
+                f"{', '.join(map(str, tasks.shape[1:]))}), but earlier batches had (n, {', '.join(map(str, layout[0]))})"
+                f" and (n, {', '.join(map(str, layout[1]))}); every batch needs the same steps, dims and tasks."
+            )
+        return states, tasks
+
+    def _check_layout(self, states: np.ndarray, tasks: np.ndarray, ci: CITest) -> None:
+        """Checks of the parameters against the first batch's layout (before any work)."""
+        T, L = states.shape[1], self.segment_length
+        if T % L and not self.drop_last:
+            raise ValueError(
+                f"`states` has T={T} steps, which is not a multiple of segment_length={L}. Pass "
+                f"drop_last=True to drop the last {T % L} steps, or choose another segment_length."
+            )
         if T // L < (2 if self.mode == "pairwise" else 1):
             raise ValueError(f"`states` has {T // L} segment(s) of length {L}; mode={self.mode!r} needs at least 2.")
-        ci = get_ci_test(self.test, seed=self.seed)
-        width = states.shape[2] if self.project is None else min(self.project, states.shape[2])
-        needed = max(ci.min_samples, 4 * width + tasks.shape[2] + width * 2 + 5)
+
+    def _min_samples(self, ci: CITest, width: int, d_g: int, steps: int) -> int:
+        needed = max(ci.min_samples, 4 * width + d_g + width * 2 + 5)
+        if self.conditioning == "all":
+            needed = max(needed, steps * width + d_g + 10)
+        return needed
+
+    def _check_enough(self, n: int, ci: CITest, width: int, d_g: int, steps: int) -> None:
+        needed = self._min_samples(ci, width, d_g, steps)
         if n < needed:
+            if self.conditioning == "all" and n >= self._min_samples(ci, width, d_g, 0):
+                raise ValueError(f"conditioning='all' conditions on {(steps - 1) * width} dims but `states` has only "
+                                 f"{n} sequences; use conditioning='band', a smaller `project`, or more sequences.")
             raise ValueError(
                 f"`states` has {n} sequences but the {ci.name} test with these dimensions needs at least {needed}; "
                 "pass more sequences (or a smaller `project`)."
             )
-        steps = T - T % L
-        if self.conditioning == "all" and n < steps * width + tasks.shape[2] + 10:
-            raise ValueError(f"conditioning='all' conditions on {(steps - 1) * width} dims but `states` has only {n} "
-                             "sequences; use conditioning='band', a smaller `project`, or more sequences.")
-        return states, tasks
 
-    def _project(self, states: np.ndarray) -> np.ndarray:
+    def _test_instance(self) -> CITest:
+        """A fresh test: a registered name's class, or a copy of the instance passed (never mutated)."""
+        test = self.test
+        if isinstance(test, CITest):
+            return copy.deepcopy(test)
+        return get_ci_test(test, seed=self.seed)
+
+    # -- projection -------------------------------------------------------------------------------
+    def _fit_projection(self, states: np.ndarray) -> None:
+        """Per-step PCA to `project` dims, learned from `states` (the first batch) and kept for later batches."""
+        self._projection = None
         if self.project is None or states.shape[2] <= self.project:
-            return states
+            return
         from sklearn.decomposition import PCA
 
-        out = np.empty(states.shape[:2] + (self.project,))
+        if len(states) < self.project:
+            raise ValueError(f"project={self.project} needs a first batch of at least {self.project} sequences to "
+                             f"learn the projection from; got {len(states)}.")
+        means, components = [], []
         for t in range(states.shape[1]):
-            out[:, t] = PCA(n_components=self.project, random_state=self.seed).fit_transform(states[:, t])
-        return out
+            pca = PCA(n_components=self.project, random_state=self.seed).fit(states[:, t])
+            means.append(pca.mean_)
+            components.append(pca.components_)
+        self._projection = (np.stack(means), np.stack(components))  # (T, d), (T, k, d)
+
+    def _apply_projection(self, states: np.ndarray) -> np.ndarray:
+        if getattr(self, "_projection", None) is None:
+            return states
+        means, components = self._projection
+        return np.einsum("ntd,tkd->ntk", states - means[None], components)
+
+    def _rows(self, states: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        """The data matrix `[steps (T * d) | tasks (M * d_g)]` of a checked batch (projected, trailing steps dropped)."""
+        n = len(states)
+        T = (states.shape[1] // self.segment_length) * self.segment_length
+        projected = self._apply_projection(states[:, :T])
+        return np.concatenate([projected.reshape(n, -1), tasks.reshape(n, -1)], axis=1)
 
     # -- fit --------------------------------------------------------------------------------------
-    def fit(self, states: Any, tasks: Any) -> TaskStructure:
+    def fit(self, states: Any, tasks: Any = None) -> TaskStructure:
         """Fit the structure.
 
         Args:
-            states: `(n_sequences, T)` or `(n_sequences, T, d)` step states (numpy or torch).
+            states: `(n_sequences, T)` or `(n_sequences, T, d)` step states (numpy or torch); or an iterable of
+                `(states, tasks)` batches (then leave `tasks` out). Under `torch.distributed` (`torchrun`,
+                `accelerate launch`) each process passes its own batches; the sufficient statistics are summed
+                across processes once and every process ends with the same structure, equal to one process fitted
+                on all the batches. With `project`, the projection is learned from the main process's first
+                batch and used for every batch. Streaming needs a sufficient-statistic test (`fisher_z`).
             tasks: `(n_sequences, M)` or `(n_sequences, M, d_g)` task variables.
 
         Returns:
             `self`.
         """
-        states, tasks = self._validate(states, tasks)
+        validate_params(type(self).__name__, self.get_params(), self._parameter_constraints)
+        if tasks is None:
+            if isinstance(states, np.ndarray) or hasattr(states, "detach"):
+                raise ValueError("`tasks` is required with an array of states (or pass an iterable of "
+                                 "(states, tasks) batches as the only argument).")
+            return self._fit_batches(states)
+        self._reset()
+        states, tasks = self._check_batch(states, tasks)
+        ci = self._test_instance()
+        self._check_layout(states, tasks, ci)
+        self._layout = (states.shape[1:], tasks.shape[1:])
+        self._fit_projection(states)
+        width = states.shape[2] if self._projection is None else self.project
+        T = (states.shape[1] // self.segment_length) * self.segment_length
+        self._check_enough(len(states), ci, width, tasks.shape[2], T)
+        rows = self._rows(states, tasks)
+        if getattr(ci, "supports_statistics", False):
+            self._statistics = SufficientStatistics(rows.shape[1]).update(rows)
+            ci.fit_statistics(self._statistics)
+        else:
+            ci.fit(rows)
+        return self._decide(ci, len(rows), width)
+
+    def partial_fit(self, states: Any, tasks: Any) -> TaskStructure:
+        """Add a batch of sequences and refit from the sufficient statistics of every row seen so far.
+
+        After each call the fitted attributes equal `fit` on all the rows passed so far (with `project`, the
+        projection is the one learned from the first batch). Until enough rows have come for the test, the
+        attributes are not set yet. Needs a sufficient-statistic test (`fisher_z`); statistics stay in this
+        process (`fit` of an iterable sums them across processes).
+
+        Args:
+            states: `(n_sequences, T)` or `(n_sequences, T, d)` step states of this batch.
+            tasks: `(n_sequences, M)` or `(n_sequences, M, d_g)` task variables of this batch.
+
+        Returns:
+            `self`.
+        """
+        first = getattr(self, "_statistics", None) is None
+        if first:
+            validate_params(type(self).__name__, self.get_params(), self._parameter_constraints)
+            self._require_statistics_test()
+        states, tasks = self._check_batch(states, tasks)
+        if first:
+            self._reset()
+            self._check_layout(states, tasks, self._test_instance())
+            self._layout = (states.shape[1:], tasks.shape[1:])
+            self._fit_projection(states)
+        rows = self._rows(states, tasks)
+        if first:
+            self._statistics = SufficientStatistics(rows.shape[1])
+        self._statistics.update(rows)
+        return self._refit_from_statistics()
+
+    def _require_statistics_test(self) -> None:
+        if not getattr(self._test_instance(), "supports_statistics", False):
+            raise ValueError(
+                f"Streaming (partial_fit, fit of batches) needs a test computed from sufficient statistics "
+                f"('fisher_z'); {self._test_instance().name!r} needs every sample at once: pass arrays to fit()."
+            )
+
+    def _refit_from_statistics(self) -> TaskStructure:
+        stats = self._statistics
+        (T_full, d_raw), (M, d_g) = self._layout
+        width = d_raw if getattr(self, "_projection", None) is None else self.project
+        T = (T_full // self.segment_length) * self.segment_length
+        ci = self._test_instance()
+        if stats.count < self._min_samples(ci, width, d_g, T):
+            return self
+        return self._decide(ci.fit_statistics(stats), stats.count, width)
+
+    def _fit_batches(self, batches: Iterable[tuple[Any, Any]]) -> TaskStructure:
+        """`fit` of an iterable of `(states, tasks)` batches, summed across processes when there are several."""
+        from .._distributed import is_main_process, world_size
+
+        self._require_statistics_test()
+        self._reset()
+        iterator = iter(batches)
+        first = next(iterator, None)
+        world = world_size()
+        if world > 1:  # every process takes the main process's layout and projection
+            import torch.distributed as dist
+
+            if first is None and is_main_process():
+                raise ValueError("The main process got no batch; every process needs the layout of a first batch.")
+            if is_main_process():
+                states, tasks = self._check_batch(*_as_pair(first))
+                self._check_layout(states, tasks, self._test_instance())
+                self._layout = (states.shape[1:], tasks.shape[1:])
+                self._fit_projection(states)
+            box = [(self._layout, self._projection) if is_main_process() else None]
+            dist.broadcast_object_list(box, src=0)
+            self._layout, self._projection = box[0]
+        elif first is None:
+            raise ValueError("`fit` got an empty iterable of batches.")
+        else:
+            states, tasks = self._check_batch(*_as_pair(first))
+            self._check_layout(states, tasks, self._test_instance())
+            self._layout = (states.shape[1:], tasks.shape[1:])
+            self._fit_projection(states)
+        (T_full, d_raw), (M, d_g) = self._layout
+        width = d_raw if self._projection is None else self.project
+        T = (T_full // self.segment_length) * self.segment_length
+        self._statistics = SufficientStatistics(T * width + M * d_g)
+        if first is not None:
+            self._statistics.update(self._rows(*self._check_batch(*_as_pair(first))))
+        for batch in iterator:
+            self._statistics.update(self._rows(*self._check_batch(*_as_pair(batch))))
+        self._statistics.all_reduce()
+        ci = self._test_instance()
+        self._check_enough(self._statistics.count, ci, width, d_g, T)
+        return self._decide(ci.fit_statistics(self._statistics), self._statistics.count, width)
+
+    def _reset(self) -> None:
+        for name in list(vars(self)):
+            if name.endswith("_") and not name.startswith("__"):
+                delattr(self, name)
+        self._statistics = None
+        self._layout = None
+        self._projection = None
+
+    def _decide(self, ci: CITest, n: int, d: int) -> TaskStructure:
+        """Run the planned tests on a fitted `ci` and set every fitted attribute."""
         L = self.segment_length
-        n, T_full, _ = states.shape
+        (T_full, _), (M, d_g) = self._layout
         N = T_full // L
         T = N * L
-        states = self._project(states[:, :T])
-        d, M, d_g = states.shape[2], tasks.shape[1], tasks.shape[2]
-        data = np.concatenate([states.reshape(n, T * d), tasks.reshape(n, M * d_g)], axis=1)
-
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
-        ci = get_ci_test(self.test, seed=self.seed).fit(data)
         self.decision_ = self._choose_decision(ci)
         chain = self.decision_ == "chain"
         direct_steps = np.arange(T) if chain else rep
-        self.conditioning_ = self._choose_conditioning(states, rep, ci, d_g)
+        self.conditioning_ = self._choose_conditioning(n, T, d, rep, ci, d_g)
         groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
-        disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
         chunk = None if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)
         results: dict[bool, list[list[np.ndarray]]] = {False: [[], [], []], True: [[], [], []]}
+        disable = None if self.progress is None else not self.progress
         with tqdm(total=n_tests, desc=f"CI tests ({ci.name})", unit="test", disable=disable) as bar:
             for x, y, z, index, direct in groups:
                 step = chunk or len(x)
@@ -504,8 +471,10 @@ class TaskStructure:
         self.step_tasks_ = step_tasks
         self.n_tests_ = n_tests
         self.n_segments_, self.n_tasks_, self.n_steps_ = N, M, T_full
-        self.n_features_in_ = d
+        self.n_features_in_ = self._layout[0][1]
+        self.n_samples_seen_ = int(n)
         return self
+
 
     def _choose_decision(self, ci: CITest) -> str:
         """`"chain"` or `"representative"`; `"auto"` is the chain for `fisher_z`, the end-step rule otherwise."""
@@ -515,12 +484,11 @@ class TaskStructure:
             return self.decision
         return "chain" if ci.name == "fisher_z" else "representative"
 
-    def _choose_conditioning(self, states: np.ndarray, rep: np.ndarray, ci: CITest, d_g: int) -> str:
+    def _choose_conditioning(self, n: int, T: int, d: int, rep: np.ndarray, ci: CITest, d_g: int) -> str:
         """The direct test's conditioning set; for `"auto"`, `"all"` only where the band check passes."""
         self.markov_pvalue_ = None
         if self.conditioning != "auto":
             return self.conditioning
-        n, T, d = states.shape
         if self.mode == "pairwise" or ci.name != "fisher_z" or n < 100 * (T * d + d_g) or len(rep) < 2:
             return "band"
         steps_cov = ci.cov_[: T * d, : T * d]  # fisher_z's correlation matrix of [steps | tasks]
@@ -608,3 +576,9 @@ class TaskStructure:
     def __repr__(self) -> str:
         changed = {k: v for k, v in self.get_params().items() if v != type(self)().__dict__.get(k)}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+
+def _as_pair(batch: Any) -> tuple[Any, Any]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"Each batch must be a `(states, tasks)` pair, got {type(batch).__name__}.")
+    return batch[0], batch[1]

@@ -1,0 +1,65 @@
+"""From direct-test p-values of every step to segment marks: the chain (Viterbi) rule of `decision="chain"`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: float) -> np.ndarray:
+    """Segment marks that best explain every step's direct test on a Markov chain (a Viterbi pass).
+
+    On a Markov sequence whose tasks are colliders of per-step actions, the direct test of step `t` against task
+    `i` (given its neighbours, or every other step) depends only on the actions `a_{t-1}` and `a_t`: it lights up
+    when step `t`'s own segment serves the task or, for the first step of a segment, when the previous segment
+    does (`a_{t-1}` is a parent of `s_t`). So segment `k` serving task `i` predicts lit steps `kL-L+1 .. kL` and the
+    next segment's first step. The marks are chosen to minimise a cost over all steps: a step the marks predict
+    lit costs the critical chi-square value `c` of one test (`critical` as a p-value, on one degree of freedom),
+    a step predicted quiet costs its own evidence `chi2.isf(p_t, 1)`. A segment flanked by marked segments is then
+    marked exactly when its end step's test rejects at `critical` (the representative-step rule); elsewhere the
+    first steps add evidence, so a segment whose end-step effects cancel is still found through its first step and
+    the next segment's, and a lone false rejection at an end step must also explain its quiet neighbours.
+
+    Args:
+        step_pvalues: `(M, T)` raw p-values of every step's direct test (`T` a multiple of `segment_length`).
+        segment_length: `L`.
+        critical: the per-test rejection level (see `critical_pvalue`).
+
+    Returns:
+        `(N, M)` bool segment marks.
+    """
+    from scipy import stats
+
+    step_pvalues = np.asarray(step_pvalues, dtype=float)
+    if step_pvalues.ndim != 2:
+        raise ValueError(f"`step_pvalues` must have shape (M, T), got {step_pvalues.shape}.")
+    M, T = step_pvalues.shape
+    L = segment_length
+    if not isinstance(L, (int, np.integer)) or L < 1 or T % L:
+        raise ValueError(f"`segment_length` must be a positive int dividing T={T}, got {L!r}.")
+    if not 0 < critical < 1:
+        raise ValueError(f"`critical` must be a p-value in (0, 1), got {critical!r}.")
+    N = T // L
+    cost_lit = float(stats.chi2.isf(critical, 1))
+    evidence = stats.chi2.isf(np.clip(np.nan_to_num(step_pvalues, nan=1.0), 1e-300, 1.0), 1).reshape(M, N, L)
+    own_quiet = evidence[:, :, 1:].sum(-1)  # (M, N): the segment's later steps, quiet
+    own_lit = np.full((M, N), cost_lit * (L - 1))
+    first_quiet = evidence[:, :, 0]
+    # best[c]: least cost of segments 0..k with segment k marked (c=1) or not (c=0); ties go to fewer marks
+    best = np.stack([np.zeros(M), np.full(M, np.inf)], axis=1)
+    back = np.zeros((N, M, 2), dtype=np.int8)
+    for k in range(N):
+        new = np.empty((M, 2))
+        for cur in (0, 1):
+            own = own_lit[:, k] if cur else own_quiet[:, k]
+            # the segment's first step, by the previous segment's state (columns): lit when either is marked
+            first = np.stack([np.full(M, cost_lit) if cur else first_quiet[:, k], np.full(M, cost_lit)], axis=1)
+            total = best + first + own[:, None]
+            back[k, :, cur] = np.where(total[:, 1] < total[:, 0], 1, 0)
+            new[:, cur] = total.min(1)
+        best = new
+    marks = np.zeros((N, M), dtype=bool)
+    state = np.where(best[:, 1] < best[:, 0], 1, 0)
+    for k in range(N - 1, -1, -1):
+        marks[k] = state.astype(bool)
+        state = back[k, np.arange(M), state]
+    return marks

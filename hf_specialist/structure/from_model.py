@@ -1,0 +1,88 @@
+"""`discover`: from a model and texts to a fitted `TaskStructure` without holding the states.
+
+Texts are extracted in chunks and each chunk's step states feed the test's sufficient statistics, so peak memory is
+bounded by the chunk, not by the number of texts. Under `torchrun` / `accelerate launch` each process extracts its
+own shard of the texts and the statistics are summed across processes once; every process ends with the same
+structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._distributed import process_layout
+from .._validation import check_array
+from ..steps import StepRule
+from .discovery import TaskStructure
+
+
+def discover(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str] | Any,
+    tasks: Any,
+    *,
+    hook_point: str = "layers.-1",
+    steps: StepRule = "token",
+    pool: str = "mean",
+    max_length: int | None = None,
+    batch_size: int = 16,
+    chunk_size: int = 1024,
+    column: str | None = None,
+    structure: TaskStructure | None = None,
+    progress: bool | None = None,
+    **structure_kwargs: Any,
+) -> TaskStructure:
+    """Extract step states of `texts` in chunks and fit the step x task structure from them as they come.
+
+    Args:
+        model (`nn.Module`): a `transformers` model (or `peft.PeftModel`) on the device to run on.
+        tokenizer: its tokenizer.
+        texts (`list[str]` or `datasets.Dataset`): the sequences, each with the same number of steps.
+        tasks: `(n_sequences, M)` or `(n_sequences, M, d_g)` task variables, one row per text.
+        hook_point, steps, pool, max_length, batch_size, column: as in `extract_steps`.
+        chunk_size (`int`, *optional*, defaults to 1024): texts extracted before their statistics are added; peak
+            memory holds one chunk's states.
+        structure (`TaskStructure`, *optional*): the estimator to fit (default `TaskStructure(**structure_kwargs)`);
+            it must use a sufficient-statistic test (`fisher_z`).
+        progress (`bool`, *optional*): show a progress bar over chunks.
+
+    Returns:
+        The fitted `TaskStructure`.
+    """
+    from ..data import _texts_from, extract_step_list
+    from ..hooks import resolve_hook_points
+    from ..steps import stack_steps, step_spans
+
+    if structure is not None and structure_kwargs:
+        raise ValueError("Pass either `structure=` or TaskStructure keyword arguments, not both.")
+    structure = structure if structure is not None else TaskStructure(**structure_kwargs)
+    texts = _texts_from(texts, column)
+    tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
+    if len(tasks) != len(texts):
+        raise ValueError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
+    names = resolve_hook_points(model, hook_point)
+    if len(names) != 1:
+        raise ValueError(f"`hook_point` must resolve to exactly one hook point, got {names}.")
+    spans = step_spans(texts, steps)
+    rank, world = process_layout()
+    shard = np.array_split(np.arange(len(texts)), world)[rank]
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(shard), chunk_size)
+        disable = True if rank else (None if progress is None else not progress)
+        for start in tqdm(starts, desc=f"discover at {names[0]}", unit="chunk", disable=disable):
+            rows = shard[start : start + chunk_size]
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            chunk = extract_step_list(model, tokenizer, texts[lo:hi], None if spans is None else spans[lo:hi],
+                                      names[0], pool, batch_size, max_length, progress=False)
+            yield stack_steps(chunk, pad_steps=False), tasks[lo:hi]
+
+    return structure.fit(batches())

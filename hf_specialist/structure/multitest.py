@@ -1,0 +1,43 @@
+"""Multiple testing over the family of CI tests of one fit: adjusted p-values and the per-test critical level."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
+    """Family-wise adjusted p-values: `None` (unchanged), `"bonferroni"` or `"fdr_bh"` (Benjamini-Hochberg)."""
+    p = np.asarray(pvalues, dtype=float)
+    flat = p.ravel()
+    finite = np.isfinite(flat)
+    out = flat.copy()
+    m = int(finite.sum())
+    if correction is None or m == 0:
+        return p
+    if correction == "bonferroni":
+        out[finite] = np.minimum(flat[finite] * m, 1.0)
+    elif correction == "fdr_bh":
+        from scipy.stats import false_discovery_control
+
+        out[finite] = false_discovery_control(flat[finite], method="bh")
+    else:
+        raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")
+    return out.reshape(p.shape)
+
+
+def critical_pvalue(pvalues: np.ndarray, alpha: float, correction: str | None) -> float:
+    """The raw p-value below which a test of the family `pvalues` rejects under `correction` at level `alpha`.
+
+    `None`: `alpha`; `"bonferroni"`: `alpha / m`; `"fdr_bh"`: the largest `p_(j) <= j alpha / m` of the sorted
+    finite p-values (`alpha / m` when none qualifies, which is where Benjamini-Hochberg starts).
+    """
+    p = np.sort(np.asarray(pvalues, dtype=float)[np.isfinite(pvalues)])
+    m = max(len(p), 1)
+    if correction is None:
+        return float(alpha)
+    if correction == "bonferroni":
+        return alpha / m
+    if correction == "fdr_bh":
+        passing = np.flatnonzero(p <= alpha * np.arange(1, len(p) + 1) / m)
+        return float(p[passing[-1]]) if len(passing) else alpha / m
+    raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")

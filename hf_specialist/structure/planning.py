@@ -1,0 +1,116 @@
+"""Which CI tests a fit runs: the conditioning sets (band or every other step), the band check that chooses
+between them, and the batches of equal-shaped tests over the columns of `[steps (T * d) | tasks (M * d_g)]`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ci_tests import bartlett_statistic
+
+
+def _columns(steps: np.ndarray, d: int) -> np.ndarray:
+    """Column indices `(..., k * d)` of step indices `(..., k)` in the flattened `(n, T * d)` layout."""
+    return (steps[..., None] * d + np.arange(d)).reshape(*steps.shape[:-1], -1)
+
+
+def band_markov_pvalues(states: np.ndarray, rep: np.ndarray) -> np.ndarray:
+    """Gaussian test that the band screens each representative step from all the others.
+
+    For each `r` in `rep`, tests `s_r ⫫ {s_t : |t - r| >= 2} | {s_{r-1}, s_{r+1}}` on `states (n, T, d)`:
+    Wilks' lambda is `det Var(s_r | every other step) / det Var(s_r | band)`, the share of what the band leaves
+    of `s_r` that the far steps still explain, and Bartlett's chi-square gives the p-value. The property holds
+    for Markov sequences (also cut ones, or ones without temporal dependence); it fails when steps mix in each
+    other's content. Everything comes from one covariance matrix and its inverse.
+
+    Returns:
+        `(len(rep),)` raw p-values (1.0 where a step has no far steps).
+    """
+    n, T, d = states.shape
+    flat = states.reshape(n, T * d)
+    flat = (flat - flat.mean(0)) / np.where(flat.std(0) > 0, flat.std(0), 1.0)
+    return _band_markov_pvalues(flat.T @ flat / (n - 1), n, d, rep)
+
+
+def _band_markov_pvalues(cov: np.ndarray, n: int, d: int, rep: np.ndarray) -> np.ndarray:
+    """`band_markov_pvalues` from the `(T * d, T * d)` correlation matrix of the steps."""
+    from scipy import stats
+
+    T = cov.shape[0] // d
+    cov = cov + 1e-10 * np.eye(T * d)
+    precision = np.linalg.inv(cov)
+    pvalues = np.ones(len(rep))
+    for j, r in enumerate(rep):
+        band = [t for t in (r - 1, r + 1) if 0 <= t < T]
+        n_far = T - 1 - len(band)
+        if n_far == 0:
+            continue
+        x = _columns(np.array([r]), d)
+        z = _columns(np.array(band), d)
+        given_rest = np.linalg.inv(precision[np.ix_(x, x)])
+        given_band = cov[np.ix_(x, x)] - cov[np.ix_(x, z)] @ np.linalg.solve(cov[np.ix_(z, z)], cov[np.ix_(z, x)])
+        log_lambda = np.linalg.slogdet(given_rest)[1] - np.linalg.slogdet(given_band)[1]
+        statistic = bartlett_statistic(np.array([log_lambda]), n, d, n_far * d, len(band) * d)[0]
+        pvalues[j] = stats.chi2.sf(statistic, df=d * n_far * d)
+    return pvalues
+
+
+def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str,
+                       conditioning: str = "band",
+                       direct_steps: np.ndarray | None = None) -> list[tuple[np.ndarray, ...]]:
+    """All tests of Algorithm 1 as batches of equal shape: `(x, y, z, where, direct)`.
+
+    Pairwise tests pair the representative steps `rep`: `where (B, 3)` holds `(task, segment k, segment v)`.
+    Direct tests run on `direct_steps` (defaults to `rep`): `where` holds `(task, j, j)` with `j` the position in
+    `direct_steps`; `direct` says which kind a batch is. Columns index the data matrix
+    `[states (T * d) | tasks (M * d_g)]`. With `conditioning="all"` a direct test conditions on every other step
+    instead of the two neighbours.
+    """
+    N = len(rep)
+    direct_steps = rep if direct_steps is None else np.asarray(direct_steps, dtype=np.int64)
+    S = len(direct_steps)
+    batches = []
+    task_cols = T * d + np.arange(M)[:, None] * d_g + np.arange(d_g)  # (M, d_g)
+
+    def neighbour_sets(centres: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Group rows of neighbour candidates `(P, c)` by how many valid, distinct neighbours they have."""
+        cand = np.concatenate([centres - 1, centres + 1], axis=1)
+        cand = np.sort(cand, axis=1)
+        valid = (cand >= 0) & (cand < T)
+        for j in range(centres.shape[1]):
+            valid &= cand != centres[:, j : j + 1]
+        valid[:, 1:] &= cand[:, 1:] != cand[:, :-1]
+        counts = valid.sum(1)
+        out = []
+        for count in np.unique(counts):
+            rows = np.flatnonzero(counts == count)
+            keep = np.where(valid[rows], cand[rows], np.iinfo(np.int64).max)
+            out.append((rows, np.sort(keep, axis=1)[:, :count]))
+        return out
+
+    if mode in ("pairwise", "both") and N >= 2:
+        k, v = np.triu_indices(N, 1)
+        centres = np.stack([rep[k], rep[v]], axis=1)
+        for rows, neighbours in neighbour_sets(centres):
+            z_steps = _columns(neighbours, d)  # (P, c * d)
+            P = len(rows)
+            x = np.tile(_columns(rep[k[rows]][:, None], d), (M, 1))
+            y = np.tile(_columns(rep[v[rows]][:, None], d), (M, 1))
+            z = np.concatenate([np.tile(z_steps, (M, 1)), np.repeat(task_cols, P, axis=0)], axis=1)
+            where = np.stack([np.repeat(np.arange(M), P), np.tile(k[rows], M), np.tile(v[rows], M)], axis=1)
+            batches.append((x, y, z, where, False))
+    if mode in ("direct", "both") and conditioning == "all":
+        others = np.array([[t for t in range(T) if t != r] for r in direct_steps], dtype=np.int64).reshape(S, T - 1)
+        x = np.tile(_columns(direct_steps[:, None], d), (M, 1))
+        y = np.repeat(task_cols, S, axis=0)
+        z = np.tile(_columns(others, d), (M, 1))
+        where = np.stack([np.repeat(np.arange(M), S), np.tile(np.arange(S), M), np.tile(np.arange(S), M)], axis=1)
+        batches.append((x, y, z, where, True))
+    elif mode in ("direct", "both"):
+        for rows, neighbours in neighbour_sets(direct_steps[:, None]):
+            P = len(rows)
+            x = np.tile(_columns(direct_steps[rows][:, None], d), (M, 1))
+            y = np.repeat(task_cols, P, axis=0)
+            z = np.tile(_columns(neighbours, d), (M, 1))
+            where = np.stack([np.repeat(np.arange(M), P), np.tile(rows, M), np.tile(rows, M)], axis=1)
+            batches.append((x, y, z, where, True))
+    return batches
