@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import itertools
 import shutil
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +107,7 @@ def _batches(items: list[Any], batch_size: int) -> Iterator[list[Any]]:
         yield items[start : start + batch_size]
 
 
-def extract_step_list(
+def iter_step_arrays(
     model: nn.Module,
     tokenizer: Any,
     texts: list[str],
@@ -116,12 +118,11 @@ def extract_step_list(
     max_length: int | None = None,
     progress: bool | None = None,
     dtype: torch.dtype | None = None,
-) -> list[np.ndarray]:
-    """Extract one `(T_i, d)` float32 array per text (the workhorse behind `extract_steps`)."""
+) -> Iterator[np.ndarray]:
+    """Yield one `(T_i, d)` float32 array per text, a batch of texts at a time (memory bounded by the batch)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    results: list[np.ndarray] = []
     try:
         with HiddenStateExtractor(model, [hook_point], dtype=dtype) as extractor, torch.inference_mode():
             bar = tqdm(total=len(texts), desc=f"extract {hook_point}", unit="seq", disable=_quiet(progress))
@@ -131,12 +132,17 @@ def extract_step_list(
                 inputs, assign, counts = tokenize_steps(tokenizer, batch_texts, batch_spans, max_length, first)
                 hidden = extractor(**{k: v.to(device) for k, v in inputs.items()})[hook_point].float().cpu()
                 pooled = pool_steps(hidden, assign, pool).numpy()
-                results.extend(pooled[row, :count].copy() for row, count in enumerate(counts))
+                for row, count in enumerate(counts):
+                    yield pooled[row, :count].copy()
                 bar.update(len(batch_texts))
             bar.close()
     finally:
         model.train(was_training)
-    return results
+
+
+def extract_step_list(*args: Any, **kwargs: Any) -> list[np.ndarray]:
+    """Extract one `(T_i, d)` float32 array per text (`iter_step_arrays` collected)."""
+    return list(iter_step_arrays(*args, **kwargs))
 
 
 def _quiet(progress: bool | None) -> bool | None:
@@ -144,12 +150,28 @@ def _quiet(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
 
 
-def _save_arrow(path: Path, per_sequence: list[np.ndarray]) -> None:
+def _save_arrow(path: Path, per_sequence: Iterable[np.ndarray]) -> None:
+    """Write `(T_i, d)` arrays (any iterable: it is consumed once, a writer batch at a time) as an Arrow dataset
+    with one row per sequence (column `"steps"`), atomically."""
     import datasets
+    from datasets.arrow_writer import ArrowWriter
 
-    d = per_sequence[0].shape[-1]
-    features = datasets.Features({"steps": datasets.Array2D(shape=(None, d), dtype="float32")})
-    table = datasets.Dataset.from_dict({"steps": [x.astype(np.float32) for x in per_sequence]}, features=features)
+    iterator = iter(per_sequence)
+    first = next(iterator)
+    features = datasets.Features({"steps": datasets.Array2D(shape=(None, first.shape[-1]), dtype="float32")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".build-{path.name}-", dir=path.parent))
+    try:
+        with ArrowWriter(features=features, path=str(build / "steps.arrow")) as writer:
+            for array in itertools.chain([first], iterator):
+                writer.write({"steps": np.asarray(array, dtype=np.float32)})
+            writer.finalize()
+        _save_dataset(path, datasets.Dataset.from_file(str(build / "steps.arrow")))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _save_dataset(path: Path, table: Any) -> None:
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     quiet_before = are_progress_bars_disabled()
@@ -184,7 +206,8 @@ def extract_steps(
     progress: bool | None = None,
     process_index: int | None = None,
     num_processes: int | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    as_dataset: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray] | Any:
     """Extract per-step hidden states `(n_sequences, T, d)` from a model.
 
     Args:
@@ -204,6 +227,9 @@ def extract_steps(
             joined into one cache.
         progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
         process_index, num_processes (`int`, *optional*): override the `accelerate` process layout.
+        as_dataset (`bool`, *optional*, defaults to `False`): return the cache as a memory-mapped `datasets.Dataset`
+            (one row of `(T_i, d)` step states per text, column `"steps"`) instead of loading it into one array;
+            needs `cache_dir`. `train_specialist` reads it batch by batch.
 
     Returns:
         `np.ndarray` of shape `(n_sequences, T, d)`, or `(states, step_mask)` when `pad_steps=True`.
@@ -224,49 +250,52 @@ def extract_steps(
     shard = np.array_split(np.arange(len(texts)), num_processes)[process_index]
     lo, hi = (int(shard[0]), int(shard[-1]) + 1) if len(shard) else (0, 0)
 
+    if as_dataset and cache_dir is None:
+        raise ValueError("`as_dataset=True` returns the Arrow cache: pass `cache_dir=` too.")
     root = Path(cache_dir) / cache_key(model, tokenizer, hook_point, steps, pool, max_length, texts) if cache_dir else None
-    if root is not None and (root / "joined").exists():
-        return stack_steps(_load_arrow(root / "joined"), pad_steps)
 
-    def run(a: int, b: int) -> list[np.ndarray]:
-        return extract_step_list(
-            model, tokenizer, texts[a:b], None if spans is None else spans[a:b], hook_point, pool, batch_size,
-            max_length, progress,
-        ) if b > a else []
+    def result(per_sequence: list[np.ndarray] | None) -> Any:
+        if as_dataset:
+            import datasets
+
+            return datasets.load_from_disk(str(root / "joined")).with_format("numpy")
+        return stack_steps(per_sequence if per_sequence is not None else _load_arrow(root / "joined"), pad_steps)
+
+    if root is not None and (root / "joined").exists():
+        return result(None)
+
+    def run(a: int, b: int) -> Iterator[np.ndarray]:
+        return iter_step_arrays(model, tokenizer, texts[a:b], None if spans is None else spans[a:b], hook_point, pool,
+                                batch_size, max_length, progress) if b > a else iter(())
 
     if num_processes == 1:
-        per_sequence = run(0, len(texts))
-        if root is not None:
-            root.mkdir(parents=True, exist_ok=True)
-            _save_arrow(root / "joined", per_sequence)
-        return stack_steps(per_sequence, pad_steps)
+        if root is None:
+            return result(list(run(0, len(texts))))
+        _save_arrow(root / "joined", run(0, len(texts)))  # streamed to disk: memory bounded by a batch
+        return result(None)
 
-    mine = run(lo, hi)
     if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-        if mine:
-            _save_arrow(root / f"shard-{process_index:05d}", mine)
+        if hi > lo:
+            _save_arrow(root / f"shard-{process_index:05d}", run(lo, hi))
         barrier()
         if process_index == 0:
             join_shards(root, num_processes)
         barrier()
-        per_sequence = _load_arrow(root / "joined")
+        return result(None)
     else:
         from accelerate.utils import gather_object
 
-        per_sequence = gather_object([mine])
+        per_sequence = gather_object([list(run(lo, hi))])
         per_sequence = [x for part in per_sequence for x in part]
     return stack_steps(per_sequence, pad_steps)
 
 
-def join_shards(root: Path, num_processes: int) -> list[np.ndarray]:
-    """Join `shard-XXXXX` Arrow folders (in process order) into `root/joined` and return the sequences."""
-    per_sequence: list[np.ndarray] = []
-    for index in range(num_processes):
-        shard_path = root / f"shard-{index:05d}"
-        if shard_path.exists():
-            per_sequence.extend(_load_arrow(shard_path))
-    _save_arrow(root / "joined", per_sequence)
+def join_shards(root: Path, num_processes: int) -> None:
+    """Join the `shard-XXXXX` Arrow folders (in process order) into `root/joined`, memory-mapped, then drop them."""
+    import datasets
+
+    parts = [datasets.load_from_disk(str(root / f"shard-{i:05d}")) for i in range(num_processes)
+             if (root / f"shard-{i:05d}").exists()]
+    _save_dataset(root / "joined", datasets.concatenate_datasets(parts))
     for index in range(num_processes):
         shutil.rmtree(root / f"shard-{index:05d}", ignore_errors=True)
-    return per_sequence

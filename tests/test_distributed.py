@@ -71,3 +71,21 @@ def test_only_the_main_process_writes(two_process_run):
         torch.testing.assert_close(value, saved[key], msg=key)
     assert (two_process_run / "joint-artifact" / "lora" / "adapter_config.json").exists()
     assert not (two_process_run / "joint-artifact" / "adapter_config.json").exists()
+
+
+def test_structure_from_each_process_batches_equals_one_process_on_all(two_process_run):
+    states, tasks, _ = synthetic.collider_sequences(n=6000, T=6, M=2, seed=2)
+    whole = hfs.TaskStructure().fit(states, tasks)
+    for rank in (0, 1):
+        np.testing.assert_allclose(np.load(two_process_run / f"rank{rank}-structure.npy"), whole.pvalues_, rtol=1e-6)
+        np.testing.assert_array_equal(np.load(two_process_run / f"rank{rank}-structure-steps.npy"), whole.step_tasks_)
+
+
+def test_discover_sharded_across_processes_equals_one_process(two_process_run):
+    texts, _, truth = synthetic.planted_text(n=24, T=4, M=1, seed=0)
+    tasks = truth["quantities"][:, :2] @ np.ones((2, 2))
+    # the projection is learned from the main process's first chunk: the texts of its shard's first chunk
+    single = hfs.discover(build_tiny_model("gpt2", n_layers=3), tokenizer(), texts, tasks, hook_point="layers.1",
+                          steps=truth["separator"], chunk_size=5, project=2)
+    for rank in (0, 1):
+        np.testing.assert_allclose(np.load(two_process_run / f"rank{rank}-discover.npy"), single.pvalues_, rtol=1e-6)

@@ -10,7 +10,7 @@ source hands the loop one batch of rows at a time:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,14 +36,33 @@ def prepare_training_data(
     `(n, T, d_in)`, tasks `(n, C)`, step mask `(n, T, n_tasks)`. Raises before any work on a wrong hidden size,
     task count, NaN or inf, or classification labels out of range.
     """
-    cfg = adapter.config
     states = to_numpy(states, "states", dtype=np.float32)
+    check_hidden_size(adapter, states.shape)
+    tasks, out_mask, readout = prepare_targets(adapter, states.shape, tasks, task_mask)
+    if readout == "step":
+        states = states.reshape(-1, adapter.config.d_in)
+    if not np.isfinite(states).all():
+        raise ValueError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
+    return torch.from_numpy(states), tasks, out_mask
+
+
+def check_hidden_size(adapter: SpecialistAdapter, shape: tuple[int, ...]) -> None:
+    """Raise when states of `shape` do not end in the adapter's `d_in`."""
+    d_in = adapter.config.d_in
+    if len(shape) < 2 or shape[-1] != d_in:
+        raise ValueError(f"`states` has shape {tuple(shape)}, but the adapter expects (..., {d_in}) (d_in={d_in}); "
+                         "the hidden size does not match.")
+
+
+def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], tasks: Any,
+                    task_mask: Any = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Targets and mask in training shape for states of `states_shape` (see `prepare_training_data`).
+
+    Returns `(tasks, mask, readout)`: with the sequence readout `(n, C)` and a step mask `(n, T, n_tasks)`, with the
+    step readout `(N, C)` and `(N, n_tasks)` over the flattened rows.
+    """
+    cfg = adapter.config
     tasks = to_numpy(tasks, "tasks", dtype=np.float64)
-    if states.ndim < 2 or states.shape[-1] != cfg.d_in:
-        raise ValueError(
-            f"`states` has shape {states.shape}, but the adapter expects (..., {cfg.d_in}) (d_in={cfg.d_in}); "
-            "the hidden size does not match."
-        )
     width = cfg.n_target_columns
     if tasks.ndim == 1 and width == 1:
         tasks = tasks[:, None]
@@ -52,13 +71,14 @@ def prepare_training_data(
             f"`tasks` has shape {tasks.shape} with {tasks.shape[-1]} target columns, but the adapter has "
             f"n_tasks={cfg.n_tasks} with task_dims={cfg.task_dims} ({width} columns); the task count does not match."
         )
-    lead = states.shape[:-1]
-    per_sequence = states.ndim == 3 and tasks.shape[:-1] == lead[:1]
+    lead = tuple(states_shape[:-1])
+    ndim = len(states_shape)
+    per_sequence = ndim == 3 and tasks.shape[:-1] == lead[:1]
     readout = cfg.task_readout if cfg.task_readout != "auto" else ("sequence" if per_sequence else "step")
     if readout == "sequence" and not per_sequence:
         raise ValueError(
             f"`task_readout='sequence'` needs `states` of shape (n, T, {cfg.d_in}) and one target row per sequence "
-            f"(`tasks` of shape (n, {width})); got states {states.shape} and tasks {tasks.shape}."
+            f"(`tasks` of shape (n, {width})); got states {tuple(states_shape)} and tasks {tasks.shape}."
         )
     if tasks.shape[:-1] == lead:
         pass
@@ -66,9 +86,8 @@ def prepare_training_data(
         tasks = np.broadcast_to(tasks[:, None, :], lead + (width,))
     else:
         raise ValueError(
-            f"`tasks` has shape {tasks.shape}; with `states` of shape {states.shape} it must be {lead + (width,)}"
-            + (f" or {lead[:1] + (width,)}" if states.ndim == 3 else "")
-            + "."
+            f"`tasks` has shape {tasks.shape}; with `states` of shape {tuple(states_shape)} it must be "
+            f"{lead + (width,)}" + (f" or {lead[:1] + (width,)}" if ndim == 3 else "") + "."
         )
     if task_mask is None:
         mask = np.ones(lead + (cfg.n_tasks,), dtype=bool)
@@ -76,20 +95,17 @@ def prepare_training_data(
         mask = to_numpy(task_mask, "task_mask", dtype=bool)
         if mask.shape == lead + (cfg.n_tasks,):
             pass
-        elif states.ndim == 3 and mask.shape == (lead[1], cfg.n_tasks):
+        elif ndim == 3 and mask.shape == (lead[1], cfg.n_tasks):
             mask = np.broadcast_to(mask[None], lead + (cfg.n_tasks,))
         else:
             raise ValueError(f"`task_mask` has shape {mask.shape}; expected {lead + (cfg.n_tasks,)}"
-                             + (f" or {(lead[1], cfg.n_tasks)}" if states.ndim == 3 else "") + ".")
+                             + (f" or {(lead[1], cfg.n_tasks)}" if ndim == 3 else "") + ".")
     if readout == "sequence":  # one target row per sequence; `mask` says which rows count, `out_mask` which steps
         out_mask = np.ascontiguousarray(mask)
         tasks, mask = np.ascontiguousarray(tasks[:, 0]), out_mask.any(1)
     else:
-        states = states.reshape(-1, cfg.d_in)
         tasks = np.ascontiguousarray(tasks).reshape(-1, width)
         mask = out_mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
-    if not np.isfinite(states).all():
-        raise ValueError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
     column_mask = np.concatenate([np.repeat(mask[:, i : i + 1], d, axis=1) for i, d in enumerate(cfg.task_dims)], axis=1)
     if not np.isfinite(tasks[column_mask]).all():
         raise ValueError("`tasks` contains NaN or infinite values on rows that count; mark absent labels in "
@@ -104,10 +120,10 @@ def prepare_training_data(
     if not mask.any(0).all():
         empty = [cfg.task_names[i] for i in np.flatnonzero(~mask.any(0))]
         raise ValueError(f"`task_mask` leaves no row for tasks {empty}.")
-    if len(states) < 10:
+    if len(tasks) < 10:
         unit = "sequences" if readout == "sequence" else "rows"
-        raise ValueError(f"`states` has {len(states)} {unit}; at least 10 are needed to train.")
-    return torch.from_numpy(states), torch.from_numpy(tasks).float(), torch.from_numpy(out_mask)
+        raise ValueError(f"`states` has {len(tasks)} {unit}; at least 10 are needed to train.")
+    return torch.from_numpy(tasks).float(), torch.from_numpy(out_mask), readout
 
 
 class StateBatches:
@@ -134,9 +150,84 @@ class StateBatches:
         return {"h": self.h[rows].to(device), "tasks": self.tasks[rows].to(device),
                 "task_mask": self.task_mask[rows].to(device)}
 
-    def evaluation_data(self, module: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(h, tasks, task_mask)` of every row, for held-out metrics."""
-        return self.h, self.tasks, self.task_mask
+    def evaluation_batches(self, module: torch.nn.Module | None = None,
+                           batch_size: int = 4096) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """`(h, tasks, task_mask)` chunks of every row, for held-out metrics."""
+        for start in range(0, len(self), batch_size):
+            yield (self.h[start : start + batch_size], self.tasks[start : start + batch_size],
+                   self.task_mask[start : start + batch_size])
+
+
+class DatasetBatches:
+    """Batches read from a memory-mapped `datasets.Dataset` of sequences (e.g. the Arrow cache of `extract_steps`),
+    so training never holds all states in memory.
+
+    Args:
+        dataset (`datasets.Dataset`): one row per sequence, `column` holding its `(T, d_in)` step states.
+        column (`str`): the states column.
+        n_steps (`int`): `T`, the same for every sequence.
+        tasks (`torch.Tensor`): `(n, C)` targets (sequence readout) or `(n * T, C)` (step readout).
+        task_mask (`torch.Tensor`): `(n, T, n_tasks)` or `(n * T, n_tasks)` bool.
+        step_rows (`bool`): rows are steps (step readout) instead of sequences.
+        index (`torch.Tensor`, *optional*): the rows of this subset.
+    """
+
+    def __init__(self, dataset: Any, column: str, n_steps: int, tasks: torch.Tensor, task_mask: torch.Tensor,
+                 step_rows: bool, index: torch.Tensor | None = None) -> None:
+        self.dataset, self.column, self.n_steps, self.step_rows = dataset, column, n_steps, step_rows
+        self.tasks, self.task_mask = tasks, task_mask
+        self.index = torch.arange(len(tasks)) if index is None else index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def subset(self, index: torch.Tensor) -> DatasetBatches:
+        """The rows in `index` (positions in this subset)."""
+        return DatasetBatches(self.dataset, self.column, self.n_steps, self.tasks, self.task_mask, self.step_rows,
+                              self.index[index])
+
+    def _states(self, rows: torch.Tensor) -> torch.Tensor:
+        """States of subset positions `rows`: `(b, T, d)` sequences, or `(b, d)` steps."""
+        global_rows = self.index[rows]
+        sequences = global_rows // self.n_steps if self.step_rows else global_rows
+        unique, inverse = torch.unique(sequences, return_inverse=True)
+        table = self.dataset[unique.tolist()][self.column]
+        block = torch.from_numpy(np.stack([np.asarray(x, dtype=np.float32) for x in table]))
+        if self.step_rows:
+            return block[inverse, global_rows % self.n_steps]
+        return block[inverse]
+
+    def batch(self, rows: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        """Keyword arguments of `SpecialistAdapter.forward` for the rows in `rows`."""
+        global_rows = self.index[rows]
+        return {"h": self._states(rows).to(device), "tasks": self.tasks[global_rows].to(device),
+                "task_mask": self.task_mask[global_rows].to(device)}
+
+    def evaluation_batches(self, module: torch.nn.Module | None = None,
+                           batch_size: int = 1024) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """`(h, tasks, task_mask)` chunks of every row of the subset."""
+        for start in range(0, len(self), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(self)))
+            global_rows = self.index[rows]
+            yield self._states(rows), self.tasks[global_rows], self.task_mask[global_rows]
+
+    def input_moments(self, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dim mean and std (ddof 1) of the subset's step states in one streaming pass (float64), checking
+        that every value is finite."""
+        total, total_sq, count, shift = 0.0, 0.0, 0, None
+        for h, _, _ in self.evaluation_batches(batch_size=batch_size):
+            flat = h.reshape(-1, h.shape[-1]).double()
+            if not bool(torch.isfinite(flat).all()):
+                raise ValueError(f"`states` contains {int((~torch.isfinite(flat)).sum())} NaN or infinite values.")
+            if shift is None:  # sums about a first row: no cancellation for dims with large means
+                shift = flat[0]
+            centred = flat - shift
+            total = total + centred.sum(0)
+            total_sq = total_sq + (centred**2).sum(0)
+            count += len(flat)
+        mean = total / count
+        variance = (total_sq - count * mean**2) / max(count - 1, 1)
+        return (mean + shift).float(), variance.clamp(min=0).sqrt().float()
 
 
 class TextBatches:
@@ -174,11 +265,15 @@ class TextBatches:
                 "tasks": self.tasks[rows].to(device), "task_mask": self.task_mask[rows].to(device)}
 
     @torch.no_grad()
-    def evaluation_data(self, module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Step states of every text through `module`'s current base (LoRA included), with targets and mask,
-        flattened to rows for the step readout."""
-        states = module.step_states(self)
-        if self.tasks.ndim == 3:  # step readout: one row per step
-            return (states.reshape(-1, states.shape[-1]), self.tasks.reshape(-1, self.tasks.shape[-1]),
-                    self.task_mask.reshape(-1, self.task_mask.shape[-1]))
-        return states, self.tasks, self.task_mask
+    def evaluation_batches(self, module: torch.nn.Module,
+                           batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Step states of the texts through `module`'s current base (LoRA included), with targets and mask, in
+        chunks (flattened to rows for the step readout)."""
+        for start in range(0, len(self), batch_size):
+            part = self.subset(torch.arange(start, min(start + batch_size, len(self))))
+            states = module.step_states(part)
+            if part.tasks.ndim == 3:  # step readout: one row per step
+                yield (states.reshape(-1, states.shape[-1]), part.tasks.reshape(-1, part.tasks.shape[-1]),
+                       part.task_mask.reshape(-1, part.task_mask.shape[-1]))
+            else:
+                yield states, part.tasks, part.task_mask

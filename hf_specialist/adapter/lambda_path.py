@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from .._distributed import barrier, is_main_process
-from .batches import StateBatches, TextBatches, prepare_training_data
+from .batches import (
+    DatasetBatches,
+    StateBatches,
+    TextBatches,
+    check_hidden_size,
+    prepare_targets,
+    prepare_training_data,
+)
 from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
 from .loop import train_one
 from .model import SpecialistAdapter
@@ -155,7 +162,10 @@ def train_specialist(
 
     Args:
         adapter (`SpecialistAdapter`): the adapter; trained in place.
-        states: `(rows, d_in)` or `(n_sequences, T, d_in)` hidden states (numpy or torch). Leave out with `texts`.
+        states: `(rows, d_in)` or `(n_sequences, T, d_in)` hidden states (numpy or torch), or a memory-mapped
+            `datasets.Dataset` with one `(T, d_in)` row of step states per sequence (the Arrow cache that
+            `extract_steps(..., cache_dir=..., as_dataset=True)` returns): batches are then read from disk and the
+            states are never all in memory. Leave out with `texts`.
         tasks: `(rows, C)`, `(n_sequences, C)` (broadcast over steps) or `(n_sequences, T, C)` with
             `C = sum(config.task_dims)` target columns (class labels as integers).
         task_mask: which rows count for which task (`(rows, n_tasks)`, `(n_sequences, T, n_tasks)` or
@@ -222,11 +232,18 @@ def train_specialist(
             adapter, texts, tasks, task_mask, base_model, tokenizer, lora, rule, pool, max_length, batch_size)
         if joint is None:  # a frozen base: train on the extracted states
             source = StateBatches(*prepared)
+    elif _is_dataset(states):
+        source = _dataset_source(adapter, states, tasks, task_mask)
+        prepared = None
     else:
         prepared = prepare_training_data(adapter, states, tasks, task_mask)
         source = StateBatches(*prepared)
-    cfg.task_readout = "sequence" if prepared[0].ndim == 3 else "step"
-    n_steps = source.task_mask.shape[1] if joint is not None else (source.h.shape[1] if source.h.ndim == 3 else 0)
+    if prepared is None:
+        cfg.task_readout = "step" if source.step_rows else "sequence"
+        n_steps = 0 if source.step_rows else source.n_steps
+    else:
+        cfg.task_readout = "sequence" if prepared[0].ndim == 3 else "step"
+        n_steps = source.task_mask.shape[1] if joint is not None else (source.h.shape[1] if source.h.ndim == 3 else 0)
     if n_steps:  # batches of sequences holding about `batch_size` steps
         batch_size = max(1, batch_size // n_steps)
 
@@ -234,9 +251,14 @@ def train_specialist(
     n_val = max(1, int(round(validation_split * len(source))))
     train_data, val_data = source.subset(order[n_val:]), source.subset(order[:n_val])
     rows = order[n_val:]
-    if joint is not None and prepared[0].ndim == 2:  # sequences index the source, steps the prepared rows
-        rows = (rows[:, None] * n_steps + torch.arange(n_steps)).reshape(-1)
-    norm_h, norm_t, norm_m = (x[rows] for x in prepared)
+    if prepared is None:  # a memory-mapped dataset: input moments in one streaming pass over the training rows
+        global_rows = train_data.index
+        normaliser = dict(states=None, tasks=source.tasks[global_rows], task_mask=source.task_mask[global_rows],
+                          moments=train_data.input_moments())
+    else:
+        if joint is not None and prepared[0].ndim == 2:  # sequences index the source, steps the prepared rows
+            rows = (rows[:, None] * n_steps + torch.arange(n_steps)).reshape(-1)
+        normaliser = dict(zip(("states", "tasks", "task_mask"), (x[rows] for x in prepared)))
 
     options = dict(epochs=epochs, batch_size=batch_size, lr=lr, mask_lr=mask_lr, rotation_lr=rotation_lr,
                    lora_lr=lora_lr, weight_decay=weight_decay, finetune_fraction=finetune_fraction, seed=seed,
@@ -261,7 +283,7 @@ def train_specialist(
         if joint is not None:
             load_trainable_state(joint, lora_start)  # every lambda starts from the same LoRA
             module = type(joint)(joint.peft_model, model, joint.hook_point, joint.pool)
-        model.fit_normalizer(norm_h, norm_t, norm_m)
+        model.fit_normalizer(**normaliser)
         result = train_one(module, model, train_data, val_data, lam, run_dir, stop_after_steps=steps_left, **options)
         history_steps += result["steps"]
         if "interrupted_at" in result:
@@ -292,6 +314,36 @@ def train_specialist(
     if lora is not None:
         out["lora_model"] = peft_model
     return out
+
+
+def _is_dataset(states: Any) -> bool:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a hard dependency
+        return False
+    return isinstance(states, datasets.Dataset)
+
+
+def _dataset_source(adapter: SpecialistAdapter, dataset: Any, tasks: Any, task_mask: Any) -> DatasetBatches:
+    """A batch source over a memory-mapped `datasets.Dataset` of sequences (column `"steps"`, or its only array
+    column), checked against the adapter and the targets before any training."""
+    column = "steps" if "steps" in dataset.column_names else None
+    if column is None:
+        arrays = [k for k, f in dataset.features.items() if type(f).__name__.startswith("Array")]
+        if len(arrays) != 1:
+            raise ValueError(f"`states` is a dataset without a 'steps' column and with array columns {arrays}; "
+                             "expected one column of (T, d_in) step states per sequence.")
+        column = arrays[0]
+    if len(dataset) == 0:
+        raise ValueError("`states` is an empty dataset.")
+    first = np.asarray(dataset[0][column], dtype=np.float32)
+    if first.ndim != 2:
+        raise ValueError(f"`states` rows must be (T, d_in) step states; row 0 has shape {first.shape}.")
+    shape = (len(dataset),) + first.shape
+    check_hidden_size(adapter, shape)
+    tasks_t, mask_t, readout = prepare_targets(adapter, shape, tasks, task_mask)
+    return DatasetBatches(dataset.with_format("numpy"), column, first.shape[0], tasks_t, mask_t,
+                          step_rows=readout == "step")
 
 
 def _agree(value: int) -> int:

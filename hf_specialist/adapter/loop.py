@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -23,26 +24,36 @@ from .model import SpecialistAdapter
 @torch.no_grad()
 def evaluate(adapter: SpecialistAdapter, states: torch.Tensor, tasks: torch.Tensor, mask: torch.Tensor,
              batch_size: int = 4096) -> dict[str, float]:
-    """Held-out metrics: per-task loss (standardised MSE or cross-entropy), reconstruction, explained variance."""
+    """Held-out metrics on in-memory tensors (see `evaluate_batches`)."""
+    chunks = ((states[i : i + batch_size], tasks[i : i + batch_size], mask[i : i + batch_size])
+              for i in range(0, len(states), batch_size))
+    return evaluate_batches(adapter, chunks)
+
+
+@torch.no_grad()
+def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float]:
+    """Held-out metrics over `(states, tasks, mask)` chunks: per-task loss (standardised MSE or cross-entropy),
+    reconstruction, explained variance."""
     was_training = adapter.training
     adapter.eval()
     device = adapter.input_mean.device
-    sums: dict[str, float] = {}
-    sq_total, var_total = 0.0, 0.0
-    for start in range(0, len(states), batch_size):
-        h = states[start : start + batch_size].to(device)
-        t = tasks[start : start + batch_size].to(device)
-        m = mask[start : start + batch_size].to(device)
+    n_tasks = adapter.config.n_tasks
+    sums, counts = np.zeros(n_tasks), np.zeros(n_tasks)
+    sq_total, count, first, second = 0.0, 0, None, None
+    for h, t, m in chunks:
+        h, t, m = h.to(device), t.to(device), m.to(device)
         terms = adapter.loss_terms(h, t, m, 0.0)  # eval mode: the code is the posterior mean
-        x = adapter.normalize(h.reshape(-1, h.shape[-1]))
+        x = adapter.normalize(h.reshape(-1, h.shape[-1])).double()
         sq_total += float(terms["recon"]) * x.numel()
-        var_total += float(((x - x.mean(0)) ** 2).sum())
-        rows = m if m.ndim == 2 else m.any(1)
-        for i in range(adapter.config.n_tasks):
-            sums[f"task_{i}"] = sums.get(f"task_{i}", 0.0) + float(terms[f"task_{i}"]) * float(rows[:, i].sum())
+        first = x.sum(0) if first is None else first + x.sum(0)
+        second = (x**2).sum(0) if second is None else second + (x**2).sum(0)
+        count += len(x)
+        rows = (m if m.ndim == 2 else m.any(1)).double().sum(0).cpu().numpy()
+        sums += np.array([float(terms[f"task_{i}"]) for i in range(n_tasks)]) * rows
+        counts += rows
     adapter.train(was_training)
-    counts = (mask if mask.ndim == 2 else mask.any(1)).sum(0).clamp(min=1).tolist()
-    out = {f"task_{i}": sums[f"task_{i}"] / counts[i] for i in range(adapter.config.n_tasks)}
+    var_total = float((second - first**2 / max(count, 1)).sum())
+    out = {f"task_{i}": float(sums[i] / max(counts[i], 1.0)) for i in range(n_tasks)}
     out["adapter/explained_variance"] = 1.0 - sq_total / max(var_total, 1e-12)
     return out
 
@@ -193,6 +204,6 @@ def train_one(
         return {"interrupted_at": state["global_step"], "steps": state["history"]}
     _sync_from_main(raw)
     adapter.eval()
-    final = evaluate(adapter, *val_data.evaluation_data(raw))
+    final = evaluate_batches(adapter, val_data.evaluation_batches(raw))
     final.update(support_metrics(adapter))
     return {"steps": state["history"], "final": final, "n_steps": state["global_step"] - start_step}

@@ -107,12 +107,19 @@ class SpecialistAdapter(nn.Module):
 
     # -- normalisation ------------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_normalizer(self, states: torch.Tensor, tasks: torch.Tensor | None = None, task_mask: torch.Tensor | None = None) -> None:
-        """Store per-dim input statistics (and regression-target statistics) from training data."""
-        flat = states.reshape(-1, self.config.d_in).float()
-        if self.config.normalize_inputs:
-            self.input_mean.copy_(flat.mean(0))
-            self.input_std.copy_(flat.std(0).clamp(min=1e-6))
+    def fit_normalizer(self, states: torch.Tensor | None, tasks: torch.Tensor | None = None,
+                       task_mask: torch.Tensor | None = None,
+                       moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Store per-dim input statistics (and regression-target statistics) from training data.
+
+        `moments` (per-dim mean and std) replaces `states` when they were computed in a streaming pass.
+        """
+        if self.config.normalize_inputs and (states is not None or moments is not None):
+            if moments is None:
+                flat = states.reshape(-1, self.config.d_in).float()
+                moments = (flat.mean(0), flat.std(0))
+            self.input_mean.copy_(moments[0])
+            self.input_std.copy_(moments[1].clamp(min=1e-6))
         if tasks is not None:
             if task_mask is not None and task_mask.ndim == 3:  # per-step mask of sequences: rows are sequences
                 task_mask = task_mask.any(1)

@@ -59,6 +59,16 @@ states = hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", ste
                            cache_dir=OUT / "cache", batch_size=4)
 np.save(OUT / f"rank{RANK}-extract.npy", states)
 
+# structure from each process's own batches, and from the model in chunks sharded across processes
+seq_states, seq_tasks, _ = synthetic.collider_sequences(n=6000, T=6, M=2, seed=2)
+chunks = [(seq_states[i : i + 750], seq_tasks[i : i + 750]) for i in range(0, 6000, 750)]
+fitted = hfs.TaskStructure(project=None).fit(chunks[RANK::2])
+np.save(OUT / f"rank{RANK}-structure.npy", fitted.pvalues_)
+np.save(OUT / f"rank{RANK}-structure-steps.npy", fitted.step_tasks_)
+from_model = hfs.discover(model, tokenizer(), texts, truth["quantities"][:, :2] @ np.ones((2, 2)), hook_point="layers.1",
+                          steps=truth["separator"], chunk_size=5, project=2)
+np.save(OUT / f"rank{RANK}-discover.npy", from_model.pvalues_)
+
 rng = np.random.default_rng(0)
 x = rng.normal(size=(402, 32)).astype(np.float32)  # 402 rows: shards and batches do not divide evenly
 y = x[:, :2] * 2.0
