@@ -126,15 +126,31 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
     cfg = _merge(args, _load_recipe(args.recipe, "discover"), {
         "states": None, "tasks": None, "segment_length": 2, "test": "fisher_z", "alpha": 0.05, "mode": "direct",
-        "conditioning": "auto", "decision": "auto", "correction": "bonferroni", "project": None, "seed": 0, "output": "outputs/structure.json", "truth": None})
-    if not cfg["states"] or not cfg["tasks"]:
-        raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
-    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
+        "conditioning": "auto", "decision": "auto", "correction": "bonferroni", "project": None, "seed": 0,
+        "output": "outputs/structure.json", "truth": None, "model": None, "texts": None, "hook_point": "layers.-1",
+        "steps": ". ", "pool": "mean", "batch_size": 16, "chunk_size": 1024, "max_length": None})
+    if not cfg["tasks"] or not (cfg["states"] or cfg["model"]):
+        raise BadInput("pass --tasks TASKS.npy and either --states STATES.npy or --model M --texts FILE "
+                       "(or set them in the recipe)")
+    tasks = _load_array(cfg["tasks"], "tasks")
     correction = None if cfg["correction"] in (None, "none") else cfg["correction"]
     structure = TaskStructure(segment_length=cfg["segment_length"], test=cfg["test"], alpha=cfg["alpha"], mode=cfg["mode"],
                               conditioning=cfg["conditioning"], decision=cfg["decision"], correction=correction,
-                              project=cfg["project"],
-                              seed=cfg["seed"]).fit(states, tasks)
+                              project=cfg["project"], seed=cfg["seed"])
+    if cfg["model"]:  # extract in chunks and stream the statistics: states are never all in memory
+        from .models import load_model
+        from .structure.from_model import discover
+
+        if not cfg["texts"]:
+            raise BadInput("--model needs --texts FILE (one sequence per line, or .jsonl with a 'text' field)")
+        texts = _read_lines(cfg["texts"])
+        model, tokenizer = load_model(cfg["model"])
+        steps = "token" if cfg["steps"] == "token" else cfg["steps"].encode().decode("unicode_escape")
+        structure = discover(model, tokenizer, texts, tasks, hook_point=cfg["hook_point"], steps=steps,
+                             pool=cfg["pool"], batch_size=cfg["batch_size"], chunk_size=cfg["chunk_size"],
+                             max_length=cfg["max_length"], structure=structure)
+    else:
+        structure = structure.fit(_load_array(cfg["states"], "states"), tasks)
     path = _save_json(cfg["output"], structure.to_dict())
     truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
     step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth)
@@ -263,7 +279,16 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
 
 
 def _discover_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--states", help="(n_sequences, T[, d]) .npy")
+    p.add_argument("--states", help="(n_sequences, T[, d]) .npy; or --model and --texts to extract in chunks")
+    p.add_argument("--model", help="extract from this model (minilm, smollm2 or a folder) in chunks, streaming "
+                                   "the test statistics (memory bounded by --chunk-size)")
+    p.add_argument("--texts", help="with --model: a .txt (one sequence per line) or .jsonl with a 'text' field")
+    p.add_argument("--hook-point", dest="hook_point", help="with --model: e.g. layers.3 (default layers.-1)")
+    p.add_argument("--steps", help="with --model: 'token' or a separator such as '. ' (default)")
+    p.add_argument("--pool", choices=["mean", "last", "first"])
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="with --model: texts per forward pass")
+    p.add_argument("--chunk-size", dest="chunk_size", type=int, help="with --model: texts per statistics update")
+    p.add_argument("--max-length", dest="max_length", type=int)
     p.add_argument("--tasks", help="(n_sequences, M) .npy")
     p.add_argument("--segment-length", dest="segment_length", type=int)
     p.add_argument("--test", choices=["fisher_z", "knn_cmi", "neural_cmi"])

@@ -87,6 +87,7 @@ def collider_sequences(
     mixing: str = "nonlinear",
     task_noise: float = 0.5,
     seed: int | None = 0,
+    sample_seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Sequences whose tasks are colliders of the actions of interleaved segments.
 
@@ -104,6 +105,9 @@ def collider_sequences(
         mixing (`str`, *optional*, defaults to `"nonlinear"`): the observation map for vector states:
             `"nonlinear"` (random invertible leaky-ReLU MLP), `"linear"` (random full-rank matrix) or `"identity"`.
         seed (`int`, *optional*, defaults to 0): random seed.
+        sample_seed (`int`, *optional*): draw the sequences from this seed and everything else (structure,
+            weights, observation map) from `seed`, so that calls with one `seed` and different `sample_seed`s are
+            batches of one stream (each batch standardises its states with its own moments).
 
     Returns:
         states `(n, T)` (or `(n, T, obs_dim)`), tasks `(n, M)`, and `truth` with `step_tasks (T, M)`,
@@ -128,6 +132,9 @@ def collider_sequences(
     carry = _signed_uniform(rng, (T, d, d)) / math.sqrt(d) * 0.8
     act_gain = _signed_uniform(rng, (T, d))
     task_weights = _signed_uniform(rng, (T, M))
+    mix_rng = np.random.default_rng(rng.integers(2**63)) if sample_seed is not None else None
+    if sample_seed is not None:
+        rng = np.random.default_rng(sample_seed)
 
     states = np.empty((n, T, d))
     actions = np.empty((n, T))
@@ -151,7 +158,7 @@ def collider_sequences(
     if mixing not in ("nonlinear", "linear", "identity"):
         raise ValueError(f"`mixing` must be 'nonlinear', 'linear' or 'identity', got {mixing!r}.")
     if (obs_dim is not None or d > 1) and mixing != "identity":
-        mix = _invertible_mlp(d, obs_dim or d, rng, layers=2 if mixing == "nonlinear" else 1)
+        mix = _invertible_mlp(d, obs_dim or d, mix_rng or rng, layers=2 if mixing == "nonlinear" else 1)
         states = mix(states.reshape(n * T, d)).reshape(n, T, -1)
     elif d == 1:
         states = states[..., 0]

@@ -82,3 +82,22 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path):
                  "adapter/model.safetensors", "adapter/structure.json"):
         assert (tmp_path / name).exists(), name
     assert 0.0 <= summary["structure/f1"] <= 1.0 and "latents/r2_relevant" in summary
+
+
+def test_cli_discover_from_a_model_streams_and_matches_the_python_call(tmp_path):
+    import hf_specialist as hfs
+
+    texts, tasks, truth = synthetic.planted_text(n=400, T=4, M=2, seed=2)
+    (tmp_path / "texts.txt").write_text("\n".join(texts))
+    np.save(tmp_path / "tasks.npy", tasks)
+    code = main(["discover", "--model", "minilm", "--texts", str(tmp_path / "texts.txt"), "--tasks",
+                 str(tmp_path / "tasks.npy"), "--hook-point", "layers.3", "--steps", ". ", "--project", "4",
+                 "--chunk-size", "150", "--batch-size", "50", "--output", str(tmp_path / "structure.json")])
+    assert code == 0
+    saved = json.loads((tmp_path / "structure.json").read_text())
+    from helpers import minilm
+
+    model, tok = minilm()
+    expected = hfs.discover(model, tok, texts, tasks, hook_point="layers.3", steps=". ", project=4, chunk_size=150)
+    np.testing.assert_array_equal(np.array(saved["step_tasks"], dtype=bool), expected.step_tasks_)
+    np.testing.assert_array_equal(expected.step_tasks_, truth["step_tasks"])
