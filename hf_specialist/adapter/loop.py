@@ -152,7 +152,8 @@ def train_one(
     others = [p for p in module.parameters() if p.requires_grad and id(p) not in adapter_params]
     if others:  # a LoRA on the base
         groups.append({"params": others, "lr": lora_lr, "weight_decay": weight_decay})
-    optimizer = torch.optim.Adam(groups)
+    # foreach: one kernel per group instead of one per parameter (the single-tensor path was a quarter of a step)
+    optimizer = torch.optim.Adam(groups, foreach=True)
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     raw = accelerator.unwrap_model(wrapped)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -182,7 +183,8 @@ def train_one(
                 terms = wrapped(**train_data.batch(rows, device), sparsity=lam)
                 accelerator.backward(terms["loss"])
                 optimizer.step()
-                optimizer.zero_grad()
+                if accelerator.sync_gradients:  # what accelerate's zero_grad does, without its per-call package probe
+                    optimizer.optimizer.zero_grad(set_to_none=True)
             state["global_step"] += 1
             bar.update(1)
             if state["global_step"] % 25 == 0 or (epoch == epochs - 1 and b == steps_per_epoch - 1):
