@@ -252,7 +252,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = _merge(args, _load_recipe(args.recipe, "demo"), {
         "model": "minilm", "n": 2000, "T": 8, "M": 2, "hook_point": None, "d_latent": 32, "epochs": 20,
-        "output": "outputs", "seed": 0})
+        "output": "outputs", "seed": 0, "data": "planted"})
+    if cfg["data"] == "entities":  # outcomes from what the model knows about the entities (RAVEL attributes)
+        from .knowledge import run_entities_demo
+
+        run_entities_demo(cfg["model"], n=cfg["n"], T=cfg["T"], hook_point=cfg["hook_point"], d_latent=cfg["d_latent"],
+                          epochs=cfg["epochs"], output_dir=str(Path(cfg["output"]) / "entities"), seed=cfg["seed"])
+        return EXIT_OK
     run_demo(cfg["model"], n=cfg["n"], T=cfg["T"], M=cfg["M"], hook_point=cfg["hook_point"], d_latent=cfg["d_latent"],
              epochs=cfg["epochs"], output_dir=cfg["output"], seed=cfg["seed"])
     return EXIT_OK
@@ -343,6 +349,9 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="minilm (default) or smollm2")
+    p.add_argument("--data", choices=["planted", "entities"],
+                   help="planted: outcomes are numbers stated in the text (default); entities: outcomes from real "
+                        "attributes of the occupations and cities named (RAVEL), which the model must know")
     p.add_argument("--n", type=int, help="sequences (default 2000)")
     p.add_argument("--T", type=int, help="sentences per sequence (default 8)")
     p.add_argument("--M", type=int, help="tasks (default 2)")

@@ -68,8 +68,35 @@ def r2_bars(scores: Mapping[str, Mapping[str, float]], path: str | os.PathLike, 
     ax.bar(x + 0.2, irr, 0.4, label="R² irrelevant (lower is better)")
     ax.set_xticks(x, methods, rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside, not over, the bars
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def kept_dropped_bars(table: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | os.PathLike,
+                      title: str = "What each block keeps", factors: Sequence[str] = ("own", "other", "name", "time",
+                                                                                       "template")) -> Path:
+    """One panel per task: normalised probe accuracy of each factor from each block (`knowledge.kept_and_dropped`).
+
+    The task's own attribute should be kept (near 1); the other attribute and the surface dropped (near 0).
+    """
+    plt = _pyplot()
+    methods = [m for m in table if m not in ("full state (accuracy)", "chance")]
+    tasks = list(table[methods[0]])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(1.5 + 3.2 * len(tasks), 3.2), squeeze=False, sharey=True)
+    x = np.arange(len(factors))
+    width = 0.8 / len(methods)
+    for ax, task in zip(axes[0], tasks):
+        for j, method in enumerate(methods):
+            ax.bar(x + (j - (len(methods) - 1) / 2) * width, [table[method][task][f] for f in factors], width,
+                   label=method)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_xticks(x, factors, rotation=30, ha="right")
+        ax.set_title(task)
+        ax.set_ylim(-0.2, 1.15)
+    axes[0][0].set_ylabel("normalised probe accuracy")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.suptitle(title)
     return _save(fig, path)
 
 
@@ -79,14 +106,22 @@ def training_curves(history: Mapping[str, Any], path: str | os.PathLike) -> Path
     steps = history.get("steps", [])
     if not steps:
         raise ValueError("`history` has no logged steps to plot.")
-    x = [r["step"] for r in steps]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for key in ("loss", "recon", "task"):
-        ax1.plot(x, [r[key] for r in steps], label=key)
+    chosen = history.get("selected_sparsity")
+    runs: dict[float, list[Mapping[str, Any]]] = {}
+    for record in steps:  # one line per lambda of the path (each run counts its own steps)
+        runs.setdefault(float(record.get("sparsity", 0.0)), []).append(record)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for k, (lam, records) in enumerate(sorted(runs.items())):
+        x = [r["step"] for r in records]
+        marked = chosen is not None and np.isclose(lam, chosen)
+        style = dict(color=f"C{k % 10}", linewidth=2.2 if marked else 1.0, alpha=1.0 if marked else 0.7)
+        label = f"lambda {lam:.3g}" + (" (chosen)" if marked else "")
+        ax1.plot(x, [r["loss"] for r in records], label=label, **style)
+        ax2.plot(x, [r["adapter/support_size"] for r in records], label=label, **style)
     ax1.set_yscale("log")
     ax1.set_xlabel("step")
-    ax1.legend(fontsize=8)
-    ax2.plot(x, [r["adapter/support_size"] for r in steps], color="C3")
+    ax1.set_ylabel("training loss")
     ax2.set_xlabel("step")
     ax2.set_ylabel("adapter/support_size")
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)

@@ -348,3 +348,9 @@ def planted_text(
         "separator": ". ",
     }
     return texts, tasks, truth
+
+
+from .entities import entity_sentences, entity_sequences  # noqa: E402  (real-knowledge texts, RAVEL attributes)
+
+__all__ = ["collider_sequences", "collider_step_latents", "entity_sentences", "entity_sequences",
+           "paper_linear_gaussian", "planted_text", "random_assignment", "within_step_latents"]
