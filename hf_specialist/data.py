@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ._atomic import atomic_folder
 from ._distributed import barrier, process_layout
 from .hooks import HiddenStateExtractor, resolve_hook_points
-from .steps import POOLING_MODES, StepRule, pool_steps, stack_steps, step_spans, tokenize_steps
+from .steps import POOLING_MODES, StepRule, ensure_pad_token, pool_steps, stack_steps, step_spans, tokenize_steps
 
 CACHE_FORMAT_VERSION = 2
 
@@ -250,6 +250,7 @@ def extract_steps(
     shard = np.array_split(np.arange(len(texts)), num_processes)[process_index]
     lo, hi = (int(shard[0]), int(shard[-1]) + 1) if len(shard) else (0, 0)
 
+    ensure_pad_token(tokenizer)  # before the key: it is part of the tokenizer's identity
     if as_dataset and cache_dir is None:
         raise ValueError("`as_dataset=True` returns the Arrow cache: pass `cache_dir=` too.")
     root = Path(cache_dir) / cache_key(model, tokenizer, hook_point, steps, pool, max_length, texts) if cache_dir else None
@@ -279,7 +280,7 @@ def extract_steps(
             _save_arrow(root / f"shard-{process_index:05d}", run(lo, hi))
         barrier()
         if process_index == 0:
-            join_shards(root, num_processes)
+            join_shards(root, num_processes, expected_rows=len(texts))
         barrier()
         return result(None)
     else:
@@ -290,12 +291,20 @@ def extract_steps(
     return stack_steps(per_sequence, pad_steps)
 
 
-def join_shards(root: Path, num_processes: int) -> None:
-    """Join the `shard-XXXXX` Arrow folders (in process order) into `root/joined`, memory-mapped, then drop them."""
+def join_shards(root: Path, num_processes: int, expected_rows: int) -> None:
+    """Join the `shard-XXXXX` Arrow folders (in process order) into `root/joined`, memory-mapped, then drop them.
+
+    Raises `RuntimeError` (and writes nothing) when the shards do not hold `expected_rows` sequences together, e.g. a
+    process that never wrote its shard.
+    """
     import datasets
 
     parts = [datasets.load_from_disk(str(root / f"shard-{i:05d}")) for i in range(num_processes)
              if (root / f"shard-{i:05d}").exists()]
+    found = sum(len(p) for p in parts)
+    if found != expected_rows:
+        raise RuntimeError(f"The extraction shards in {root} hold {found} sequences, expected {expected_rows}: a "
+                           "process did not write its shard; nothing was cached.")
     _save_dataset(root / "joined", datasets.concatenate_datasets(parts))
     for index in range(num_processes):
         shutil.rmtree(root / f"shard-{index:05d}", ignore_errors=True)

@@ -34,7 +34,8 @@ from ._constants import (
     STRUCTURE_NAME,
     WEIGHTS_NAME,
 )
-from ._distributed import barrier, is_main_process
+from ._distributed import is_main_process
+from ._files import read_config, resolve_file
 from ._version import __version__
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "specialist_card.md"
@@ -183,77 +184,24 @@ def save_adapter(
     structure = structure if structure is not None else getattr(adapter, "structure_", None)
     if structure is not None and not hasattr(structure, "step_tasks_"):
         raise ValueError("`structure` must be a fitted TaskStructure.")
-    if not is_main_process():  # under several processes only the main one writes; the others wait for it
-        barrier()
-        return target
-    try:
-        existing_readme = target / README_NAME
-        keep = existing_readme if existing_readme.exists() and not _is_generated_card(existing_readme) else None
-        with atomic_folder(target) as tmp:
-            _write_artifact(tmp, adapter, structure, metrics, datasets, lora_model, repo_id, card, keep)
-            if target.exists():  # keep sibling subfolders (other hook points) of a root artifact
-                for child in target.iterdir():
-                    if child.is_dir() and (child / CONFIG_NAME).exists() and not (tmp / child.name).exists():
-                        shutil.copytree(child, tmp / child.name)
-            leaked = [name for name in FORBIDDEN_NAMES if (tmp / name).exists()]
-            if leaked:
-                raise RuntimeError(f"Refusing to write {leaked} at the top of an artifact (transformers would read "
-                                   "the folder as a PEFT adapter).")
-    finally:
-        barrier()
+    if not is_main_process():  # under several processes only the main one writes (no wait here: call it from
+        return target          # every process or only the main one; synchronise before other processes read it)
+    existing_readme = target / README_NAME
+    keep = existing_readme if existing_readme.exists() and not _is_generated_card(existing_readme) else None
+    with atomic_folder(target) as tmp:
+        _write_artifact(tmp, adapter, structure, metrics, datasets, lora_model, repo_id, card, keep)
+        if target.exists():  # keep sibling subfolders (other hook points) of a root artifact
+            for child in target.iterdir():
+                if child.is_dir() and (child / CONFIG_NAME).exists() and not (tmp / child.name).exists():
+                    shutil.copytree(child, tmp / child.name)
+        leaked = [name for name in FORBIDDEN_NAMES if (tmp / name).exists()]
+        if leaked:
+            raise RuntimeError(f"Refusing to write {leaked} at the top of an artifact (transformers would read "
+                               "the folder as a PEFT adapter).")
     return target
 
 
 # --- load --------------------------------------------------------------------------------------------
-
-
-def resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: str | None, revision: str | None,
-                  token: str | bool | None, required: bool = True, **kwargs: Any) -> Path | None:
-    local = Path(path_or_repo_id)
-    if local.is_dir():
-        candidate = local / subfolder / filename if subfolder else local / filename
-        if candidate.is_file():
-            return candidate
-        if required:
-            hint = ""
-            if not subfolder and filename == CONFIG_NAME:
-                subs = sorted(p.name for p in local.iterdir() if (p / CONFIG_NAME).is_file())
-                if subs:
-                    hint = f" It holds one artifact per hook point; pass subfolder= one of {subs}."
-            raise FileNotFoundError(f"{filename} not found in {candidate.parent}.{hint}")
-        return None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HFValidationError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        return Path(hf_hub_download(str(path_or_repo_id), filename, subfolder=subfolder, revision=revision, token=token, **kwargs))
-    except EntryNotFoundError as err:
-        if required:
-            raise FileNotFoundError(f"{filename} not found in repo {path_or_repo_id!r}"
-                                    f"{f' (subfolder {subfolder!r})' if subfolder else ''} at revision {revision or 'main'}.") from err
-        return None
-    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as err:
-        raise FileNotFoundError(
-            f"{filename} not found: {str(path_or_repo_id)!r} is neither a local folder nor a reachable Hub repo "
-            f"({type(err).__name__}: {str(err).splitlines()[0]})"
-        ) from err
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """Parse a JSON file of an artifact (`config.json`, `structure.json`), with a clear error when it is corrupt."""
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON (corrupt artifact): {err}") from err
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}.")
-    payload.pop("versions", None)
-    return payload
 
 
 def load_adapter(
@@ -341,7 +289,6 @@ def push_adapter(
     """
     branch = branch or revision
     if not is_main_process():  # one push per run, from the main process
-        barrier()
         return ""
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_adapter(adapter, Path(tmp) / "artifact", repo_id=repo_id, **save_kwargs)

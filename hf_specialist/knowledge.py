@@ -125,7 +125,8 @@ def kept_and_dropped(blocks: dict[str, list[np.ndarray]], states: np.ndarray, tr
             for factor, y in labels.items():
                 acc_full, chance = reference[factor]
                 acc = probe_accuracy(per_task[i], y, entities, seed)
-                scores[factor] = float((acc - chance) / max(acc_full - chance, 1e-6))
+                # undefined where the full state itself reads the factor at chance
+                scores[factor] = float((acc - chance) / (acc_full - chance)) if acc_full - chance >= 0.02 else float("nan")
             scores["dims"] = int(per_task[i].shape[1])
             out[method][task.name] = scores
         out.setdefault("full state (accuracy)", {})[task.name] = {f: reference[f][0] for f in labels}

@@ -86,6 +86,8 @@ def kept_dropped_bars(table: Mapping[str, Mapping[str, Mapping[str, float]]], pa
     fig, axes = plt.subplots(1, len(tasks), figsize=(1.5 + 3.2 * len(tasks), 3.2), squeeze=False, sharey=True)
     x = np.arange(len(factors))
     width = 0.8 / len(methods)
+    values = [table[m][t][f] for m in methods for t in tasks for f in factors if np.isfinite(table[m][t][f])]
+    top = max([1.15] + [v + 0.1 for v in values])
     for ax, task in zip(axes[0], tasks):
         for j, method in enumerate(methods):
             ax.bar(x + (j - (len(methods) - 1) / 2) * width, [table[method][task][f] for f in factors], width,
@@ -93,7 +95,7 @@ def kept_dropped_bars(table: Mapping[str, Mapping[str, Mapping[str, float]]], pa
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_xticks(x, factors, rotation=30, ha="right")
         ax.set_title(task)
-        ax.set_ylim(-0.2, 1.15)
+        ax.set_ylim(-0.2, top)
     axes[0][0].set_ylabel("normalised probe accuracy")
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.suptitle(title)

@@ -49,7 +49,8 @@ def main() -> None:
     adapter = hfs.SpecialistAdapter(config)
     history = hfs.train_specialist(adapter, states, tasks, structure.step_tasks_, epochs=args.epochs, seed=0,
                                    progress=False)
-    adapter.save_pretrained(f"{args.output}/adapter", structure=structure)
+    adapter.save_pretrained(f"{args.output}/adapter", structure=structure)  # the main process writes
+    state.wait_for_everyone()  # before the others read it
     digest = hashlib.sha256(b"".join(v.detach().numpy().tobytes() for v in adapter.state_dict().values())).hexdigest()
     specialist = hfs.SpecialistModel.from_pretrained(model, f"{args.output}/adapter", tokenizer=tokenizer)
     same = torch.allclose(torch.from_numpy(specialist.encode_steps(texts[:4], task=0)),

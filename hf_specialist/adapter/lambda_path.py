@@ -58,7 +58,7 @@ def select_sparsest(path: list[dict[str, Any]], tolerance: float, n_tasks: int) 
 
 def _check_options(chosen: Any, epochs: int, batch_size: int, gradient_accumulation_steps: int,
                    validation_split: float, mixed_precision: str, checkpoint_every: int | None,
-                   checkpoint_dir: Any) -> None:
+                   checkpoint_dir: Any, finetune_fraction: float) -> None:
     if not (chosen == "auto" or (isinstance(chosen, (int, float)) and not isinstance(chosen, bool) and chosen >= 0)):
         raise ValueError(f"`sparsity` must be a non-negative float or 'auto', got {chosen!r}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
@@ -71,10 +71,14 @@ def _check_options(chosen: Any, epochs: int, batch_size: int, gradient_accumulat
         raise ValueError(f"`mixed_precision` must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}.")
     if checkpoint_every is not None and checkpoint_dir is None:
         raise ValueError("`checkpoint_every` needs `checkpoint_dir`.")
+    if not 0 <= finetune_fraction < 1 or (epochs > 1 and epochs - max(1, round(finetune_fraction * epochs)) < 1):
+        raise ValueError(f"`finetune_fraction` must be in [0, 1) and leave at least one epoch before the support is "
+                         f"frozen; got {finetune_fraction!r} with epochs={epochs}.")
 
 
 def _joint_setup(adapter: SpecialistAdapter, texts: Any, tasks: Any, task_mask: Any, base_model: torch.nn.Module,
-                 tokenizer: Any, lora: Any, steps: Any, pool: str, max_length: int | None, batch_size: int):
+                 tokenizer: Any, lora: Any, steps: Any, pool: str, max_length: int | None, batch_size: int,
+                 seed: int):
     """Check the joint-LoRA inputs, wrap the base with PEFT and return `(module, source, normaliser data)`."""
     from ..data import extract_steps
     from ..hooks import resolve_hook_points
@@ -94,6 +98,7 @@ def _joint_setup(adapter: SpecialistAdapter, texts: Any, tasks: Any, task_mask: 
     if lora is not None:
         from peft import PeftModel, get_peft_model
 
+        torch.manual_seed(seed)  # the LoRA's initial weights follow the seed too
         peft_model = base_model if isinstance(base_model, PeftModel) else get_peft_model(base_model, lora)
     else:
         peft_model = base_model
@@ -223,19 +228,22 @@ def train_specialist(
     chosen = cfg.sparsity if sparsity is None else sparsity
     epochs = epochs if epochs is not None else (DEFAULT_LORA_EPOCHS if lora is not None else DEFAULT_EPOCHS)
     _check_options(chosen, epochs, batch_size, gradient_accumulation_steps, validation_split, mixed_precision,
-                   checkpoint_every, checkpoint_dir)
+                   checkpoint_every, checkpoint_dir, finetune_fraction)
 
     peft_model, joint = None, None
     if texts is not None:
         rule = steps if steps is not None else (cfg.step_rule or "token")
         joint, peft_model, source, prepared = _joint_setup(
-            adapter, texts, tasks, task_mask, base_model, tokenizer, lora, rule, pool, max_length, batch_size)
+            adapter, texts, tasks, task_mask, base_model, tokenizer, lora, rule, pool, max_length, batch_size, seed)
+        steps_per_sequence = source.task_mask.shape[1]
         if joint is None:  # a frozen base: train on the extracted states
             source = StateBatches(*prepared)
     elif _is_dataset(states):
         source = _dataset_source(adapter, states, tasks, task_mask)
         prepared = None
     else:
+        shape = getattr(states, "shape", None) or np.shape(states)
+        steps_per_sequence = shape[1] if len(shape) == 3 else 1
         prepared = prepare_training_data(adapter, states, tasks, task_mask)
         source = StateBatches(*prepared)
     if prepared is None:
@@ -247,8 +255,15 @@ def train_specialist(
     if n_steps:  # batches of sequences holding about `batch_size` steps
         batch_size = max(1, batch_size // n_steps)
 
-    order = torch.as_tensor(np.random.default_rng(seed).permutation(len(source)))
-    n_val = max(1, int(round(validation_split * len(source))))
+    # the held-out split is by sequence: steps of one sequence (which share its outcome) never sit on both sides
+    if prepared is None:
+        group = source.n_steps if source.step_rows else 1
+    else:
+        group = steps_per_sequence if (joint is None and prepared[0].ndim == 2) else 1
+    n_groups = len(source) // group
+    sequences = np.random.default_rng(seed).permutation(n_groups)
+    order = torch.as_tensor((sequences[:, None] * group + np.arange(group)).reshape(-1))
+    n_val = max(1, int(round(validation_split * n_groups))) * group
     train_data, val_data = source.subset(order[n_val:]), source.subset(order[:n_val])
     rows = order[n_val:]
     if prepared is None:  # a memory-mapped dataset: input moments in one streaming pass over the training rows
@@ -275,8 +290,12 @@ def train_specialist(
     steps_left = stop_after_steps
     run_states: dict[int, dict[str, torch.Tensor]] = {}
     for k, lam in enumerate(lambdas):
-        if k < len(path):
-            continue  # finished before an interruption
+        if k < len(path):  # finished before an interruption
+            if not np.isclose(path[k]["sparsity"], lam):
+                raise ValueError(f"`resume=True` found a finished run at lambda {path[k]['sparsity']} in "
+                                 f"{summary_path}, but this call's lambda {k} is {lam}: resume with the same "
+                                 "`sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
+            continue
         run_dir = root / f"run-{k:02d}" if root is not None else None
         model = adapter if len(lambdas) == 1 else _fresh_copy(adapter, seed)
         module = model
@@ -291,21 +310,21 @@ def train_specialist(
         if steps_left is not None:
             steps_left -= result["n_steps"]
         path.append({"sparsity": lam, **result["final"], "support": model.task_support_.astype(int).tolist()})
-        if len(lambdas) > 1 or joint is not None:
-            run_states[k] = trainable_state(module)
-            if run_dir is not None and is_main_process():
-                save_run_state(run_dir, module)
+        run_states[k] = trainable_state(module)
+        if run_dir is not None and is_main_process():  # so that a resumed call can hand back any finished run
+            save_run_state(run_dir, module)
         if summary_path is not None and is_main_process():
             summary_path.parent.mkdir(parents=True, exist_ok=True)
-            summary_path.write_text(json.dumps(path))
+            partial = summary_path.with_name(summary_path.name + ".tmp")
+            partial.write_text(json.dumps(path))
+            os.replace(partial, summary_path)
         barrier()
     best = _agree(select_sparsest(path, cfg.sparsity_tolerance, cfg.n_tasks))
-    if run_states or len(lambdas) > 1:
-        state = run_states.get(best)
-        if state is None:
-            state = load_run_state(root / f"run-{best:02d}")
-        target = adapter if joint is None else type(joint)(joint.peft_model, adapter, joint.hook_point, joint.pool)
-        load_trainable_state(target, state)
+    state = run_states.get(best)  # this call's run, or one a resumed call finished earlier (on disk)
+    if state is None:
+        state = load_run_state(root / f"run-{best:02d}")
+    target = adapter if joint is None else type(joint)(joint.peft_model, adapter, joint.hook_point, joint.pool)
+    load_trainable_state(target, state)
     adapter.eval()
     if peft_model is not None and lora is not None:
         peft_model.eval()

@@ -85,15 +85,16 @@ def _check_process_layout(num_processes: int) -> None:
         )
 
 
-def _sync_from_main(module: torch.nn.Module) -> None:
-    """Copy the main process's parameters and buffers to every process (DDP keeps parameters in step, but each
-    process's last forward updates its own normalisation statistics)."""
+def _sync_from_main(module: torch.nn.Module, adapter: SpecialistAdapter) -> None:
+    """Copy the main process's trained parameters and the adapter's buffers to every process (DDP keeps parameters
+    in step, but each process's last forward updates its own normalisation statistics); a frozen base is left."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     with torch.no_grad():
-        for tensor in list(module.parameters()) + list(module.buffers()):
+        trained = [p for p in module.parameters() if p.requires_grad]
+        for tensor in trained + list(adapter.buffers()):
             dist.broadcast(tensor.data, src=0)
 
 
@@ -133,6 +134,7 @@ def train_one(
 
     cfg = adapter.config
     set_seed(seed)
+    module.zero_grad(set_to_none=True)  # nothing left over from an earlier run on shared (LoRA) parameters
     adapter.support_frozen.fill_(False)
     finetune_epochs = max(1, int(round(finetune_fraction * epochs))) if epochs > 1 else 0
     main_epochs = epochs - finetune_epochs
@@ -204,7 +206,7 @@ def train_one(
     barrier()
     if interrupted:
         return {"interrupted_at": state["global_step"], "steps": state["history"]}
-    _sync_from_main(raw)
+    _sync_from_main(raw, adapter)
     adapter.eval()
     final = evaluate_batches(adapter, val_data.evaluation_batches(raw))
     final.update(support_metrics(adapter))

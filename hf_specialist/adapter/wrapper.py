@@ -19,6 +19,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .._constants import LORA_DIR
+from .._files import resolve_file
 from ..hooks import HiddenStateExtractor, config_int, resolve_hook_points
 from .model import SpecialistAdapter
 
@@ -48,8 +49,6 @@ def _base_hidden_size(model: nn.Module) -> int | None:
 def _load_lora(base_model: nn.Module, path_or_repo_id: str | os.PathLike, subfolder: str | None,
                revision: str | None, token: Any) -> nn.Module:
     """Wrap `base_model` with the PEFT LoRA saved beside the adapter in `lora/`, when there is one."""
-    from ..hub import resolve_file
-
     inner = f"{subfolder}/{LORA_DIR}" if subfolder else LORA_DIR
     config_file = resolve_file(path_or_repo_id, "adapter_config.json", inner, revision, token, required=False)
     if config_file is None:
@@ -178,8 +177,9 @@ def check_base_compatible(base_model: nn.Module, adapter: SpecialistAdapter) -> 
     """Raise `ValueError` when the base's hidden size or model type differs from the adapter's record."""
     cfg = adapter.config
     size = _base_hidden_size(base_model)
-    expected = cfg.base_hidden_size or cfg.d_in
-    if size is not None and size != expected:
+    residual = cfg.hook_point is None or cfg.hook_point in ("embed", "final_norm") or cfg.hook_point.startswith("layers.")
+    expected = cfg.base_hidden_size or (cfg.d_in if residual else None)  # a raw module path may have another width
+    if size is not None and expected is not None and size != expected:
         raise ValueError(
             f"The base model's hidden size is {size}, but the adapter was trained on hidden size {expected} "
             f"(base model {cfg.base_model or 'unknown'}); load it onto the matching base model."

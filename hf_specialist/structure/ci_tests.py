@@ -252,7 +252,12 @@ class FisherZ(CITest):
 
     name = "fisher_z"
     has_analytic = True
-    supports_statistics = True
+
+    @property
+    def supports_statistics(self) -> bool:
+        """Whether the test can run from sufficient statistics alone (the analytic p-values; a permutation null
+        needs the rows)."""
+        return self.pvalue == "analytic"
 
     def _prepare(self) -> None:
         data = self.data_
