@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import NotFittedError  # scikit-learn's own, so one `except NotFittedError` covers both
 
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when an estimator is used before `fit`."""
+__all__ = ["NotFittedError", "check_array", "check_consistent_length", "check_is_fitted", "to_numpy",
+           "validate_params"]
 
 
 def check_is_fitted(estimator: Any, attributes: Sequence[str]) -> None:

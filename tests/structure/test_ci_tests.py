@@ -147,8 +147,33 @@ def test_registry_and_errors():
         KnnCMI(pvalue="analytic")
     with pytest.raises(ValueError, match="NaN"):
         FisherZ().fit(np.full((50, 3), np.nan))
-    with pytest.raises(RuntimeError, match="fit"):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         FisherZ().test([([0], [1], [])])
     with pytest.raises(ValueError, match="outside"):
         FisherZ().fit(np.random.default_rng(0).normal(size=(50, 3))).test([([0], [7], [])])
     assert isinstance(get_ci_test(KnnCMI(k=5)), CITest)
+
+
+def test_contract_user_test_objects_are_copied_and_subclasses_keep_no_state():
+    """TaskStructure fits a copy of a test passed in; the base alone turns statistic + null into p-values."""
+    import hf_specialist as hfs
+    from hf_specialist import synthetic
+
+    states, tasks, _ = synthetic.collider_sequences(n=600, T=4, M=1, seed=0)
+    mine = FisherZ(pvalue="permutation", n_permutations=20, seed=3)
+    structure = hfs.TaskStructure(test=mine).fit(states, tasks)
+    assert mine.data_ is None and not hasattr(mine, "cov_")  # the user's object was not fitted or mutated
+    assert structure.n_tests_ > 0
+    analytic = hfs.TaskStructure().fit(states, tasks)
+    np.testing.assert_array_equal(structure.step_tasks_, analytic.step_tasks_)
+    for cls in (FisherZ, KnnCMI):
+        assert "test_batch" not in vars(cls) and "pvalue_from_null" not in vars(cls)
+    neural = get_ci_test("neural_cmi", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 1))
+    neural.fit(np.concatenate([x, x + rng.normal(size=(300, 1)), rng.normal(size=(300, 1))], axis=1))
+    before = set(vars(neural))
+    neural.test_batch(np.array([[0]]), np.array([[1]]), np.array([[2]]))
+    assert set(vars(neural)) == before  # no null stashed between calls

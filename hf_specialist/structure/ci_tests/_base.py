@@ -1,0 +1,165 @@
+"""The CI-test contract: `CITest` owns validation, standardisation, batching, the cache, the random generator and
+the p-values; a subclass gives a statistic and, where it has one, an analytic null or its own null draws."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from ..._validation import Interval, NotFittedError, check_array, validate_params
+from ._permutation import neighbourhood_cells, permute_within_cells
+
+Columns = Sequence[int]
+TestSpec = tuple[Columns, Columns, Columns]
+
+
+@dataclass
+class CIResult:
+    """Statistics and p-values of a batch of tests, each of shape `(n_tests,)`."""
+
+    statistic: np.ndarray
+    pvalue: np.ndarray
+
+
+class CITest:
+    """Base class of batched conditional-independence tests.
+
+    Args:
+        pvalue (`str`, *optional*, defaults to `"analytic"`): `"analytic"` where the test has one, else
+            `"permutation"` (local-permutation null).
+        n_permutations (`int`, *optional*, defaults to 100): draws of the permutation null.
+        leaf_size (`int`, *optional*, defaults to 5): neighbourhood size of the local permutation.
+        null (`str`, *optional*, defaults to `"normal"`): how a permutation p-value is read off the null draws:
+            `"normal"` fits a normal distribution to them (continuous p-values, small enough to survive a
+            multiple-testing correction with few draws); `"empirical"` is the rank `(1 + #{null >= s}) / (1 + B)`.
+        seed (`int`, *optional*): random seed.
+    """
+
+    name: str = "base"
+    has_analytic = False
+    min_samples = 10
+
+    def __init__(self, *, pvalue: str | None = None, n_permutations: int = 100, leaf_size: int = 5,
+                 null: str = "normal", seed: int | None = 0):
+        self.pvalue = pvalue or ("analytic" if self.has_analytic else "permutation")
+        if self.pvalue not in ("analytic", "permutation"):
+            raise ValueError(f"`pvalue` must be 'analytic' or 'permutation', got {self.pvalue!r}.")
+        if self.pvalue == "analytic" and not self.has_analytic:
+            raise ValueError(f"{type(self).__name__} has no analytic p-value; use pvalue='permutation'.")
+        validate_params(type(self).__name__, {"n_permutations": n_permutations, "leaf_size": leaf_size},
+                        {"n_permutations": [Interval(int, 1, None)], "leaf_size": [Interval(int, 1, None)]})
+        if null not in ("normal", "empirical"):
+            raise ValueError(f"`null` must be 'normal' or 'empirical', got {null!r}.")
+        self.n_permutations, self.leaf_size, self.null, self.seed = n_permutations, leaf_size, null, seed
+        self._cache: dict[tuple, tuple[float, float]] = {}
+        self.data_: np.ndarray | None = None
+
+    # -- data ---------------------------------------------------------------------------------------
+    def fit(self, data: np.ndarray) -> CITest:
+        """Store standardised data `(n_samples, n_columns)` and precompute what the statistic needs."""
+        data = check_array(data, "data", ndims=(2,), expected="(n_samples, n_columns)", min_samples=self.min_samples)
+        std = data.std(0)
+        std[std == 0] = 1.0
+        self.data_ = (data - data.mean(0)) / std
+        self.rng_ = np.random.default_rng(self.seed)
+        self._cache.clear()
+        self._prepare()
+        return self
+
+    def _prepare(self) -> None:
+        """Hook for subclasses: precompute from `self.data_`."""
+
+    # -- subclass interface -------------------------------------------------------------------------
+    def statistic(self, data: np.ndarray | None, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Statistics of a batch of tests of equal shape: `x (B, kx)`, `y (B, ky)`, `z (B, kz)` column indices."""
+        raise NotImplementedError
+
+    def analytic_pvalue(self, statistic: np.ndarray, kx: int, ky: int, kz: int) -> np.ndarray:
+        """p-values from the statistic's known null distribution (tests with `has_analytic`)."""
+        raise NotImplementedError
+
+    def null_statistics(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """`(B, n_permutations)` draws of the statistic under `X ⫫ Y | Z`: by default, x shuffled within
+        neighbourhoods of z and the statistic recomputed; subclasses may give a faster equivalent."""
+        nulls = np.empty((len(statistic), self.n_permutations))
+        for b in range(len(statistic)):
+            data = self.data_
+            perms = permute_within_cells(neighbourhood_cells(data[:, z[b]], self.leaf_size), self.rng_, self.n_permutations)
+            for r, perm in enumerate(perms):
+                permuted = data.copy()
+                permuted[:, x[b]] = data[perm][:, x[b]]
+                nulls[b, r] = self._single_statistic(permuted, x[b], y[b], z[b])
+        return nulls
+
+    def statistic_and_null(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The statistic and its null draws; tests that compute both in one pass (a trained critic) override it."""
+        statistic = self.statistic(self.data_, x, y, z)
+        return statistic, self.null_statistics(statistic, x, y, z)
+
+    # -- running ------------------------------------------------------------------------------------
+    def test(self, tests: Sequence[TestSpec]) -> CIResult:
+        """Run every test `(x_columns, y_columns, z_columns)`; returns statistics and p-values in order."""
+        if self.data_ is None:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                                 "arguments before using this estimator.")
+        n_columns = self.data_.shape[1]
+        keys = []
+        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        for index, (x, y, z) in enumerate(tests):
+            x, y, z = tuple(int(c) for c in x), tuple(int(c) for c in y), tuple(sorted(set(int(c) for c in z)))
+            if not x or not y:
+                raise ValueError(f"Test {index} has an empty x or y.")
+            if any(not 0 <= c < n_columns for c in x + y + z):
+                raise ValueError(f"Test {index} uses a column outside 0..{n_columns - 1}.")
+            key = (x, y, frozenset(z))
+            keys.append((key, x, y, z))
+            if key not in self._cache:
+                groups[(len(x), len(y), len(z))].append(index)
+        for (kx, ky, kz), members in groups.items():
+            unique: dict[tuple, int] = {}
+            for m in members:
+                unique.setdefault(keys[m][0], m)
+            rows = list(unique.values())
+            x = np.array([keys[m][1] for m in rows], dtype=np.int64).reshape(len(rows), kx)
+            y = np.array([keys[m][2] for m in rows], dtype=np.int64).reshape(len(rows), ky)
+            z = np.array([keys[m][3] for m in rows], dtype=np.int64).reshape(len(rows), kz)
+            result = self.test_batch(x, y, z)
+            for m, s, p in zip(rows, result.statistic, result.pvalue):
+                self._cache[keys[m][0]] = (float(s), float(p))
+        values = np.array([self._cache[k[0]] for k in keys], dtype=np.float64).reshape(len(keys), 2)
+        return CIResult(statistic=values[:, 0], pvalue=values[:, 1])
+
+    def test_batch(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> CIResult:
+        """Run a batch of tests of equal shape given as column-index arrays `x (B, kx)`, `y (B, ky)`, `z (B, kz)`.
+
+        The vectorised path behind `test` (no per-test Python work, no cache).
+        """
+        if self.data_ is None and getattr(self, "cov_", None) is None:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                                 "arguments before using this estimator.")
+        x, y, z = (np.asarray(a, dtype=np.int64).reshape(len(a), -1) for a in (x, y, z))
+        if not (len(x) == len(y) == len(z)):
+            raise ValueError(f"`x`, `y`, `z` must hold the same number of tests, got {len(x)}, {len(y)}, {len(z)}.")
+        if x.shape[1] == 0 or y.shape[1] == 0:
+            raise ValueError("Every test needs at least one x and one y column.")
+        if self.pvalue == "analytic":
+            statistic = self.statistic(self.data_, x, y, z)
+            pvalue = self.analytic_pvalue(statistic, x.shape[1], y.shape[1], z.shape[1])
+        else:
+            statistic, null = self.statistic_and_null(x, y, z)
+            pvalue = self.pvalue_from_null(np.asarray(statistic, dtype=float), null)
+        return CIResult(statistic=np.asarray(statistic, dtype=float), pvalue=np.asarray(pvalue, dtype=float))
+
+    def pvalue_from_null(self, statistic: np.ndarray, null: np.ndarray) -> np.ndarray:
+        """One-sided p-values of `statistic (B,)` against null draws `(B, n_draws)`."""
+        if self.null == "empirical":
+            return ((null >= statistic[:, None]).sum(1) + 1) / (null.shape[1] + 1)
+        mean, std = null.mean(1), null.std(1, ddof=1)
+        return stats.norm.sf((statistic - mean) / np.maximum(std, 1e-12))
+
+    def _single_statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
+        return float(self.statistic(data, x[None], y[None], z[None])[0])
