@@ -71,6 +71,30 @@ def _load_array(path: str, name: str) -> np.ndarray:
         raise BadInput(f"{name} file {path} is not a .npy array: {err}") from err
 
 
+def api_defaults(api: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The defaults of `names` in a function's signature or a dataclass's fields (the CLI's single source)."""
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(api):
+        fields = {f.name: f for f in dataclasses.fields(api)}
+        return {n: (fields[n].default if fields[n].default is not dataclasses.MISSING else fields[n].default_factory())
+                for n in names}
+    parameters = inspect.signature(api).parameters
+    return {n: parameters[n].default for n in names}
+
+
+def _listed(value: Any, kind: type) -> list[Any] | None:
+    """A comma-separated flag or a recipe list, as a list of `kind` (`None` stays `None`)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return [kind(v.strip() if isinstance(v, str) else v) for v in items]
+    except ValueError as err:
+        raise BadInput(f"could not read {value!r} as a list of {kind.__name__}: {err}") from err
+
+
 # --- subcommands ------------------------------------------------------------------------------------
 
 
@@ -174,10 +198,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .adapter.lambda_path import train_specialist
     from .structure.discovery import TaskStructure
 
+    # defaults come from the API itself (one source of truth): SpecialistConfig's fields, train_specialist's keywords
     cfg = _merge(args, _load_recipe(args.recipe, "train"), {
-        "states": None, "tasks": None, "structure": None, "d_latent": 8, "sparsity": "auto", "epochs": 30,
-        "batch_size": 256, "seed": 0, "hook_point": None, "base_model": None, "output": "outputs/adapter",
-        "mixed_precision": "no"})
+        "states": None, "tasks": None, "structure": None, "output": "outputs/adapter",
+        **api_defaults(SpecialistConfig, ("d_latent", "sparsity", "hook_point", "base_model", "task_types", "n_classes",
+                                          "step_rule", "pool")),
+        **api_defaults(train_specialist, ("epochs", "batch_size", "seed", "mixed_precision", "lr", "validation_split")),
+    })
+    if cfg["epochs"] is None:
+        from .adapter.lambda_path import DEFAULT_EPOCHS
+
+        cfg["epochs"] = DEFAULT_EPOCHS
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
@@ -189,11 +220,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         structure = TaskStructure.from_dict(json.loads(file.read_text()))
     sparsity = cfg["sparsity"] if cfg["sparsity"] == "auto" else float(cfg["sparsity"])
     n_tasks = tasks.shape[-1] if tasks.ndim > 1 else 1
-    adapter = SpecialistAdapter(SpecialistConfig(d_in=int(states.shape[-1]), d_latent=cfg["d_latent"], n_tasks=n_tasks,
-                                                 sparsity=sparsity, hook_point=cfg["hook_point"], base_model=cfg["base_model"]))
+    task_types, n_classes = _listed(cfg["task_types"], str), _listed(cfg["n_classes"], int)
+    try:
+        config = SpecialistConfig(d_in=int(states.shape[-1]), d_latent=cfg["d_latent"], n_tasks=n_tasks,
+                                  sparsity=sparsity, hook_point=cfg["hook_point"], base_model=cfg["base_model"],
+                                  task_types=task_types, n_classes=n_classes, step_rule=cfg["step_rule"],
+                                  pool=cfg["pool"])
+    except ValueError as err:
+        raise BadInput(str(err)) from err
+    adapter = SpecialistAdapter(config)
     history = train_specialist(adapter, states, tasks, None if structure is None else structure.step_tasks_,
                                epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=cfg["seed"],
-                               mixed_precision=cfg["mixed_precision"])
+                               mixed_precision=cfg["mixed_precision"], lr=cfg["lr"],
+                               validation_split=cfg["validation_split"])
     folder = adapter.save_pretrained(cfg["output"], structure=structure, metrics={
         k: v for k, v in history["final"].items() if k.startswith("adapter/")})
     print(f"trained: selected sparsity {history['selected_sparsity']:.3g}, support per task "
@@ -317,9 +356,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--states", help="(n_sequences, T, d) or (rows, d) .npy")
     p.add_argument("--tasks", help="(n_sequences, M) or (rows, M) .npy")
     p.add_argument("--structure", help="structure.json from `discover` (its step x task mask picks the rows per task)")
-    p.add_argument("--d-latent", dest="d_latent", type=int)
+    p.add_argument("--d-latent", dest="d_latent", type=int, help="latent dims (default: SpecialistConfig's)")
     p.add_argument("--sparsity", help="'auto' (default) or a lambda; 0 trains the generalist")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--task-types", dest="task_types",
+                   help="comma-separated 'regression' / 'classification' per task (default: all regression)")
+    p.add_argument("--n-classes", dest="n_classes", help="comma-separated classes per task (0 for regression)")
+    p.add_argument("--step-rule", dest="step_rule", help="how the states' steps were made (recorded for reloading)")
+    p.add_argument("--pool", choices=["mean", "last", "first"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--validation-split", dest="validation_split", type=float)
+    p.add_argument("--epochs", type=int, help="default: train_specialist's")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--hook-point", dest="hook_point")

@@ -101,3 +101,41 @@ def test_cli_discover_from_a_model_streams_and_matches_the_python_call(tmp_path)
     expected = hfs.discover(model, tok, texts, tasks, hook_point="layers.3", steps=". ", project=4, chunk_size=150)
     np.testing.assert_array_equal(np.array(saved["step_tasks"], dtype=bool), expected.step_tasks_)
     np.testing.assert_array_equal(expected.step_tasks_, truth["step_tasks"])
+
+
+def test_cli_train_defaults_come_from_the_api_and_classification_is_reachable(tmp_path, monkeypatch):
+    import functools
+    import inspect
+
+    import hf_specialist as hfs
+    from hf_specialist import cli
+    from hf_specialist.adapter import lambda_path
+
+    seen = {}
+    real = lambda_path.train_specialist
+
+    @functools.wraps(real)  # keeps the signature the CLI reads its defaults from
+    def spy(adapter, *args, **kwargs):
+        seen.update(kwargs, d_latent=adapter.config.d_latent, task_types=adapter.config.task_types,
+                    n_classes=adapter.config.n_classes)
+        return real(adapter, *args, **{**kwargs, "epochs": 2})
+
+    monkeypatch.setattr(lambda_path, "train_specialist", spy)
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(200, 16)).astype(np.float32)
+    tasks = np.stack([states[:, 0], (states[:, 1] > 0).astype(float) + (states[:, 2] > 0)], axis=1)
+    np.save(tmp_path / "h.npy", states)
+    np.save(tmp_path / "y.npy", tasks)
+    code = main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"), "--sparsity", "0.01",
+                 "--task-types", "regression,classification", "--n-classes", "0,3", "--output", str(tmp_path / "a")])
+    assert code == 0
+    api = inspect.signature(real).parameters
+    assert seen["batch_size"] == api["batch_size"].default and seen["lr"] == api["lr"].default
+    assert seen["epochs"] == lambda_path.DEFAULT_EPOCHS
+    assert seen["d_latent"] == hfs.SpecialistConfig(d_in=1).d_latent
+    assert seen["task_types"] == ["regression", "classification"] and seen["n_classes"] == [0, 3]
+    loaded = hfs.SpecialistAdapter.from_pretrained(tmp_path / "a")
+    assert loaded.predict(states[:5], task=1).shape == (5, 3)
+    assert cli.api_defaults(hfs.SpecialistConfig, ["encoder_widths"]) == {"encoder_widths": [256, 256]}
+    assert main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"),
+                 "--task-types", "regression,ranking"]) == 2
