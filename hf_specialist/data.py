@@ -102,6 +102,19 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return digest.hexdigest()
 
 
+def check_extraction(model: nn.Module, texts: list[str], hook_point: str, steps: StepRule, pool: str,
+                     batch_size: int) -> tuple[str, list[list[tuple[int, int]]] | None]:
+    """Check the extraction arguments before any work; returns the resolved hook point and the step spans."""
+    if pool not in POOLING_MODES:
+        raise ValueError(f"`pool` must be one of {POOLING_MODES}, got {pool!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+    names = resolve_hook_points(model, hook_point)
+    if len(names) != 1:
+        raise ValueError(f"`hook_point` must resolve to exactly one hook point, got {names}.")
+    return names[0], step_spans(texts, steps)
+
+
 def _batches(items: list[Any], batch_size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), batch_size):
         yield items[start : start + batch_size]
@@ -235,15 +248,7 @@ def extract_steps(
         `np.ndarray` of shape `(n_sequences, T, d)`, or `(states, step_mask)` when `pad_steps=True`.
     """
     texts = _texts_from(texts, column)
-    if pool not in POOLING_MODES:
-        raise ValueError(f"`pool` must be one of {POOLING_MODES}, got {pool!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-    names = resolve_hook_points(model, hook_point)
-    if len(names) != 1:
-        raise ValueError(f"`hook_point` must resolve to exactly one hook point, got {names}.")
-    hook_point = names[0]
-    spans = step_spans(texts, steps)
+    hook_point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
 
     if process_index is None or num_processes is None:
         process_index, num_processes = process_layout()

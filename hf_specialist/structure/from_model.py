@@ -53,9 +53,8 @@ def discover(
     Returns:
         The fitted `TaskStructure`.
     """
-    from ..data import _texts_from, extract_step_list
-    from ..hooks import resolve_hook_points
-    from ..steps import stack_steps, step_spans
+    from ..data import _texts_from, check_extraction, extract_step_list
+    from ..steps import stack_steps
 
     if structure is not None and structure_kwargs:
         raise ValueError("Pass either `structure=` or TaskStructure keyword arguments, not both.")
@@ -64,12 +63,9 @@ def discover(
     tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
     if len(tasks) != len(texts):
         raise ValueError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
-    names = resolve_hook_points(model, hook_point)
-    if len(names) != 1:
-        raise ValueError(f"`hook_point` must resolve to exactly one hook point, got {names}.")
-    spans = step_spans(texts, steps)
+    point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
     rank, world = process_layout()
     shard = np.array_split(np.arange(len(texts)), world)[rank]
 
@@ -78,11 +74,11 @@ def discover(
 
         starts = range(0, len(shard), chunk_size)
         disable = True if rank else (None if progress is None else not progress)
-        for start in tqdm(starts, desc=f"discover at {names[0]}", unit="chunk", disable=disable):
+        for start in tqdm(starts, desc=f"discover at {point}", unit="chunk", disable=disable):
             rows = shard[start : start + chunk_size]
             lo, hi = int(rows[0]), int(rows[-1]) + 1
             chunk = extract_step_list(model, tokenizer, texts[lo:hi], None if spans is None else spans[lo:hi],
-                                      names[0], pool, batch_size, max_length, progress=False)
+                                      point, pool, batch_size, max_length, progress=False)
             yield stack_steps(chunk, pad_steps=False), tasks[lo:hi]
 
     return structure.fit(batches())
