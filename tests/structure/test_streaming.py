@@ -110,3 +110,16 @@ def test_too_few_rows_so_far_leaves_it_unfitted():
         structure.task_mask()
     structure.partial_fit(states[5:], tasks[5:])
     np.testing.assert_array_equal(structure.step_tasks_, hfs.TaskStructure().fit(states, tasks).step_tasks_)
+
+
+@pytest.mark.parametrize("state_dim", [1, 3])
+def test_torch_backend_equals_numpy(state_dim):
+    """The accelerator path (statistics and batched tests in float64 torch) run here on CPU tensors."""
+    from hf_specialist.structure.ci_tests import FisherZ
+
+    states, tasks, _ = synthetic.collider_sequences(n=3000, T=6, M=2, state_dim=state_dim, mixing="linear", seed=5)
+    numpy_fit = hfs.TaskStructure(test=FisherZ(backend="numpy")).fit(states, tasks)
+    torch_fit = hfs.TaskStructure(test=FisherZ(backend="torch")).fit(states, tasks)
+    _assert_same_fit(torch_fit, numpy_fit)
+    with pytest.raises(ValueError, match="`backend` must be"):
+        FisherZ(backend="jax")

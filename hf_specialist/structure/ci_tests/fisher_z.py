@@ -16,10 +16,25 @@ class FisherZ(CITest):
     For scalar x and y the statistic is Fisher's `sqrt(n - |Z| - 3) * atanh(|r|)` of the partial correlation `r`;
     for vector-valued x, y it is Bartlett's `-(n - 1 - |Z| - (p + q + 1) / 2) * log(Wilks' lambda)` with
     `lambda = det(S_xyz) det(S_z) / (det(S_xz) det(S_yz))`, chi-square with `p * q` degrees of freedom.
+
+    Args:
+        backend (`str`, *optional*, defaults to `"auto"`): where the batched statistics run: `"numpy"`, `"torch"`
+            (float64 on `device`), or `"auto"`: torch on the accelerator when the sufficient statistics were
+            accumulated there (`fit_statistics` of CUDA batches), numpy otherwise. Both give the same values
+            within 1e-6 (tested); conditioning sets over 16 columns always run in numpy.
+        device (`str`, *optional*): the torch device for `backend="torch"` (default: the statistics' device, else
+            CPU).
+        Other arguments as in `CITest`.
     """
 
     name = "fisher_z"
     has_analytic = True
+
+    def __init__(self, *, backend: str = "auto", device: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if backend not in ("auto", "numpy", "torch"):
+            raise ValueError(f"`backend` must be 'auto', 'numpy' or 'torch', got {backend!r}.")
+        self.backend, self.device = backend, device
 
     @property
     def supports_statistics(self) -> bool:
@@ -42,6 +57,7 @@ class FisherZ(CITest):
         self.data_ = None
         self.n_ = int(statistics.count)
         self.cov_ = statistics.correlation()
+        self.statistics_device_ = str(statistics.mean.device) if statistics.on_torch else None
         self.rng_ = np.random.default_rng(self.seed)
         self._cache.clear()
         return self
@@ -73,6 +89,9 @@ class FisherZ(CITest):
             log_lambda = (np.linalg.slogdet(partial)[1] - np.linalg.slogdet(partial[:, :kx, :kx])[1]
                           - np.linalg.slogdet(partial[:, kx:, kx:])[1])
             return bartlett_statistic(log_lambda, n, kx, ky, kz)
+        device = self._torch_device() if own else None
+        if device is not None:
+            return _band_statistic_torch(self.cov_, n, x, y, z, device)
         if kx == 1 and ky == 1:
             idx = np.concatenate([x, y, z], axis=1)
             sub = cov[idx[:, :, None], idx[:, None, :]]
@@ -91,10 +110,52 @@ class FisherZ(CITest):
         )
         return bartlett_statistic(log_lambda, n, kx, ky, kz)
 
+    def _torch_device(self) -> str | None:
+        """The device the batched statistics run on in torch, or `None` for numpy."""
+        on_accelerator = getattr(self, "statistics_device_", None)
+        if self.backend == "torch":
+            return self.device or on_accelerator or "cpu"
+        if self.backend == "auto" and on_accelerator is not None and not on_accelerator.startswith("cpu"):
+            return self.device or on_accelerator
+        return None
+
     def analytic_pvalue(self, statistic: np.ndarray, kx: int, ky: int, kz: int) -> np.ndarray:
         if kx == 1 and ky == 1:
             return 2 * stats.norm.sf(statistic)
         return stats.chi2.sf(statistic, df=kx * ky)
+
+
+def _band_statistic_torch(cov: np.ndarray, n: int, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                          device: str) -> np.ndarray:
+    """The same statistics as the numpy paths (conditioning sets of at most 16 columns), batched in float64 torch."""
+    import torch
+
+    c = torch.as_tensor(cov, dtype=torch.float64, device=device)
+    kx, ky, kz = x.shape[1], y.shape[1], z.shape[1]
+
+    def block(idx: np.ndarray) -> torch.Tensor:
+        i = torch.as_tensor(idx, device=device)
+        return c[i[:, :, None], i[:, None, :]]
+
+    if kx == 1 and ky == 1:
+        sub = block(np.concatenate([x, y, z], axis=1))
+        partial = sub[:, :2, :2]
+        if kz:
+            sab = sub[:, :2, 2:]
+            eye = torch.eye(kz, dtype=torch.float64, device=device)
+            partial = partial - sab @ torch.linalg.solve(sub[:, 2:, 2:] + 1e-12 * eye, sab.transpose(1, 2))
+        return fisher_z_statistic(partial.cpu().numpy(), n, kz)
+
+    def logdet(idx: np.ndarray) -> torch.Tensor:
+        if idx.shape[1] == 0:
+            return torch.zeros(len(idx), dtype=torch.float64, device=device)
+        eye = torch.eye(idx.shape[1], dtype=torch.float64, device=device)
+        sign, value = torch.linalg.slogdet(block(idx) + 1e-10 * eye)
+        return torch.where(sign > 0, value, torch.full_like(value, -torch.inf))
+
+    log_lambda = (logdet(np.concatenate([x, y, z], 1)) + logdet(z) - logdet(np.concatenate([x, z], 1))
+                  - logdet(np.concatenate([y, z], 1)))
+    return bartlett_statistic(log_lambda.cpu().numpy(), n, kx, ky, kz)
 
 
 def fisher_z_statistic(partial: np.ndarray, n: int, kz: int) -> np.ndarray:
