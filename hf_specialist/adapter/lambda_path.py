@@ -79,7 +79,8 @@ def _check_options(chosen: Any, epochs: int, batch_size: int, gradient_accumulat
 def _joint_setup(adapter: SpecialistAdapter, texts: Any, tasks: Any, task_mask: Any, base_model: torch.nn.Module,
                  tokenizer: Any, lora: Any, steps: Any, pool: str, max_length: int | None, batch_size: int,
                  seed: int):
-    """Check the joint-LoRA inputs, wrap the base with PEFT and return `(module, source, normaliser data)`."""
+    """Check the text inputs, wrap the base with PEFT when `lora` is given, and return `(joint module or None,
+    the model the texts go through, a `TextBatches` source, the prepared `(h, tasks, mask)` of the initial states)`."""
     from ..data import extract_steps
     from ..hooks import resolve_hook_points
     from ..steps import step_spans
