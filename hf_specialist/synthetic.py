@@ -86,6 +86,7 @@ def collider_sequences(
     obs_dim: int | None = None,
     mixing: str = "nonlinear",
     task_noise: float = 0.5,
+    outcome: str = "sum",
     seed: int | None = 0,
     sample_seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -102,6 +103,9 @@ def collider_sequences(
         state_dim (`int`, *optional*, defaults to 1): latent state dims per step.
         obs_dim (`int`, *optional*): when set (or `state_dim > 1`), steps are observed through a random invertible
             nonlinear map into `obs_dim` dims (defaults to `state_dim`).
+        outcome (`str`, *optional*, defaults to `"sum"`): how a task combines the (weighted) actions of the steps
+            serving it: `"sum"`, `"max"` (the largest, so each step matters only where it is the largest), or
+            `"threshold"` (1 where the noisy sum is above 0, else 0: a binary outcome).
         mixing (`str`, *optional*, defaults to `"nonlinear"`): the observation map for vector states:
             `"nonlinear"` (random invertible leaky-ReLU MLP), `"linear"` (random full-rank matrix) or `"identity"`.
         seed (`int`, *optional*, defaults to 0): random seed.
@@ -153,8 +157,15 @@ def collider_sequences(
         s = (np.tanh(carried) if nonlinear else carried) + act_gain[t] * a[:, None] + rng.normal(size=(n, d))
         s = (s - s.mean(0)) / s.std(0)
     shaped = np.tanh(1.5 * actions) if nonlinear else actions
-    tasks = np.einsum("nt,tm,tm->nm", shaped, step_tasks, task_weights)
-    tasks = tasks + task_noise * rng.normal(size=(n, M))
+    if outcome == "max":
+        contributions = np.where(step_tasks[None], shaped[:, :, None] * task_weights[None], -np.inf)  # (n, T, M)
+        tasks = contributions.max(1) + task_noise * rng.normal(size=(n, M))
+    elif outcome in ("sum", "threshold"):
+        tasks = np.einsum("nt,tm,tm->nm", shaped, step_tasks, task_weights) + task_noise * rng.normal(size=(n, M))
+        if outcome == "threshold":
+            tasks = (tasks > 0).astype(float)
+    else:
+        raise ValueError(f"`outcome` must be 'sum', 'max' or 'threshold', got {outcome!r}.")
     if mixing not in ("nonlinear", "linear", "identity"):
         raise ValueError(f"`mixing` must be 'nonlinear', 'linear' or 'identity', got {mixing!r}.")
     if (obs_dim is not None or d > 1) and mixing != "identity":
@@ -169,6 +180,25 @@ def collider_sequences(
         "cuts": cuts,
         "actions": actions,
     }
+    return states, tasks, truth
+
+
+def unlinked_collider_sequences(seed: int | None = 0, **kwargs: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """`collider_sequences` with the task links cut: the states of one draw and the tasks of an independent draw
+    of the same generator (same structure, weights and observation map), so no step serves any task and every
+    mark a method makes is false. `truth["step_tasks"]` and `truth["segment_tasks"]` are all False.
+
+    Args:
+        seed (`int`, *optional*, defaults to 0): random seed (the structure and both draws follow it).
+        **kwargs: any other argument of `collider_sequences` except `sample_seed`.
+    """
+    if "sample_seed" in kwargs:
+        raise ValueError("`sample_seed` is set here: the states and the tasks come from two draws of `seed`.")
+    base = 0 if seed is None else 2 * int(seed)
+    states, _, truth = collider_sequences(seed=seed, sample_seed=base + 10**9, **kwargs)
+    _, tasks, _ = collider_sequences(seed=seed, sample_seed=base + 10**9 + 1, **kwargs)
+    truth = {**truth, "step_tasks": np.zeros_like(truth["step_tasks"]),
+             "segment_tasks": np.zeros_like(truth["segment_tasks"])}
     return states, tasks, truth
 
 

@@ -154,8 +154,10 @@ def train_one(
     others = [p for p in module.parameters() if p.requires_grad and id(p) not in adapter_params]
     if others:  # a LoRA on the base
         groups.append({"params": others, "lr": lora_lr, "weight_decay": weight_decay})
-    # foreach: one kernel per group instead of one per parameter (the single-tensor path was a quarter of a step)
-    optimizer = torch.optim.Adam(groups, foreach=True)
+    # fused: one kernel for all parameters. On CPU `foreach` still loops over the ~50 small tensors one op at a
+    # time (a quarter of a step); the fused kernel took a step of the default adapter from 9.9 to 7.5 ms
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
+    optimizer = torch.optim.Adam(groups, fused=fused or None)
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     raw = accelerator.unwrap_model(wrapped)
     rank, world = accelerator.process_index, accelerator.num_processes

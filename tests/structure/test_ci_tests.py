@@ -142,20 +142,50 @@ def test_knn_cmi_nearest_neighbour_null_has_power_and_keeps_independence():
     assert test.k_ == 20  # "auto": 5% of n, at least 10
 
 
-def test_knn_cmi_tree_path_matches_dense_path_and_scales_past_n_squared_memory():
+def test_knn_cmi_tree_counts_match_bitset_counts_and_scale_past_n_squared_memory():
     rng = np.random.default_rng(2)
     data = np.hstack([_chain_data(600, rng, dependent=True), _chain_data(600, rng, dependent=False)])
     tests = [([0], [1], [2]), ([3], [4], [5]), ([0], [1], []), ([0, 3], [1], [2, 5])]
-    dense = KnnCMI(n_permutations=20, seed=0).fit(data)
-    tree = KnnCMI(n_permutations=20, seed=0, dense_max=0).fit(data)
-    assert dense.dense_ and not tree.dense_ and not hasattr(tree, "dist_")
-    dense_result, tree_result = dense.test(tests), tree.test(tests)
-    np.testing.assert_allclose(tree_result.statistic, dense_result.statistic, atol=1e-3)
-    np.testing.assert_allclose(tree_result.pvalue, dense_result.pvalue, atol=0.02)
-    assert tree_result.pvalue[0] < 0.01 and tree_result.pvalue[1] > 0.01
-    big = KnnCMI(n_permutations=10, seed=0).fit(_chain_data(10_000, rng, dependent=True))  # dense: 3 x 400 MB
-    assert not big.dense_ and big.k_ == 100  # "auto" above 2,000 samples: 1% of n, at least 100
+    bitsets = KnnCMI(n_permutations=20, seed=0).fit(data)
+    tree = KnnCMI(n_permutations=20, seed=0, bitset_max=0).fit(data)
+    assert bitsets.bitsets_ and not tree.bitsets_
+    bitset_result, tree_result = bitsets.test(tests), tree.test(tests)
+    np.testing.assert_allclose(tree_result.statistic, bitset_result.statistic, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(tree_result.pvalue, bitset_result.pvalue, rtol=1e-9)  # same draws, same counts
+    assert tree_result.pvalue[0] < 1e-3 and tree_result.pvalue[1] > 0.01
+    big = KnnCMI(n_permutations=10, seed=0).fit(_chain_data(20_000, rng, dependent=True))  # bitsets: 3 x 50 MB
+    assert not big.bitsets_ and big.k_ == 200  # "auto" above 2,000 samples: 1% of n, at least 100
     assert big.test([([0], [1], [2])]).pvalue[0] < 1e-3
+
+
+def test_box_counts_equal_brute_force_counts():
+    from hf_specialist.structure.ci_tests._box_counts import SortedColumn, box_counts
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(130, 3))  # 130 rows: three 64-bit words, the last one partly used
+    radius = rng.uniform(0.1, 1.5, size=130)
+    columns = [SortedColumn.build(values[:, c]) for c in range(3)]
+    brute = (np.abs(values[:, None, :] - values[None, :, :]).max(-1) < radius[:, None]).sum(1)
+    np.testing.assert_array_equal(box_counts(columns, values, radius), brute)
+    brute_01 = (np.abs(values[:, None, :2] - values[None, :, :2]).max(-1) < radius[:, None]).sum(1)
+    np.testing.assert_array_equal(box_counts(columns[:2], values[:, :2], radius), brute_01)
+
+
+def test_early_stop_draws_fewer_nulls_only_where_the_decision_is_clear():
+    rng = np.random.default_rng(4)
+    data = np.hstack([_chain_data(500, rng, dependent=True), _chain_data(500, rng, dependent=False)])
+    tests = [([0], [1], [2]), ([3], [4], [5])]
+    seen = []
+
+    class Counting(KnnCMI):
+        def null_statistics(self, statistic, x, y, z, n_draws):
+            seen.append((len(statistic), n_draws))
+            return super().null_statistics(statistic, x, y, z, n_draws)
+
+    sequential = Counting(n_permutations=40, seed=0).fit(data).test(tests).pvalue
+    assert seen[0] == (2, KnnCMI.FIRST_DRAWS) and sum(b * d for b, d in seen) < 2 * 40
+    full = KnnCMI(n_permutations=40, seed=0, early_stop=False).fit(data).test(tests).pvalue
+    assert sequential[0] < 1e-6 and full[0] < 1e-6 and sequential[1] > 0.01 and full[1] > 0.01
 
 
 def test_registry_and_errors():

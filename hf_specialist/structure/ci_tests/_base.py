@@ -34,27 +34,39 @@ class CITest:
         n_permutations (`int`, *optional*, defaults to 100): draws of the permutation null.
         leaf_size (`int`, *optional*, defaults to 5): neighbourhood size of the local permutation.
         null (`str`, *optional*, defaults to `"normal"`): how a permutation p-value is read off the null draws:
-            `"normal"` fits a normal distribution to them (continuous p-values, small enough to survive a
-            multiple-testing correction with few draws); `"empirical"` is the rank `(1 + #{null >= s}) / (1 + B)`.
+            `"normal"` treats the `B` draws as a normal sample and gives the predictive p-value of the statistic,
+            `t_{B-1}((s - mean) / (sd * sqrt(1 + 1/B)))`, which is exact for normal draws at any `B` (continuous
+            p-values, small enough to survive a multiple-testing correction with few draws); `"empirical"` is the
+            rank `(1 + #{null >= s}) / (1 + B)`.
+        early_stop (`bool`, *optional*, defaults to `True`): with `null="normal"`, draw the null in rounds
+            (`FIRST_DRAWS`, then `ROUND_DRAWS` at a time) and stop drawing for a test once its p-value is below `STOP_BELOW` or above
+            `STOP_ABOVE` (it is then decided at any usual level); only tests near a threshold get all
+            `n_permutations` draws. A null test is marked with probability at most its level plus `STOP_BELOW`.
         seed (`int`, *optional*): random seed.
     """
+
+    FIRST_DRAWS = 5
+    ROUND_DRAWS = 10
+    STOP_BELOW = 1e-6
+    STOP_ABOVE = 0.2
 
     name: str = "base"
     has_analytic = False
     min_samples = 10
 
     def __init__(self, *, pvalue: str | None = None, n_permutations: int = 100, leaf_size: int = 5,
-                 null: str = "normal", seed: int | None = 0):
+                 null: str = "normal", early_stop: bool = True, seed: int | None = 0):
         self.pvalue = pvalue or ("analytic" if self.has_analytic else "permutation")
         if self.pvalue not in ("analytic", "permutation"):
             raise ValueError(f"`pvalue` must be 'analytic' or 'permutation', got {self.pvalue!r}.")
         if self.pvalue == "analytic" and not self.has_analytic:
             raise ValueError(f"{type(self).__name__} has no analytic p-value; use pvalue='permutation'.")
         validate_params(type(self).__name__, {"n_permutations": n_permutations, "leaf_size": leaf_size},
-                        {"n_permutations": [Interval(int, 1, None)], "leaf_size": [Interval(int, 1, None)]})
+                        {"n_permutations": [Interval(int, 2, None)], "leaf_size": [Interval(int, 1, None)]})
         if null not in ("normal", "empirical"):
             raise ValueError(f"`null` must be 'normal' or 'empirical', got {null!r}.")
         self.n_permutations, self.leaf_size, self.null, self.seed = n_permutations, leaf_size, null, seed
+        self.early_stop = early_stop
         self._cache: dict[tuple, tuple[float, float]] = {}
         self.data_: np.ndarray | None = None
 
@@ -82,23 +94,38 @@ class CITest:
         """p-values from the statistic's known null distribution (tests with `has_analytic`)."""
         raise NotImplementedError
 
-    def null_statistics(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """`(B, n_permutations)` draws of the statistic under `X ⫫ Y | Z`: by default, x shuffled within
+    def null_statistics(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                        n_draws: int) -> np.ndarray:
+        """`(B, n_draws)` draws of the statistic under `X ⫫ Y | Z`: by default, x shuffled within
         neighbourhoods of z and the statistic recomputed; subclasses may give a faster equivalent."""
-        nulls = np.empty((len(statistic), self.n_permutations))
+        nulls = np.empty((len(statistic), n_draws))
         for b in range(len(statistic)):
             data = self.data_
-            perms = permute_within_cells(neighbourhood_cells(data[:, z[b]], self.leaf_size), self.rng_, self.n_permutations)
+            perms = permute_within_cells(neighbourhood_cells(data[:, z[b]], self.leaf_size), self.rng_, n_draws)
             for r, perm in enumerate(perms):
                 permuted = data.copy()
                 permuted[:, x[b]] = data[perm][:, x[b]]
                 nulls[b, r] = self._single_statistic(permuted, x[b], y[b], z[b])
         return nulls
 
-    def statistic_and_null(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The statistic and its null draws; tests that compute both in one pass (a trained critic) override it."""
+    def statistic_and_null(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The statistic and its null draws per test (all `n_permutations`, or fewer for tests `early_stop`
+        settles); tests that compute both in one pass (a trained critic) override it."""
         statistic = self.statistic(self.data_, x, y, z)
-        return statistic, self.null_statistics(statistic, x, y, z)
+        sequential = self.early_stop and self.null == "normal"
+        first = min(self.n_permutations, self.FIRST_DRAWS) if sequential else self.n_permutations
+        nulls = list(self.null_statistics(statistic, x, y, z, first))
+        active = np.arange(len(statistic))
+        while sequential and len(active) and len(nulls[active[0]]) < self.n_permutations:
+            p = self.pvalue_from_null(statistic[active], [nulls[b] for b in active])
+            active = active[(p >= self.STOP_BELOW) & (p <= self.STOP_ABOVE)]
+            if not len(active):
+                break
+            draws = min(self.ROUND_DRAWS, self.n_permutations - len(nulls[active[0]]))
+            more = self.null_statistics(statistic[active], x[active], y[active], z[active], draws)
+            for b, row in zip(active, more):
+                nulls[b] = np.concatenate([nulls[b], row])
+        return statistic, nulls
 
     # -- running ------------------------------------------------------------------------------------
     def test(self, tests: Sequence[TestSpec]) -> CIResult:
@@ -154,12 +181,18 @@ class CITest:
             pvalue = self.pvalue_from_null(np.asarray(statistic, dtype=float), null)
         return CIResult(statistic=np.asarray(statistic, dtype=float), pvalue=np.asarray(pvalue, dtype=float))
 
-    def pvalue_from_null(self, statistic: np.ndarray, null: np.ndarray) -> np.ndarray:
-        """One-sided p-values of `statistic (B,)` against null draws `(B, n_draws)`."""
-        if self.null == "empirical":
-            return ((null >= statistic[:, None]).sum(1) + 1) / (null.shape[1] + 1)
-        mean, std = null.mean(1), null.std(1, ddof=1)
-        return stats.norm.sf((statistic - mean) / np.maximum(std, 1e-12))
+    def pvalue_from_null(self, statistic: np.ndarray, null: Sequence[np.ndarray]) -> np.ndarray:
+        """One-sided p-values of `statistic (B,)` against each test's null draws (`(B, n_draws)` or one array of
+        draws per test)."""
+        pvalues = np.empty(len(statistic))
+        for b, draws in enumerate(null):
+            draws = np.asarray(draws, dtype=float)
+            if self.null == "empirical":
+                pvalues[b] = ((draws >= statistic[b]).sum() + 1) / (len(draws) + 1)
+                continue
+            scale = max(draws.std(ddof=1), 1e-12) * np.sqrt(1 + 1 / len(draws))
+            pvalues[b] = stats.t.sf((statistic[b] - draws.mean()) / scale, df=len(draws) - 1)
+        return pvalues
 
     def _single_statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
         return float(self.statistic(data, x[None], y[None], z[None])[0])

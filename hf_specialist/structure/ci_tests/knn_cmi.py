@@ -12,46 +12,49 @@ from scipy import special
 
 from ..._validation import Interval, Options, validate_params
 from ._base import CITest
+from ._box_counts import SortedColumn, box_counts
 from ._permutation import nearest_neighbour_permutations, neighbourhood_cells, permute_within_cells
+
+
+INDEX_CACHE_BYTES = 1 << 30
 
 
 class KnnCMI(CITest):
     """Frenzel-Pompe k-nearest-neighbour estimate of `I(X; Y | Z)` (max-norm), with a local-permutation null.
 
-    Up to `dense_max` samples, distances are computed per column once (`n x n` each) and a batch of tests is
-    evaluated together on the stacked distance matrices. Above it, each test queries k-d trees (scipy's
-    `cKDTree`, `O(n log n)` time, `O(n)` memory), so `n` can reach the hundreds of thousands; the two paths give
-    the same estimate.
+    Each estimate finds every row's k-th neighbour in the joint space with a k-d tree (scipy's `cKDTree`) and then
+    counts the rows strictly inside that radius in the `(x, z)`, `(y, z)` and `z` spaces. Up to `bitset_max`
+    samples the counts come from per-column prefix bitsets (`_box_counts`: `O(n^2 / 64)` per column whatever
+    `k`); above it from k-d tree range counts (`O(n)` memory), so `n` can reach the hundreds of thousands. The two
+    paths give the same estimate.
 
     Args:
         k (`int` or `"auto"`, *optional*, defaults to `"auto"`): neighbours in the joint space; `"auto"` uses
             `max(10, 5% of n)` up to 2,000 samples and `max(100, 1% of n)` above. For testing (rather than
             estimating) a larger `k` lowers the variance of the statistic and the permutation null absorbs its
-            bias: in the knn setting of `recipes/benchmarks/structure.py` (nonlinear collider sequences, n = 1,500)
-            F1 rose from 0.76 (k = 10) to 0.87 (k = 75), with the type-I error still near alpha.
+            bias: in the knn setting of `recipes/benchmarks/structure.py` (nonlinear collider sequences, n = 1,500,
+            development seeds) F1 rose from 0.76 (k = 10) to 0.87 (k = 75), with the type-I error still near alpha.
         k_perm (`int`, *optional*): draw the null from Runge's nearest-neighbour restricted permutation with
             `k_perm` neighbours in Z instead of shuffling within k-d cells of `leaf_size` rows (the default, which
             had more power in our benchmark).
-        n_permutations (`int`, *optional*, defaults to 50): draws of the local-permutation null.
-        batch_tests (`int`, *optional*, defaults to 8): tests evaluated together on the dense path (memory
-            `batch_tests * n^2`).
-        dense_max (`int`, *optional*, defaults to 2000): largest `n` for the dense path.
+        n_permutations (`int`, *optional*, defaults to 50): most draws of the local-permutation null per test
+            (fewer when `early_stop` settles the test first, see `CITest`).
+        bitset_max (`int`, *optional*, defaults to 10000): largest `n` for the bitset counts (memory
+            `n^2 / 8` bytes per indexed column).
     """
 
     name = "knn_cmi"
     min_samples = 20
 
-    def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, batch_tests: int = 8,
-                 k_perm: int | None = None, dense_max: int = 2000, **kwargs):
+    def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, k_perm: int | None = None,
+                 bitset_max: int = 10_000, **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
-        validate_params("KnnCMI", {"k": k, "batch_tests": batch_tests, "k_perm": k_perm, "dense_max": dense_max},
-                        {"k": [Options("auto"), Interval(int, 1, None)], "batch_tests": [Interval(int, 1, None)],
-                         "k_perm": [Options(None), Interval(int, 1, None)], "dense_max": [Interval(int, 0, None)]})
-        self.k, self.batch_tests, self.k_perm, self.dense_max = k, batch_tests, k_perm, dense_max
+        validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "bitset_max": bitset_max},
+                        {"k": [Options("auto"), Interval(int, 1, None)],
+                         "k_perm": [Options(None), Interval(int, 1, None)], "bitset_max": [Interval(int, 0, None)]})
+        self.k, self.k_perm, self.bitset_max = k, k_perm, bitset_max
 
     def _prepare(self) -> None:
-        import torch
-
         n = self.data_.shape[0]
         if self.k != "auto" and self.k >= n:
             raise ValueError(f"`k`={self.k} must be smaller than the number of samples {n}.")
@@ -60,93 +63,78 @@ class KnnCMI(CITest):
         else:
             self.k_ = self.k
         self.k_ = min(self.k_, n - 1)
-        jitter = self.rng_.normal(scale=1e-6, size=self.data_.shape)
-        self.values_ = self.data_ + jitter
-        self.dense_ = n <= self.dense_max
-        if self.dense_:
-            values = torch.as_tensor(self.values_, dtype=torch.float32)
-            self.dist_ = (values.T[:, :, None] - values.T[:, None, :]).abs()  # (columns, n, n)
+        self.values_ = self.data_ + self.rng_.normal(scale=1e-6, size=self.data_.shape)  # no ties
+        self.bitsets_ = n <= self.bitset_max
+        self._indexed: dict[int, SortedColumn] = {}
 
-    def _cmi(self, dx, dy, dz):
-        """Batched estimate from `(B, n, n)` max-norm distance matrices (dz may be None)."""
-        import torch
+    def _columns(self, columns: np.ndarray) -> list[SortedColumn]:
+        """Bitset indexes of data columns, the most recent kept up to `INDEX_CACHE_BYTES` for the fit."""
+        out = []
+        for c in map(int, columns):
+            column = self._indexed.pop(c, None) or SortedColumn.build(self.values_[:, c])
+            self._indexed[c] = column  # most recently used last
+            out.append(column)
+        while out and len(self._indexed) > max(len(out), INDEX_CACHE_BYTES // out[0].prefix.nbytes):
+            del self._indexed[next(iter(self._indexed))]
+        return out
 
-        n = dx.shape[-1]
-        eye = torch.eye(n, dtype=torch.bool)
-        joint = torch.maximum(dx, dy) if dz is None else torch.maximum(torch.maximum(dx, dy), dz)
-        joint = joint.masked_fill(eye, float("inf"))
-        eps = joint.kthvalue(self.k_, dim=-1).values.unsqueeze(-1)
-
-        def count(d):
-            return ((d < eps) & ~eye).sum(-1).double().numpy()
-
-        if dz is None:
-            return _knn_cmi_value(self.k_, n, count(dx), count(dy))
-        return _knn_cmi_value(self.k_, n, count(torch.maximum(dx, dz)), count(torch.maximum(dy, dz)), count(dz))
-
-    def _cmi_tree(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
-        """One estimate from the `(n, k*)` sample columns with k-d trees (max-norm)."""
+    def _cmi(self, xv: np.ndarray, yv: np.ndarray, zv: np.ndarray, x_index: list[SortedColumn] | None,
+             y_index: list[SortedColumn] | None, z_index: list[SortedColumn] | None) -> float:
+        """One estimate from the `(n, k*)` sample columns; the indexes are None on the k-d tree path."""
         from scipy.spatial import cKDTree
 
-        n = len(x)
-        joint = np.concatenate([x, y, z], axis=1)
+        n = len(xv)
+        joint = np.concatenate([xv, yv, zv], axis=1)
         eps = cKDTree(joint).query(joint, k=[self.k_ + 1], p=np.inf, workers=-1)[0][:, 0]
-        radius = np.nextafter(eps, 0)  # strictly closer than the k-th neighbour
+        # strictly closer than the k-th neighbour: a relative margin keeps that neighbour, which lies on the box's
+        # boundary in one coordinate, outside whatever the rounding of `centre +- eps`
+        radius = eps * (1 - 1e-10)
 
-        def count(a: np.ndarray) -> np.ndarray:
-            inside = cKDTree(a).query_ball_point(a, radius, p=np.inf, return_length=True, workers=-1)
-            return (inside - 1.0)[None]  # the point itself is inside
+        def count(*spaces: tuple[np.ndarray, list[SortedColumn] | None]) -> np.ndarray:
+            """Rows (other than the query row) strictly closer than `eps` in the product of the given spaces."""
+            values = np.concatenate([v for v, _ in spaces], axis=1)
+            if x_index is None:
+                inside = cKDTree(values).query_ball_point(values, radius, p=np.inf, return_length=True,
+                                                          workers=-1)
+            else:
+                inside = box_counts([c for _, index in spaces for c in index], values, radius)
+            return (inside - 1.0)[None]
 
-        if z.shape[1] == 0:
-            return float(_knn_cmi_value(self.k_, n, count(x), count(y))[0])
-        xz, yz = np.concatenate([x, z], axis=1), np.concatenate([y, z], axis=1)
-        return float(_knn_cmi_value(self.k_, n, count(xz), count(yz), count(z))[0])
-
-    def _distances(self, cols: np.ndarray):
-        return self.dist_[cols].amax(dim=1) if cols.shape[1] else None
+        x_space, y_space, z_space = (xv, x_index), (yv, y_index), (zv, z_index)
+        if zv.shape[1] == 0:
+            return float(_knn_cmi_value(self.k_, n, count(x_space), count(y_space))[0])
+        return float(_knn_cmi_value(self.k_, n, count(x_space, z_space), count(y_space, z_space),
+                                    count(z_space))[0])
 
     def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        if not self.dense_:
-            v = self.values_
-            return np.array([self._cmi_tree(v[:, x[b]], v[:, y[b]], v[:, z[b]]) for b in range(len(x))])
-        out = []
-        for start in range(0, len(x), self.batch_tests):
-            sl = slice(start, start + self.batch_tests)
-            out.append(self._cmi(self._distances(x[sl]), self._distances(y[sl]), self._distances(z[sl])))
-        return np.concatenate(out)
+        v = self.values_
+        index = self._columns if self.bitsets_ else (lambda columns: None)
+        return np.array([self._cmi(v[:, x[b]], v[:, y[b]], v[:, z[b]], index(x[b]), index(y[b]), index(z[b]))
+                         for b in range(len(x))])
 
-    def _null_permutations(self, z_cols: np.ndarray) -> np.ndarray:
-        """`(n_permutations, n)` row orders that shuffle x within neighbourhoods of Z."""
+    def _null_permutations(self, z_cols: np.ndarray, n_draws: int) -> np.ndarray:
+        """`(n_draws, n)` row orders that shuffle x within neighbourhoods of Z."""
         if self.k_perm is not None and len(z_cols):
             from scipy.spatial import cKDTree
 
             zv = self.values_[:, z_cols]
             neighbours = cKDTree(zv).query(zv, k=self.k_perm, p=np.inf, workers=-1)[1].reshape(len(zv), -1)
-            return nearest_neighbour_permutations(neighbours, self.rng_, self.n_permutations)
+            return nearest_neighbour_permutations(neighbours, self.rng_, n_draws)
         cells = neighbourhood_cells(self.data_[:, z_cols], self.leaf_size)
-        return permute_within_cells(cells, self.rng_, size=self.n_permutations)
+        return permute_within_cells(cells, self.rng_, size=n_draws)
 
-    def null_statistics(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """The local-permutation null from the cached distance matrices (dense) or k-d trees."""
-        import torch
-
-        nulls = np.empty((len(statistic), self.n_permutations))
+    def null_statistics(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                        n_draws: int) -> np.ndarray:
+        """The local-permutation null: x shuffled within neighbourhoods of z, the estimate recomputed."""
+        nulls = np.empty((len(statistic), n_draws))
         v = self.values_
         for b in range(len(statistic)):
-            all_perms = self._null_permutations(z[b])
-            if not self.dense_:
-                xv, yv, zv = v[:, x[b]], v[:, y[b]], v[:, z[b]]
-                nulls[b] = [self._cmi_tree(xv[perm], yv, zv) for perm in all_perms]
-                continue
-            dx, dy = self._distances(x[b : b + 1]), self._distances(y[b : b + 1])
-            dz = self._distances(z[b : b + 1])
-            for start in range(0, self.n_permutations, self.batch_tests):
-                reps = min(self.batch_tests, self.n_permutations - start)
-                perms = torch.as_tensor(all_perms[start : start + reps])
-                dxp = dx[0][perms[:, :, None], perms[:, None, :]]
-                nulls[b, start : start + reps] = self._cmi(
-                    dxp, dy.expand(reps, -1, -1), None if dz is None else dz.expand(reps, -1, -1)
-                )
+            yv, zv = v[:, y[b]], v[:, z[b]]
+            y_index, z_index = (self._columns(y[b]), self._columns(z[b])) if self.bitsets_ else (None, None)
+            for r, perm in enumerate(self._null_permutations(z[b], n_draws)):
+                xv = v[perm][:, x[b]]
+                x_index = [SortedColumn.build(column) for column in xv.T] if self.bitsets_ else None
+                nulls[b, r] = self._cmi(xv, yv, zv, x_index, y_index, z_index)
         return nulls
 
 
