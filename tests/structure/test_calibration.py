@@ -2,9 +2,9 @@
 
 `synthetic.unlinked_collider_sequences` keeps the generator (chain, weights, noise) and cuts every task link, so any
 mark is false. At alpha = 0.05 with Bonferroni, the share of fits with at least one false mark must stay <= 0.05.
-The bounds below are binomial: a calibrated method passes them with probability above 0.99, one whose family-wise
-rate is twice alpha fails them most of the time, and the uncorrected decision (far above alpha) always fails, which
-each test checks on the same draws so that the bound is seen to bite. `recipes/benchmarks/calibration.py` measures
+The bounds below are binomial: a calibrated method passes them with probability above 0.99 (each test says which
+miscalibrated rate fails them), and an uncorrected decision on the same draws must fail them, so that the bound is
+seen to bite. `recipes/benchmarks/calibration.py` measures
 the rates on more draws.
 """
 
@@ -56,10 +56,9 @@ def test_fisher_z_family_wise_rate_stays_at_alpha(decision):
 
 def test_knn_cmi_family_wise_rate_stays_at_alpha():
     draws = 120
-    bound = _upper_bound(draws)  # 12 of 120
+    bound = _upper_bound(draws)  # 12 of 120: a true rate of 0.15 (mean 18) stays below it ~7% of the time
     make = lambda s, **kw: hfs.TaskStructure(test=KnnCMI(n_permutations=20, seed=s), progress=False, **kw)  # noqa: E731
     generator = dict(n=400, T=4, M=1, nonlinear=True)
-    calibrated = _draws_with_a_false_mark(make, draws, **generator)
-    assert calibrated <= bound
-    uncorrected = _draws_with_a_false_mark(lambda s: make(s, correction=None), 40, **generator)
-    assert uncorrected > _upper_bound(40)
+    assert _draws_with_a_false_mark(make, draws, **generator) <= bound
+    # two uncorrected tests at 0.2: a family-wise rate near 0.36
+    assert _draws_with_a_false_mark(lambda s: make(s, correction=None, alpha=0.2), draws, **generator) > bound

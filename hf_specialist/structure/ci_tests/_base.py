@@ -41,7 +41,10 @@ class CITest:
         early_stop (`bool`, *optional*, defaults to `True`): with `null="normal"`, draw the null in rounds
             (`FIRST_DRAWS`, then `ROUND_DRAWS` at a time) and stop drawing for a test once its p-value is below `STOP_BELOW` or above
             `STOP_ABOVE` (it is then decided at any usual level); only tests near a threshold get all
-            `n_permutations` draws. A null test is marked with probability at most its level plus `STOP_BELOW`.
+            `n_permutations` draws. A null test is marked with probability at most its level plus `stop_below`.
+        stop_below (`float`, *optional*, defaults to `STOP_BELOW`): the p-value under which drawing stops;
+            `TaskStructure` sets it on its copy of the test to 2% of its smallest critical value
+            (`alpha / family size`), so the family-wise rate is at most `1.02 * alpha`.
         seed (`int`, *optional*): random seed.
     """
 
@@ -55,7 +58,8 @@ class CITest:
     min_samples = 10
 
     def __init__(self, *, pvalue: str | None = None, n_permutations: int = 100, leaf_size: int = 5,
-                 null: str = "normal", early_stop: bool = True, seed: int | None = 0):
+                 null: str = "normal", early_stop: bool = True, stop_below: float | None = None,
+                 seed: int | None = 0):
         self.pvalue = pvalue or ("analytic" if self.has_analytic else "permutation")
         if self.pvalue not in ("analytic", "permutation"):
             raise ValueError(f"`pvalue` must be 'analytic' or 'permutation', got {self.pvalue!r}.")
@@ -66,7 +70,7 @@ class CITest:
         if null not in ("normal", "empirical"):
             raise ValueError(f"`null` must be 'normal' or 'empirical', got {null!r}.")
         self.n_permutations, self.leaf_size, self.null, self.seed = n_permutations, leaf_size, null, seed
-        self.early_stop = early_stop
+        self.early_stop, self.stop_below = early_stop, self.STOP_BELOW if stop_below is None else stop_below
         self._cache: dict[tuple, tuple[float, float]] = {}
         self.data_: np.ndarray | None = None
 
@@ -118,7 +122,7 @@ class CITest:
         active = np.arange(len(statistic))
         while sequential and len(active) and len(nulls[active[0]]) < self.n_permutations:
             p = self.pvalue_from_null(statistic[active], [nulls[b] for b in active])
-            active = active[(p >= self.STOP_BELOW) & (p <= self.STOP_ABOVE)]
+            active = active[(p >= self.stop_below) & (p <= self.STOP_ABOVE)]
             if not len(active):
                 break
             draws = min(self.ROUND_DRAWS, self.n_permutations - len(nulls[active[0]]))
