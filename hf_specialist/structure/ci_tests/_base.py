@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ..._validation import Interval, NotFittedError, check_array, validate_params
+from ..._validation import Interval, NotFittedError, Options, check_array, validate_params
 from ._permutation import neighbourhood_cells, permute_within_cells
 
 Columns = Sequence[int]
@@ -65,8 +65,10 @@ class CITest:
             raise ValueError(f"`pvalue` must be 'analytic' or 'permutation', got {self.pvalue!r}.")
         if self.pvalue == "analytic" and not self.has_analytic:
             raise ValueError(f"{type(self).__name__} has no analytic p-value; use pvalue='permutation'.")
-        validate_params(type(self).__name__, {"n_permutations": n_permutations, "leaf_size": leaf_size},
-                        {"n_permutations": [Interval(int, 2, None)], "leaf_size": [Interval(int, 1, None)]})
+        validate_params(type(self).__name__,
+                        {"n_permutations": n_permutations, "leaf_size": leaf_size, "stop_below": stop_below},
+                        {"n_permutations": [Interval(int, 2, None)], "leaf_size": [Interval(int, 1, None)],
+                         "stop_below": [Options(None), Interval(float, 0, 1, "left")]})
         if null not in ("normal", "empirical"):
             raise ValueError(f"`null` must be 'normal' or 'empirical', got {null!r}.")
         self.n_permutations, self.leaf_size, self.null, self.seed = n_permutations, leaf_size, null, seed
