@@ -28,8 +28,9 @@ def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
 def critical_pvalue(pvalues: np.ndarray, alpha: float, correction: str | None) -> float:
     """The raw p-value below which a test of the family `pvalues` rejects under `correction` at level `alpha`.
 
-    `None`: `alpha`; `"bonferroni"`: `alpha / m`; `"fdr_bh"`: the largest `p_(j) <= j alpha / m` of the sorted
-    finite p-values (`alpha / m` when none qualifies, which is where Benjamini-Hochberg starts).
+    `None`: `alpha`; `"bonferroni"`: `alpha / m`; `"fdr_bh"`: `j* alpha / m` for the largest `j*` with
+    `p_(j*) <= j* alpha / m` among the sorted finite p-values (the same rejections as Benjamini-Hochberg, and
+    never 0 when the smallest p-values underflow), or `alpha / m` when none qualifies.
     """
     p = np.sort(np.asarray(pvalues, dtype=float)[np.isfinite(pvalues)])
     m = max(len(p), 1)
@@ -39,5 +40,5 @@ def critical_pvalue(pvalues: np.ndarray, alpha: float, correction: str | None) -
         return alpha / m
     if correction == "fdr_bh":
         passing = np.flatnonzero(p <= alpha * np.arange(1, len(p) + 1) / m)
-        return float(p[passing[-1]]) if len(passing) else alpha / m
+        return alpha * (passing[-1] + 1) / m if len(passing) else alpha / m
     raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")

@@ -246,6 +246,10 @@ def test_critical_pvalue_matches_adjusted_rejections():
                                           else adjust_pvalues(p, correction) < 0.05)
     with pytest.raises(ValueError, match="`correction` must be"):
         critical_pvalue(p, 0.05, "holm")
+    underflow = np.array([0.0, 0.0, 0.4, 0.9])  # huge statistics give p = 0.0 in float64
+    critical = critical_pvalue(underflow, 0.05, "fdr_bh")
+    assert critical == pytest.approx(0.05 * 2 / 4)
+    chain_segments(np.array([[0.0, 0.0, 0.4, 0.9]]), 2, critical)  # a usable critical value, never 0
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
