@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import standardise
+
 
 def _check_pair(pred: Any, truth: Any, name_pred: str = "pred", name_truth: str = "truth") -> tuple[np.ndarray, np.ndarray]:
     pred, truth = np.asarray(pred), np.asarray(truth)
@@ -43,8 +45,7 @@ def _cv_r2(features: np.ndarray, targets: np.ndarray, seed: int, max_samples: in
     rng = np.random.default_rng(seed)
     rows = rng.permutation(len(features))[:max_samples]
     x, y = features[rows], targets[rows]
-    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-    y = (y - y.mean(0)) / np.where(y.std(0) > 0, y.std(0), 1.0)
+    x, y = standardise(x), standardise(y)
     gamma = 1.0 / x.shape[1]
     search = GridSearchCV(
         KernelRidge(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from .._arrays import standardise
 from .._validation import check_array, check_consistent_length
 
 
@@ -22,7 +23,6 @@ def _as_3d(states, tasks) -> tuple[np.ndarray, np.ndarray]:
         states = states[:, :, None]
     if tasks.ndim == 2:
         tasks = tasks[:, :, None]
-    standardise = lambda a: (a - a.mean(0)) / np.where(a.std(0) > 0, a.std(0), 1.0)  # noqa: E731
     return standardise(states), standardise(tasks)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._arrays import standardise
 from .ci_tests import bartlett_statistic
 
 
@@ -27,7 +28,7 @@ def band_markov_pvalues(states: np.ndarray, rep: np.ndarray) -> np.ndarray:
     """
     n, T, d = states.shape
     flat = states.reshape(n, T * d)
-    flat = (flat - flat.mean(0)) / np.where(flat.std(0) > 0, flat.std(0), 1.0)
+    flat = standardise(flat)
     return _band_markov_pvalues(flat.T @ flat / (n - 1), n, d, rep)
 
 

@@ -155,7 +155,7 @@ def sparse_probe(latents: np.ndarray, target: np.ndarray, k: int, train_rows: np
     x = latents[train_rows][:, active]
     x = (x - x.mean(0)) / x.std(0)
     y = target[train_rows] - target[train_rows].mean(0)
-    _, coefs, _ = lasso_path(x, y, n_alphas=60)  # coefs (n_targets, n_features, n_alphas)
+    _, coefs, _ = lasso_path(x, y, alphas=60)  # coefs (n_targets, n_features, n_alphas)
     weight = np.linalg.norm(coefs.reshape(-1, x.shape[1], coefs.shape[-1]), axis=0)  # (n_features, n_alphas)
     enough = np.nonzero((weight > 0).sum(0) >= k)[0]
     column = weight[:, enough[0] if len(enough) else -1]
@@ -318,7 +318,7 @@ def main() -> None:
         methods = list(results[0])
         print(f"\nWithin-step latents, n={args.n}, evaluation seeds {seeds.start}..{seeds.stop - 1}, true block size 2 "
               "per task")
-        header = f"{'method':20s} | {'latents/r2_relevant':>20s} | {'latents/r2_irrelevant':>22s} | {'support/task':>12s} | exact support"
+        header = f"{'method':24s} | {'latents/r2_relevant':>20s} | {'latents/r2_irrelevant':>22s} | {'support/task':>12s} | exact support"
         print(header)
         print("-" * len(header))
         for m in methods:
@@ -327,7 +327,7 @@ def main() -> None:
             sup = [r[m]["support"] for r in results]
             exact = [r[m]["exact"] for r in results]
             exact_text = "-" if np.isnan(exact[0]) else f"{int(np.nansum(exact))}/{len(exact)} seeds"
-            print(f"{m:20s} | {np.mean(rel):11.3f} ± {np.std(rel):.3f} | {np.mean(irr):13.3f} ± {np.std(irr):.3f} | "
+            print(f"{m:24s} | {np.mean(rel):11.3f} ± {np.std(rel):.3f} | {np.mean(irr):13.3f} ± {np.std(irr):.3f} | "
                   f"{np.mean(sup):12.2f} | {exact_text}")
         ours = [r["ours (l1, auto)"]["seconds"] for r in results]
         print(f"ours: {np.mean(ours):.1f} s per fit (auto lambda: 6 models); generalist: "

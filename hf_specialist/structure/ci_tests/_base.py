@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ..._arrays import standardise
 from ..._validation import Interval, NotFittedError, Options, check_array, validate_params
 from ._permutation import neighbourhood_cells, permute_within_cells
 
@@ -80,9 +81,7 @@ class CITest:
     def fit(self, data: np.ndarray) -> CITest:
         """Store standardised data `(n_samples, n_columns)` and precompute what the statistic needs."""
         data = check_array(data, "data", ndims=(2,), expected="(n_samples, n_columns)", min_samples=self.min_samples)
-        std = data.std(0)
-        std[std == 0] = 1.0
-        self.data_ = (data - data.mean(0)) / std
+        self.data_ = standardise(data)
         self.rng_ = np.random.default_rng(self.seed)
         self._cache.clear()
         self._prepare()
