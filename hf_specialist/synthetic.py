@@ -103,6 +103,7 @@ def collider_sequences(
         state_dim (`int`, *optional*, defaults to 1): latent state dims per step.
         obs_dim (`int`, *optional*): when set (or `state_dim > 1`), steps are observed through a random invertible
             nonlinear map into `obs_dim` dims (defaults to `state_dim`).
+        task_noise (`float`, *optional*, defaults to 0.5): std of the noise added to each task's outcome.
         outcome (`str`, *optional*, defaults to `"sum"`): how a task combines the (weighted) actions of the steps
             serving it: `"sum"`, `"max"` (the largest, so each step matters only where it is the largest), or
             `"threshold"` (1 where the noisy sum is above 0, else 0: a binary outcome).
@@ -126,6 +127,8 @@ def collider_sequences(
     )
     if T % segment_length:
         raise ValueError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
+    if outcome not in ("sum", "max", "threshold"):
+        raise ValueError(f"`outcome` must be 'sum', 'max' or 'threshold', got {outcome!r}.")
     rng = np.random.default_rng(seed)
     n_segments = T // segment_length
     segment_tasks = random_assignment(n_segments, M, rng, min_segments_per_task, max_segments_per_task)
@@ -159,13 +162,12 @@ def collider_sequences(
     shaped = np.tanh(1.5 * actions) if nonlinear else actions
     if outcome == "max":
         contributions = np.where(step_tasks[None], shaped[:, :, None] * task_weights[None], -np.inf)  # (n, T, M)
-        tasks = contributions.max(1) + task_noise * rng.normal(size=(n, M))
-    elif outcome in ("sum", "threshold"):
+        largest = np.where(step_tasks.any(0), contributions.max(1), 0.0)  # a task no step serves is pure noise
+        tasks = largest + task_noise * rng.normal(size=(n, M))
+    else:
         tasks = np.einsum("nt,tm,tm->nm", shaped, step_tasks, task_weights) + task_noise * rng.normal(size=(n, M))
         if outcome == "threshold":
             tasks = (tasks > 0).astype(float)
-    else:
-        raise ValueError(f"`outcome` must be 'sum', 'max' or 'threshold', got {outcome!r}.")
     if mixing not in ("nonlinear", "linear", "identity"):
         raise ValueError(f"`mixing` must be 'nonlinear', 'linear' or 'identity', got {mixing!r}.")
     if (obs_dim is not None or d > 1) and mixing != "identity":
@@ -194,9 +196,10 @@ def unlinked_collider_sequences(seed: int | None = 0, **kwargs: Any) -> tuple[np
     """
     if "sample_seed" in kwargs:
         raise ValueError("`sample_seed` is set here: the states and the tasks come from two draws of `seed`.")
-    base = 0 if seed is None else 2 * int(seed)
-    states, _, truth = collider_sequences(seed=seed, sample_seed=base + 10**9, **kwargs)
-    _, tasks, _ = collider_sequences(seed=seed, sample_seed=base + 10**9 + 1, **kwargs)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])  # a fresh structure and fresh draws
+    states, _, truth = collider_sequences(seed=seed, sample_seed=2 * int(seed) + 10**9, **kwargs)
+    _, tasks, _ = collider_sequences(seed=seed, sample_seed=2 * int(seed) + 10**9 + 1, **kwargs)
     truth = {**truth, "step_tasks": np.zeros_like(truth["step_tasks"]),
              "segment_tasks": np.zeros_like(truth["segment_tasks"])}
     return states, tasks, truth

@@ -416,8 +416,8 @@ class TaskStructure:
         chunk = None if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)
         family = (M * N if self.mode != "pairwise" else 0) + sum(len(g[3]) for g in groups if not g[4])
-        # a permutation null may stop drawing once a p-value is far below the smallest critical value
-        ci.stop_below = max(ci.stop_below, 0.02 * self.alpha / max(family, 1))
+        if ci.stop_below is None:  # a permutation null may stop once a p-value is far below the smallest critical value
+            ci.stop_below = 0.02 * self.alpha / max(family, 1)
         results: dict[bool, list[list[np.ndarray]]] = {False: [[], [], []], True: [[], [], []]}
         disable = None if self.progress is None else not self.progress
         with tqdm(total=n_tests, desc=f"CI tests ({ci.name})", unit="test", disable=disable) as bar:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 from scipy import stats
 
 from hf_specialist import TaskStructure, synthetic

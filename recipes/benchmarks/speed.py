@@ -19,7 +19,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from hf_specialist import SpecialistAdapter, SpecialistConfig, TaskStructure, synthetic, train_specialist
@@ -41,7 +40,8 @@ def _step_seconds(d_in: int, fused: bool, rounds: int) -> tuple[float, float]:
     sae = _L1SAE(d_in, adapter.config.d_latent)
     x, y = torch.randn(256, d_in), torch.randn(256, 2)
     m = torch.ones(256, 2, dtype=torch.bool)
-    opt_a = _ADAM(adapter.parameters(), lr=1e-3, fused=True) if fused else _ADAM(adapter.parameters(), lr=1e-3, foreach=True)
+    setting = {"fused": True} if fused else {"foreach": True}
+    opt_a = _ADAM(adapter.parameters(), lr=1e-3, **setting)
     opt_s = _ADAM(sae.parameters(), lr=1e-3, fused=True)
 
     def step(loss_fn, opt):
@@ -101,11 +101,14 @@ def main() -> None:
             row = {}
             for label in ("old", "new"):
                 torch.optim.Adam = _adam_foreach if label == "old" else _ADAM
-                adapter = SpecialistAdapter(SpecialistConfig(d_in=24, n_tasks=2, task_dims=truth["task_dims"]))
-                start = time.perf_counter()
-                history = train_specialist(adapter, states, tasks, progress=False, seed=seed)
-                row[label] = (time.perf_counter() - start, history["selected_sparsity"], adapter.task_support_.sum(1))
-            torch.optim.Adam = _ADAM
+                try:
+                    adapter = SpecialistAdapter(SpecialistConfig(d_in=24, n_tasks=2, task_dims=truth["task_dims"]))
+                    start = time.perf_counter()
+                    history = train_specialist(adapter, states, tasks, progress=False, seed=seed)
+                    seconds = time.perf_counter() - start
+                finally:
+                    torch.optim.Adam = _ADAM
+                row[label] = (seconds, history["selected_sparsity"], adapter.task_support_.sum(1))
             print(f"  seed {seed}: old {row['old'][0]:6.1f} s (lambda {row['old'][1]:.3g}, support {row['old'][2]}) | "
                   f"new {row['new'][0]:6.1f} s (lambda {row['new'][1]:.3g}, support {row['new'][2]}) | "
                   f"new / old {row['new'][0] / row['old'][0]:.2f}")

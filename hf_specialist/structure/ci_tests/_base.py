@@ -3,6 +3,7 @@ the p-values; a subclass gives a statistic and, where it has one, an analytic nu
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,12 +41,14 @@ class CITest:
             p-values, small enough to survive a multiple-testing correction with few draws); `"empirical"` is the
             rank `(1 + #{null >= s}) / (1 + B)`.
         early_stop (`bool`, *optional*, defaults to `True`): with `null="normal"`, draw the null in rounds
-            (`FIRST_DRAWS`, then `ROUND_DRAWS` at a time) and stop drawing for a test once its p-value is below `STOP_BELOW` or above
-            `STOP_ABOVE` (it is then decided at any usual level); only tests near a threshold get all
-            `n_permutations` draws. A null test is marked with probability at most its level plus `stop_below`.
-        stop_below (`float`, *optional*, defaults to `STOP_BELOW`): the p-value under which drawing stops;
-            `TaskStructure` sets it on its copy of the test to 2% of its smallest critical value
-            (`alpha / family size`), so the family-wise rate is at most `1.02 * alpha`.
+            (`FIRST_DRAWS`, then `ROUND_DRAWS` at a time) and stop drawing for a test once its p-value is below
+            `stop_below` (split evenly over the interim looks) or above `STOP_ABOVE` (it is then not significant
+            at any level up to 0.2); only tests near a threshold get all `n_permutations` draws. A null test is
+            marked with probability at most its level plus `stop_below`. Tests that compute their null in one
+            pass (`NeuralCMI`) draw all of it.
+        stop_below (`float`, *optional*): the p-value under which drawing stops, summed over the looks;
+            `STOP_BELOW` when not set. `TaskStructure` sets it on its copy of a test that leaves it unset to 2% of
+            its smallest critical value (`alpha / family size`), so the family-wise rate is at most `1.02 alpha`.
         seed (`int`, *optional*): random seed.
     """
 
@@ -73,7 +76,7 @@ class CITest:
         if null not in ("normal", "empirical"):
             raise ValueError(f"`null` must be 'normal' or 'empirical', got {null!r}.")
         self.n_permutations, self.leaf_size, self.null, self.seed = n_permutations, leaf_size, null, seed
-        self.early_stop, self.stop_below = early_stop, self.STOP_BELOW if stop_below is None else stop_below
+        self.early_stop, self.stop_below = early_stop, stop_below
         self._cache: dict[tuple, tuple[float, float]] = {}
         self.data_: np.ndarray | None = None
 
@@ -120,10 +123,12 @@ class CITest:
         sequential = self.early_stop and self.null == "normal"
         first = min(self.n_permutations, self.FIRST_DRAWS) if sequential else self.n_permutations
         nulls = list(self.null_statistics(statistic, x, y, z, first))
+        looks = max(1, math.ceil((self.n_permutations - first) / self.ROUND_DRAWS))
+        stop_below = (self.STOP_BELOW if self.stop_below is None else self.stop_below) / looks
         active = np.arange(len(statistic))
         while sequential and len(active) and len(nulls[active[0]]) < self.n_permutations:
             p = self.pvalue_from_null(statistic[active], [nulls[b] for b in active])
-            active = active[(p >= self.stop_below) & (p <= self.STOP_ABOVE)]
+            active = active[(p >= stop_below) & (p <= self.STOP_ABOVE)]
             if not len(active):
                 break
             draws = min(self.ROUND_DRAWS, self.n_permutations - len(nulls[active[0]]))

@@ -67,7 +67,7 @@ class KnnCMI(CITest):
         self.bitsets_ = n <= self.bitset_max
         self._indexed: dict[int, SortedColumn] = {}
 
-    def _columns(self, columns: np.ndarray) -> list[SortedColumn]:
+    def _column_indexes(self, columns: np.ndarray) -> list[SortedColumn]:
         """Bitset indexes of data columns, the most recent kept up to `INDEX_CACHE_BYTES` for the fit."""
         out = []
         for c in map(int, columns):
@@ -108,7 +108,7 @@ class KnnCMI(CITest):
 
     def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         v = self.values_
-        index = self._columns if self.bitsets_ else (lambda columns: None)
+        index = self._column_indexes if self.bitsets_ else (lambda columns: None)
         return np.array([self._cmi(v[:, x[b]], v[:, y[b]], v[:, z[b]], index(x[b]), index(y[b]), index(z[b]))
                          for b in range(len(x))])
 
@@ -129,10 +129,11 @@ class KnnCMI(CITest):
         nulls = np.empty((len(statistic), n_draws))
         v = self.values_
         for b in range(len(statistic)):
-            yv, zv = v[:, y[b]], v[:, z[b]]
-            y_index, z_index = (self._columns(y[b]), self._columns(z[b])) if self.bitsets_ else (None, None)
+            x_values, yv, zv = v[:, x[b]], v[:, y[b]], v[:, z[b]]
+            y_index = self._column_indexes(y[b]) if self.bitsets_ else None
+            z_index = self._column_indexes(z[b]) if self.bitsets_ else None
             for r, perm in enumerate(self._null_permutations(z[b], n_draws)):
-                xv = v[perm][:, x[b]]
+                xv = x_values[perm]
                 x_index = [SortedColumn.build(column) for column in xv.T] if self.bitsets_ else None
                 nulls[b, r] = self._cmi(xv, yv, zv, x_index, y_index, z_index)
         return nulls
