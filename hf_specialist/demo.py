@@ -67,7 +67,9 @@ def run_demo(
     Returns:
         `dict` with the results table's numbers and the paths written.
     """
-    from . import TaskStructure, extract_steps, plots, synthetic
+    from . import plots, synthetic
+    from .data import extract_steps
+    from .structure.discovery import TaskStructure
     from .adapter.config import SpecialistConfig
     from .adapter.model import SpecialistAdapter
     from .adapter.lambda_path import train_specialist

@@ -150,7 +150,9 @@ def run_entities_demo(
     base: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Extract -> discover -> train -> evaluate on entity texts; prints and writes the kept/dropped table."""
-    from . import TaskStructure, extract_steps, plots
+    from . import plots
+    from .data import extract_steps
+    from .structure.discovery import TaskStructure
     from .adapter.config import SpecialistConfig
     from .adapter.lambda_path import train_specialist
     from .adapter.model import SpecialistAdapter

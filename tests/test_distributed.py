@@ -64,7 +64,7 @@ def test_lora_training_moved_the_lora_and_auto_agrees(two_process_run):
 def test_only_the_main_process_writes(two_process_run):
     main, other = (json.loads((two_process_run / f"rank{r}-writes.json").read_text()) for r in (0, 1))
     assert other == []
-    assert main.count("_write_artifact") == 2 and "save_checkpoint" in main and "save_run_state" in main
+    assert main.count("write_artifact") == 2 and "save_checkpoint" in main and "save_run_state" in main
     loaded = hfs.SpecialistAdapter.from_pretrained(two_process_run / "artifact")
     saved = load_file(str(two_process_run / "rank0-fixed.safetensors"))
     for key, value in loaded.state_dict().items():

@@ -1,4 +1,5 @@
-"""The package's module-level imports form a graph without cycles and never import an enclosing package."""
+"""The package's imports (at module level and inside functions alike) form a graph without cycles and never import
+an enclosing package."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ def _modules() -> dict[str, pathlib.Path]:
     return modules
 
 
-def _module_level_edges(modules: dict[str, pathlib.Path]) -> dict[str, set[str]]:
+def _import_edges(modules: dict[str, pathlib.Path]) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        for node in ast.parse(path.read_text()).body:
+        for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.ImportFrom):
                 continue
             base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) \
@@ -34,7 +35,7 @@ def _module_level_edges(modules: dict[str, pathlib.Path]) -> dict[str, set[str]]
 
 def test_no_cycles_and_no_imports_of_an_enclosing_package():
     modules = _modules()
-    edges = _module_level_edges(modules)
+    edges = _import_edges(modules)
     upward = sorted((a, b) for a, targets in edges.items() for b in targets if a.startswith(b + "."))
     assert not upward, f"modules importing an enclosing package: {upward}"
     state: dict[str, int] = {}

@@ -1,7 +1,8 @@
 """`train_specialist`: the public training entry point and the lambda path of `sparsity="auto"`.
 
 One model per lambda: the penalty warms up, then the support is frozen and fine-tuned (`loop.train_one`). With
-`sparsity="auto"` a dense model and one model per lambda of a grid are trained from the same seed and the sparsest
+`sparsity="auto"` a dense model and one model per lambda of a grid are trained from the same seed (at once, as one
+`StackedAdapters`, when the base is frozen) and the sparsest
 whose held-out task losses stay within tolerance of the dense model's is kept (training each model from scratch
 under the penalty recovered the blocks far better than continuing one model along an increasing path, which kept a
 spread-out code). The same path runs for precomputed states and for joint training with a LoRA on the base.
@@ -30,8 +31,12 @@ from .batches import (
 from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
 from .loop import train_one
 from .model import SpecialistAdapter
+from .stacked import StackedAdapters
 
 DEFAULT_EPOCHS, DEFAULT_LORA_EPOCHS = 100, 10
+# train the lambdas left as one `StackedAdapters` (frozen base only); `False` runs them one after another, the old
+# path that `recipes/benchmarks/speed.py` times beside the new one
+STACK_LAMBDAS = True
 
 
 def auto_lambda_path(n_values: int = 5, low: float = 3e-3, high: float = 0.3) -> list[float]:
@@ -290,30 +295,43 @@ def train_specialist(
     history_steps: list[dict[str, Any]] = []
     steps_left = stop_after_steps
     run_states: dict[int, dict[str, torch.Tensor]] = {}
-    for k, lam in enumerate(lambdas):
-        if k < len(path):  # finished before an interruption
-            if not np.isclose(path[k]["sparsity"], lam):
-                raise ValueError(f"`resume=True` found a finished run at lambda {path[k]['sparsity']} in "
-                                 f"{summary_path}, but this call's lambda {k} is {lam}: resume with the same "
-                                 "`sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
-            continue
-        run_dir = root / f"run-{k:02d}" if root is not None else None
+    for k, lam in enumerate(lambdas[: len(path)]):  # finished before an interruption
+        if not np.isclose(path[k]["sparsity"], lam):
+            raise ValueError(f"`resume=True` found a finished run at lambda {path[k]['sparsity']} in "
+                             f"{summary_path}, but this call's lambda {k} is {lam}: resume with the same "
+                             "`sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
+    todo = list(range(len(path), len(lambdas)))
+    # the lambdas left, as one stacked model (`StackedAdapters`) when the base is frozen; with a LoRA on the base
+    # each lambda needs its own LoRA, so they run one after another
+    batches = [todo] if STACK_LAMBDAS and joint is None and len(todo) > 1 else [[k] for k in todo]
+    for ks in batches:
+        run_dir = None if root is None else root / (f"run-{ks[0]:02d}" if len(ks) == 1 else "lambda-path")
         model = adapter if len(lambdas) == 1 else _fresh_copy(adapter, seed)
         module = model
         if joint is not None:
             load_trainable_state(joint, lora_start)  # every lambda starts from the same LoRA
             module = type(joint)(joint.peft_model, model, joint.hook_point, joint.pool)
         model.fit_normalizer(**normaliser)
-        result = train_one(module, model, train_data, val_data, lam, run_dir, stop_after_steps=steps_left, **options)
+        if len(ks) > 1:
+            module = StackedAdapters(model, [lambdas[k] for k in ks])
+            result = train_one(module, module, train_data, val_data, module.sparsities, run_dir,
+                               stop_after_steps=steps_left, **options)
+        else:
+            result = train_one(module, model, train_data, val_data, lambdas[ks[0]], run_dir,
+                               stop_after_steps=steps_left, **options)
         history_steps += result["steps"]
         if "interrupted_at" in result:
             return {"interrupted_at": result["interrupted_at"], "steps": history_steps, "path": path}
         if steps_left is not None:
             steps_left -= result["n_steps"]
-        path.append({"sparsity": lam, **result["final"], "support": model.task_support_.astype(int).tolist()})
-        run_states[k] = trainable_state(module)
-        if run_dir is not None and is_main_process():  # so that a resumed call can hand back any finished run
-            save_run_state(run_dir, module)
+        trained = module.unstack() if len(ks) > 1 else [module]
+        finals = result["final"] if len(ks) > 1 else [result["final"]]
+        for k, run, final in zip(ks, trained, finals):
+            adapter_of_run = run if len(ks) > 1 else model
+            path.append({"sparsity": lambdas[k], **final, "support": adapter_of_run.task_support_.astype(int).tolist()})
+            run_states[k] = trainable_state(run)
+            if root is not None and is_main_process():  # so that a resumed call can hand back any finished run
+                save_run_state(root / f"run-{k:02d}", run)
         if summary_path is not None and is_main_process():
             summary_path.parent.mkdir(parents=True, exist_ok=True)
             partial = summary_path.with_name(summary_path.name + ".tmp")

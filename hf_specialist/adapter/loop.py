@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .._distributed import barrier, is_main_process
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .model import SpecialistAdapter
+from .stacked import StackedAdapters
 
 
 @torch.no_grad()
@@ -58,9 +59,8 @@ def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float
     return out
 
 
-def support_metrics(adapter: SpecialistAdapter) -> dict[str, float]:
-    """`adapter/support_size` (mask entries on) and `adapter/l0` (mean per task)."""
-    support = adapter.task_support_
+def support_metrics(support: np.ndarray) -> dict[str, float]:
+    """`adapter/support_size` (mask entries on) and `adapter/l0` (mean per task) of a `(n_tasks, d_latent)` support."""
     return {"adapter/support_size": int(support.sum()), "adapter/l0": float(support.sum(1).mean())}
 
 
@@ -98,12 +98,38 @@ def _sync_from_main(module: torch.nn.Module, adapter: SpecialistAdapter) -> None
             dist.broadcast(tensor.data, src=0)
 
 
+def parameter_groups(adapter: SpecialistAdapter | StackedAdapters, *, lr: float, mask_lr: float, rotation_lr: float,
+                     weight_decay: float) -> list[dict[str, Any]]:
+    """Adam's parameter groups: the mask logits at `mask_lr`, the latent rotation at `rotation_lr`, the rest at
+    `lr` with `weight_decay` (selected by the adapter's parameter names, also for a stack of adapters)."""
+    named = list(getattr(adapter, "adapter_named_parameters", adapter.named_parameters)())
+    return [
+        {"params": [p for n, p in named if n != "mask_logits" and not n.startswith("rotation.")],
+         "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n == "mask_logits"], "lr": mask_lr, "weight_decay": 0.0},
+        {"params": [p for n, p in named if n.startswith("rotation.")], "lr": rotation_lr, "weight_decay": 0.0},
+    ]
+
+
+def _records(terms: dict[str, torch.Tensor], adapter: SpecialistAdapter | StackedAdapters, sparsity: Any,
+             weight: Any, step: int) -> list[dict[str, Any]]:
+    """Logged rows of one step: one per model (a stack logs each lambda's terms in its own row)."""
+    if isinstance(adapter, StackedAdapters):
+        supports = adapter.task_support_
+        return [{**{k: float(v[j].detach()) for k, v in terms.items()}, "step": step,
+                 "sparsity": float(sparsity[j]), "sparsity_weight": float(weight[j]),
+                 **support_metrics(supports[j])} for j in range(adapter.n_models)]
+    record = {k: float(v.detach()) for k, v in terms.items()}
+    record.update(step=step, sparsity=sparsity, sparsity_weight=weight, **support_metrics(adapter.task_support_))
+    return [record]
+
+
 def train_one(
     module: torch.nn.Module,
-    adapter: SpecialistAdapter,
+    adapter: SpecialistAdapter | StackedAdapters,
     train_data: Any,
     val_data: Any,
-    sparsity: float,
+    sparsity: float | torch.Tensor,
     run_dir: Path | None,
     *,
     epochs: int,
@@ -123,7 +149,8 @@ def train_one(
     progress: bool | None,
     cpu: bool | None,
 ) -> dict[str, Any]:
-    """Train `module` (the adapter itself, or a `JointLoraModel` holding it) at a fixed lambda.
+    """Train `module` (the adapter itself, a `JointLoraModel` holding it, or a `StackedAdapters` with one lambda
+    per model in `sparsity`) at a fixed lambda.
 
     `train_data` / `val_data` are batch sources (`batches.StateBatches` or `TextBatches`). Returns the logged
     steps, the held-out metrics of the final model (`"final"`) and the number of optimizer steps, or
@@ -144,13 +171,8 @@ def train_one(
                               cpu=bool(cpu) or not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     _check_process_layout(accelerator.num_processes)
+    groups = parameter_groups(adapter, lr=lr, mask_lr=mask_lr, rotation_lr=rotation_lr, weight_decay=weight_decay)
     adapter_params = {id(p) for p in adapter.parameters()}
-    groups = [
-        {"params": [p for n, p in adapter.named_parameters() if n != "mask_logits" and not n.startswith("rotation.")],
-         "lr": lr, "weight_decay": weight_decay},
-        {"params": [adapter.mask_logits], "lr": mask_lr, "weight_decay": 0.0},
-        {"params": list(adapter.rotation.parameters()), "lr": rotation_lr, "weight_decay": 0.0},
-    ]
     others = [p for p in module.parameters() if p.requires_grad and id(p) not in adapter_params]
     if others:  # a LoRA on the base
         groups.append({"params": others, "lr": lora_lr, "weight_decay": weight_decay})
@@ -168,7 +190,9 @@ def train_one(
         if found is not None:
             state = load_checkpoint(found, raw, optimizer)
     start_step = state["global_step"]
-    bar = tqdm(total=epochs * steps_per_epoch, initial=start_step, desc=f"train specialist (lambda={sparsity:.3g})",
+    stacked = isinstance(adapter, StackedAdapters)
+    label = f"{adapter.n_models} lambdas at once" if stacked else f"lambda={sparsity:.3g}"
+    bar = tqdm(total=epochs * steps_per_epoch, initial=start_step, desc=f"train specialist ({label})",
                unit="step", disable=True if not accelerator.is_main_process else (None if progress is None else not progress))
     device = accelerator.device
     interrupted = False
@@ -185,17 +209,16 @@ def train_one(
             lam = sparsity * min(1.0, ramp)
             with accelerator.accumulate(wrapped), accelerator.autocast():
                 terms = wrapped(**train_data.batch(rows, device), sparsity=lam)
-                accelerator.backward(terms["loss"])
+                accelerator.backward(terms["loss"].sum())  # a stack's models are independent: one sum, own grads
                 optimizer.step()
                 if accelerator.sync_gradients:  # what accelerate's zero_grad does, without its per-call package probe
                     optimizer.optimizer.zero_grad(set_to_none=True)
             state["global_step"] += 1
             bar.update(1)
             if state["global_step"] % 25 == 0 or (epoch == epochs - 1 and b == steps_per_epoch - 1):
-                record = {k: float(v.detach()) for k, v in terms.items()}
-                record.update(step=state["global_step"], sparsity=sparsity, sparsity_weight=lam, **support_metrics(adapter))
-                state["history"].append(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", support=record["adapter/support_size"])
+                records = _records(terms, adapter, sparsity, lam, state["global_step"])
+                state["history"] += records
+                bar.set_postfix(loss=f"{records[-1]['loss']:.3f}", support=records[-1]["adapter/support_size"])
             if checkpoint_every and run_dir is not None and state["global_step"] % checkpoint_every == 0:
                 if is_main_process():
                     save_checkpoint(run_dir, raw, optimizer, state)
@@ -210,6 +233,10 @@ def train_one(
         return {"interrupted_at": state["global_step"], "steps": state["history"]}
     _sync_from_main(raw, adapter)
     adapter.eval()
-    final = evaluate_batches(adapter, val_data.evaluation_batches(raw))
-    final.update(support_metrics(adapter))
+    if stacked:
+        final = [{**evaluate_batches(model, val_data.evaluation_batches(raw)), **support_metrics(model.task_support_)}
+                 for model in adapter.unstack()]
+    else:
+        final = evaluate_batches(adapter, val_data.evaluation_batches(raw))
+        final.update(support_metrics(adapter.task_support_))
     return {"steps": state["history"], "final": final, "n_steps": state["global_step"] - start_step}

@@ -4,13 +4,16 @@ Usage:
     python recipes/benchmarks/speed.py [--seeds 2] [--first-seed 100] [--skip-train] [--skip-knn]
 
 Rows:
-  1. one adapter training step (default widths, batch 256, d_in 24 and 576) with Adam's `foreach` path (the old
-     optimizer setting) and its fused kernel (the new one), against an L1 SAE of the same latent width (fused Adam);
+  1. one adapter training step per model (default widths, batch 256, d_in 24 and 576): one model alone (the old
+     path, run once per lambda) and the six models of the default lambda path stacked (`StackedAdapters`, one
+     vmapped step, divided by 6), against an L1 SAE of the same latent width (fused Adam everywhere);
   2. the default `train_specialist` call (`sparsity="auto"`: a dense model and five lambdas, 100 epochs each) on
-     10,000 rows of 24-dim states (`synthetic.within_step_latents`, evaluation seeds), old optimizer against new;
+     10,000 rows of 24-dim states (`synthetic.within_step_latents`, evaluation seeds): the lambdas one after another
+     (old) against all at once (new);
   3. one `knn_cmi` structure fit at n = 5,000, T = 8, M = 2 (nonlinear collider sequences, 30 permutations, as in
-     the README's nonlinear row): the old path (k-d tree range counts, every null draw) against the new default
-     (bitset box counts, null drawn in rounds that stop once the test is decided), with F1 for both.
+     the README's nonlinear row): the old path (k-d tree range counts, every null draw) against the new CPU default
+     (bitset box counts, null drawn in rounds that stop once the test is decided), with F1 for both, and the same
+     fit with its radii and counts on the GPU when torch sees one (`KnnCMI(device="cuda")`).
 """
 
 from __future__ import annotations
@@ -22,26 +25,26 @@ import time
 import torch
 
 from hf_specialist import SpecialistAdapter, SpecialistConfig, TaskStructure, synthetic, train_specialist
+from hf_specialist.adapter import lambda_path
+from hf_specialist.adapter.loop import parameter_groups
+from hf_specialist.adapter.stacked import StackedAdapters
 from hf_specialist.metrics import structure_scores
 from hf_specialist.structure.ci_tests import KnnCMI
 
 _ADAM = torch.optim.Adam
 
 
-def _adam_foreach(params, **kwargs):
-    """The old optimizer setting, swapped in for the "old" rows only."""
-    kwargs.pop("fused", None)
-    return _ADAM(params, foreach=True, **kwargs)
-
-
-def _step_seconds(d_in: int, fused: bool, rounds: int) -> tuple[float, float]:
+def _step_seconds(d_in: int, rounds: int) -> dict[str, float]:
+    """Median seconds of one training step: a single adapter, the stacked lambda path per model, the SAE."""
     torch.manual_seed(0)
     adapter = SpecialistAdapter(SpecialistConfig(d_in=d_in, n_tasks=2, sparsity=0.01))
+    stack = StackedAdapters(adapter, auto_path())
     sae = _L1SAE(d_in, adapter.config.d_latent)
     x, y = torch.randn(256, d_in), torch.randn(256, 2)
     m = torch.ones(256, 2, dtype=torch.bool)
-    setting = {"fused": True} if fused else {"foreach": True}
-    opt_a = _ADAM(adapter.parameters(), lr=1e-3, **setting)
+    groups = dict(lr=1e-3, mask_lr=3e-2, rotation_lr=1e-2, weight_decay=0.0)
+    opt_a = _ADAM(parameter_groups(adapter, **groups), fused=True)
+    opt_k = _ADAM(parameter_groups(stack, **groups), fused=True)
     opt_s = _ADAM(sae.parameters(), lr=1e-3, fused=True)
 
     def step(loss_fn, opt):
@@ -50,9 +53,10 @@ def _step_seconds(d_in: int, fused: bool, rounds: int) -> tuple[float, float]:
         loss.backward()
         opt.step()
 
-    fns = {"adapter": lambda: step(lambda: adapter.loss_terms(x, y, m, 0.01)["loss"], opt_a),
+    fns = {"single": lambda: step(lambda: adapter.loss_terms(x, y, m, 0.01)["loss"], opt_a),
+           "stacked": lambda: step(lambda: stack(x, y, m, stack.sparsities)["loss"].sum(), opt_k),
            "sae": lambda: step(lambda: sae.loss(x, 0.05), opt_s)}
-    times: dict[str, list[float]] = {"adapter": [], "sae": []}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         for _ in range(5):
             fn()
@@ -62,7 +66,14 @@ def _step_seconds(d_in: int, fused: bool, rounds: int) -> tuple[float, float]:
             for _ in range(20):
                 fn()
             times[name].append((time.perf_counter() - start) / 20)
-    return statistics.median(times["adapter"]), statistics.median(times["sae"])
+    out = {name: statistics.median(t) for name, t in times.items()}
+    out["stacked"] /= stack.n_models
+    return out
+
+
+def auto_path() -> list[float]:
+    """The models of the default `sparsity="auto"`: the dense one and the default grid."""
+    return [0.0, *lambda_path.auto_lambda_path()]
 
 
 class _L1SAE(torch.nn.Module):
@@ -87,27 +98,28 @@ def main() -> None:
     args = parser.parse_args()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
 
-    print("1. Adapter training step (batch 256, default widths), median of interleaved rounds")
+    print("1. Adapter training step per model (batch 256, default widths), median of interleaved rounds")
     for d_in in (24, 576):
-        old, sae = _step_seconds(d_in, fused=False, rounds=7)
-        new, sae2 = _step_seconds(d_in, fused=True, rounds=7)
-        print(f"  d_in={d_in:4d}: foreach Adam {old * 1e3:6.2f} ms ({old / sae:.2f}x the SAE) | fused Adam "
-              f"{new * 1e3:6.2f} ms ({new / sae2:.2f}x the SAE) | new / old {new / old:.2f}")
+        t = _step_seconds(d_in, rounds=7)
+        print(f"  d_in={d_in:4d}: one model {t['single'] * 1e3:6.2f} ms ({t['single'] / t['sae']:.2f}x the SAE) | "
+              f"stacked, per model {t['stacked'] * 1e3:6.2f} ms ({t['stacked'] / t['sae']:.2f}x the SAE) | "
+              f"new / old {t['stacked'] / t['single']:.2f}")
 
     if not args.skip_train:
-        print("\n2. Default train_specialist (sparsity='auto', 6 models x 100 epochs), 10,000 rows x 24 dims")
+        print("\n2. Default train_specialist (sparsity='auto', 6 models x 100 epochs), 10,000 rows x 24 dims: one after "
+              "another (old) vs stacked (new)")
         for seed in seeds:
             states, tasks, truth = synthetic.within_step_latents(n=10_000, obs_dim=24, seed=seed)
             row = {}
             for label in ("old", "new"):
-                torch.optim.Adam = _adam_foreach if label == "old" else _ADAM
+                lambda_path.STACK_LAMBDAS = label == "new"
                 try:
                     adapter = SpecialistAdapter(SpecialistConfig(d_in=24, n_tasks=2, task_dims=truth["task_dims"]))
                     start = time.perf_counter()
                     history = train_specialist(adapter, states, tasks, progress=False, seed=seed)
                     seconds = time.perf_counter() - start
                 finally:
-                    torch.optim.Adam = _ADAM
+                    lambda_path.STACK_LAMBDAS = True
                 row[label] = (seconds, history["selected_sparsity"], adapter.task_support_.sum(1))
             print(f"  seed {seed}: old {row['old'][0]:6.1f} s (lambda {row['old'][1]:.3g}, support {row['old'][2]}) | "
                   f"new {row['new'][0]:6.1f} s (lambda {row['new'][1]:.3g}, support {row['new'][2]}) | "
@@ -118,14 +130,19 @@ def main() -> None:
         for seed in seeds:
             states, tasks, truth = synthetic.collider_sequences(n=5000, T=8, M=2, nonlinear=True, seed=seed)
             row = {}
-            for label, test in (("old", KnnCMI(n_permutations=30, bitset_max=0, early_stop=False, seed=seed)),
-                                ("new", KnnCMI(n_permutations=30, seed=seed))):
+            runs = [("old", KnnCMI(n_permutations=30, bitset_max=0, early_stop=False, seed=seed, device=None)),
+                    ("new", KnnCMI(n_permutations=30, seed=seed, device=None))]
+            if torch.cuda.is_available():  # the same fit with radii and counts on the GPU (`_device_counts`)
+                runs.append(("gpu", KnnCMI(n_permutations=30, seed=seed, device="cuda")))
+            for label, test in runs:
                 start = time.perf_counter()
                 fitted = TaskStructure(test=test, progress=False).fit(states, tasks)
                 f1 = structure_scores(fitted.step_tasks_, truth["step_tasks"])["f1"]
                 row[label] = (time.perf_counter() - start, f1)
+            gpu = (f" | GPU {row['gpu'][0]:6.1f} s, F1 {row['gpu'][1]:.3f}, GPU / old {row['gpu'][0] / row['old'][0]:.3f}"
+                   if "gpu" in row else "")
             print(f"  seed {seed}: old {row['old'][0]:6.1f} s, F1 {row['old'][1]:.3f} | new {row['new'][0]:6.1f} s, "
-                  f"F1 {row['new'][1]:.3f} | new / old {row['new'][0] / row['old'][0]:.2f}")
+                  f"F1 {row['new'][1]:.3f} | new / old {row['new'][0] / row['old'][0]:.2f}{gpu}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import torch
 import hf_specialist as hfs
 from hf_specialist import synthetic
 from hf_specialist.adapter.checkpoints import latest_checkpoint
+from hf_specialist.adapter.stacked import StackedAdapters
 from hf_specialist.metrics import block_r2
 from helpers import build_adapter
 
@@ -237,6 +238,55 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
     resumed = build_adapter()
     resumed.load_state_dict(init)
     hfs.train_specialist(resumed, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5, resume=True, **kwargs)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
+
+
+def test_stacked_adapters_compute_each_models_loss_and_gradient():
+    torch.manual_seed(0)
+    adapter = build_adapter()
+    stack = StackedAdapters(adapter, [0.0, 0.05, 0.3])
+    with torch.no_grad():  # make the three models differ
+        for _, param in stack.adapter_named_parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    models = stack.unstack()
+    stack.eval()
+    rng = np.random.default_rng(0)
+    h, y = torch.as_tensor(rng.normal(size=(40, 32)), dtype=torch.float32), torch.randn(40, 2)
+    mask = torch.ones(40, 2, dtype=torch.bool)
+    terms = stack(h, y, mask, stack.sparsities)
+    terms["loss"].sum().backward()
+    grads = dict(stack.adapter_named_parameters())
+    for j, (model, lam) in enumerate(zip(models, [0.0, 0.05, 0.3])):
+        expected = model.loss_terms(h, y, mask, lam)
+        expected["loss"].backward()
+        for key, value in expected.items():
+            torch.testing.assert_close(terms[key][j], value.detach(), msg=key)
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(grads[name].grad[j], param.grad, msg=name)
+
+
+def test_lambda_path_resume_matches_uninterrupted(tmp_path):
+    rng = np.random.default_rng(2)
+    states = rng.normal(size=(300, 32)).astype(np.float32)
+    tasks = rng.normal(size=(300, 2))
+    kwargs = dict(sparsity="auto", lambda_path=[0.05, 0.3], epochs=4, batch_size=64, seed=3, progress=False)
+    torch.manual_seed(0)
+    reference = build_adapter()
+    init = {k: v.clone() for k, v in reference.state_dict().items()}
+    expected = hfs.train_specialist(reference, states, tasks, **kwargs)
+
+    interrupted = build_adapter()
+    interrupted.load_state_dict(init)
+    out = hfs.train_specialist(interrupted, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5,
+                               stop_after_steps=10, **kwargs)
+    assert out["interrupted_at"] == 10
+    assert latest_checkpoint(tmp_path / "lambda-path").name == "checkpoint-00000010"
+    resumed = build_adapter()
+    resumed.load_state_dict(init)
+    history = hfs.train_specialist(resumed, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5, resume=True,
+                                   **kwargs)
+    assert history["path"] == expected["path"]
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
 

@@ -158,6 +158,22 @@ def test_knn_cmi_tree_counts_match_bitset_counts_and_scale_past_n_squared_memory
     assert big.test([([0], [1], [2])]).pvalue[0] < 1e-3
 
 
+def test_knn_cmi_device_path_matches_the_cpu_paths():
+    rng = np.random.default_rng(3)
+    data = np.hstack([_chain_data(300, rng, dependent=True), _chain_data(300, rng, dependent=False)])
+    tests = [([0], [1], [2]), ([3], [4], [5]), ([0], [1], []), ([0, 3], [1], [2, 5])]
+    torch_path = KnnCMI(n_permutations=10, seed=0, device="cpu").fit(data)  # the brute-force torch path, on CPU
+    bitsets = KnnCMI(n_permutations=10, seed=0, device=None).fit(data)
+    assert torch_path.device_ == "cpu" and not torch_path.bitsets_
+    expected, got = bitsets.test(tests), torch_path.test(tests)
+    if bitsets.device_ is None:  # without a GPU the default is the bitset path: compare the two implementations
+        assert bitsets.bitsets_
+    np.testing.assert_allclose(got.statistic, expected.statistic, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.pvalue, expected.pvalue, rtol=1e-9)
+    with pytest.raises(TypeError, match="`device` must be"):
+        KnnCMI(device=0)
+
+
 def test_box_counts_equal_brute_force_counts():
     from hf_specialist.structure.ci_tests._box_counts import SortedColumn, box_counts
 

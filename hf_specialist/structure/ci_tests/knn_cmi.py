@@ -13,6 +13,7 @@ from scipy import special
 from ..._validation import Interval, Options, validate_params
 from ._base import CITest
 from ._box_counts import SortedColumn, box_counts
+from ._device_counts import neighbour_counts
 from ._permutation import nearest_neighbour_permutations, neighbourhood_cells, permute_within_cells
 
 
@@ -41,18 +42,23 @@ class KnnCMI(CITest):
             (fewer when `early_stop` settles the test first, see `CITest`).
         bitset_max (`int`, *optional*, defaults to 10000): largest `n` for the bitset counts (memory
             `n^2 / 8` bytes per indexed column).
+        device (`str`, *optional*): a torch device (`"cuda"`, `"cuda:1"`, `"cpu"`) to compute the radii and counts
+            on by brute force in float64 (`_device_counts`), which gives the same estimate; by default the GPU when
+            torch sees one, else the CPU paths above.
     """
 
     name = "knn_cmi"
     min_samples = 20
 
     def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, k_perm: int | None = None,
-                 bitset_max: int = 10_000, **kwargs):
+                 bitset_max: int = 10_000, device: str | None = None, **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
         validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "bitset_max": bitset_max},
                         {"k": [Options("auto"), Interval(int, 1, None)],
                          "k_perm": [Options(None), Interval(int, 1, None)], "bitset_max": [Interval(int, 0, None)]})
-        self.k, self.k_perm, self.bitset_max = k, k_perm, bitset_max
+        if device is not None and not isinstance(device, str):
+            raise TypeError(f"`device` must be a torch device string such as 'cuda' or None, got {device!r}.")
+        self.k, self.k_perm, self.bitset_max, self.device = k, k_perm, bitset_max, device
 
     def _prepare(self) -> None:
         n = self.data_.shape[0]
@@ -64,7 +70,13 @@ class KnnCMI(CITest):
             self.k_ = self.k
         self.k_ = min(self.k_, n - 1)
         self.values_ = self.data_ + self.rng_.normal(scale=1e-6, size=self.data_.shape)  # no ties
-        self.bitsets_ = n <= self.bitset_max
+        if self.device is None:
+            import torch
+
+            self.device_ = "cuda" if torch.cuda.is_available() else None
+        else:
+            self.device_ = self.device
+        self.bitsets_ = n <= self.bitset_max and self.device_ is None
         self._indexed: dict[int, SortedColumn] = {}
 
     def _column_indexes(self, columns: np.ndarray) -> list[SortedColumn]:
@@ -84,6 +96,9 @@ class KnnCMI(CITest):
         from scipy.spatial import cKDTree
 
         n = len(xv)
+        if self.device_ is not None:
+            counts = neighbour_counts(xv, yv, zv, self.k_, self.device_)
+            return float(_knn_cmi_value(self.k_, n, *(c[None] for c in counts))[0])
         joint = np.concatenate([xv, yv, zv], axis=1)
         eps = cKDTree(joint).query(joint, k=[self.k_ + 1], p=np.inf, workers=-1)[0][:, 0]
         # strictly closer than the k-th neighbour: a relative margin keeps that neighbour, which lies on the box's

@@ -1,0 +1,169 @@
+"""The artifact format behind `SpecialistAdapter`'s Hub-mixin hooks: what a save writes into a folder, how a load
+reads it back strictly, and the one-commit upload of a saved folder.
+
+Layout of an artifact folder or Hub repo (DESIGN §5):
+
+    config.json         SpecialistConfig plus library/torch/transformers versions
+    model.safetensors   the adapter weights
+    structure.json      the fitted TaskStructure, when one is attached
+    structure.png       its heatmap, embedded in the card
+    lora/               a PEFT LoRA on the base, when one was trained
+    README.md           the model card (a user's README is never overwritten)
+
+Several hook points: one subfolder each, loadable one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._constants import (
+    CONFIG_NAME,
+    FORBIDDEN_NAMES,
+    HEATMAP_NAME,
+    LORA_DIR,
+    README_NAME,
+    STRUCTURE_NAME,
+    WEIGHTS_NAME,
+)
+from .._files import read_config, resolve_file
+from .card import is_generated_card, render_card, versions
+
+ADAPTER_ARCHITECTURES = {"specialist_vae"}
+
+
+def readme_to_keep(target: Path) -> Path | None:
+    """A user's README at `target` (kept through a save), or `None` when there is none or it is our card."""
+    existing = target / README_NAME
+    return existing if existing.exists() and not is_generated_card(existing) else None
+
+
+def write_artifact(folder: Path, adapter: Any, *, structure: Any | None = None, metrics: dict[str, float] | None = None,
+                   datasets: list[str] | None = None, lora_model: Any | None = None, repo_id: str | None = None,
+                   card: bool = True, keep_readme: Path | None = None) -> None:
+    """Write every file of the artifact into the (empty, temporary) `folder`."""
+    from safetensors.torch import save_file
+
+    config = adapter.config.to_dict()
+    config["versions"] = versions()
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
+    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "library": "hf_specialist"})
+    has_heatmap = False
+    if structure is not None:
+        (folder / STRUCTURE_NAME).write_text(structure.to_json())
+        from ..plots import step_task_heatmap
+
+        step_task_heatmap(structure.step_tasks_, folder / HEATMAP_NAME, task_names=adapter.config.task_names)
+        has_heatmap = True
+    if lora_model is not None:
+        lora_model.save_pretrained(str(folder / LORA_DIR))
+    if keep_readme is not None:
+        shutil.copy2(keep_readme, folder / README_NAME)
+    elif card:
+        (folder / README_NAME).write_text(render_card(adapter, structure, metrics, datasets, repo_id, has_heatmap))
+    leaked = [name for name in FORBIDDEN_NAMES if (folder / name).exists()]
+    if leaked:
+        raise RuntimeError(f"Refusing to write {leaked} at the top of an artifact (transformers would read the "
+                           "folder as a PEFT adapter).")
+
+
+def keep_sibling_artifacts(old: Path, new: Path) -> None:
+    """Copy the other hook points' subfolders of a root artifact `old` into its replacement `new`."""
+    if old.exists():
+        for child in old.iterdir():
+            if child.is_dir() and (child / CONFIG_NAME).exists() and not (new / child.name).exists():
+                shutil.copytree(child, new / child.name)
+
+
+def read_config_file(path_or_repo_id: str | os.PathLike, subfolder: str | None, revision: str | None,
+                     token: str | bool | None, **download_kwargs: Any) -> tuple[dict[str, Any], Path]:
+    """The artifact's `config.json` as a dict (and its local path), with clear errors when missing or corrupt."""
+    config_path = resolve_file(path_or_repo_id, CONFIG_NAME, subfolder, revision, token, **download_kwargs)
+    payload = read_config(config_path)
+    architecture = payload.get("architecture", "specialist_vae")
+    if architecture not in ADAPTER_ARCHITECTURES:
+        raise ValueError(f"Unknown adapter architecture {architecture!r} in {config_path}; known: "
+                         f"{sorted(ADAPTER_ARCHITECTURES)}.")
+    return payload, config_path
+
+
+def load_weights(adapter: torch.nn.Module, path_or_repo_id: str | os.PathLike, subfolder: str | None,
+                 revision: str | None, token: str | bool | None, **download_kwargs: Any) -> None:
+    """Load `model.safetensors` into `adapter` strictly: missing, unexpected or mis-shaped tensors and corrupt
+    files raise `ValueError` naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path = resolve_file(path_or_repo_id, WEIGHTS_NAME, subfolder, revision, token, **download_kwargs)
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{weights_path} is corrupt or truncated and cannot be read: {err}") from err
+    expected = adapter.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:5]}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            details.append("wrong shapes " + ", ".join(
+                f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k].shape)}" for k in wrong[:5]))
+        raise ValueError(f"{weights_path} does not match config.json: " + "; ".join(details) + ".")
+    adapter.load_state_dict(tensors, strict=True)
+
+
+def load_structure(path_or_repo_id: str | os.PathLike, subfolder: str | None, revision: str | None,
+                   token: str | bool | None, **download_kwargs: Any) -> Any | None:
+    """The `TaskStructure` saved in `structure.json`, or `None` when the artifact has none."""
+    path = resolve_file(path_or_repo_id, STRUCTURE_NAME, subfolder, revision, token, required=False, **download_kwargs)
+    if path is None:
+        return None
+    from ..structure.discovery import TaskStructure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        return TaskStructure.from_dict(read_config(path))
+
+
+def upload_artifact(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, branch: str | None = None,
+                    commit_message: str | None = None, token: str | bool | None = None, subfolder: str | None = None,
+                    create_pr: bool = False) -> str:
+    """Upload a saved artifact folder to a Hub repo in one commit (creating the repo and branch if needed); a
+    README in the repo that this library did not generate is kept. Returns the commit URL."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file() and not any((p / CONFIG_NAME).is_file() for p in folder.iterdir() if p.is_dir()):
+        raise FileNotFoundError(f"{folder} holds no {CONFIG_NAME}: not a saved hf_specialist artifact.")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if branch and branch != "main":
+        api.create_branch(repo_id, branch=branch, exist_ok=True)
+    ignore = []
+    readme_in_repo = f"{subfolder}/{README_NAME}" if subfolder else README_NAME
+    if api.file_exists(repo_id, readme_in_repo, revision=branch):
+        existing = Path(hf_hub_download(repo_id, readme_in_repo, revision=branch, token=token))
+        if not is_generated_card(existing):
+            ignore.append(README_NAME)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        path_in_repo=subfolder,
+        revision=branch,
+        commit_message=commit_message or f"Upload hf_specialist adapter{f' ({subfolder})' if subfolder else ''}",
+        ignore_patterns=ignore or None,
+        create_pr=create_pr,
+    )
+    return str(info)
