@@ -10,3 +10,4 @@ CARD_MARKER = "<!-- hf_specialist:generated-card -->"
 # transformers would take a folder holding this file for a PEFT adapter; never write it at an artifact's top
 FORBIDDEN_NAMES = ("adapter_config.json",)
 CHECKPOINT_PREFIX = "checkpoint-"
+LAMBDA_PATH_DIR = "lambda-path"  # checkpoints of the lambdas trained at once

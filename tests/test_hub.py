@@ -210,6 +210,32 @@ def test_private_repo_branch_and_readme_survives(hub_endpoint, trained):
     _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, token=TOKEN, revision="experiment"), h)
 
 
+def test_save_and_push_options(tmp_path, hub_endpoint, trained):
+    from huggingface_hub import HfApi
+
+    adapter, h = trained
+    from huggingface_hub import ModelHubMixin
+
+    assert issubclass(hfs.SpecialistAdapter, ModelHubMixin)
+    folder = adapter.save_pretrained(tmp_path / "plain", card=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]  # no card of any kind
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['strucutre'\]"):
+        adapter.save_pretrained(tmp_path / "typo", strucutre=None)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['strucutre'\]"):
+        adapter.push_to_hub("alice/typo", strucutre=None)
+
+    repo = "alice/multi-hook"
+    url = adapter.save_pretrained(tmp_path / "multi", subfolder="layers.1", push_to_hub=True, repo_id=repo,
+                                  token=TOKEN)
+    api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
+    assert api.model_info(repo).sha in url
+    assert sorted(api.list_repo_files(repo)) == ["layers.1/README.md", "layers.1/config.json",
+                                                 "layers.1/model.safetensors"]
+    _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, subfolder="layers.1"), h)
+    # cached now: loads offline although the repo has no top-level config.json
+    _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, subfolder="layers.1", local_files_only=True), h)
+
+
 def test_corrupt_and_missing_files_on_the_hub(hub_endpoint, trained):
     from huggingface_hub import HfApi
 

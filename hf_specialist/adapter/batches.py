@@ -277,3 +277,34 @@ class TextBatches:
                        part.task_mask.reshape(-1, part.task_mask.shape[-1]))
             else:
                 yield states, part.tasks, part.task_mask
+
+
+def is_dataset(states: Any) -> bool:
+    """Whether `states` is a `datasets.Dataset` (read in batches from disk)."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a hard dependency
+        return False
+    return isinstance(states, datasets.Dataset)
+
+
+def dataset_source(adapter: SpecialistAdapter, dataset: Any, tasks: Any, task_mask: Any) -> DatasetBatches:
+    """A batch source over a memory-mapped `datasets.Dataset` of sequences (column `"steps"`, or its only array
+    column), checked against the adapter and the targets before any training."""
+    column = "steps" if "steps" in dataset.column_names else None
+    if column is None:
+        arrays = [k for k, f in dataset.features.items() if type(f).__name__.startswith("Array")]
+        if len(arrays) != 1:
+            raise ValueError(f"`states` is a dataset without a 'steps' column and with array columns {arrays}; "
+                             "expected one column of (T, d_in) step states per sequence.")
+        column = arrays[0]
+    if len(dataset) == 0:
+        raise ValueError("`states` is an empty dataset.")
+    first = np.asarray(dataset[0][column], dtype=np.float32)
+    if first.ndim != 2:
+        raise ValueError(f"`states` rows must be (T, d_in) step states; row 0 has shape {first.shape}.")
+    shape = (len(dataset),) + first.shape
+    check_hidden_size(adapter, shape)
+    tasks_t, mask_t, readout = prepare_targets(adapter, shape, tasks, task_mask)
+    return DatasetBatches(dataset.with_format("numpy"), column, first.shape[0], tasks_t, mask_t,
+                          step_rows=readout == "step")

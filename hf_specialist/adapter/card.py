@@ -10,6 +10,7 @@ from .._constants import CARD_MARKER, HEATMAP_NAME
 from .._version import __version__
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "specialist_card.md"
+CARD_TAGS = ["hf_specialist", "specialist-representation", "identifiability", "sparse-adapter"]
 
 
 def is_generated_card(path: Path) -> bool:
@@ -42,7 +43,7 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
     data = ModelCardData(
         library_name="hf_specialist",
         base_model=cfg.base_model,
-        tags=["hf_specialist", "specialist-representation", "identifiability", "sparse-adapter"],
+        tags=list(CARD_TAGS),
         datasets=datasets,
         model_name=name,
         eval_results=eval_results or None,

@@ -19,16 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._constants import LAMBDA_PATH_DIR
 from .._distributed import barrier, is_main_process
-from .batches import (
-    DatasetBatches,
-    StateBatches,
-    TextBatches,
-    check_hidden_size,
-    prepare_targets,
-    prepare_training_data,
+from .batches import StateBatches, dataset_source, is_dataset, prepare_training_data
+from .checkpoints import (
+    MODEL_FILE,
+    latest_checkpoint,
+    load_run_state,
+    load_trainable_state,
+    save_run_state,
+    trainable_state,
 )
-from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
+from .lora import prepare_text_training
 from .loop import train_one
 from .model import SpecialistAdapter
 from .stacked import StackedAdapters
@@ -79,49 +81,6 @@ def _check_options(chosen: Any, epochs: int, batch_size: int, gradient_accumulat
     if not 0 <= finetune_fraction < 1 or (epochs > 1 and epochs - max(1, round(finetune_fraction * epochs)) < 1):
         raise ValueError(f"`finetune_fraction` must be in [0, 1) and leave at least one epoch before the support is "
                          f"frozen; got {finetune_fraction!r} with epochs={epochs}.")
-
-
-def _joint_setup(adapter: SpecialistAdapter, texts: Any, tasks: Any, task_mask: Any, base_model: torch.nn.Module,
-                 tokenizer: Any, lora: Any, steps: Any, pool: str, max_length: int | None, batch_size: int,
-                 seed: int):
-    """Check the text inputs, wrap the base with PEFT when `lora` is given, and return `(joint module or None,
-    the model the texts go through, a `TextBatches` source, the prepared `(h, tasks, mask)` of the initial states)`."""
-    from ..data import extract_steps
-    from ..hooks import resolve_hook_points
-    from ..steps import step_spans
-    from .lora import JointLoraModel
-
-    if tokenizer is None:
-        raise ValueError("Training from `texts` needs `tokenizer=` (the base model's tokenizer).")
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("`texts` must be a list of strings.")
-    cfg = adapter.config
-    if cfg.hook_point is None:
-        raise ValueError("Set `SpecialistConfig(hook_point=...)`: it says where the adapter reads the base model.")
-    hook_point = resolve_hook_points(base_model, cfg.hook_point)[0]
-    texts = list(texts)
-    spans = step_spans(texts, steps)
-    if lora is not None:
-        from peft import PeftModel, get_peft_model
-
-        torch.manual_seed(seed)  # the LoRA's initial weights follow the seed too
-        peft_model = base_model if isinstance(base_model, PeftModel) else get_peft_model(base_model, lora)
-    else:
-        peft_model = base_model
-    states = extract_steps(peft_model, tokenizer, texts, hook_point=hook_point, steps=steps, pool=pool,
-                           max_length=max_length, batch_size=max(1, min(batch_size, 64)), progress=False,
-                           process_index=0, num_processes=1)
-    prepared = prepare_training_data(adapter, states, tasks, task_mask)
-    _, t, m = prepared
-    n, n_steps = states.shape[:2]
-    if prepared[0].ndim == 2:  # step readout: keep the per-sequence layout; the module flattens after pooling
-        t, m = t.reshape(n, n_steps, -1), m.reshape(n, n_steps, -1)
-    cfg.record_base(base_model)
-    cfg.hook_point, cfg.pool, cfg.max_length = hook_point, pool, max_length
-    cfg.step_rule = steps if isinstance(steps, str) else None
-    module = JointLoraModel(peft_model, adapter, hook_point, pool) if lora is not None else None
-    source = TextBatches(texts, spans, tokenizer, t, m, max_length)
-    return module, peft_model, source, prepared
 
 
 def train_specialist(
@@ -239,13 +198,13 @@ def train_specialist(
     peft_model, joint = None, None
     if texts is not None:
         rule = steps if steps is not None else (cfg.step_rule or "token")
-        joint, peft_model, source, prepared = _joint_setup(
+        joint, peft_model, source, prepared = prepare_text_training(
             adapter, texts, tasks, task_mask, base_model, tokenizer, lora, rule, pool, max_length, batch_size, seed)
         steps_per_sequence = source.task_mask.shape[1]
         if joint is None:  # a frozen base: train on the extracted states
             source = StateBatches(*prepared)
-    elif _is_dataset(states):
-        source = _dataset_source(adapter, states, tasks, task_mask)
+    elif is_dataset(states):
+        source = dataset_source(adapter, states, tasks, task_mask)
         prepared = None
     else:
         shape = getattr(states, "shape", None) or np.shape(states)
@@ -302,10 +261,13 @@ def train_specialist(
                              "`sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
     todo = list(range(len(path), len(lambdas)))
     # the lambdas left, as one stacked model (`StackedAdapters`) when the base is frozen; with a LoRA on the base
-    # each lambda needs its own LoRA, so they run one after another
-    batches = [todo] if STACK_LAMBDAS and joint is None and len(todo) > 1 else [[k] for k in todo]
+    # each lambda needs its own LoRA, and fp16 loss scaling would tie the models' steps, so they run one by one
+    stack = STACK_LAMBDAS and joint is None and mixed_precision != "fp16" and len(todo) > 1
+    batches = [todo] if stack else [[k] for k in todo]
     for ks in batches:
-        run_dir = None if root is None else root / (f"run-{ks[0]:02d}" if len(ks) == 1 else "lambda-path")
+        run_dir = None if root is None else root / (f"run-{ks[0]:02d}" if len(ks) == 1 else LAMBDA_PATH_DIR)
+        if len(ks) > 1 and resume:
+            _check_stacked_checkpoint(run_dir, [lambdas[k] for k in ks])
         model = adapter if len(lambdas) == 1 else _fresh_copy(adapter, seed)
         module = model
         if joint is not None:
@@ -354,34 +316,18 @@ def train_specialist(
     return out
 
 
-def _is_dataset(states: Any) -> bool:
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a hard dependency
-        return False
-    return isinstance(states, datasets.Dataset)
+def _check_stacked_checkpoint(run_dir: Path | None, lambdas: list[float]) -> None:
+    """Refuse to resume a stacked run whose checkpoint trained other lambdas."""
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        return
+    from safetensors import safe_open
 
-
-def _dataset_source(adapter: SpecialistAdapter, dataset: Any, tasks: Any, task_mask: Any) -> DatasetBatches:
-    """A batch source over a memory-mapped `datasets.Dataset` of sequences (column `"steps"`, or its only array
-    column), checked against the adapter and the targets before any training."""
-    column = "steps" if "steps" in dataset.column_names else None
-    if column is None:
-        arrays = [k for k, f in dataset.features.items() if type(f).__name__.startswith("Array")]
-        if len(arrays) != 1:
-            raise ValueError(f"`states` is a dataset without a 'steps' column and with array columns {arrays}; "
-                             "expected one column of (T, d_in) step states per sequence.")
-        column = arrays[0]
-    if len(dataset) == 0:
-        raise ValueError("`states` is an empty dataset.")
-    first = np.asarray(dataset[0][column], dtype=np.float32)
-    if first.ndim != 2:
-        raise ValueError(f"`states` rows must be (T, d_in) step states; row 0 has shape {first.shape}.")
-    shape = (len(dataset),) + first.shape
-    check_hidden_size(adapter, shape)
-    tasks_t, mask_t, readout = prepare_targets(adapter, shape, tasks, task_mask)
-    return DatasetBatches(dataset.with_format("numpy"), column, first.shape[0], tasks_t, mask_t,
-                          step_rows=readout == "step")
+    with safe_open(str(found / MODEL_FILE), framework="pt") as f:
+        saved = f.get_tensor("sparsities").tolist() if "sparsities" in f.keys() else None
+    if saved is None or len(saved) != len(lambdas) or not np.allclose(saved, lambdas):
+        raise ValueError(f"`resume=True` found a checkpoint in {found} of lambdas {saved}, but this call trains "
+                         f"{lambdas}: resume with the same `sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
 
 
 def _agree(value: int) -> int:

@@ -1,4 +1,5 @@
-"""The one `accelerate` training loop: one model at one lambda, over any batch source.
+"""The one `accelerate` training loop: one model at one lambda (or a `StackedAdapters`, one lambda per model),
+over any batch source.
 
 The sparsity weight warms up over `config.sparsity_warmup` of the main epochs, then the support is frozen and the
 model fine-tuned. Under several processes (`torchrun`, `accelerate launch`) the module is wrapped in DDP, every
@@ -153,8 +154,9 @@ def train_one(
     per model in `sparsity`) at a fixed lambda.
 
     `train_data` / `val_data` are batch sources (`batches.StateBatches` or `TextBatches`). Returns the logged
-    steps, the held-out metrics of the final model (`"final"`) and the number of optimizer steps, or
-    `{"interrupted_at", "steps"}` when `stop_after_steps` cut the run.
+    steps (one row per model and logged step), the held-out metrics of the final model (`"final"`; a list with one
+    dict per model for a stack) and the number of optimizer steps, or `{"interrupted_at", "steps"}` when
+    `stop_after_steps` cut the run.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
@@ -191,6 +193,8 @@ def train_one(
             state = load_checkpoint(found, raw, optimizer)
     start_step = state["global_step"]
     stacked = isinstance(adapter, StackedAdapters)
+    if stacked:  # each model's lambda, on the training device
+        sparsity = raw.sparsities
     label = f"{adapter.n_models} lambdas at once" if stacked else f"lambda={sparsity:.3g}"
     bar = tqdm(total=epochs * steps_per_epoch, initial=start_step, desc=f"train specialist ({label})",
                unit="step", disable=True if not accelerator.is_main_process else (None if progress is None else not progress))

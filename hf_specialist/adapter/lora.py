@@ -2,7 +2,8 @@
 
 `JointLoraModel` is one `nn.Module` holding the PEFT-wrapped base and the adapter, so that the accelerate loop
 (and DDP across processes) trains both: its forward tokenises nothing, it runs the base up to the hook point with
-gradients, pools tokens into steps and returns the adapter's loss terms.
+gradients, pools tokens into steps and returns the adapter's loss terms. `prepare_text_training` turns the text
+inputs of `train_specialist(texts=...)` into it (or, without a LoRA, into states of the frozen base).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..hooks import HiddenStateExtractor
 from ..steps import pool_steps, tokenize_steps
+from .batches import TextBatches, prepare_training_data
 from .model import SpecialistAdapter
 
 
@@ -86,3 +88,46 @@ class JointLoraModel(nn.Module):
                              f"{sorted(set(params) - set(lora))[:3]}, unexpected {sorted(set(lora) - set(params))[:3]}.")
         for name, p in params.items():
             p.copy_(lora[name])
+
+
+def prepare_text_training(adapter: SpecialistAdapter, texts: Any, tasks: Any, task_mask: Any, base_model: torch.nn.Module,
+                 tokenizer: Any, lora: Any, steps: Any, pool: str, max_length: int | None, batch_size: int,
+                 seed: int):
+    """Check the text inputs of `train_specialist(texts=...)`, wrap the base with PEFT when `lora` is given, record
+    the pipeline in the config, and return `(joint module or None, the model the texts go through, a `TextBatches`
+    source, the prepared `(h, tasks, mask)` of the initial states)`."""
+    from ..data import extract_steps
+    from ..hooks import resolve_hook_points
+    from ..steps import step_spans
+
+    if tokenizer is None:
+        raise ValueError("Training from `texts` needs `tokenizer=` (the base model's tokenizer).")
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("`texts` must be a list of strings.")
+    cfg = adapter.config
+    if cfg.hook_point is None:
+        raise ValueError("Set `SpecialistConfig(hook_point=...)`: it says where the adapter reads the base model.")
+    hook_point = resolve_hook_points(base_model, cfg.hook_point)[0]
+    texts = list(texts)
+    spans = step_spans(texts, steps)
+    if lora is not None:
+        from peft import PeftModel, get_peft_model
+
+        torch.manual_seed(seed)  # the LoRA's initial weights follow the seed too
+        peft_model = base_model if isinstance(base_model, PeftModel) else get_peft_model(base_model, lora)
+    else:
+        peft_model = base_model
+    states = extract_steps(peft_model, tokenizer, texts, hook_point=hook_point, steps=steps, pool=pool,
+                           max_length=max_length, batch_size=max(1, min(batch_size, 64)), progress=False,
+                           process_index=0, num_processes=1)
+    prepared = prepare_training_data(adapter, states, tasks, task_mask)
+    _, t, m = prepared
+    n, n_steps = states.shape[:2]
+    if prepared[0].ndim == 2:  # step readout: keep the per-sequence layout; the module flattens after pooling
+        t, m = t.reshape(n, n_steps, -1), m.reshape(n, n_steps, -1)
+    cfg.record_base(base_model)
+    cfg.hook_point, cfg.pool, cfg.max_length = hook_point, pool, max_length
+    cfg.step_rule = steps if isinstance(steps, str) else None
+    module = JointLoraModel(peft_model, adapter, hook_point, pool) if lora is not None else None
+    source = TextBatches(texts, spans, tokenizer, t, m, max_length)
+    return module, peft_model, source, prepared

@@ -9,33 +9,16 @@ After training the support `m > mask_threshold` is frozen and heads read `z` on 
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import tempfile
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import ModelHubMixin
 from torch import nn
 
-from .._atomic import atomic_folder
-from .._constants import README_NAME
-from .._distributed import is_main_process
-from .artifact import (
-    keep_sibling_artifacts,
-    load_structure,
-    load_weights,
-    read_config_file,
-    readme_to_keep,
-    upload_artifact,
-    write_artifact,
-)
+from .card import CARD_TAGS
 from .config import SpecialistConfig
+from .hub_mixin import AdapterHubMixin
 
 
 def _mlp(d_in: int, widths: Sequence[int], d_out: int) -> nn.Sequential:
@@ -56,9 +39,9 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
 
 class SpecialistAdapter(
     nn.Module,
-    ModelHubMixin,
+    AdapterHubMixin,
     library_name="hf_specialist",
-    tags=["hf_specialist", "specialist-representation", "identifiability", "sparse-adapter"],
+    tags=CARD_TAGS,
 ):
     """Encoder (hidden state -> latent), decoder (latent -> hidden state) and masked task heads.
 
@@ -321,147 +304,3 @@ class SpecialistAdapter(
         value = self.task_support_ if support is None else support
         self.support.copy_(torch.as_tensor(np.asarray(value), dtype=self.support.dtype))
         self.support_frozen.fill_(True)
-
-    # -- persistence: the Hub mixin's public methods, our format in its hooks (see `artifact`) -------------
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """The mixin's hook: write the artifact's files into `save_directory` (a fresh temporary folder)."""
-        write_artifact(Path(save_directory), self, **getattr(self, "_save_options", {}))
-
-    def save_pretrained(  # type: ignore[override]
-        self,
-        save_directory: str | os.PathLike,
-        *,
-        structure: Any | None = None,
-        metrics: dict[str, float] | None = None,
-        datasets: list[str] | None = None,
-        lora_model: Any | None = None,
-        subfolder: str | None = None,
-        card: bool = True,
-        repo_id: str | None = None,
-        push_to_hub: bool = False,
-        **push_to_hub_kwargs: Any,
-    ) -> Path:
-        """Save `config.json`, `model.safetensors` (and `structure.json`, `lora/`, `README.md`) atomically.
-
-        `ModelHubMixin.save_pretrained` runs on a temporary folder that is then swapped into place, so a reader
-        sees the whole old artifact or the whole new one. Under several processes only the main one writes.
-
-        Args:
-            save_directory (`str`): the artifact folder (created if needed).
-            structure (`TaskStructure`, *optional*): a fitted structure to store as `structure.json` (defaults to
-                `self.structure_` when set).
-            metrics (`dict`, *optional*): metrics for the card's `eval_results` and table.
-            datasets (`list[str]`, *optional*): dataset ids for the card.
-            lora_model (`peft.PeftModel`, *optional*): a LoRA trained with the adapter, saved by PEFT in `lora/`.
-            subfolder (`str`, *optional*): save into this subfolder (one per hook point); sibling subfolders stay.
-            card (`bool`, *optional*, defaults to `True`): write a model card unless a user's README is there.
-            repo_id (`str`, *optional*): the repo named in the card (and pushed to with `push_to_hub=True`).
-            push_to_hub (`bool`, *optional*, defaults to `False`): also push (see `push_to_hub`).
-
-        Returns:
-            `Path` of the saved folder.
-        """
-        root = Path(save_directory)
-        target = root / subfolder if subfolder else root
-        structure = structure if structure is not None else getattr(self, "structure_", None)
-        if structure is not None and not hasattr(structure, "step_tasks_"):
-            raise ValueError("`structure` must be a fitted TaskStructure.")
-        if is_main_process():  # no wait here: synchronise before other processes read the folder
-            options = dict(structure=structure, metrics=metrics, datasets=datasets, lora_model=lora_model,
-                           repo_id=repo_id, card=card, keep_readme=readme_to_keep(target))
-            with atomic_folder(target) as tmp:
-                self._save_options = options
-                try:
-                    ModelHubMixin.save_pretrained(self, tmp)
-                finally:
-                    del self._save_options
-                if not card and options["keep_readme"] is None:  # the mixin writes its own card where none is
-                    (tmp / README_NAME).unlink(missing_ok=True)
-                keep_sibling_artifacts(target, tmp)
-        if push_to_hub:
-            self.push_to_hub(repo_id or root.name, subfolder=subfolder, structure=structure, metrics=metrics,
-                             datasets=datasets, lora_model=lora_model, card=card, **push_to_hub_kwargs)
-        return target
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
-                         force_download: bool, local_files_only: bool, token: str | bool | None,
-                         subfolder: str | None = None, device: str | None = None, config: Any = None,
-                         **unused: Any) -> SpecialistAdapter:
-        """The mixin's hook: build the adapter from the artifact's own `config.json` (in `subfolder`; the mixin's
-        parsed root config is not used), load its weights strictly and attach its structure."""
-        download = dict(cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only)
-        download = {k: v for k, v in download.items() if v}
-        payload, _ = read_config_file(model_id, subfolder, revision, token, **download)
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            adapter = cls(SpecialistConfig.from_dict(payload))
-        load_weights(adapter, model_id, subfolder, revision, token, **download)
-        structure = load_structure(model_id, subfolder, revision, token, **download)
-        if structure is not None:
-            adapter.structure_ = structure
-        adapter.source_ = {"path_or_repo_id": str(model_id), "revision": revision, "subfolder": subfolder}
-        if device is not None:
-            adapter.to(torch.device(device))
-        return adapter.eval()
-
-    @classmethod
-    def from_pretrained(  # type: ignore[override]
-        cls,
-        path_or_repo_id: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        token: str | bool | None = None,
-        subfolder: str | None = None,
-        device: str | None = None,
-        **kwargs: Any,
-    ) -> SpecialistAdapter:
-        """Load an adapter (with its `structure_` when saved) from a local folder or a Hub repo id, through
-        `ModelHubMixin.from_pretrained` (`cache_dir`, `force_download`, `local_files_only` are its options).
-
-        Loading is strict: missing or unexpected tensors and wrong shapes raise `ValueError`; a corrupt or truncated
-        file raises `ValueError` naming it; a missing file raises `FileNotFoundError` naming it; unknown config keys
-        (from a newer version) warn and are dropped.
-        """
-        download = {k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only") if kwargs.get(k)}
-        read_config_file(path_or_repo_id, subfolder, revision, token, **download)  # clear errors before the mixin's
-        with _quiet_mixin_logger():  # an artifact of several hook points has no config.json at its top
-            return super().from_pretrained(path_or_repo_id, revision=revision, token=token, subfolder=subfolder,
-                                           device=device, **kwargs)
-
-    def push_to_hub(  # type: ignore[override]
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        branch: str | None = None,
-        revision: str | None = None,
-        commit_message: str | None = None,
-        token: str | bool | None = None,
-        subfolder: str | None = None,
-        create_pr: bool = False,
-        **save_kwargs: Any,
-    ) -> str:
-        """Save to a temporary folder (`save_pretrained`, `save_kwargs` as there) and push it in one commit, to
-        `subfolder` of the repo when given; a README in the repo that this library did not write is kept. Returns
-        the commit URL (an empty string on processes other than the main one)."""
-        if not is_main_process():
-            return ""
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / "artifact", repo_id=repo_id, **save_kwargs)
-            return upload_artifact(folder, repo_id, private=private, branch=branch or revision,
-                                   commit_message=commit_message, token=token, subfolder=subfolder,
-                                   create_pr=create_pr)
-
-
-@contextlib.contextmanager
-def _quiet_mixin_logger():
-    """Silence `huggingface_hub.hub_mixin`'s warning about a missing top-level `config.json` (our loader finds the
-    right one, in a subfolder when there is one, and raises its own errors)."""
-    logger = logging.getLogger("huggingface_hub.hub_mixin")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -1,9 +1,11 @@
 """`StackedAdapters`: every model of the lambda path trained at once, as one module.
 
-The models of `sparsity="auto"` share their architecture, their initial weights (one seed), their data and their
-schedule; only lambda differs. Their parameters are stacked on a leading axis and `SpecialistAdapter.forward` runs
-for all of them in one call with `torch.func.vmap`, so each optimizer step is a few large kernels instead of many
-small ones per model. Adam is element-wise, so one optimizer over the stacked tensors is one optimizer per model.
+The models of `sparsity="auto"` share their architecture, their initial weights (one seed), their data, their
+schedule and their noise draws (`randomness="same"`: the draws a model would make alone from the same seed); only
+lambda differs. Their parameters are stacked on a leading axis and `SpecialistAdapter.forward` runs for all of
+them in one call with `torch.func.vmap`, so each optimizer step is a few large kernels instead of many small ones
+per model. Adam is element-wise, so one optimizer over the stacked tensors is one optimizer per model (with fp16
+loss scaling one overflow would skip every model's step, so `train_specialist` stacks only without it).
 `unstack` hands back one ordinary `SpecialistAdapter` per lambda.
 """
 
@@ -43,7 +45,7 @@ class StackedAdapters(nn.Module):
         if not len(sparsities):
             raise ValueError("`sparsities` must hold at least one lambda.")
         self.config = adapter.config
-        self.register_buffer("sparsities", torch.tensor([float(s) for s in sparsities]))
+        self.register_buffer("sparsities", torch.tensor([float(s) for s in sparsities], dtype=torch.float64))
         copies = [adapter] * len(sparsities)
         params, buffers = stack_module_state(copies)
         self._parameter_names = list(params)
@@ -96,7 +98,7 @@ class StackedAdapters(nn.Module):
         def one_model(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], lam: torch.Tensor):
             return functional_call(self._template, (p, {**b, **shared}), (h, tasks, task_mask), {"sparsity": lam})
 
-        return vmap(one_model, in_dims=(0, 0, 0), randomness="different")(params, buffers, sparsity)
+        return vmap(one_model, in_dims=(0, 0, 0), randomness="same")(params, buffers, sparsity)
 
     @property
     def task_support_(self) -> np.ndarray:

@@ -217,27 +217,30 @@ def test_classification_task_trains():
     assert (logits.argmax(-1).numpy() == labels).mean() > 0.8
 
 
-def test_checkpoint_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("sparsity, run_dir", [(0.05, "run-00"), ("auto", "lambda-path")])
+def test_checkpoint_resume_matches_uninterrupted(tmp_path, sparsity, run_dir):
     rng = np.random.default_rng(1)
     states = rng.normal(size=(300, 32)).astype(np.float32)
     tasks = rng.normal(size=(300, 2))
-    kwargs = dict(sparsity=0.05, epochs=4, batch_size=64, seed=3, progress=False)
+    kwargs = dict(sparsity=sparsity, lambda_path=[0.05, 0.3], epochs=4, batch_size=64, seed=3, progress=False)
     torch.manual_seed(0)
     reference = build_adapter()
     init = {k: v.clone() for k, v in reference.state_dict().items()}
-    hfs.train_specialist(reference, states, tasks, **kwargs)
+    expected = hfs.train_specialist(reference, states, tasks, **kwargs)
 
     interrupted = build_adapter()
     interrupted.load_state_dict(init)
     out = hfs.train_specialist(interrupted, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5,
                                stop_after_steps=10, **kwargs)
     assert out["interrupted_at"] == 10
-    assert latest_checkpoint(tmp_path / "run-00").name == "checkpoint-00000010"
+    assert latest_checkpoint(tmp_path / run_dir).name == "checkpoint-00000010"  # "auto": every lambda at once
     assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))  # safetensors + JSON only
 
     resumed = build_adapter()
     resumed.load_state_dict(init)
-    hfs.train_specialist(resumed, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5, resume=True, **kwargs)
+    history = hfs.train_specialist(resumed, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5, resume=True,
+                                   **kwargs)
+    assert history["path"] == expected["path"]
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
 
@@ -266,29 +269,33 @@ def test_stacked_adapters_compute_each_models_loss_and_gradient():
             torch.testing.assert_close(grads[name].grad[j], param.grad, msg=name)
 
 
-def test_lambda_path_resume_matches_uninterrupted(tmp_path):
-    rng = np.random.default_rng(2)
-    states = rng.normal(size=(300, 32)).astype(np.float32)
-    tasks = rng.normal(size=(300, 2))
-    kwargs = dict(sparsity="auto", lambda_path=[0.05, 0.3], epochs=4, batch_size=64, seed=3, progress=False)
-    torch.manual_seed(0)
-    reference = build_adapter()
-    init = {k: v.clone() for k, v in reference.state_dict().items()}
-    expected = hfs.train_specialist(reference, states, tasks, **kwargs)
+def test_stacked_lambda_path_trains_each_model_as_alone(tmp_path, monkeypatch):
+    from hf_specialist.adapter import lambda_path
 
-    interrupted = build_adapter()
-    interrupted.load_state_dict(init)
-    out = hfs.train_specialist(interrupted, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5,
-                               stop_after_steps=10, **kwargs)
-    assert out["interrupted_at"] == 10
-    assert latest_checkpoint(tmp_path / "lambda-path").name == "checkpoint-00000010"
-    resumed = build_adapter()
-    resumed.load_state_dict(init)
-    history = hfs.train_specialist(resumed, states, tasks, checkpoint_dir=tmp_path, checkpoint_every=5, resume=True,
-                                   **kwargs)
-    assert history["path"] == expected["path"]
-    for key, value in reference.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
+    rng = np.random.default_rng(4)
+    states = rng.normal(size=(240, 32)).astype(np.float32)
+    tasks = states[:, :2] + 0.1 * rng.normal(size=(240, 2))
+    kwargs = dict(sparsity="auto", lambda_path=[0.02, 0.2], epochs=3, batch_size=64, seed=1, progress=False)
+    runs = {}
+    for stacked in (True, False):
+        monkeypatch.setattr(lambda_path, "STACK_LAMBDAS", stacked)
+        torch.manual_seed(0)
+        adapter = build_adapter()
+        runs[stacked] = (hfs.train_specialist(adapter, states, tasks, **kwargs), adapter)
+    (stacked, a), (alone, b) = runs[True], runs[False]
+    for x, y in zip(stacked["path"], alone["path"]):  # same data, initial weights and noise draws per model
+        assert x["support"] == y["support"]
+        for key in ("task_0", "task_1", "adapter/explained_variance"):
+            assert x[key] == pytest.approx(y[key], rel=1e-3, abs=1e-4), key
+    torch.testing.assert_close(a.encode(states[:20]), b.encode(states[:20]), rtol=1e-3, atol=1e-4)
+
+    monkeypatch.setattr(lambda_path, "STACK_LAMBDAS", True)
+    out = hfs.train_specialist(build_adapter(), states, tasks, checkpoint_dir=tmp_path, checkpoint_every=2,
+                               stop_after_steps=4, **kwargs)
+    assert out["interrupted_at"] == 4
+    with pytest.raises(ValueError, match=r"of lambdas \[0.0, 0.02.*but this call trains \[0.0, 0.05, 0.2\]"):
+        hfs.train_specialist(build_adapter(), states, tasks, checkpoint_dir=tmp_path, resume=True,
+                             **{**kwargs, "lambda_path": [0.05, 0.2]})
 
 
 def test_block_r2_checks_rows():

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hf_specialist as hfs  # noqa: E402
 from hf_specialist import synthetic  # noqa: E402
 from hf_specialist.adapter import checkpoints, lambda_path, loop  # noqa: E402
-from hf_specialist.adapter import model as adapter_model  # noqa: E402
+from hf_specialist.adapter import hub_mixin  # noqa: E402
 from helpers import build_adapter, build_tiny_model, tokenizer  # noqa: E402
 
 OUT = Path(sys.argv[1])
@@ -40,7 +40,7 @@ def _log_writes(module, name):
     setattr(module, name, logged)
 
 
-for module, name in ((adapter_model, "write_artifact"), (loop, "save_checkpoint"), (lambda_path, "save_run_state")):
+for module, name in ((hub_mixin, "write_artifact"), (loop, "save_checkpoint"), (lambda_path, "save_run_state")):
     _log_writes(module, name)
 
 

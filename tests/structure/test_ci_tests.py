@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from hf_specialist.structure.ci_tests import (
     CI_TESTS,
@@ -170,8 +171,10 @@ def test_knn_cmi_device_path_matches_the_cpu_paths():
         assert bitsets.bitsets_
     np.testing.assert_allclose(got.statistic, expected.statistic, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got.pvalue, expected.pvalue, rtol=1e-9)
-    with pytest.raises(TypeError, match="`device` must be"):
+    with pytest.raises(ValueError, match="'device' parameter of KnnCMI must be None, a torch device string or a "
+                                         "torch.device. Got 0"):
         KnnCMI(device=0)
+    assert KnnCMI(device=torch.device("cpu")).device == "cpu"
 
 
 def test_box_counts_equal_brute_force_counts():

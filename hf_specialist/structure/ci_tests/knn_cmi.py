@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from ..._validation import Interval, Options, validate_params
+from ..._validation import InstanceOf, Interval, Options, validate_params
 from ._base import CITest
 from ._box_counts import SortedColumn, box_counts
 from ._device_counts import neighbour_counts
@@ -42,10 +42,13 @@ class KnnCMI(CITest):
             (fewer when `early_stop` settles the test first, see `CITest`).
         bitset_max (`int`, *optional*, defaults to 10000): largest `n` for the bitset counts (memory
             `n^2 / 8` bytes per indexed column).
-        device (`str`, *optional*): a torch device (`"cuda"`, `"cuda:1"`, `"cpu"`) to compute the radii and counts
-            on by brute force in float64 (`_device_counts`), which gives the same estimate; by default the GPU when
-            torch sees one, else the CPU paths above.
+        device (`str` or `torch.device`, *optional*): a torch device (`"cuda"`, `"cuda:1"`, `"cpu"`) to compute the
+            radii and counts on by brute force in float64 (`_device_counts`), which gives the same estimate; by
+            default the GPU when torch sees one and `n <= DEVICE_MAX` (the brute force is `O(n^2)` per estimate),
+            else the CPU paths above.
     """
+
+    DEVICE_MAX = 100_000
 
     name = "knn_cmi"
     min_samples = 20
@@ -53,12 +56,13 @@ class KnnCMI(CITest):
     def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, k_perm: int | None = None,
                  bitset_max: int = 10_000, device: str | None = None, **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
-        validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "bitset_max": bitset_max},
+        validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "bitset_max": bitset_max, "device": device},
                         {"k": [Options("auto"), Interval(int, 1, None)],
-                         "k_perm": [Options(None), Interval(int, 1, None)], "bitset_max": [Interval(int, 0, None)]})
-        if device is not None and not isinstance(device, str):
-            raise TypeError(f"`device` must be a torch device string such as 'cuda' or None, got {device!r}.")
-        self.k, self.k_perm, self.bitset_max, self.device = k, k_perm, bitset_max, device
+                         "k_perm": [Options(None), Interval(int, 1, None)], "bitset_max": [Interval(int, 0, None)],
+                         "device": [InstanceOf(type(None), str, description="None, a torch device string"),
+                                    _TorchDevice()]})
+        self.k, self.k_perm, self.bitset_max = k, k_perm, bitset_max
+        self.device = str(device) if device is not None else None
 
     def _prepare(self) -> None:
         n = self.data_.shape[0]
@@ -73,7 +77,7 @@ class KnnCMI(CITest):
         if self.device is None:
             import torch
 
-            self.device_ = "cuda" if torch.cuda.is_available() else None
+            self.device_ = "cuda" if torch.cuda.is_available() and n <= self.DEVICE_MAX else None
         else:
             self.device_ = self.device
         self.bitsets_ = n <= self.bitset_max and self.device_ is None
@@ -152,6 +156,18 @@ class KnnCMI(CITest):
                 x_index = [SortedColumn.build(column) for column in xv.T] if self.bitsets_ else None
                 nulls[b, r] = self._cmi(xv, yv, zv, x_index, y_index, z_index)
         return nulls
+
+
+class _TorchDevice:
+    """A constraint accepting a `torch.device` (torch imported only when a value is checked)."""
+
+    def accepts(self, value) -> bool:
+        import torch
+
+        return isinstance(value, torch.device)
+
+    def __str__(self) -> str:
+        return "a torch.device"
 
 
 def _knn_cmi_value(k: int, n: int, n_a: np.ndarray, n_b: np.ndarray, n_z: np.ndarray | None = None) -> np.ndarray:

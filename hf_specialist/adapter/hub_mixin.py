@@ -1,0 +1,196 @@
+"""`AdapterHubMixin`: `SpecialistAdapter`'s Hub methods. `huggingface_hub.ModelHubMixin` gives `save_pretrained`,
+`from_pretrained` and `push_to_hub`; our format (`artifact`: strict loading, atomic save, structure, card, LoRA
+subfolder) goes in its hooks `_save_pretrained` / `_from_pretrained`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelHubMixin
+
+from .._atomic import atomic_folder
+from .._constants import README_NAME
+from .._distributed import is_main_process
+from .artifact import (
+    keep_sibling_artifacts,
+    load_structure,
+    load_weights,
+    read_config_file,
+    readme_to_keep,
+    upload_artifact,
+    write_artifact,
+)
+from .config import SpecialistConfig
+
+
+class AdapterHubMixin(ModelHubMixin):
+    """Save, load and push for a `torch.nn.Module` adapter built as `cls(config: SpecialistConfig)`."""
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's hook: write the artifact's files into `save_directory` (a fresh temporary folder)."""
+        options = getattr(self, "_save_options", None) or {"structure": getattr(self, "structure_", None)}
+        write_artifact(Path(save_directory), self, **options)
+
+    def save_pretrained(  # type: ignore[override]
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        structure: Any | None = None,
+        metrics: dict[str, float] | None = None,
+        datasets: list[str] | None = None,
+        lora_model: Any | None = None,
+        subfolder: str | None = None,
+        card: bool = True,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        **push_to_hub_kwargs: Any,
+    ) -> Path | str:
+        """Save `config.json`, `model.safetensors` (and `structure.json`, `lora/`, `README.md`) atomically.
+
+        `ModelHubMixin.save_pretrained` runs on a temporary folder that is then swapped into place, so a reader
+        sees the whole old artifact or the whole new one. Under several processes only the main one writes.
+
+        Args:
+            save_directory (`str`): the artifact folder (created if needed).
+            structure (`TaskStructure`, *optional*): a fitted structure to store as `structure.json` (defaults to
+                `self.structure_` when set).
+            metrics (`dict`, *optional*): metrics for the card's `eval_results` and table.
+            datasets (`list[str]`, *optional*): dataset ids for the card.
+            lora_model (`peft.PeftModel`, *optional*): a LoRA trained with the adapter, saved by PEFT in `lora/`.
+            subfolder (`str`, *optional*): save into this subfolder (one per hook point); sibling subfolders stay.
+            card (`bool`, *optional*, defaults to `True`): write a model card unless a user's README is there.
+            repo_id (`str`, *optional*): the repo named in the card, and the one pushed to with `push_to_hub=True`
+                (default: the folder's name).
+            push_to_hub (`bool`, *optional*, defaults to `False`): also upload the saved folder in one commit (to
+                `subfolder` of the repo when given).
+            push_to_hub_kwargs: with `push_to_hub=True`, `private`, `branch`, `commit_message`, `token`,
+                `create_pr` (see `push_to_hub`).
+
+        Returns:
+            `Path` of the saved folder, or the commit URL with `push_to_hub=True`.
+        """
+        if push_to_hub_kwargs and not push_to_hub:
+            raise TypeError(f"save_pretrained() got unexpected keyword arguments {sorted(push_to_hub_kwargs)}; "
+                            "push options need push_to_hub=True.")
+        unknown = set(push_to_hub_kwargs) - _PUSH_OPTIONS
+        if unknown:
+            raise TypeError(f"save_pretrained() got unexpected keyword arguments {sorted(unknown)}; push options "
+                            f"are {sorted(_PUSH_OPTIONS)}.")
+        root = Path(save_directory)
+        target = root / subfolder if subfolder else root
+        structure = structure if structure is not None else getattr(self, "structure_", None)
+        if structure is not None and not hasattr(structure, "step_tasks_"):
+            raise ValueError("`structure` must be a fitted TaskStructure.")
+        if is_main_process():  # no wait here: synchronise before other processes read the folder
+            options = dict(structure=structure, metrics=metrics, datasets=datasets, lora_model=lora_model,
+                           repo_id=repo_id, card=card, keep_readme=readme_to_keep(target))
+            with atomic_folder(target) as tmp:
+                self._save_options = options
+                try:
+                    ModelHubMixin.save_pretrained(self, tmp)
+                finally:
+                    del self._save_options
+                if not card and options["keep_readme"] is None:  # the mixin writes its own card where none is
+                    (tmp / README_NAME).unlink(missing_ok=True)
+                keep_sibling_artifacts(target, tmp)
+        if not push_to_hub:
+            return target
+        if not is_main_process():
+            return ""
+        push = dict(push_to_hub_kwargs)
+        branch = push.pop("branch", None) or push.pop("revision", None)
+        return upload_artifact(target, repo_id or root.name, subfolder=subfolder, branch=branch, **push)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         subfolder: str | None = None, device: str | None = None, config: Any = None) -> AdapterHubMixin:
+        """The mixin's hook: build the adapter from the artifact's own `config.json` (in `subfolder` when given; a
+        config parsed by the mixin is not used), load its weights strictly and attach its structure."""
+        download = dict(cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only)
+        download = {k: v for k, v in download.items() if v}
+        payload, _ = read_config_file(model_id, subfolder, revision, token, **download)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            adapter = cls(SpecialistConfig.from_dict(payload))
+        load_weights(adapter, model_id, subfolder, revision, token, **download)
+        structure = load_structure(model_id, subfolder, revision, token, **download)
+        if structure is not None:
+            adapter.structure_ = structure
+        adapter.source_ = {"path_or_repo_id": str(model_id), "revision": revision, "subfolder": subfolder}
+        if device is not None:
+            adapter.to(torch.device(device))
+        return adapter.eval()
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        subfolder: str | None = None,
+        device: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+    ) -> AdapterHubMixin:
+        """Load an adapter (with its `structure_` when saved) from a local folder or a Hub repo id.
+
+        The mixin's hook `_from_pretrained` does the work. It is called directly rather than through
+        `ModelHubMixin.from_pretrained`, which first fetches a top-level `config.json`: an artifact of several
+        hook points has none (one per subfolder), and offline that fetch fails even when the subfolder is cached.
+
+        Args:
+            path_or_repo_id (`str`): a folder saved by `save_pretrained` or a Hub repo id.
+            revision (`str`, *optional*): branch, tag or commit on the Hub.
+            token (`str` or `bool`, *optional*): Hub token.
+            subfolder (`str`, *optional*): the hook point's subfolder of an artifact that holds several.
+            device (`str`, *optional*): move the loaded adapter there.
+            cache_dir, force_download, local_files_only: as in `huggingface_hub.hf_hub_download`.
+
+        Loading is strict: missing or unexpected tensors and wrong shapes raise `ValueError`; a corrupt or truncated
+        file raises `ValueError` naming it; a missing file raises `FileNotFoundError` naming it; unknown config keys
+        (from a newer version) warn and are dropped.
+        """
+        return cls._from_pretrained(model_id=str(path_or_repo_id), revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token,
+                                    subfolder=subfolder, device=device)
+
+    def push_to_hub(  # type: ignore[override]
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        branch: str | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        token: str | bool | None = None,
+        subfolder: str | None = None,
+        create_pr: bool = False,
+        **save_kwargs: Any,
+    ) -> str:
+        """Save to a temporary folder (`save_pretrained`; `save_kwargs` are its `structure`, `metrics`,
+        `datasets`, `lora_model`, `card`) and push it in one commit, to `subfolder` of the repo when given; a README
+        in the repo that this library did not write is kept. Returns the commit URL (an empty string on processes
+        other than the main one)."""
+        unknown = set(save_kwargs) - _SAVE_OPTIONS
+        if unknown:
+            raise TypeError(f"push_to_hub() got unexpected keyword arguments {sorted(unknown)}; save options are "
+                            f"{sorted(_SAVE_OPTIONS)}.")
+        if not is_main_process():
+            return ""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "artifact", repo_id=repo_id, **save_kwargs)
+            return upload_artifact(folder, repo_id, private=private, branch=branch or revision,
+                                   commit_message=commit_message, token=token, subfolder=subfolder,
+                                   create_pr=create_pr)
+
+
+_PUSH_OPTIONS = {"private", "branch", "revision", "commit_message", "token", "create_pr"}
+_SAVE_OPTIONS = {"structure", "metrics", "datasets", "lora_model", "card"}
