@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +29,7 @@ from .ci_tests import CITest, get_ci_test
 from .decision import chain_segments
 from .multitest import adjust_pvalues, critical_pvalue
 from .planning import _band_markov_pvalues, band_markov_pvalues, build_test_batches
+from .serialization import structure_from_dict, structure_to_dict
 from .statistics import SufficientStatistics
 
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
@@ -511,27 +511,7 @@ class TaskStructure:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (parameters and fitted structure) for `structure.json`."""
-        check_is_fitted(self, ["segment_tasks_"])
-        params = self.get_params()
-        params["test"] = params["test"] if isinstance(params["test"], str) else getattr(params["test"], "name", "custom")
-
-        def clean(a: np.ndarray) -> Any:
-            return [None if not np.isfinite(x) else float(x) for x in a.ravel()]
-
-        return {
-            "params": params,
-            "segment_tasks": self.segment_tasks_.astype(int).tolist(),
-            "step_tasks": self.step_tasks_.astype(int).tolist(),
-            "pvalues": {"shape": list(self.pvalues_.shape), "values": clean(self.pvalues_)},
-            "statistics": {"shape": list(self.statistics_.shape), "values": clean(self.statistics_)},
-            "n_tests": self.n_tests_,
-            "conditioning_used": getattr(self, "conditioning_", None),
-            "decision_used": getattr(self, "decision_", None),
-            "markov_pvalue": getattr(self, "markov_pvalue_", None),
-            "critical_pvalue": getattr(self, "critical_pvalue_", None),
-            **({"step_pvalues": {"shape": list(self.step_pvalues_.shape), "values": clean(self.step_pvalues_)}}
-               if hasattr(self, "step_pvalues_") else {}),
-        }
+        return structure_to_dict(self)
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> TaskStructure:
@@ -539,38 +519,7 @@ class TaskStructure:
 
         Unknown keys (written by a newer version) warn and are dropped, as in `SpecialistConfig.from_dict`.
         """
-        if not isinstance(payload, dict):
-            raise ValueError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
-        known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
-                 "decision_used", "markov_pvalue", "critical_pvalue", "step_pvalues"}
-        params = dict(payload.get("params") or {})
-        valid_params = set(cls().get_params())
-        unknown = sorted(set(payload) - known) + [f"params.{k}" for k in sorted(set(params) - valid_params)]
-        if unknown:
-            warnings.warn(f"Ignoring unknown TaskStructure keys {unknown} (written by a newer hf_specialist?).",
-                          UserWarning, stacklevel=2)
-            params = {k: v for k, v in params.items() if k in valid_params}
-        try:
-            structure = cls(**params)
-            structure.segment_tasks_ = np.asarray(payload["segment_tasks"], dtype=bool)
-            structure.step_tasks_ = np.asarray(payload["step_tasks"], dtype=bool)
-            for name in ("pvalues", "statistics", "step_pvalues"):
-                if name == "step_pvalues" and name not in payload:  # only fitted with decision="chain"
-                    continue
-                block = payload[name]
-                values = np.array([np.nan if v is None else v for v in block["values"]], dtype=float)
-                setattr(structure, f"{name}_", values.reshape(block["shape"]))
-            structure.n_tests_ = int(payload["n_tests"])
-            structure.conditioning_ = payload.get("conditioning_used")
-            structure.decision_ = payload.get("decision_used")
-            structure.markov_pvalue_ = payload.get("markov_pvalue")
-            if payload.get("critical_pvalue") is not None:
-                structure.critical_pvalue_ = float(payload["critical_pvalue"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"Invalid structure description: {err}") from err
-        structure.n_segments_, structure.n_tasks_ = structure.segment_tasks_.shape
-        structure.n_steps_ = structure.step_tasks_.shape[0]
-        return structure
+        return structure_from_dict(cls, payload)
 
     def to_json(self) -> str:
         """`to_dict()` as a JSON string."""

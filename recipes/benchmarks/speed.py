@@ -1,7 +1,7 @@
 """Speed of the default paths, the old path beside the new one in one run (ratios; absolute seconds are noisy here).
 
 Usage:
-    python recipes/benchmarks/speed.py [--seeds 2] [--first-seed 100] [--skip-train] [--skip-knn]
+    python recipes/benchmarks/speed.py [--seeds 2] [--first-seed 100] [--skip-train] [--skip-knn] [--skip-query]
 
 Rows:
   1. one adapter training step per model (default widths, batch 256, d_in 24 and 576): one model alone (the old
@@ -13,7 +13,9 @@ Rows:
   3. one `knn_cmi` structure fit at n = 5,000, T = 8, M = 2 (nonlinear collider sequences, 30 permutations, as in
      the README's nonlinear row): the old path (k-d tree range counts, every null draw) against the new CPU default
      (bitset box counts, null drawn in rounds that stop once the test is decided), with F1 for both, and the same
-     fit with its radii and counts on the GPU when torch sees one (`KnnCMI(device="cuda")`).
+     fit with its radii and counts on the GPU when torch sees one (`KnnCMI(device="cuda")`);
+  4. the query left as knn_cmi's main cost, every row's k-th max-norm neighbour (n = 5,000, 4 columns, k = 100):
+     scipy's k-d tree (used) against torch brute force and scikit-learn, on this machine's CPU.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=100, help="first evaluation seed (0-9 are development)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-knn", action="store_true")
+    parser.add_argument("--skip-query", action="store_true")
     args = parser.parse_args()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
 
@@ -143,6 +146,41 @@ def main() -> None:
                    if "gpu" in row else "")
             print(f"  seed {seed}: old {row['old'][0]:6.1f} s, F1 {row['old'][1]:.3f} | new {row['new'][0]:6.1f} s, "
                   f"F1 {row['new'][1]:.3f} | new / old {row['new'][0] / row['old'][0]:.2f}{gpu}")
+
+    if not args.skip_query:
+        print("\n4. Every row's k-th max-norm neighbour, n=5,000, 4 columns, k=100 (best of 3)")
+        seconds = _neighbour_query_seconds()
+        print("  " + " | ".join(f"{name} {t * 1e3:6.1f} ms ({t / seconds['scipy cKDTree'] :.2f}x)"
+                                for name, t in seconds.items()))
+
+
+def _neighbour_query_seconds(n: int = 5000, width: int = 4, k: int = 100) -> dict[str, float]:
+    import numpy as np
+    from scipy.spatial import cKDTree
+    from sklearn.neighbors import NearestNeighbors
+
+    values = np.random.default_rng(0).normal(size=(n, width))
+    tensor = torch.from_numpy(values)
+
+    def brute_force() -> torch.Tensor:
+        return torch.cat([torch.cdist(tensor[i : i + 1000], tensor, p=float("inf")).kthvalue(k + 1, dim=1).values
+                          for i in range(0, n, 1000)])
+
+    queries = {
+        "scipy cKDTree": lambda: cKDTree(values).query(values, k=[k + 1], p=np.inf, workers=-1),
+        "torch brute force": brute_force,
+        "scikit-learn": lambda: NearestNeighbors(n_neighbors=k + 1, metric="chebyshev", n_jobs=-1).fit(values)
+        .kneighbors(values),
+    }
+    out = {}
+    for name, query in queries.items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            query()
+            best = min(best, time.perf_counter() - start)
+        out[name] = best
+    return out
 
 
 if __name__ == "__main__":

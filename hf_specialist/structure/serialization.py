@@ -1,0 +1,75 @@
+"""`structure.json`: a fitted `TaskStructure` as a JSON-ready dict and back (unknown keys from newer versions warn
+and are dropped)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_is_fitted
+
+
+def structure_to_dict(structure: Any) -> dict[str, Any]:
+    """A JSON-ready description (parameters and fitted structure) for `structure.json`."""
+    check_is_fitted(structure, ["segment_tasks_"])
+    params = structure.get_params()
+    params["test"] = params["test"] if isinstance(params["test"], str) else getattr(params["test"], "name", "custom")
+
+    def clean(a: np.ndarray) -> Any:
+        return [None if not np.isfinite(x) else float(x) for x in a.ravel()]
+
+    return {
+        "params": params,
+        "segment_tasks": structure.segment_tasks_.astype(int).tolist(),
+        "step_tasks": structure.step_tasks_.astype(int).tolist(),
+        "pvalues": {"shape": list(structure.pvalues_.shape), "values": clean(structure.pvalues_)},
+        "statistics": {"shape": list(structure.statistics_.shape), "values": clean(structure.statistics_)},
+        "n_tests": structure.n_tests_,
+        "conditioning_used": getattr(structure, "conditioning_", None),
+        "decision_used": getattr(structure, "decision_", None),
+        "markov_pvalue": getattr(structure, "markov_pvalue_", None),
+        "critical_pvalue": getattr(structure, "critical_pvalue_", None),
+        **({"step_pvalues": {"shape": list(structure.step_pvalues_.shape), "values": clean(structure.step_pvalues_)}}
+           if hasattr(structure, "step_pvalues_") else {}),
+    }
+
+
+def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
+    """Rebuild a fitted `cls` (`TaskStructure`) from `structure_to_dict` output.
+
+    Unknown keys (written by a newer version) warn and are dropped, as in `SpecialistConfig.from_dict`.
+    """
+    if not isinstance(payload, dict):
+        raise ValueError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
+    known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
+             "decision_used", "markov_pvalue", "critical_pvalue", "step_pvalues"}
+    params = dict(payload.get("params") or {})
+    valid_params = set(cls().get_params())
+    unknown = sorted(set(payload) - known) + [f"params.{k}" for k in sorted(set(params) - valid_params)]
+    if unknown:
+        warnings.warn(f"Ignoring unknown TaskStructure keys {unknown} (written by a newer hf_specialist?).",
+                      UserWarning, stacklevel=3)
+        params = {k: v for k, v in params.items() if k in valid_params}
+    try:
+        structure = cls(**params)
+        structure.segment_tasks_ = np.asarray(payload["segment_tasks"], dtype=bool)
+        structure.step_tasks_ = np.asarray(payload["step_tasks"], dtype=bool)
+        for name in ("pvalues", "statistics", "step_pvalues"):
+            if name == "step_pvalues" and name not in payload:  # only fitted with decision="chain"
+                continue
+            block = payload[name]
+            values = np.array([np.nan if v is None else v for v in block["values"]], dtype=float)
+            setattr(structure, f"{name}_", values.reshape(block["shape"]))
+        structure.n_tests_ = int(payload["n_tests"])
+        structure.conditioning_ = payload.get("conditioning_used")
+        structure.decision_ = payload.get("decision_used")
+        structure.markov_pvalue_ = payload.get("markov_pvalue")
+        if payload.get("critical_pvalue") is not None:
+            structure.critical_pvalue_ = float(payload["critical_pvalue"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"Invalid structure description: {err}") from err
+    structure.n_segments_, structure.n_tasks_ = structure.segment_tasks_.shape
+    structure.n_steps_ = structure.step_tasks_.shape[0]
+    return structure
