@@ -29,6 +29,10 @@ def _attribute(name: str) -> str:
     return "stacked__" + name.replace(".", "__")
 
 
+def _standard_strides(grad: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(grad)
+
+
 class StackedAdapters(nn.Module):
     """`n_models` copies of `adapter` (same weights, buffers and config) trained side by side, one lambda each.
 
@@ -51,7 +55,10 @@ class StackedAdapters(nn.Module):
         self._parameter_names = list(params)
         self._buffer_names = [n for n in buffers if n not in _UNSTACKED_BUFFERS]
         for name, value in params.items():
-            self.register_parameter(_attribute(name), nn.Parameter(value.detach().clone()))
+            param = nn.Parameter(value.detach().clone())
+            if 1 in param.shape[1:]:  # vmap hands back such gradients with other strides than DDP's buckets expect
+                param.register_hook(_standard_strides)
+            self.register_parameter(_attribute(name), param)
         for name in self._buffer_names:
             self.register_buffer(_attribute(name), buffers[name].clone())
         self.register_buffer("support_frozen", adapter.support_frozen.clone())
