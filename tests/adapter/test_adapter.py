@@ -115,12 +115,23 @@ def test_task_mask_rows_do_not_count():
 
 
 def test_sequence_states_with_structure_mask():
+    # task 0 is a sum over steps 0 and 1, task 1 reads step 2; step 3 serves no task
     rng = np.random.default_rng(0)
-    states = rng.normal(size=(60, 4, 32)).astype(np.float32)
-    tasks = rng.normal(size=(60, 2))
+    states = rng.normal(size=(600, 4, 8)).astype(np.float32)
+    tasks = np.stack([states[:, 0, 0] + states[:, 1, 0], states[:, 2, 1]], axis=1)
     step_tasks = np.array([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=bool)
-    history = hfs.train_specialist(build_adapter(), states, tasks, step_tasks, sparsity=0.0, epochs=1, seed=0, progress=False)
-    assert "final" in history
+    adapter = build_adapter(d_in=8, d_latent=6, encoder_widths=[64], decoder_widths=[64])
+    history = hfs.train_specialist(adapter, states, tasks, step_tasks, sparsity=0.0, epochs=40, seed=0,
+                                   progress=False)
+    assert adapter.config.task_readout == "sequence"
+    assert history["final"]["task_0"] < 0.3 and history["final"]["task_1"] < 0.3  # standardised held-out MSE
+    h = torch.as_tensor(states[:50])
+    shuffled = h.clone()
+    shuffled[:, 3] = h[torch.randperm(50), 3]  # a step outside both tasks' masks
+    shuffled[:, 2] = h[torch.randperm(50), 2]  # outside task 0's mask
+    with torch.no_grad():
+        torch.testing.assert_close(adapter.predict(shuffled, task=0, step_mask=step_tasks[:, 0]),
+                                   adapter.predict(h, task=0, step_mask=step_tasks[:, 0]))
 
 
 @pytest.fixture(scope="module")
