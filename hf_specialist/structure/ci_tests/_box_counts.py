@@ -40,10 +40,21 @@ class SortedColumn:
         return self.prefix[hi] & ~self.prefix[lo]
 
 
-def box_counts(columns: list[SortedColumn], centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
-    """Rows strictly inside the max-norm box of `radius (m,)` around each `centres (m, len(columns))`, over those
-    columns (the query row itself included when it is one of the indexed rows)."""
+def box_bitsets(columns: list[SortedColumn], centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """`(m, words)` bitsets of the rows strictly inside the max-norm box of `radius (m,)` around each
+    `centres (m, len(columns))`, over those columns."""
     inside = columns[0].strictly_within(centres[:, 0], radius)
     for c, column in enumerate(columns[1:], start=1):
         inside &= column.strictly_within(centres[:, c], radius)
-    return np.bitwise_count(inside).sum(axis=1, dtype=np.int64)
+    return inside
+
+
+def count_bits(bitsets: np.ndarray) -> np.ndarray:
+    """Rows in each `(m, words)` bitset."""
+    return np.bitwise_count(bitsets).sum(axis=1, dtype=np.int64)
+
+
+def box_counts(columns: list[SortedColumn], centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """Rows strictly inside the max-norm box of `radius (m,)` around each `centres (m, len(columns))`, over those
+    columns (the query row itself included when it is one of the indexed rows)."""
+    return count_bits(box_bitsets(columns, centres, radius))

@@ -7,12 +7,14 @@ References:
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from scipy import special
 
 from ..._validation import InstanceOf, Interval, Options, validate_params
 from ._base import CITest
-from ._box_counts import SortedColumn, box_counts
+from ._box_counts import SortedColumn, box_bitsets, count_bits
 from ._device_counts import neighbour_counts
 from ._permutation import nearest_neighbour_permutations, neighbourhood_cells, permute_within_cells
 
@@ -44,8 +46,8 @@ class KnnCMI(CITest):
             `n^2 / 8` bytes per indexed column).
         device (`str` or `torch.device`, *optional*): a torch device (`"cuda"`, `"cuda:1"`, `"cpu"`) to compute the
             radii and counts on by brute force in float64 (`_device_counts`), which gives the same estimate; by
-            default the GPU when torch sees one and `n <= DEVICE_MAX` (the brute force is `O(n^2)` per estimate),
-            else the CPU paths above.
+            default the GPU when torch (already imported, as it is by any model or adapter work) sees one and
+            `n <= DEVICE_MAX` (the brute force is `O(n^2)` per estimate), else the CPU paths above.
     """
 
     DEVICE_MAX = 100_000
@@ -74,10 +76,10 @@ class KnnCMI(CITest):
             self.k_ = self.k
         self.k_ = min(self.k_, n - 1)
         self.values_ = self.data_ + self.rng_.normal(scale=1e-6, size=self.data_.shape)  # no ties
-        if self.device is None:
-            import torch
-
-            self.device_ = "cuda" if torch.cuda.is_available() and n <= self.DEVICE_MAX else None
+        if self.device is None:  # torch is not imported for this check alone (it costs seconds on a CPU machine)
+            torch = sys.modules.get("torch")
+            gpu = torch is not None and torch.cuda.is_available()
+            self.device_ = "cuda" if gpu and n <= self.DEVICE_MAX else None
         else:
             self.device_ = self.device
         self.bitsets_ = n <= self.bitset_max and self.device_ is None
@@ -109,21 +111,19 @@ class KnnCMI(CITest):
         # boundary in one coordinate, outside whatever the rounding of `centre +- eps`
         radius = eps * (1 - 1e-10)
 
-        def count(*spaces: tuple[np.ndarray, list[SortedColumn] | None]) -> np.ndarray:
-            """Rows (other than the query row) strictly closer than `eps` in the product of the given spaces."""
-            values = np.concatenate([v for v, _ in spaces], axis=1)
-            if x_index is None:
-                inside = cKDTree(values).query_ball_point(values, radius, p=np.inf, return_length=True,
-                                                          workers=-1)
+        if x_index is not None:  # bitsets: each space's box once, the z box shared by the counts
+            x_box, y_box = box_bitsets(x_index, xv, radius), box_bitsets(y_index, yv, radius)
+            if zv.shape[1]:
+                z_box = box_bitsets(z_index, zv, radius)
+                inside = [count_bits(x_box & z_box), count_bits(y_box & z_box), count_bits(z_box)]
             else:
-                inside = box_counts([c for _, index in spaces for c in index], values, radius)
-            return (inside - 1.0)[None]
-
-        x_space, y_space, z_space = (xv, x_index), (yv, y_index), (zv, z_index)
-        if zv.shape[1] == 0:
-            return float(_knn_cmi_value(self.k_, n, count(x_space), count(y_space))[0])
-        return float(_knn_cmi_value(self.k_, n, count(x_space, z_space), count(y_space, z_space),
-                                    count(z_space))[0])
+                inside = [count_bits(x_box), count_bits(y_box)]
+        else:
+            spaces = [(xv, zv), (yv, zv), (zv,)] if zv.shape[1] else [(xv,), (yv,)]
+            inside = [cKDTree(v).query_ball_point(v, radius, p=np.inf, return_length=True, workers=-1)
+                      for v in (np.concatenate(space, axis=1) for space in spaces)]
+        # the counts include the query row itself
+        return float(_knn_cmi_value(self.k_, n, *((c - 1.0)[None] for c in inside))[0])
 
     def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         v = self.values_
