@@ -12,8 +12,9 @@ from .adapter.artifact import upload_artifact
 from .adapter.model import SpecialistAdapter
 
 
-def save_adapter(adapter: SpecialistAdapter, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
-    """`adapter.save_pretrained(save_directory, **kwargs)`."""
+def save_adapter(adapter: SpecialistAdapter, save_directory: str | os.PathLike, **kwargs: Any) -> Path | str:
+    """`adapter.save_pretrained(save_directory, **kwargs)`: the saved folder (the commit URL with
+    `push_to_hub=True`)."""
     return adapter.save_pretrained(save_directory, **kwargs)
 
 

@@ -217,6 +217,8 @@ def test_save_and_push_options(tmp_path, hub_endpoint, trained):
     from huggingface_hub import ModelHubMixin
 
     assert issubclass(hfs.SpecialistAdapter, ModelHubMixin)
+    card = (adapter.save_pretrained(tmp_path / "carded") / "README.md").read_text()
+    assert card.count("model_hub_mixin") <= 1 and "hf_specialist" in card
     folder = adapter.save_pretrained(tmp_path / "plain", card=False)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]  # no card of any kind
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['strucutre'\]"):

@@ -4,6 +4,8 @@
 source hands the loop one batch of rows at a time:
 
 - `StateBatches`: hidden states computed beforehand (rows `(N, d_in)` or sequences `(n, T, d_in)`);
+- `DatasetBatches`: step states read from a memory-mapped `datasets.Dataset` (`dataset_source` builds it after
+  checking the dataset against the adapter and the targets);
 - `TextBatches`: texts tokenised and split into steps on the fly, for joint training with a LoRA on the base
   (the states are computed inside the trained module, so gradients reach the LoRA).
 """

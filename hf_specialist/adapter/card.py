@@ -10,7 +10,7 @@ from .._constants import CARD_MARKER, HEATMAP_NAME
 from .._version import __version__
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "specialist_card.md"
-CARD_TAGS = ["hf_specialist", "specialist-representation", "identifiability", "sparse-adapter"]
+CARD_TAGS = ("hf_specialist", "specialist-representation", "identifiability", "sparse-adapter")
 
 
 def is_generated_card(path: Path) -> bool:

@@ -8,6 +8,7 @@ uninterrupted run with the same seed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -84,6 +85,15 @@ def latest_checkpoint(directory: str | os.PathLike | None) -> Path | None:
         return None
     found = sorted(p for p in Path(directory).glob(f"{CHECKPOINT_PREFIX}*") if (p / PROGRESS_FILE).exists())
     return found[-1] if found else None
+
+
+def check_checkpoint_lambdas(path: Path, lambdas: list[float]) -> None:
+    """Refuse to resume from a checkpoint that trained other lambdas (before any tensor is loaded)."""
+    saved = json.loads((path / PROGRESS_FILE).read_text()).get("sparsity")
+    if saved is not None and (len(saved) != len(lambdas) or not all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+                                                                     for a, b in zip(saved, lambdas))):
+        raise ValueError(f"`resume=True` found a checkpoint in {path} of lambdas {saved}, but this call trains "
+                         f"{lambdas}: resume with the same `sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
 
 
 def load_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -87,8 +87,9 @@ class AdapterHubMixin(ModelHubMixin):
         if structure is not None and not hasattr(structure, "step_tasks_"):
             raise ValueError("`structure` must be a fitted TaskStructure.")
         if is_main_process():  # no wait here: synchronise before other processes read the folder
+            card_repo = repo_id or (root.name if push_to_hub else None)  # the card names the repo it is pushed to
             options = dict(structure=structure, metrics=metrics, datasets=datasets, lora_model=lora_model,
-                           repo_id=repo_id, card=card, keep_readme=readme_to_keep(target))
+                           repo_id=card_repo, card=card, keep_readme=readme_to_keep(target))
             with atomic_folder(target) as tmp:
                 self._save_options = options
                 try:
@@ -103,13 +104,15 @@ class AdapterHubMixin(ModelHubMixin):
         if not is_main_process():
             return ""
         push = dict(push_to_hub_kwargs)
-        branch = push.pop("branch", None) or push.pop("revision", None)
+        branch, revision = push.pop("branch", None), push.pop("revision", None)
+        branch = branch or revision
         return upload_artifact(target, repo_id or root.name, subfolder=subfolder, branch=branch, **push)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
                          force_download: bool, local_files_only: bool, token: str | bool | None,
-                         subfolder: str | None = None, device: str | None = None, config: Any = None) -> AdapterHubMixin:
+                         subfolder: str | None = None, device: str | None = None,
+                         config: Any = None) -> AdapterHubMixin:
         """The mixin's hook: build the adapter from the artifact's own `config.json` (in `subfolder` when given; a
         config parsed by the mixin is not used), load its weights strictly and attach its structure."""
         download = dict(cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only)

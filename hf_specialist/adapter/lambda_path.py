@@ -2,7 +2,7 @@
 
 One model per lambda: the penalty warms up, then the support is frozen and fine-tuned (`loop.train_one`). With
 `sparsity="auto"` a dense model and one model per lambda of a grid are trained from the same seed (at once, as one
-`StackedAdapters`, when the base is frozen) and the sparsest
+`StackedAdapters`, when the base is frozen and the precision is not fp16) and the sparsest
 whose held-out task losses stay within tolerance of the dense model's is kept (training each model from scratch
 under the penalty recovered the blocks far better than continuing one model along an increasing path, which kept a
 spread-out code). The same path runs for precomputed states and for joint training with a LoRA on the base.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,7 @@ import torch
 from .._constants import LAMBDA_PATH_DIR
 from .._distributed import barrier, is_main_process
 from .batches import StateBatches, dataset_source, is_dataset, prepare_training_data
-from .checkpoints import (
-    MODEL_FILE,
-    latest_checkpoint,
-    load_run_state,
-    load_trainable_state,
-    save_run_state,
-    trainable_state,
-)
+from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
 from .lora import prepare_text_training
 from .loop import train_one
 from .model import SpecialistAdapter
@@ -163,7 +157,8 @@ def train_specialist(
         validation_split (`float`, *optional*, defaults to 0.2): held-out share for `"auto"` and metrics.
         finetune_fraction (`float`, *optional*, defaults to 0.15): share of epochs with the support frozen.
         seed (`int`, *optional*, defaults to 0): seeds initialisation, data order and noise.
-        mixed_precision (`str`, *optional*, defaults to `"no"`): `"no"`, `"fp16"` or `"bf16"` (accelerate).
+        mixed_precision (`str`, *optional*, defaults to `"no"`): `"no"`, `"fp16"` or `"bf16"` (accelerate); with
+            `"fp16"` the lambdas of `"auto"` train one after another (one loss scale would tie them together).
         gradient_accumulation_steps (`int`, *optional*, defaults to 1): accumulate gradients over batches.
         checkpoint_dir (`str`, *optional*): where checkpoints go; `checkpoint_every` sets the step interval.
         resume (`bool`, *optional*, defaults to `False`): continue from the newest checkpoint in `checkpoint_dir`.
@@ -266,8 +261,6 @@ def train_specialist(
     batches = [todo] if stack else [[k] for k in todo]
     for ks in batches:
         run_dir = None if root is None else root / (f"run-{ks[0]:02d}" if len(ks) == 1 else LAMBDA_PATH_DIR)
-        if len(ks) > 1 and resume:
-            _check_stacked_checkpoint(run_dir, [lambdas[k] for k in ks])
         model = adapter if len(lambdas) == 1 else _fresh_copy(adapter, seed)
         module = model
         if joint is not None:
@@ -299,6 +292,8 @@ def train_specialist(
             partial = summary_path.with_name(summary_path.name + ".tmp")
             partial.write_text(json.dumps(path))
             os.replace(partial, summary_path)
+            if len(ks) > 1:  # its runs are in run-XX/final now; a later call may stack other lambdas here
+                shutil.rmtree(run_dir, ignore_errors=True)
         barrier()
     best = _agree(select_sparsest(path, cfg.sparsity_tolerance, cfg.n_tasks))
     state = run_states.get(best)  # this call's run, or one a resumed call finished earlier (on disk)
@@ -314,20 +309,6 @@ def train_specialist(
     if lora is not None:
         out["lora_model"] = peft_model
     return out
-
-
-def _check_stacked_checkpoint(run_dir: Path | None, lambdas: list[float]) -> None:
-    """Refuse to resume a stacked run whose checkpoint trained other lambdas."""
-    found = latest_checkpoint(run_dir)
-    if found is None:
-        return
-    from safetensors import safe_open
-
-    with safe_open(str(found / MODEL_FILE), framework="pt") as f:
-        saved = f.get_tensor("sparsities").tolist() if "sparsities" in f.keys() else None
-    if saved is None or len(saved) != len(lambdas) or not np.allclose(saved, lambdas):
-        raise ValueError(f"`resume=True` found a checkpoint in {found} of lambdas {saved}, but this call trains "
-                         f"{lambdas}: resume with the same `sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
 
 
 def _agree(value: int) -> int:

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._distributed import barrier, is_main_process
-from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import check_checkpoint_lambdas, latest_checkpoint, load_checkpoint, save_checkpoint
 from .model import SpecialistAdapter
 from .stacked import StackedAdapters
 
@@ -150,13 +150,14 @@ def train_one(
     progress: bool | None,
     cpu: bool | None,
 ) -> dict[str, Any]:
-    """Train `module` (the adapter itself, a `JointLoraModel` holding it, or a `StackedAdapters` with one lambda
-    per model in `sparsity`) at a fixed lambda.
+    """Train `module` (the adapter itself, a `JointLoraModel` holding it, or a `StackedAdapters`, one lambda per
+    model) at a fixed lambda.
 
-    `train_data` / `val_data` are batch sources (`batches.StateBatches` or `TextBatches`). Returns the logged
-    steps (one row per model and logged step), the held-out metrics of the final model (`"final"`; a list with one
-    dict per model for a stack) and the number of optimizer steps, or `{"interrupted_at", "steps"}` when
-    `stop_after_steps` cut the run.
+    `train_data` / `val_data` are batch sources (`batches.StateBatches` or `TextBatches`). A stack trains at its
+    own `sparsities` (the `sparsity` argument is not used); `resume` refuses a checkpoint of other lambdas.
+    Returns the logged steps (one row per model and logged step), the held-out metrics of the final model
+    (`"final"`; a list with one dict per model for a stack) and the number of optimizer steps, or
+    `{"interrupted_at", "steps"}` when `stop_after_steps` cut the run.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
@@ -186,13 +187,15 @@ def train_one(
     raw = accelerator.unwrap_model(wrapped)
     rank, world = accelerator.process_index, accelerator.num_processes
     steps_per_epoch = math.ceil(math.ceil(len(train_data) / world) / batch_size)
-    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": []}
+    stacked = isinstance(adapter, StackedAdapters)
+    lambdas = [float(x) for x in adapter.sparsities] if stacked else [float(sparsity)]
+    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": [], "sparsity": lambdas}
     if resume and run_dir is not None:
         found = latest_checkpoint(run_dir)
         if found is not None:
+            check_checkpoint_lambdas(found, lambdas)
             state = load_checkpoint(found, raw, optimizer)
     start_step = state["global_step"]
-    stacked = isinstance(adapter, StackedAdapters)
     if stacked:  # each model's lambda, on the training device
         sparsity = raw.sparsities
     label = f"{adapter.n_models} lambdas at once" if stacked else f"lambda={sparsity:.3g}"

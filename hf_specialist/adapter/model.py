@@ -41,7 +41,7 @@ class SpecialistAdapter(
     nn.Module,
     AdapterHubMixin,
     library_name="hf_specialist",
-    tags=CARD_TAGS,
+    tags=list(CARD_TAGS),  # the mixin appends to the list it is given
 ):
     """Encoder (hidden state -> latent), decoder (latent -> hidden state) and masked task heads.
 

@@ -47,10 +47,12 @@ def _base_hidden_size(model: nn.Module) -> int | None:
 
 
 def _load_lora(base_model: nn.Module, path_or_repo_id: str | os.PathLike, subfolder: str | None,
-               revision: str | None, token: Any) -> nn.Module:
-    """Wrap `base_model` with the PEFT LoRA saved beside the adapter in `lora/`, when there is one."""
+               revision: str | None, token: Any, **download: Any) -> nn.Module:
+    """Wrap `base_model` with the PEFT LoRA saved beside the adapter in `lora/`, when there is one (`download`:
+    `cache_dir`, `force_download`, `local_files_only`, as for the adapter)."""
     inner = f"{subfolder}/{LORA_DIR}" if subfolder else LORA_DIR
-    config_file = resolve_file(path_or_repo_id, "adapter_config.json", inner, revision, token, required=False)
+    config_file = resolve_file(path_or_repo_id, "adapter_config.json", inner, revision, token, required=False,
+                               **download)
     if config_file is None:
         return base_model
     from peft import PeftModel
@@ -58,7 +60,7 @@ def _load_lora(base_model: nn.Module, path_or_repo_id: str | os.PathLike, subfol
     if isinstance(base_model, PeftModel):
         raise ValueError("The adapter was saved with a LoRA (`lora/`), and `base_model` is already a PeftModel: "
                          "pass the plain base model; its LoRA is loaded from the artifact.")
-    resolve_file(path_or_repo_id, "adapter_model.safetensors", inner, revision, token)  # beside its config
+    resolve_file(path_or_repo_id, "adapter_model.safetensors", inner, revision, token, **download)  # beside its config
     return PeftModel.from_pretrained(base_model, str(config_file.parent), is_trainable=False).eval()
 
 
@@ -112,7 +114,8 @@ class SpecialistModel(nn.Module):
         adapter = SpecialistAdapter.from_pretrained(path_or_repo_id, revision=revision, token=token,
                                                     subfolder=subfolder, **load_kwargs)
         check_base_compatible(base_model, adapter)
-        base = _load_lora(base_model, path_or_repo_id, subfolder, revision, token)
+        download = {k: load_kwargs[k] for k in ("cache_dir", "force_download", "local_files_only") if load_kwargs.get(k)}
+        base = _load_lora(base_model, path_or_repo_id, subfolder, revision, token, **download)
         try:
             adapter.to(next(base.parameters()).device)
         except StopIteration:

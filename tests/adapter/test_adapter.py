@@ -254,6 +254,19 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path, sparsity, run_dir):
     assert history["path"] == expected["path"]
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
+    if sparsity == "auto":  # finished runs are kept; only the new lambda trains
+        longer = hfs.train_specialist(build_adapter(), states, tasks, checkpoint_dir=tmp_path, resume=True,
+                                      **{**kwargs, "lambda_path": [0.05, 0.3, 1.0]})
+        assert longer["path"][:3] == expected["path"] and longer["path"][3]["sparsity"] == 1.0
+
+
+def test_resume_refuses_a_checkpoint_of_another_lambda(tmp_path):
+    rng = np.random.default_rng(1)
+    states, tasks = rng.normal(size=(200, 32)).astype(np.float32), rng.normal(size=(200, 2))
+    kwargs = dict(epochs=4, batch_size=64, seed=3, progress=False, checkpoint_dir=tmp_path, checkpoint_every=2)
+    hfs.train_specialist(build_adapter(), states, tasks, sparsity=0.05, stop_after_steps=4, **kwargs)
+    with pytest.raises(ValueError, match=r"of lambdas \[0.05\], but this call trains \[0.1\]"):
+        hfs.train_specialist(build_adapter(), states, tasks, sparsity=0.1, resume=True, **kwargs)
 
 
 def test_stacked_adapters_compute_each_models_loss_and_gradient():

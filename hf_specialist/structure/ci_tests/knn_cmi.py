@@ -8,6 +8,7 @@ References:
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special
@@ -16,6 +17,9 @@ from ..._validation import InstanceOf, Interval, Options, validate_params
 from ._base import CITest
 from ._box_counts import SortedColumn, box_bitsets, count_bits
 from ._device_counts import neighbour_counts
+
+if TYPE_CHECKING:
+    import torch
 from ._permutation import nearest_neighbour_permutations, neighbourhood_cells, permute_within_cells
 
 
@@ -56,7 +60,7 @@ class KnnCMI(CITest):
     min_samples = 20
 
     def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, k_perm: int | None = None,
-                 bitset_max: int = 10_000, device: str | None = None, **kwargs):
+                 bitset_max: int = 10_000, device: str | torch.device | None = None, **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
         validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "bitset_max": bitset_max, "device": device},
                         {"k": [Options("auto"), Interval(int, 1, None)],
