@@ -55,12 +55,12 @@ class StackedAdapters(nn.Module):
         self._parameter_names = list(params)
         self._buffer_names = [n for n in buffers if n not in _UNSTACKED_BUFFERS]
         for name, value in params.items():
-            param = nn.Parameter(value.detach().clone())
+            param = nn.Parameter(value.detach())  # `stack_module_state` made new tensors
             if 1 in param.shape[1:]:  # vmap hands back such gradients with other strides than DDP's buckets expect
                 param.register_hook(_standard_strides)
             self.register_parameter(_attribute(name), param)
         for name in self._buffer_names:
-            self.register_buffer(_attribute(name), buffers[name].clone())
+            self.register_buffer(_attribute(name), buffers[name])
         self.register_buffer("support_frozen", adapter.support_frozen.clone())
         # the module whose forward is vmapped; kept out of `_modules` so that its own tensors are never trained
         object.__setattr__(self, "_template", copy.deepcopy(adapter))
