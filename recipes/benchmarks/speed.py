@@ -15,7 +15,9 @@ Rows:
      (bitset box counts, null drawn in rounds that stop once the test is decided), with F1 for both, and the same
      fit with its radii and counts on the GPU when torch sees one (`KnnCMI(device="cuda")`);
   4. the query left as knn_cmi's main cost, every row's k-th max-norm neighbour (n = 5,000, 4 columns, k = 100):
-     scipy's k-d tree (used) against torch brute force and scikit-learn, on this machine's CPU.
+     scipy's k-d tree (used) against torch brute force and scikit-learn, on this machine's CPU;
+  5. with `--profile`, where the time goes: `torch.profiler` over 20 stacked training steps (batch 256, d_in 24),
+     and cProfile of one new-path knn_cmi fit (development seed 3, so no evaluation draw is looked at).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-knn", action="store_true")
     parser.add_argument("--skip-query", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="also print row 5, the profiles")
     args = parser.parse_args()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
 
@@ -152,6 +155,66 @@ def main() -> None:
         seconds = _neighbour_query_seconds()
         print("  " + " | ".join(f"{name} {t * 1e3:6.1f} ms ({t / seconds['scipy cKDTree'] :.2f}x)"
                                 for name, t in seconds.items()))
+
+    if args.profile:
+        print("\n5a. torch.profiler, 20 stacked training steps (6 lambdas, batch 256, d_in 24), share of self CPU time")
+        for name, share in _stacked_step_profile():
+            print(f"  {name:40s} {share:5.1%}")
+        print("\n5b. cProfile, one knn_cmi fit (new path), n=5,000 T=8 M=2 nonlinear, development seed 3")
+        print("  " + _knn_fit_profile())
+
+
+def _stacked_step_profile(top: int = 8) -> list[tuple[str, float]]:
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    stack = StackedAdapters(SpecialistAdapter(SpecialistConfig(d_in=24, n_tasks=2)), auto_path())
+    optimizer = _ADAM(parameter_groups(stack, lr=1e-3, mask_lr=3e-2, rotation_lr=1e-2, weight_decay=0.0), fused=True)
+    x, y, m = torch.randn(256, 24), torch.randn(256, 2), torch.ones(256, 2, dtype=torch.bool)
+
+    def step() -> None:
+        stack(x, y, m, stack.sparsities)["loss"].sum().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(10):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(20):
+            step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [(e.key, e.self_cpu_time_total / total) for e in events[:top]]
+
+
+def _knn_fit_profile(seed: int = 3) -> str:
+    import cProfile
+    import pstats
+
+    states, tasks, _ = synthetic.collider_sequences(n=5000, T=8, M=2, nonlinear=True, seed=seed)
+    test = KnnCMI(n_permutations=30, seed=seed, device=None)
+    estimates = [0]
+    one_estimate = KnnCMI._cmi
+
+    def counted(self, *args):
+        estimates[0] += 1
+        return one_estimate(self, *args)
+
+    profiler = cProfile.Profile()
+    KnnCMI._cmi = counted
+    try:
+        profiler.enable()
+        TaskStructure(test=test, progress=False).fit(states, tasks)
+        profiler.disable()
+    finally:
+        KnnCMI._cmi = one_estimate
+    stats = pstats.Stats(profiler).stats
+    total = sum(row[2] for row in stats.values())  # own time of every function: the whole fit
+    query = sum(row[2] for (file, _, name), row in stats.items() if "lock" in name or "cKDTree" in name)
+    estimate = sum(row[3] for (file, _, name), row in stats.items() if name == "counted")
+    return (f"{total:.1f} s, {estimates[0]} estimates of {estimate / estimates[0] * 1e3:.0f} ms each, of which "
+            f"{query / estimates[0] * 1e3:.0f} ms in the joint k-d tree query (its worker threads)")
 
 
 def _neighbour_query_seconds(n: int = 5000, width: int = 4, k: int = 100) -> dict[str, float]:

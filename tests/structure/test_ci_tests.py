@@ -174,6 +174,8 @@ def test_knn_cmi_device_path_matches_the_cpu_paths():
     with pytest.raises(ValueError, match="'device' parameter of KnnCMI must be None, a torch device string or a "
                                          "torch.device. Got 0"):
         KnnCMI(device=0)
+    with pytest.raises(ValueError, match="must name a torch device .* Got 'gpu'"):
+        KnnCMI(device="gpu")
     assert KnnCMI(device=torch.device("cpu")).device == "cpu"
 
 

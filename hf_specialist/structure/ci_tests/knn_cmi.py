@@ -67,6 +67,14 @@ class KnnCMI(CITest):
                          "k_perm": [Options(None), Interval(int, 1, None)], "bitset_max": [Interval(int, 0, None)],
                          "device": [InstanceOf(type(None), str, description="None, a torch device string"),
                                     _TorchDevice()]})
+        if isinstance(device, str):  # a device was asked for: torch is needed anyway, so check the name now
+            import torch
+
+            try:
+                torch.device(device)
+            except RuntimeError as err:
+                raise ValueError(f"The 'device' parameter of KnnCMI must name a torch device such as 'cuda', "
+                                 f"'cuda:1' or 'cpu'. Got {device!r} instead.") from err
         self.k, self.k_perm, self.bitset_max = k, k_perm, bitset_max
         self.device = str(device) if device is not None else None
 
