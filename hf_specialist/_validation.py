@@ -75,6 +75,8 @@ class Options:
         return any(value is v or (not isinstance(value, bool) and value == v) for v in self.values)
 
     def __str__(self) -> str:
+        if self.values == (None,):
+            return "None"
         return "a str among {" + ", ".join(repr(v) for v in self.values) + "}"
 
 

@@ -1,7 +1,8 @@
 """Speed of the default paths, the old path beside the new one in one run (ratios; absolute seconds are noisy here).
 
 Usage:
-    python recipes/benchmarks/speed.py [--seeds 2] [--first-seed 100] [--skip-train] [--skip-knn] [--skip-query]
+    python recipes/benchmarks/speed.py [--seeds 2] [--first-seed 100] [--large-seeds 2] [--skip-train] [--skip-knn]
+        [--skip-query] [--profile]
 
 Rows:
   1. one adapter training step per model (default widths, batch 256, d_in 24 and 576): one model alone (the old
@@ -14,6 +15,10 @@ Rows:
      the README's nonlinear row): the old path (k-d tree range counts, every null draw) against the new CPU default
      (bitset box counts, null drawn in rounds that stop once the test is decided), with F1 for both, and the same
      fit with its radii and counts on the GPU when torch sees one (`KnnCMI(device="cuda")`);
+     3b. the same fit at n = 20,000 (k-d tree counts; `--large-seeds` evaluation seeds): the estimate averaged over
+     every row (old) against the default's `QUERY_ROWS` query rows (development seeds 0-2 chose 5,000: F1 1.000 for
+     both at a third of the time; at n = 5,000 development seeds 0-9 lost F1 with 2,500 / 1,000 query rows, 0.940 ->
+     0.926 / 0.856, so the default changes nothing up to 5,000 rows);
   4. the query left as knn_cmi's main cost, every row's k-th max-norm neighbour (n = 5,000, 4 columns, k = 100):
      scipy's k-d tree (used) against torch brute force and scikit-learn, on this machine's CPU;
   5. with `--profile`, where the time goes: `torch.profiler` over 20 stacked training steps (batch 256, d_in 24),
@@ -34,6 +39,7 @@ from hf_specialist.adapter.loop import parameter_groups
 from hf_specialist.adapter.stacked import StackedAdapters
 from hf_specialist.metrics import structure_scores
 from hf_specialist.structure.ci_tests import KnnCMI
+from hf_specialist.structure.ci_tests.knn_cmi import QUERY_ROWS
 
 _ADAM = torch.optim.Adam
 
@@ -99,6 +105,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=100, help="first evaluation seed (0-9 are development)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-knn", action="store_true")
+    parser.add_argument("--large-seeds", type=int, default=2, help="evaluation seeds of row 3b (n = 20,000)")
     parser.add_argument("--skip-query", action="store_true")
     parser.add_argument("--profile", action="store_true", help="also print row 5, the profiles")
     args = parser.parse_args()
@@ -134,21 +141,22 @@ def main() -> None:
     if not args.skip_knn:
         print("\n3. knn_cmi structure fit, n=5,000 T=8 M=2 nonlinear, 30 permutations")
         for seed in seeds:
-            states, tasks, truth = synthetic.collider_sequences(n=5000, T=8, M=2, nonlinear=True, seed=seed)
-            row = {}
             runs = [("old", KnnCMI(n_permutations=30, bitset_max=0, early_stop=False, seed=seed, device=None)),
                     ("new", KnnCMI(n_permutations=30, seed=seed, device=None))]
             if torch.cuda.is_available():  # the same fit with radii and counts on the GPU (`_device_counts`)
                 runs.append(("gpu", KnnCMI(n_permutations=30, seed=seed, device="cuda")))
-            for label, test in runs:
-                start = time.perf_counter()
-                fitted = TaskStructure(test=test, progress=False).fit(states, tasks)
-                f1 = structure_scores(fitted.step_tasks_, truth["step_tasks"])["f1"]
-                row[label] = (time.perf_counter() - start, f1)
+            row = _knn_fits(5000, seed, runs)
             gpu = (f" | GPU {row['gpu'][0]:6.1f} s, F1 {row['gpu'][1]:.3f}, GPU / old {row['gpu'][0] / row['old'][0]:.3f}"
                    if "gpu" in row else "")
             print(f"  seed {seed}: old {row['old'][0]:6.1f} s, F1 {row['old'][1]:.3f} | new {row['new'][0]:6.1f} s, "
                   f"F1 {row['new'][1]:.3f} | new / old {row['new'][0] / row['old'][0]:.2f}{gpu}")
+        print(f"\n3b. knn_cmi structure fit, n=20,000 T=8 M=2 nonlinear, 30 permutations: the estimate averaged over "
+              f"every row (old) vs over {QUERY_ROWS:,} query rows (new default)")
+        for seed in range(args.first_seed, args.first_seed + args.large_seeds):
+            row = _knn_fits(20_000, seed, [("old", KnnCMI(n_permutations=30, query_rows=None, seed=seed, device=None)),
+                                           ("new", KnnCMI(n_permutations=30, seed=seed, device=None))])
+            print(f"  seed {seed}: old {row['old'][0]:6.1f} s, F1 {row['old'][1]:.3f} | new {row['new'][0]:6.1f} s, "
+                  f"F1 {row['new'][1]:.3f} | new / old {row['new'][0] / row['old'][0]:.2f}")
 
     if not args.skip_query:
         print("\n4. Every row's k-th max-norm neighbour, n=5,000, 4 columns, k=100 (best of 3)")
@@ -162,6 +170,17 @@ def main() -> None:
             print(f"  {name:40s} {share:5.1%}")
         print("\n5b. cProfile, one knn_cmi fit (new path), n=5,000 T=8 M=2 nonlinear, development seed 3")
         print("  " + _knn_fit_profile())
+
+
+def _knn_fits(n: int, seed: int, runs: list[tuple[str, KnnCMI]]) -> dict[str, tuple[float, float]]:
+    """Seconds and F1 of one structure fit per `(label, test)` on the same nonlinear draw."""
+    states, tasks, truth = synthetic.collider_sequences(n=n, T=8, M=2, nonlinear=True, seed=seed)
+    row = {}
+    for label, test in runs:
+        start = time.perf_counter()
+        fitted = TaskStructure(test=test, progress=False).fit(states, tasks)
+        row[label] = (time.perf_counter() - start, structure_scores(fitted.step_tasks_, truth["step_tasks"])["f1"])
+    return row
 
 
 def _stacked_step_profile(top: int = 8) -> list[tuple[str, float]]:

@@ -179,6 +179,42 @@ def test_knn_cmi_device_path_matches_the_cpu_paths():
     assert KnnCMI(device=torch.device("cpu")).device == "cpu"
 
 
+def _frenzel_pompe_by_brute_force(values, x, y, z, k, rows):
+    """The estimate averaged over `rows`, each row's k-th joint neighbour and subspace counts over all rows."""
+    from scipy.special import digamma
+
+    def distances(columns):
+        return np.abs(values[rows][:, None, columns] - values[None, :, columns]).max(-1)
+
+    radius = np.sort(distances(x + y + z), axis=1)[:, k]  # column 0 is the row itself
+    counts = [(distances(columns) < radius[:, None]).sum(1) - 1 for columns in (x + z, y + z, z)]
+    return digamma(k) - (digamma(counts[0] + 1) + digamma(counts[1] + 1) - digamma(counts[2] + 1)).mean()
+
+
+def test_knn_cmi_query_rows_average_the_estimate_over_a_subsample_on_every_path():
+    rng = np.random.default_rng(6)
+    data = np.hstack([_chain_data(600, rng, dependent=True), _chain_data(600, rng, dependent=False)])
+    tests = [([0], [1], [2]), ([3], [4], [5]), ([0, 3], [1], [2, 5])]
+    paths = {"bitsets": dict(device=None), "tree": dict(device=None, bitset_max=0), "torch": dict(device="cpu")}
+    results = {}
+    for name, options in paths.items():
+        test = KnnCMI(n_permutations=20, seed=0, query_rows=150, **options).fit(data)
+        assert test.query_.shape == (150,) and len(np.unique(test.query_)) == 150
+        results[name] = test.test(tests)
+        for (x, y, z), statistic in zip(tests, results[name].statistic):
+            expected = _frenzel_pompe_by_brute_force(test.values_, x, y, z, test.k_, test.query_)
+            np.testing.assert_allclose(statistic, expected, rtol=0, atol=1e-12)
+    for name in ("tree", "torch"):
+        np.testing.assert_allclose(results[name].pvalue, results["bitsets"].pvalue, rtol=1e-9)
+    assert results["bitsets"].pvalue[0] < 1e-3 and results["bitsets"].pvalue[1] > 0.01
+    # as many query rows as samples is the full estimate, with the same random draws
+    full, covering = KnnCMI(n_permutations=20, seed=0), KnnCMI(n_permutations=20, seed=0, query_rows=600)
+    np.testing.assert_array_equal(covering.fit(data).test(tests).pvalue, full.fit(data).test(tests).pvalue)
+    assert covering.query_ is None
+    with pytest.raises(ValueError, match="'query_rows' parameter of KnnCMI must be None or an int >= 1. Got 0"):
+        KnnCMI(query_rows=0)
+
+
 def test_box_counts_equal_brute_force_counts():
     from hf_specialist.structure.ci_tests._box_counts import SortedColumn, box_counts
 

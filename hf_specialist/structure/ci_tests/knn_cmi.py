@@ -24,6 +24,7 @@ from ._permutation import nearest_neighbour_permutations, neighbourhood_cells, p
 
 
 INDEX_CACHE_BYTES = 1 << 30
+QUERY_ROWS = 5000
 
 
 class KnnCMI(CITest):
@@ -44,6 +45,10 @@ class KnnCMI(CITest):
         k_perm (`int`, *optional*): draw the null from Runge's nearest-neighbour restricted permutation with
             `k_perm` neighbours in Z instead of shuffling within k-d cells of `leaf_size` rows (the default, which
             had more power in our benchmark).
+        query_rows (`int`, *optional*, defaults to `QUERY_ROWS`): average the estimate over this many rows (drawn
+            once per fit, the same for the statistic and every null draw) instead of all `n`; the neighbours are
+            still searched and counted among all rows. Each estimate then costs about `query_rows / n` of a full
+            one. `None` averages over every row.
         n_permutations (`int`, *optional*, defaults to 50): most draws of the local-permutation null per test
             (fewer when `early_stop` settles the test first, see `CITest`).
         bitset_max (`int`, *optional*, defaults to 10000): largest `n` for the bitset counts (memory
@@ -60,10 +65,13 @@ class KnnCMI(CITest):
     min_samples = 20
 
     def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, k_perm: int | None = None,
-                 bitset_max: int = 10_000, device: str | torch.device | None = None, **kwargs):
+                 query_rows: int | None = QUERY_ROWS, bitset_max: int = 10_000,
+                 device: str | torch.device | None = None, **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
-        validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "bitset_max": bitset_max, "device": device},
+        validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "query_rows": query_rows, "bitset_max": bitset_max,
+                                   "device": device},
                         {"k": [Options("auto"), Interval(int, 1, None)],
+                         "query_rows": [Options(None), Interval(int, 1, None)],
                          "k_perm": [Options(None), Interval(int, 1, None)], "bitset_max": [Interval(int, 0, None)],
                          "device": [InstanceOf(type(None), str, description="None, a torch device string"),
                                     _TorchDevice()]})
@@ -75,7 +83,7 @@ class KnnCMI(CITest):
             except RuntimeError as err:
                 raise ValueError(f"The 'device' parameter of KnnCMI must name a torch device such as 'cuda', "
                                  f"'cuda:1' or 'cpu'. Got {device!r} instead.") from err
-        self.k, self.k_perm, self.bitset_max = k, k_perm, bitset_max
+        self.k, self.k_perm, self.query_rows, self.bitset_max = k, k_perm, query_rows, bitset_max
         self.device = str(device) if device is not None else None
 
     def _prepare(self) -> None:
@@ -88,6 +96,8 @@ class KnnCMI(CITest):
             self.k_ = self.k
         self.k_ = min(self.k_, n - 1)
         self.values_ = self.data_ + self.rng_.normal(scale=1e-6, size=self.data_.shape)  # no ties
+        subsample = self.query_rows is not None and self.query_rows < n
+        self.query_ = np.sort(self.rng_.choice(n, self.query_rows, replace=False)) if subsample else None
         if self.device is None:  # torch is not imported for this check alone (it costs seconds on a CPU machine)
             torch = sys.modules.get("torch")
             gpu = torch is not None and torch.cuda.is_available()
@@ -114,25 +124,26 @@ class KnnCMI(CITest):
         from scipy.spatial import cKDTree
 
         n = len(xv)
+        rows = slice(None) if self.query_ is None else self.query_
         if self.device_ is not None:
-            counts = neighbour_counts(xv, yv, zv, self.k_, self.device_)
+            counts = neighbour_counts(xv, yv, zv, self.k_, self.device_, rows=self.query_)
             return float(_knn_cmi_value(self.k_, n, *(c[None] for c in counts))[0])
         joint = np.concatenate([xv, yv, zv], axis=1)
-        eps = cKDTree(joint).query(joint, k=[self.k_ + 1], p=np.inf, workers=-1)[0][:, 0]
+        eps = cKDTree(joint).query(joint[rows], k=[self.k_ + 1], p=np.inf, workers=-1)[0][:, 0]
         # strictly closer than the k-th neighbour: a relative margin keeps that neighbour, which lies on the box's
         # boundary in one coordinate, outside whatever the rounding of `centre +- eps`
         radius = eps * (1 - 1e-10)
 
         if x_index is not None:  # bitsets: each space's box once, the z box shared by the counts
-            x_box, y_box = box_bitsets(x_index, xv, radius), box_bitsets(y_index, yv, radius)
+            x_box, y_box = box_bitsets(x_index, xv[rows], radius), box_bitsets(y_index, yv[rows], radius)
             if zv.shape[1]:
-                z_box = box_bitsets(z_index, zv, radius)
+                z_box = box_bitsets(z_index, zv[rows], radius)
                 inside = [count_bits(x_box & z_box), count_bits(y_box & z_box), count_bits(z_box)]
             else:
                 inside = [count_bits(x_box), count_bits(y_box)]
         else:
             spaces = [(xv, zv), (yv, zv), (zv,)] if zv.shape[1] else [(xv,), (yv,)]
-            inside = [cKDTree(v).query_ball_point(v, radius, p=np.inf, return_length=True, workers=-1)
+            inside = [cKDTree(v).query_ball_point(v[rows], radius, p=np.inf, return_length=True, workers=-1)
                       for v in (np.concatenate(space, axis=1) for space in spaces)]
         # the counts include the query row itself
         return float(_knn_cmi_value(self.k_, n, *((c - 1.0)[None] for c in inside))[0])
