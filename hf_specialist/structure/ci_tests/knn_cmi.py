@@ -24,17 +24,17 @@ from ._permutation import nearest_neighbour_permutations, neighbourhood_cells, p
 
 
 INDEX_CACHE_BYTES = 1 << 30
-QUERY_ROWS = 5000
 
 
 class KnnCMI(CITest):
     """Frenzel-Pompe k-nearest-neighbour estimate of `I(X; Y | Z)` (max-norm), with a local-permutation null.
 
-    Each estimate finds every row's k-th neighbour in the joint space with a k-d tree (scipy's `cKDTree`) and then
-    counts the rows strictly inside that radius in the `(x, z)`, `(y, z)` and `z` spaces. Up to `bitset_max`
-    samples the counts come from per-column prefix bitsets (`_box_counts`: `O(n^2 / 64)` per column whatever
-    `k`); above it from k-d tree range counts (`O(n)` memory), so `n` can reach the hundreds of thousands. The two
-    paths give the same estimate.
+    Each estimate finds every query row's k-th neighbour in the joint space with a k-d tree (scipy's `cKDTree`) and
+    then counts the rows strictly inside that radius in the `(x, z)`, `(y, z)` and `z` spaces. The query rows are
+    all rows, or with `query_rows` a fixed random subsample of them (neighbours are still found and counted among
+    all rows). Up to `bitset_max` samples the counts come from per-column prefix bitsets
+    (`_box_counts`: `O(n^2 / 64)` per column whatever `k`); above it from k-d tree range counts (`O(n)` memory), so
+    `n` can reach the hundreds of thousands. The two paths give the same estimate.
 
     Args:
         k (`int` or `"auto"`, *optional*, defaults to `"auto"`): neighbours in the joint space; `"auto"` uses
@@ -45,10 +45,11 @@ class KnnCMI(CITest):
         k_perm (`int`, *optional*): draw the null from Runge's nearest-neighbour restricted permutation with
             `k_perm` neighbours in Z instead of shuffling within k-d cells of `leaf_size` rows (the default, which
             had more power in our benchmark).
-        query_rows (`int`, *optional*, defaults to `QUERY_ROWS`): average the estimate over this many rows (drawn
-            once per fit, the same for the statistic and every null draw) instead of all `n`; the neighbours are
-            still searched and counted among all rows. Each estimate then costs about `query_rows / n` of a full
-            one. `None` averages over every row.
+        query_rows (`int`, *optional*): average the estimate over this many rows (drawn once per fit, the same
+            for the statistic and every null draw) when `n` is larger; each estimate then costs about
+            `query_rows / n` of a full one, at a loss of power. Off by default: in `recipes/benchmarks/speed.py`
+            row 3b (n = 20,000, 5,000 query rows) fits took 0.35-0.40x the time but F1 fell from 1.000 to 0.889 and
+            0.857 on two of three evaluation seeds.
         n_permutations (`int`, *optional*, defaults to 50): most draws of the local-permutation null per test
             (fewer when `early_stop` settles the test first, see `CITest`).
         bitset_max (`int`, *optional*, defaults to 10000): largest `n` for the bitset counts (memory
@@ -65,7 +66,7 @@ class KnnCMI(CITest):
     min_samples = 20
 
     def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, k_perm: int | None = None,
-                 query_rows: int | None = QUERY_ROWS, bitset_max: int = 10_000,
+                 query_rows: int | None = None, bitset_max: int = 10_000,
                  device: str | torch.device | None = None, **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
         validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "query_rows": query_rows, "bitset_max": bitset_max,
