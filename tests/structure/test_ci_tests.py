@@ -215,6 +215,38 @@ def test_knn_cmi_query_rows_average_the_estimate_over_a_subsample_on_every_path(
         KnnCMI(query_rows=0)
 
 
+@pytest.mark.parametrize("x_columns", [1, 2])
+def test_joint_radii_from_fixed_neighbours_equal_brute_force(x_columns):
+    from hf_specialist.structure.ci_tests._joint_radii import FixedNeighbours, joint_radii
+
+    rng = np.random.default_rng(7)
+    fixed = rng.normal(size=(400, 3))
+    x = np.tanh(fixed[:, :1]) + rng.normal(scale=0.5, size=(400, x_columns))
+    rows, k = np.sort(rng.choice(400, 120, replace=False)), 12
+    brute = np.sort(np.abs(np.hstack([x, fixed])[rows][:, None] - np.hstack([x, fixed])[None]).max(-1), axis=1)[:, k]
+    for n_candidates in (400, 3 * (k + 1), k + 2):  # all rows; the default share; nearly every row left to the tree
+        neighbours = FixedNeighbours.build(fixed, rows, n_candidates)
+        assert neighbours.index.shape == (120, n_candidates)
+        np.testing.assert_array_equal(joint_radii(neighbours, x, fixed, rows, k), brute)
+    shuffled = x[rng.permutation(400)]  # a null draw: new x, the same fixed neighbours
+    brute = np.sort(np.abs(np.hstack([shuffled, fixed])[:, None] - np.hstack([shuffled, fixed])[None]).max(-1), 1)[:, k]
+    neighbours = FixedNeighbours.build(fixed, slice(None), 3 * (k + 1))
+    np.testing.assert_array_equal(joint_radii(neighbours, shuffled, fixed, slice(None), k), brute)
+
+
+def test_knn_cmi_null_draws_from_fixed_neighbours_equal_the_joint_search():
+    rng = np.random.default_rng(8)
+    data = np.hstack([_chain_data(700, rng, dependent=True), _chain_data(700, rng, dependent=False)])
+    tests = [([0], [1], [2]), ([3], [4], [5]), ([0], [1], []), ([0, 3], [1], [2, 5])]
+    searched = KnnCMI(n_permutations=20, seed=0, device=None)
+    searched.CANDIDATES_PER_NEIGHBOUR = 0
+    candidates = KnnCMI(n_permutations=20, seed=0, device=None)
+    expected, got = searched.fit(data).test(tests), candidates.fit(data).test(tests)
+    assert candidates._fixed_neighbours and not searched._fixed_neighbours
+    np.testing.assert_array_equal(got.statistic, expected.statistic)
+    np.testing.assert_array_equal(got.pvalue, expected.pvalue)
+
+
 def test_box_counts_equal_brute_force_counts():
     from hf_specialist.structure.ci_tests._box_counts import SortedColumn, box_counts
 
