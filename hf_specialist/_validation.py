@@ -75,9 +75,9 @@ class Options:
         return any(value is v or (not isinstance(value, bool) and value == v) for v in self.values)
 
     def __str__(self) -> str:
-        if self.values == (None,):
-            return "None"
-        return "a str among {" + ", ".join(repr(v) for v in self.values) + "}"
+        if all(isinstance(v, str) for v in self.values):
+            return "a str among {" + ", ".join(repr(v) for v in self.values) + "}"
+        return " or ".join(repr(v) for v in self.values)
 
 
 class InstanceOf:

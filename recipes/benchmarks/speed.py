@@ -12,9 +12,11 @@ Rows:
      10,000 rows of 24-dim states (`synthetic.within_step_latents`, evaluation seeds): the lambdas one after another
      (old) against all at once (new);
   3. one `knn_cmi` structure fit at n = 5,000, T = 8, M = 2 (nonlinear collider sequences, 30 permutations, as in
-     the README's nonlinear row): the old path (k-d tree range counts, every null draw) against the new CPU default
-     (bitset box counts, null drawn in rounds that stop once the test is decided), with F1 for both, and the same
-     fit with its radii and counts on the GPU when torch sees one (`KnnCMI(device="cuda")`);
+     the README's nonlinear row): the old path (k-d tree range counts, every null draw), the previous default
+     (bitset box counts, null drawn in rounds that stop once the test is decided, the joint space searched with a
+     k-d tree at every draw) and the new CPU default (the null draws' joint radii from each row's (y, z)
+     neighbours, `_joint_radii`), with F1 for each, and the same fit with its radii and counts on the GPU when
+     torch sees one (`KnnCMI(device="cuda")`);
      3b. the same fit at n = 20,000 (k-d tree counts; `--large-seeds` evaluation seeds): the estimate averaged over
      every row (the default) against 5,000 query rows (`query_rows=5000`; development seeds 0-2 gave F1 1.000 for
      both at a third of the time, and it was the default until this row lost F1 on evaluation seeds);
@@ -132,22 +134,26 @@ def main() -> None:
                 finally:
                     lambda_path.STACK_LAMBDAS = True
                 row[label] = (seconds, history["selected_sparsity"], adapter.task_support_.sum(1))
-            print(f"  seed {seed}: old {row['old'][0]:6.1f} s (lambda {row['old'][1]:.3g}, support {row['old'][2]}) | "
+            print(f"  seed {seed}: old {row['old'][0]:5.1f} s (lambda {row['old'][1]:.3g}, support {row['old'][2]}) | "
                   f"new {row['new'][0]:6.1f} s (lambda {row['new'][1]:.3g}, support {row['new'][2]}) | "
                   f"new / old {row['new'][0] / row['old'][0]:.2f}")
 
     if not args.skip_knn:
         print("\n3. knn_cmi structure fit, n=5,000 T=8 M=2 nonlinear, 30 permutations")
         for seed in seeds:
+            searched = KnnCMI(n_permutations=30, seed=seed, device=None)
+            searched.CANDIDATES_PER_NEIGHBOUR = 0  # the joint space searched at every null draw
             runs = [("old", KnnCMI(n_permutations=30, bitset_max=0, early_stop=False, seed=seed, device=None)),
-                    ("new", KnnCMI(n_permutations=30, seed=seed, device=None))]
+                    ("searched", searched), ("new", KnnCMI(n_permutations=30, seed=seed, device=None))]
             if torch.cuda.is_available():  # the same fit with radii and counts on the GPU (`_device_counts`)
                 runs.append(("gpu", KnnCMI(n_permutations=30, seed=seed, device="cuda")))
             row = _knn_fits(5000, seed, runs)
             gpu = (f" | GPU {row['gpu'][0]:6.1f} s, F1 {row['gpu'][1]:.3f}, GPU / old {row['gpu'][0] / row['old'][0]:.3f}"
                    if "gpu" in row else "")
-            print(f"  seed {seed}: old {row['old'][0]:6.1f} s, F1 {row['old'][1]:.3f} | new {row['new'][0]:6.1f} s, "
-                  f"F1 {row['new'][1]:.3f} | new / old {row['new'][0] / row['old'][0]:.2f}{gpu}")
+            print(f"  seed {seed}: old {row['old'][0]:5.1f} s, F1 {row['old'][1]:.3f} | joint search per draw "
+                  f"{row['searched'][0]:5.1f} s, F1 {row['searched'][1]:.3f} | new {row['new'][0]:5.1f} s, F1 "
+                  f"{row['new'][1]:.3f} | new / old {row['new'][0] / row['old'][0]:.2f}, new / joint search "
+                  f"{row['new'][0] / row['searched'][0]:.2f}{gpu}")
         print("\n3b. knn_cmi structure fit, n=20,000 T=8 M=2 nonlinear, 30 permutations: the estimate averaged over "
               "every row (default) vs over 5,000 query rows (query_rows=5000)")
         for seed in range(args.first_seed, args.first_seed + args.large_seeds):
@@ -228,10 +234,15 @@ def _knn_fit_profile(seed: int = 3) -> str:
         KnnCMI._cmi = one_estimate
     stats = pstats.Stats(profiler).stats
     total = sum(row[2] for row in stats.values())  # own time of every function: the whole fit
-    query = sum(row[2] for (file, _, name), row in stats.items() if "lock" in name or "cKDTree" in name)
-    estimate = sum(row[3] for (file, _, name), row in stats.items() if name == "counted")
-    return (f"{total:.1f} s, {estimates[0]} estimates of {estimate / estimates[0] * 1e3:.0f} ms each, of which "
-            f"{query / estimates[0] * 1e3:.0f} ms in the joint k-d tree query (its worker threads)")
+
+    def cumulative(name: str, module: str = "") -> float:
+        return sum(row[3] for (file, _, function), row in stats.items() if function == name and file.endswith(module))
+
+    per = 1e3 / estimates[0]
+    return (f"{total:.1f} s, {estimates[0]} estimates of {cumulative('counted') * per:.0f} ms each; per estimate: "
+            f"{cumulative('joint_radii') * per:.0f} ms in the null draws' joint radii (with the k-d tree for rows the "
+            f"candidates miss), {cumulative('box_bitsets') * per:.0f} ms in the bitset box counts; and "
+            f"{cumulative('build', '_joint_radii.py'):.1f} s in all searching each test's (y, z) neighbours")
 
 
 def _neighbour_query_seconds(n: int = 5000, width: int = 4, k: int = 100) -> dict[str, float]:

@@ -247,6 +247,19 @@ def test_knn_cmi_null_draws_from_fixed_neighbours_equal_the_joint_search():
     np.testing.assert_array_equal(got.pvalue, expected.pvalue)
 
 
+def test_knn_cmi_threads_give_the_same_result_as_one():
+    rng = np.random.default_rng(9)
+    data = np.hstack([_chain_data(500, rng, dependent=True), _chain_data(500, rng, dependent=False)])
+    tests = [([0], [1], [2]), ([3], [4], [5]), ([0, 3], [1], [2, 5])]
+    one = KnnCMI(n_permutations=20, seed=0, device=None, n_jobs=1).fit(data).test(tests)
+    for n_jobs in (2, -1):
+        threaded = KnnCMI(n_permutations=20, seed=0, device=None, n_jobs=n_jobs).fit(data).test(tests)
+        np.testing.assert_array_equal(threaded.statistic, one.statistic)
+        np.testing.assert_array_equal(threaded.pvalue, one.pvalue)
+    with pytest.raises(ValueError, match="'n_jobs' parameter of KnnCMI must be -1 or an int >= 1. Got 0"):
+        KnnCMI(n_jobs=0)
+
+
 def test_box_counts_equal_brute_force_counts():
     from hf_specialist.structure.ci_tests._box_counts import SortedColumn, box_counts
 

@@ -7,7 +7,9 @@ References:
 
 from __future__ import annotations
 
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,6 +60,10 @@ class KnnCMI(CITest):
             (fewer when `early_stop` settles the test first, see `CITest`).
         bitset_max (`int`, *optional*, defaults to 10000): largest `n` for the bitset counts (memory
             `n^2 / 8` bytes per indexed column).
+        n_jobs (`int`, *optional*, defaults to -1): threads that compute a batch's estimates at once on the CPU
+            paths (-1: every core this process may use); the results do not depend on it (the permutations are
+            drawn before). On this project's 2-core machine 2 threads took a fit at n = 5,000 from 4.8 to 3.8 s
+            (development seeds 0 and 3).
         device (`str` or `torch.device`, *optional*): a torch device (`"cuda"`, `"cuda:1"`, `"cpu"`) to compute the
             radii and counts on by brute force in float64 (`_device_counts`), which gives the same estimate; by
             default the GPU when torch (already imported, as it is by any model or adapter work) sees one and
@@ -75,12 +81,13 @@ class KnnCMI(CITest):
 
     def __init__(self, *, k: int | str = "auto", n_permutations: int = 50, k_perm: int | None = None,
                  query_rows: int | None = None, bitset_max: int = 10_000,
-                 device: str | torch.device | None = None, **kwargs):
+                 device: str | torch.device | None = None, n_jobs: int = -1, **kwargs):
         super().__init__(n_permutations=n_permutations, **kwargs)
         validate_params("KnnCMI", {"k": k, "k_perm": k_perm, "query_rows": query_rows, "bitset_max": bitset_max,
-                                   "device": device},
+                                   "device": device, "n_jobs": n_jobs},
                         {"k": [Options("auto"), Interval(int, 1, None)],
                          "query_rows": [Options(None), Interval(int, 1, None)],
+                         "n_jobs": [Options(-1), Interval(int, 1, None)],
                          "k_perm": [Options(None), Interval(int, 1, None)], "bitset_max": [Interval(int, 0, None)],
                          "device": [InstanceOf(type(None), str, description="None, a torch device string"),
                                     _TorchDevice()]})
@@ -92,7 +99,7 @@ class KnnCMI(CITest):
             except RuntimeError as err:
                 raise ValueError(f"The 'device' parameter of KnnCMI must name a torch device such as 'cuda', "
                                  f"'cuda:1' or 'cpu'. Got {device!r} instead.") from err
-        self.k, self.k_perm, self.query_rows, self.bitset_max = k, k_perm, query_rows, bitset_max
+        self.k, self.k_perm, self.query_rows, self.bitset_max, self.n_jobs = k, k_perm, query_rows, bitset_max, n_jobs
         self.device = str(device) if device is not None else None
 
     def _prepare(self) -> None:
@@ -180,11 +187,22 @@ class KnnCMI(CITest):
         # the counts include the query row itself
         return float(_knn_cmi_value(self.k_, n, *((c - 1.0)[None] for c in inside))[0])
 
+    def _map(self, estimate, jobs: list[tuple]) -> np.ndarray:
+        """`estimate(*job)` for every job, over `n_jobs` threads on the CPU paths (numpy and scipy release the GIL
+        in the array work); in order."""
+        threads = self.n_jobs if self.n_jobs != -1 else _usable_cores()
+        if threads == 1 or len(jobs) < 2 or self.device_ is not None:
+            return np.array([estimate(*job) for job in jobs])
+        with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+            return np.array(list(pool.map(lambda job: estimate(*job), jobs)))
+
     def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         v = self.values_
         index = self._column_indexes if self.bitsets_ else (lambda columns: None)
-        return np.array([self._cmi(v[:, x[b]], v[:, y[b]], v[:, z[b]], index(x[b]), index(y[b]), index(z[b]),
-                                   self._neighbours_in(y[b], z[b])) for b in range(len(x))])
+        # the indexes and neighbours are cached for the fit: built here, in this thread, before the estimates
+        jobs = [(v[:, x[b]], v[:, y[b]], v[:, z[b]], index(x[b]), index(y[b]), index(z[b]),
+                 self._neighbours_in(y[b], z[b])) for b in range(len(x))]
+        return self._map(self._cmi, jobs)
 
     def _null_permutations(self, z_cols: np.ndarray, n_draws: int) -> np.ndarray:
         """`(n_draws, n)` row orders that shuffle x within neighbourhoods of Z."""
@@ -200,18 +218,29 @@ class KnnCMI(CITest):
     def null_statistics(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray,
                         n_draws: int) -> np.ndarray:
         """The local-permutation null: x shuffled within neighbourhoods of z, the estimate recomputed."""
-        nulls = np.empty((len(statistic), n_draws))
         v = self.values_
+        jobs = []
         for b in range(len(statistic)):
-            x_values, yv, zv = v[:, x[b]], v[:, y[b]], v[:, z[b]]
             y_index = self._column_indexes(y[b]) if self.bitsets_ else None
             z_index = self._column_indexes(z[b]) if self.bitsets_ else None
             neighbours = self._neighbours_in(y[b], z[b])
-            for r, perm in enumerate(self._null_permutations(z[b], n_draws)):
-                xv = x_values[perm]
-                x_index = [SortedColumn.build(column) for column in xv.T] if self.bitsets_ else None
-                nulls[b, r] = self._cmi(xv, yv, zv, x_index, y_index, z_index, neighbours)
-        return nulls
+            x_values, yv, zv = v[:, x[b]], v[:, y[b]], v[:, z[b]]
+            jobs += [(x_values[perm], yv, zv, y_index, z_index, neighbours)
+                     for perm in self._null_permutations(z[b], n_draws)]
+        return self._map(self._permuted_estimate, jobs).reshape(len(statistic), n_draws)
+
+    def _permuted_estimate(self, xv: np.ndarray, yv: np.ndarray, zv: np.ndarray, y_index: list[SortedColumn] | None,
+                           z_index: list[SortedColumn] | None, neighbours: FixedNeighbours | None) -> float:
+        """One null draw's estimate, given x already shuffled (its bitset index is built here, in the worker)."""
+        x_index = [SortedColumn.build(column) for column in xv.T] if self.bitsets_ else None
+        return self._cmi(xv, yv, zv, x_index, y_index, z_index, neighbours)
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class _TorchDevice:
