@@ -23,7 +23,7 @@ Rows:
   4. the query left as knn_cmi's main cost, every row's k-th max-norm neighbour (n = 5,000, 4 columns, k = 100):
      scipy's k-d tree (used) against torch brute force and scikit-learn, on this machine's CPU;
   5. with `--profile`, where the time goes: `torch.profiler` over 20 stacked training steps (batch 256, d_in 24),
-     and cProfile of one new-path knn_cmi fit (development seed 3, so no evaluation draw is looked at).
+     and cProfile of one new-path knn_cmi fit in one thread (development seed 3, so no evaluation draw is looked at).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def _knn_fit_profile(seed: int = 3) -> str:
     import pstats
 
     states, tasks, _ = synthetic.collider_sequences(n=5000, T=8, M=2, nonlinear=True, seed=seed)
-    test = KnnCMI(n_permutations=30, seed=seed, device=None)
+    test = KnnCMI(n_permutations=30, seed=seed, device=None, n_jobs=1)  # one thread: cProfile sees every estimate
     estimates = [0]
     one_estimate = KnnCMI._cmi
 
