@@ -75,9 +75,9 @@ class Options:
         return any(value is v or (not isinstance(value, bool) and value == v) for v in self.values)
 
     def __str__(self) -> str:
-        if all(isinstance(v, str) for v in self.values):
-            return "a str among {" + ", ".join(repr(v) for v in self.values) + "}"
-        return " or ".join(repr(v) for v in self.values)
+        strings = [repr(v) for v in self.values if isinstance(v, str)]
+        parts = [repr(v) for v in self.values if not isinstance(v, str)]
+        return " or ".join(parts + (["a str among {" + ", ".join(strings) + "}"] if strings else []))
 
 
 class InstanceOf:

@@ -14,16 +14,18 @@ Rows:
   3. one `knn_cmi` structure fit at n = 5,000, T = 8, M = 2 (nonlinear collider sequences, 30 permutations, as in
      the README's nonlinear row): the old path (k-d tree range counts, every null draw), the previous default
      (bitset box counts, null drawn in rounds that stop once the test is decided, the joint space searched with a
-     k-d tree at every draw) and the new CPU default (the null draws' joint radii from each row's (y, z)
-     neighbours, `_joint_radii`), with F1 for each, and the same fit with its radii and counts on the GPU when
-     torch sees one (`KnnCMI(device="cuda")`);
+     k-d tree at every estimate), both in one thread as they were, and the new CPU default (joint radii from each
+     row's (y, z) neighbours, searched once per test, `_joint_radii`; a batch's estimates over every core), with
+     F1 for each, and the same fit with its radii and counts on the GPU when torch sees one
+     (`KnnCMI(device="cuda")`);
      3b. the same fit at n = 20,000 (k-d tree counts; `--large-seeds` evaluation seeds): the estimate averaged over
      every row (the default) against 5,000 query rows (`query_rows=5000`; development seeds 0-2 gave F1 1.000 for
      both at a third of the time, and it was the default until this row lost F1 on evaluation seeds);
-  4. the query left as knn_cmi's main cost, every row's k-th max-norm neighbour (n = 5,000, 4 columns, k = 100):
+  4. the query that was knn_cmi's main cost, every row's k-th max-norm neighbour (n = 5,000, 4 columns, k = 100):
      scipy's k-d tree (used) against torch brute force and scikit-learn, on this machine's CPU;
   5. with `--profile`, where the time goes: `torch.profiler` over 20 stacked training steps (batch 256, d_in 24),
-     and cProfile of one new-path knn_cmi fit in one thread (development seed 3, so no evaluation draw is looked at).
+     and cProfile of one new-path knn_cmi fit in one thread (development seed 3, so no evaluation draw is looked
+     at).
 """
 
 from __future__ import annotations
@@ -134,17 +136,19 @@ def main() -> None:
                 finally:
                     lambda_path.STACK_LAMBDAS = True
                 row[label] = (seconds, history["selected_sparsity"], adapter.task_support_.sum(1))
-            print(f"  seed {seed}: old {row['old'][0]:5.1f} s (lambda {row['old'][1]:.3g}, support {row['old'][2]}) | "
+            print(f"  seed {seed}: old {row['old'][0]:6.1f} s (lambda {row['old'][1]:.3g}, support {row['old'][2]}) | "
                   f"new {row['new'][0]:6.1f} s (lambda {row['new'][1]:.3g}, support {row['new'][2]}) | "
                   f"new / old {row['new'][0] / row['old'][0]:.2f}")
 
     if not args.skip_knn:
         print("\n3. knn_cmi structure fit, n=5,000 T=8 M=2 nonlinear, 30 permutations")
         for seed in seeds:
-            searched = KnnCMI(n_permutations=30, seed=seed, device=None)
-            searched.CANDIDATES_PER_NEIGHBOUR = 0  # the joint space searched at every null draw
-            runs = [("old", KnnCMI(n_permutations=30, bitset_max=0, early_stop=False, seed=seed, device=None)),
-                    ("searched", searched), ("new", KnnCMI(n_permutations=30, seed=seed, device=None))]
+            # "cpu": the CPU paths also on a GPU host; the earlier paths as they were, in one thread
+            searched = KnnCMI(n_permutations=30, seed=seed, device="cpu", n_jobs=1)
+            searched.CANDIDATES_PER_NEIGHBOUR = 0  # the joint space searched at every estimate
+            runs = [("old", KnnCMI(n_permutations=30, bitset_max=0, early_stop=False, seed=seed, device="cpu",
+                                   n_jobs=1)),
+                    ("searched", searched), ("new", KnnCMI(n_permutations=30, seed=seed, device="cpu"))]
             if torch.cuda.is_available():  # the same fit with radii and counts on the GPU (`_device_counts`)
                 runs.append(("gpu", KnnCMI(n_permutations=30, seed=seed, device="cuda")))
             row = _knn_fits(5000, seed, runs)
@@ -157,8 +161,8 @@ def main() -> None:
         print("\n3b. knn_cmi structure fit, n=20,000 T=8 M=2 nonlinear, 30 permutations: the estimate averaged over "
               "every row (default) vs over 5,000 query rows (query_rows=5000)")
         for seed in range(args.first_seed, args.first_seed + args.large_seeds):
-            row = _knn_fits(20_000, seed, [("all", KnnCMI(n_permutations=30, seed=seed, device=None)),
-                                           ("sub", KnnCMI(n_permutations=30, query_rows=5000, seed=seed, device=None))])
+            row = _knn_fits(20_000, seed, [("all", KnnCMI(n_permutations=30, seed=seed, device="cpu")),
+                                           ("sub", KnnCMI(n_permutations=30, query_rows=5000, seed=seed, device="cpu"))])
             print(f"  seed {seed}: all rows {row['all'][0]:6.1f} s, F1 {row['all'][1]:.3f} | 5,000 query rows "
                   f"{row['sub'][0]:6.1f} s, F1 {row['sub'][1]:.3f} | time ratio {row['sub'][0] / row['all'][0]:.2f}")
 
@@ -216,7 +220,7 @@ def _knn_fit_profile(seed: int = 3) -> str:
     import pstats
 
     states, tasks, _ = synthetic.collider_sequences(n=5000, T=8, M=2, nonlinear=True, seed=seed)
-    test = KnnCMI(n_permutations=30, seed=seed, device=None, n_jobs=1)  # one thread: cProfile sees every estimate
+    test = KnnCMI(n_permutations=30, seed=seed, device="cpu", n_jobs=1)  # one thread: cProfile sees every estimate
     estimates = [0]
     one_estimate = KnnCMI._cmi
 
@@ -240,8 +244,8 @@ def _knn_fit_profile(seed: int = 3) -> str:
 
     per = 1e3 / estimates[0]
     return (f"{total:.1f} s, {estimates[0]} estimates of {cumulative('counted') * per:.0f} ms each; per estimate: "
-            f"{cumulative('joint_radii') * per:.0f} ms in the null draws' joint radii (with the k-d tree for rows the "
-            f"candidates miss), {cumulative('box_bitsets') * per:.0f} ms in the bitset box counts; and "
+            f"{cumulative('joint_radii') * per:.0f} ms in the joint radii (from (y, z) candidates, with the "
+            f"k-d tree for rows they miss), {cumulative('box_bitsets') * per:.0f} ms in the bitset box counts; and "
             f"{cumulative('build', '_joint_radii.py'):.1f} s in all searching each test's (y, z) neighbours")
 
 

@@ -147,8 +147,8 @@ def test_knn_cmi_tree_counts_match_bitset_counts_and_scale_past_n_squared_memory
     rng = np.random.default_rng(2)
     data = np.hstack([_chain_data(600, rng, dependent=True), _chain_data(600, rng, dependent=False)])
     tests = [([0], [1], [2]), ([3], [4], [5]), ([0], [1], []), ([0, 3], [1], [2, 5])]
-    bitsets = KnnCMI(n_permutations=20, seed=0).fit(data)
-    tree = KnnCMI(n_permutations=20, seed=0, bitset_max=0).fit(data)
+    bitsets = KnnCMI(n_permutations=20, seed=0, device="cpu").fit(data)
+    tree = KnnCMI(n_permutations=20, seed=0, bitset_max=0, device="cpu").fit(data)
     assert bitsets.bitsets_ and not tree.bitsets_
     bitset_result, tree_result = bitsets.test(tests), tree.test(tests)
     np.testing.assert_allclose(tree_result.statistic, bitset_result.statistic, rtol=0, atol=1e-12)
@@ -159,16 +159,22 @@ def test_knn_cmi_tree_counts_match_bitset_counts_and_scale_past_n_squared_memory
     assert big.test([([0], [1], [2])]).pvalue[0] < 1e-3
 
 
+class _TorchOnCPU(KnnCMI):
+    """The brute-force torch path (`_device_counts`) that KnnCMI takes on a GPU, run on the CPU."""
+
+    def _brute_force_device(self, n):
+        return "cpu"
+
+
 def test_knn_cmi_device_path_matches_the_cpu_paths():
     rng = np.random.default_rng(3)
     data = np.hstack([_chain_data(300, rng, dependent=True), _chain_data(300, rng, dependent=False)])
     tests = [([0], [1], [2]), ([3], [4], [5]), ([0], [1], []), ([0, 3], [1], [2, 5])]
-    torch_path = KnnCMI(n_permutations=10, seed=0, device="cpu").fit(data)  # the brute-force torch path, on CPU
-    bitsets = KnnCMI(n_permutations=10, seed=0, device=None).fit(data)
+    torch_path = _TorchOnCPU(n_permutations=10, seed=0).fit(data)
+    bitsets = KnnCMI(n_permutations=10, seed=0, device="cpu").fit(data)  # "cpu": the bitset path, also on a GPU host
     assert torch_path.device_ == "cpu" and not torch_path.bitsets_
+    assert bitsets.device_ is None and bitsets.bitsets_
     expected, got = bitsets.test(tests), torch_path.test(tests)
-    if bitsets.device_ is None:  # without a GPU the default is the bitset path: compare the two implementations
-        assert bitsets.bitsets_
     np.testing.assert_allclose(got.statistic, expected.statistic, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got.pvalue, expected.pvalue, rtol=1e-9)
     with pytest.raises(ValueError, match="'device' parameter of KnnCMI must be None, a torch device string or a "
@@ -195,10 +201,11 @@ def test_knn_cmi_query_rows_average_the_estimate_over_a_subsample_on_every_path(
     rng = np.random.default_rng(6)
     data = np.hstack([_chain_data(600, rng, dependent=True), _chain_data(600, rng, dependent=False)])
     tests = [([0], [1], [2]), ([3], [4], [5]), ([0, 3], [1], [2, 5])]
-    paths = {"bitsets": dict(device=None), "tree": dict(device=None, bitset_max=0), "torch": dict(device="cpu")}
+    paths = {"bitsets": (KnnCMI, dict(device="cpu")), "tree": (KnnCMI, dict(device="cpu", bitset_max=0)),
+             "torch": (_TorchOnCPU, {})}
     results = {}
-    for name, options in paths.items():
-        test = KnnCMI(n_permutations=20, seed=0, query_rows=150, **options).fit(data)
+    for name, (cls, options) in paths.items():
+        test = cls(n_permutations=20, seed=0, query_rows=150, **options).fit(data)
         assert test.query_.shape == (150,) and len(np.unique(test.query_)) == 150
         results[name] = test.test(tests)
         for (x, y, z), statistic in zip(tests, results[name].statistic):
@@ -234,26 +241,34 @@ def test_joint_radii_from_fixed_neighbours_equal_brute_force(x_columns):
     np.testing.assert_array_equal(joint_radii(neighbours, shuffled, fixed, slice(None), k), brute)
 
 
-def test_knn_cmi_null_draws_from_fixed_neighbours_equal_the_joint_search():
+def test_knn_cmi_null_draws_from_fixed_neighbours_equal_the_joint_search(monkeypatch):
+    from hf_specialist.structure.ci_tests import knn_cmi
+
     rng = np.random.default_rng(8)
     data = np.hstack([_chain_data(700, rng, dependent=True), _chain_data(700, rng, dependent=False)])
     tests = [([0], [1], [2]), ([3], [4], [5]), ([0], [1], []), ([0, 3], [1], [2, 5])]
-    searched = KnnCMI(n_permutations=20, seed=0, device=None)
+    searched = KnnCMI(n_permutations=20, seed=0, device="cpu")
     searched.CANDIDATES_PER_NEIGHBOUR = 0
-    candidates = KnnCMI(n_permutations=20, seed=0, device=None)
+    candidates = KnnCMI(n_permutations=20, seed=0, device="cpu")
     expected, got = searched.fit(data).test(tests), candidates.fit(data).test(tests)
     assert candidates._fixed_neighbours and not searched._fixed_neighbours
     np.testing.assert_array_equal(got.statistic, expected.statistic)
     np.testing.assert_array_equal(got.pvalue, expected.pvalue)
+    x, y, z = np.array([[0], [3]]), np.array([[1], [4]]), np.array([[2], [5]])
+    draws = [test.fit(data).null_statistics(np.zeros(2), x, y, z, 10) for test in (searched, candidates)]
+    np.testing.assert_array_equal(draws[1], draws[0])
+    monkeypatch.setattr(knn_cmi, "NEIGHBOURS_CACHE_BYTES", 1024)  # candidates too large: the joint search
+    assert candidates.fit(data)._neighbours_in(y[0], z[0]) is None
+    np.testing.assert_array_equal(candidates.test(tests).pvalue, expected.pvalue)
 
 
 def test_knn_cmi_threads_give_the_same_result_as_one():
     rng = np.random.default_rng(9)
     data = np.hstack([_chain_data(500, rng, dependent=True), _chain_data(500, rng, dependent=False)])
     tests = [([0], [1], [2]), ([3], [4], [5]), ([0, 3], [1], [2, 5])]
-    one = KnnCMI(n_permutations=20, seed=0, device=None, n_jobs=1).fit(data).test(tests)
+    one = KnnCMI(n_permutations=20, seed=0, device="cpu", n_jobs=1).fit(data).test(tests)
     for n_jobs in (2, -1):
-        threaded = KnnCMI(n_permutations=20, seed=0, device=None, n_jobs=n_jobs).fit(data).test(tests)
+        threaded = KnnCMI(n_permutations=20, seed=0, device="cpu", n_jobs=n_jobs).fit(data).test(tests)
         np.testing.assert_array_equal(threaded.statistic, one.statistic)
         np.testing.assert_array_equal(threaded.pvalue, one.pvalue)
     with pytest.raises(ValueError, match="'n_jobs' parameter of KnnCMI must be -1 or an int >= 1. Got 0"):

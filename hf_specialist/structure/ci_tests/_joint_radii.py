@@ -37,9 +37,10 @@ class FixedNeighbours:
 
 
 def joint_radii(neighbours: FixedNeighbours, x: np.ndarray, fixed: np.ndarray, rows: np.ndarray | slice,
-                k: int) -> np.ndarray:
+                k: int, workers: int = -1) -> np.ndarray:
     """`(m,)` distance from each query row to its k-th neighbour in the joint space `(x, fixed)` (max norm), where
-    `x (n, kx)` is any column set and `neighbours` was built from `fixed (n, columns)` for the same `rows`."""
+    `x (n, kx)` is any column set and `neighbours` was built from `fixed (n, columns)` for the same `rows`;
+    `workers` are the threads of the k-d tree search for rows the candidates miss."""
     x_rows = x[rows]
     gaps = np.abs(x[:, 0][neighbours.index] - x_rows[:, :1])
     for c in range(1, x.shape[1]):
@@ -55,5 +56,5 @@ def joint_radii(neighbours: FixedNeighbours, x: np.ndarray, fixed: np.ndarray, r
 
         joint = np.concatenate([x, fixed], axis=1)
         centres = np.concatenate([x_rows[uncovered], fixed[rows][uncovered]], axis=1)
-        radius[uncovered] = cKDTree(joint).query(centres, k=[k + 1], p=np.inf, workers=-1)[0][:, 0]
+        radius[uncovered] = cKDTree(joint).query(centres, k=[k + 1], p=np.inf, workers=workers)[0][:, 0]
     return radius

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,29 +53,31 @@ class KnnCMI(CITest):
             `k_perm` neighbours in Z instead of shuffling within k-d cells of `leaf_size` rows (the default, which
             had more power in our benchmark).
         query_rows (`int`, *optional*): average the estimate over this many rows (drawn once per fit, the same
-            for the statistic and every null draw) when `n` is larger; each estimate then costs about
-            `query_rows / n` of a full one, at a loss of power. Off by default: in `recipes/benchmarks/speed.py`
-            row 3b (n = 20,000, 5,000 query rows) fits took 0.35-0.40x the time but F1 fell from 1.000 to 0.889 and
-            0.857 on two of three evaluation seeds.
+            for the statistic and every null draw) when `n` is larger: the neighbour searches and counts then
+            run for `query_rows` rows instead of `n` (still among all `n`), at a loss of power. Off by default: in
+            `recipes/benchmarks/speed.py` row 3b (n = 20,000, 5,000 query rows) fits took 0.35-0.40x the time but F1
+            fell from 1.000 to 0.889 and 0.857 on two of three evaluation seeds.
         n_permutations (`int`, *optional*, defaults to 50): most draws of the local-permutation null per test
             (fewer when `early_stop` settles the test first, see `CITest`).
         bitset_max (`int`, *optional*, defaults to 10000): largest `n` for the bitset counts (memory
             `n^2 / 8` bytes per indexed column).
         n_jobs (`int`, *optional*, defaults to -1): threads that compute a batch's estimates at once on the CPU
-            paths (-1: every core this process may use); the results do not depend on it (the permutations are
-            drawn before). On this project's 2-core machine 2 threads took a fit at n = 5,000 from 4.8 to 3.8 s
+            paths (-1: every core this process may run on); the results do not depend on it (the permutations are
+            drawn first). On this project's 2-core machine 2 threads took a fit at n = 5,000 from 4.8 to 3.8 s
             (development seeds 0 and 3).
-        device (`str` or `torch.device`, *optional*): a torch device (`"cuda"`, `"cuda:1"`, `"cpu"`) to compute the
-            radii and counts on by brute force in float64 (`_device_counts`), which gives the same estimate; by
-            default the GPU when torch (already imported, as it is by any model or adapter work) sees one and
-            `n <= DEVICE_MAX` (the brute force is `O(n^2)` per estimate), else the CPU paths above.
+        device (`str` or `torch.device`, *optional*): `"cpu"` for the CPU paths above, or an accelerator (`"cuda"`,
+            `"cuda:1"`) to compute the radii and counts on by brute force in float64 (`_device_counts`), which gives
+            the same estimate; by default the GPU when torch (already imported, as it is by any model or adapter
+            work) sees one and `n <= DEVICE_MAX` (the brute force is `O(n^2)` per estimate), else the CPU paths.
     """
 
     DEVICE_MAX = 100_000
-    # (y, z) candidates searched per query row for the null draws' joint radii, per joint neighbour (`_joint_radii`;
-    # 0 searches the joint space with a k-d tree at every draw). On development seed 0 (n = 5,000, k = 100) 3 left
-    # 2-10 % of the rows to the k-d tree and took a draw's radii from about 60 ms to 15-23 ms.
+    # (y, z) candidates searched per query row for the joint radii, per joint neighbour (`_joint_radii`; below 2,
+    # or when they would take over a quarter of `NEIGHBOURS_CACHE_BYTES`, every estimate searches the joint space
+    # with a k-d tree). On development seed 0 (n = 5,000, k = 100) 3 left 2-40 % of the rows to the k-d tree and
+    # took a draw's radii from about 60 ms to 15-30 ms; 5 left fewer rows but cost more to search.
     CANDIDATES_PER_NEIGHBOUR = 3
+    TESTS_AT_ONCE = 8  # tests whose null draws share the threads
 
     name = "knn_cmi"
     min_samples = 20
@@ -114,15 +117,20 @@ class KnnCMI(CITest):
         self.values_ = self.data_ + self.rng_.normal(scale=1e-6, size=self.data_.shape)  # no ties
         subsample = self.query_rows is not None and self.query_rows < n
         self.query_ = np.sort(self.rng_.choice(n, self.query_rows, replace=False)) if subsample else None
-        if self.device is None:  # torch is not imported for this check alone (it costs seconds on a CPU machine)
-            torch = sys.modules.get("torch")
-            gpu = torch is not None and torch.cuda.is_available()
-            self.device_ = "cuda" if gpu and n <= self.DEVICE_MAX else None
-        else:
-            self.device_ = self.device
+        self.device_ = self._brute_force_device(n)
         self.bitsets_ = n <= self.bitset_max and self.device_ is None
         self._indexed: dict[int, SortedColumn] = {}
         self._fixed_neighbours: dict[tuple, FixedNeighbours] = {}
+
+    def _brute_force_device(self, n: int) -> str | None:
+        """The torch device of the brute-force path (`_device_counts`), or None for the CPU paths."""
+        if self.device is None:  # torch is not imported for this check alone (it costs seconds on a CPU machine)
+            torch = sys.modules.get("torch")
+            gpu = torch is not None and torch.cuda.is_available()
+            return "cuda" if gpu and n <= self.DEVICE_MAX else None
+        import torch
+
+        return None if torch.device(self.device).type == "cpu" else self.device
 
     def _column_indexes(self, columns: np.ndarray) -> list[SortedColumn]:
         """Bitset indexes of data columns, the most recent kept up to `INDEX_CACHE_BYTES` for the fit."""
@@ -137,10 +145,12 @@ class KnnCMI(CITest):
 
     def _neighbours_in(self, y: np.ndarray, z: np.ndarray) -> FixedNeighbours | None:
         """The query rows' nearest rows in the `(y, z)` columns of one test, kept for the fit up to
-        `NEIGHBOURS_CACHE_BYTES` (the null is drawn in rounds); None when the null draws search the joint space."""
+        `NEIGHBOURS_CACHE_BYTES` (the null is drawn in rounds); None when the estimates search the joint space."""
         n = self.values_.shape[0]
         n_candidates = min(n, self.CANDIDATES_PER_NEIGHBOUR * (self.k_ + 1))
-        if not self.bitsets_ or n_candidates <= self.k_ + 1:
+        n_rows = n if self.query_ is None else len(self.query_)
+        too_big = 16 * n_rows * n_candidates > NEIGHBOURS_CACHE_BYTES // 4  # a large k: search the joint space
+        if not self.bitsets_ or n_candidates <= self.k_ + 1 or too_big:
             return None
         key = (tuple(map(int, y)), tuple(map(int, z)))
         found = self._fixed_neighbours.pop(key, None)
@@ -154,9 +164,10 @@ class KnnCMI(CITest):
 
     def _cmi(self, xv: np.ndarray, yv: np.ndarray, zv: np.ndarray, x_index: list[SortedColumn] | None,
              y_index: list[SortedColumn] | None, z_index: list[SortedColumn] | None,
-             neighbours: FixedNeighbours | None = None) -> float:
+             neighbours: FixedNeighbours | None = None, workers: int = -1) -> float:
         """One estimate from the `(n, k*)` sample columns; the indexes are None on the k-d tree path, `neighbours`
-        (the query rows' nearest rows in `(y, z)`) gives the joint radii without a joint-space search."""
+        (the query rows' nearest rows in `(y, z)`) gives the joint radii without a joint-space search, `workers`
+        are the k-d trees' threads."""
         from scipy.spatial import cKDTree
 
         n = len(xv)
@@ -165,10 +176,10 @@ class KnnCMI(CITest):
             counts = neighbour_counts(xv, yv, zv, self.k_, self.device_, rows=self.query_)
             return float(_knn_cmi_value(self.k_, n, *(c[None] for c in counts))[0])
         if neighbours is not None:
-            eps = joint_radii(neighbours, xv, np.concatenate([yv, zv], axis=1), rows, self.k_)
+            eps = joint_radii(neighbours, xv, np.concatenate([yv, zv], axis=1), rows, self.k_, workers)
         else:
             joint = np.concatenate([xv, yv, zv], axis=1)
-            eps = cKDTree(joint).query(joint[rows], k=[self.k_ + 1], p=np.inf, workers=-1)[0][:, 0]
+            eps = cKDTree(joint).query(joint[rows], k=[self.k_ + 1], p=np.inf, workers=workers)[0][:, 0]
         # strictly closer than the k-th neighbour: a relative margin keeps that neighbour, which lies on the box's
         # boundary in one coordinate, outside whatever the rounding of `centre +- eps`
         radius = eps * (1 - 1e-10)
@@ -182,27 +193,13 @@ class KnnCMI(CITest):
                 inside = [count_bits(x_box), count_bits(y_box)]
         else:
             spaces = [(xv, zv), (yv, zv), (zv,)] if zv.shape[1] else [(xv,), (yv,)]
-            inside = [cKDTree(v).query_ball_point(v[rows], radius, p=np.inf, return_length=True, workers=-1)
+            inside = [cKDTree(v).query_ball_point(v[rows], radius, p=np.inf, return_length=True, workers=workers)
                       for v in (np.concatenate(space, axis=1) for space in spaces)]
         # the counts include the query row itself
         return float(_knn_cmi_value(self.k_, n, *((c - 1.0)[None] for c in inside))[0])
 
-    def _map(self, estimate, jobs: list[tuple]) -> np.ndarray:
-        """`estimate(*job)` for every job, over `n_jobs` threads on the CPU paths (numpy and scipy release the GIL
-        in the array work); in order."""
-        threads = self.n_jobs if self.n_jobs != -1 else _usable_cores()
-        if threads == 1 or len(jobs) < 2 or self.device_ is not None:
-            return np.array([estimate(*job) for job in jobs])
-        with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
-            return np.array(list(pool.map(lambda job: estimate(*job), jobs)))
-
     def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        v = self.values_
-        index = self._column_indexes if self.bitsets_ else (lambda columns: None)
-        # the indexes and neighbours are cached for the fit: built here, in this thread, before the estimates
-        jobs = [(v[:, x[b]], v[:, y[b]], v[:, z[b]], index(x[b]), index(y[b]), index(z[b]),
-                 self._neighbours_in(y[b], z[b])) for b in range(len(x))]
-        return self._map(self._cmi, jobs)
+        return self._estimates(x, y, z, n_draws=0)[:, 0]
 
     def _null_permutations(self, z_cols: np.ndarray, n_draws: int) -> np.ndarray:
         """`(n_draws, n)` row orders that shuffle x within neighbourhoods of Z."""
@@ -218,22 +215,45 @@ class KnnCMI(CITest):
     def null_statistics(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray,
                         n_draws: int) -> np.ndarray:
         """The local-permutation null: x shuffled within neighbourhoods of z, the estimate recomputed."""
-        v = self.values_
-        jobs = []
-        for b in range(len(statistic)):
-            y_index = self._column_indexes(y[b]) if self.bitsets_ else None
-            z_index = self._column_indexes(z[b]) if self.bitsets_ else None
-            neighbours = self._neighbours_in(y[b], z[b])
-            x_values, yv, zv = v[:, x[b]], v[:, y[b]], v[:, z[b]]
-            jobs += [(x_values[perm], yv, zv, y_index, z_index, neighbours)
-                     for perm in self._null_permutations(z[b], n_draws)]
-        return self._map(self._permuted_estimate, jobs).reshape(len(statistic), n_draws)
+        return self._estimates(x, y, z, n_draws)[:, 1:]
 
-    def _permuted_estimate(self, xv: np.ndarray, yv: np.ndarray, zv: np.ndarray, y_index: list[SortedColumn] | None,
-                           z_index: list[SortedColumn] | None, neighbours: FixedNeighbours | None) -> float:
-        """One null draw's estimate, given x already shuffled (its bitset index is built here, in the worker)."""
+    def _estimates(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, n_draws: int) -> np.ndarray:
+        """`(B, 1 + n_draws)`: each test's estimate on the data (column 0, with `n_draws == 0`) or with x shuffled
+        by `n_draws` local permutations, computed over `n_jobs` threads on the CPU paths (numpy and scipy release
+        the GIL in the array work)."""
+        out = np.empty((len(x), 1 + n_draws))
+        v = self.values_
+        for start in range(0, len(x), self.TESTS_AT_ONCE):  # bounds the candidates held at once
+            jobs = []  # (test, column, estimate); indexes and neighbours are cached, so built here in this thread
+            for b in range(start, min(start + self.TESTS_AT_ONCE, len(x))):
+                x_values, yv, zv = v[:, x[b]], v[:, y[b]], v[:, z[b]]
+                y_index = self._column_indexes(y[b]) if self.bitsets_ else None
+                z_index = self._column_indexes(z[b]) if self.bitsets_ else None
+                neighbours = self._neighbours_in(y[b], z[b])
+                if n_draws == 0:
+                    x_index = self._column_indexes(x[b]) if self.bitsets_ else None
+                    jobs.append((b, 0, partial(self._cmi, x_values, yv, zv, x_index, y_index, z_index, neighbours)))
+                for r, perm in enumerate(self._null_permutations(z[b], n_draws) if n_draws else []):
+                    jobs.append((b, 1 + r, partial(self._permuted_cmi, x_values[perm], yv, zv, y_index, z_index,
+                                                   neighbours)))
+            cores = _usable_cores()
+            threads = min(len(jobs), self.n_jobs if self.n_jobs != -1 else cores)
+            if threads < 2 or self.device_ is not None:
+                values = [estimate() for _, _, estimate in jobs]
+            else:  # the k-d trees share the cores with the other threads
+                workers = max(1, cores // threads)
+                with ThreadPoolExecutor(threads) as pool:
+                    values = list(pool.map(lambda job: job[2](workers=workers), jobs))
+            for (b, column, _), value in zip(jobs, values):
+                out[b, column] = value
+        return out
+
+    def _permuted_cmi(self, xv: np.ndarray, yv: np.ndarray, zv: np.ndarray, y_index: list[SortedColumn] | None,
+                      z_index: list[SortedColumn] | None, neighbours: FixedNeighbours | None,
+                      workers: int = -1) -> float:
+        """One null draw's estimate, x already shuffled (its bitset index is built here, in the worker thread)."""
         x_index = [SortedColumn.build(column) for column in xv.T] if self.bitsets_ else None
-        return self._cmi(xv, yv, zv, x_index, y_index, z_index, neighbours)
+        return self._cmi(xv, yv, zv, x_index, y_index, z_index, neighbours, workers)
 
 
 def _usable_cores() -> int:
