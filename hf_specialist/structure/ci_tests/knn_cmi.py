@@ -74,8 +74,9 @@ class KnnCMI(CITest):
     DEVICE_MAX = 100_000
     # (y, z) candidates searched per query row for the joint radii, per joint neighbour (`_joint_radii`; below 2,
     # or when they would take over a quarter of `NEIGHBOURS_CACHE_BYTES`, every estimate searches the joint space
-    # with a k-d tree). On development seed 0 (n = 5,000, k = 100) 3 left 2-40 % of the rows to the k-d tree and
-    # took a draw's radii from about 60 ms to 15-30 ms; 5 left fewer rows but cost more to search.
+    # with a k-d tree). On development seeds 0 and 3 (n = 5,000, k = 100) 3 left 14 % and 28 % of the rows to the
+    # k-d tree on average (at most 40 %) and took a draw's radii from about 60 ms to 25-30 ms; 5 left 7 % but cost
+    # more to search.
     CANDIDATES_PER_NEIGHBOUR = 3
     TESTS_AT_ONCE = 8  # tests whose null draws share the threads
 
