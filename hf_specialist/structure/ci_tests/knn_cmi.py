@@ -78,7 +78,7 @@ class KnnCMI(CITest):
     # k-d tree on average (at most 40 %) and took a draw's radii from about 60 ms to 25-30 ms; 5 left 7 % but cost
     # more to search.
     CANDIDATES_PER_NEIGHBOUR = 3
-    TESTS_AT_ONCE = 8  # tests whose null draws share the threads
+    TESTS_AT_ONCE = 8  # tests whose estimates share the threads (their indexes and candidates held at once)
 
     name = "knn_cmi"
     min_samples = 20
