@@ -97,13 +97,16 @@ def main() -> None:
         start = time.perf_counter()
         states, outcomes, truth = build_episodes(seed=seed, **data)
         rollout_s = time.perf_counter() - start
+        start = time.perf_counter()
         structure = TaskStructure(segment_length=data["segment_length"], seed=seed, **discover).fit(states, outcomes)
+        fit_s = time.perf_counter() - start
         scores = structure_scores(structure.step_tasks_, truth["step_tasks"])
-        rows.append({**scores, "rollout_s": rollout_s, "success_rate": truth["success_rate"]})
+        rows.append({**scores, "rollout_s": rollout_s, "fit_s": fit_s, "success_rate": truth["success_rate"]})
         step_task_heatmap(structure.step_tasks_, out / f"structure_seed{seed}.png", truth=truth["step_tasks"],
                           task_names=data["tasks"], title=f"Meta-World, schedule {seed}")
         print(f"schedule {seed}: F1 {scores['f1']:.3f}  accuracy {scores['accuracy']:.3f}  MCC {scores['mcc']:.3f}  "
-              f"({data['n']} episodes in {rollout_s:.0f} s; expert success per task {np.round(truth['success_rate'], 2).tolist()})")
+              f"({data['n']} episodes in {rollout_s:.0f} s, structure fit {fit_s:.1f} s; expert success per task "
+              f"{np.round(truth['success_rate'], 2).tolist()})")
     f1 = [r["f1"] for r in rows]
     print(f"\nMeta-World structure F1 over {seeds} schedules: {np.mean(f1):.3f} ± {np.std(f1):.3f}")
     (out / "results.json").write_text(json.dumps(rows, indent=2))
