@@ -266,11 +266,13 @@ def test_knn_cmi_threads_give_the_same_result_as_one():
     rng = np.random.default_rng(9)
     data = np.hstack([_chain_data(500, rng, dependent=True), _chain_data(500, rng, dependent=False)])
     tests = [([0], [1], [2]), ([3], [4], [5]), ([0, 3], [1], [2, 5])]
-    one = KnnCMI(n_permutations=20, seed=0, device="cpu", n_jobs=1).fit(data).test(tests)
-    for n_jobs in (2, -1):
-        threaded = KnnCMI(n_permutations=20, seed=0, device="cpu", n_jobs=n_jobs).fit(data).test(tests)
-        np.testing.assert_array_equal(threaded.statistic, one.statistic)
-        np.testing.assert_array_equal(threaded.pvalue, one.pvalue)
+    for bitset_max in (10_000, 0):  # the bitset path and the k-d tree path
+        one = KnnCMI(n_permutations=20, seed=0, device="cpu", n_jobs=1, bitset_max=bitset_max).fit(data).test(tests)
+        for n_jobs in (2, -1):
+            threaded = KnnCMI(n_permutations=20, seed=0, device="cpu", n_jobs=n_jobs, bitset_max=bitset_max)
+            result = threaded.fit(data).test(tests)
+            np.testing.assert_array_equal(result.statistic, one.statistic)
+            np.testing.assert_array_equal(result.pvalue, one.pvalue)
     with pytest.raises(ValueError, match="'n_jobs' parameter of KnnCMI must be -1 or an int >= 1. Got 0"):
         KnnCMI(n_jobs=0)
 

@@ -29,6 +29,7 @@ from ._permutation import nearest_neighbour_permutations, neighbourhood_cells, p
 
 INDEX_CACHE_BYTES = 1 << 30
 NEIGHBOURS_CACHE_BYTES = 1 << 29
+THREADS_BYTES = 1 << 30  # working memory of the estimates that run at once; fewer threads where one needs more
 
 
 class KnnCMI(CITest):
@@ -95,7 +96,7 @@ class KnnCMI(CITest):
                          "k_perm": [Options(None), Interval(int, 1, None)], "bitset_max": [Interval(int, 0, None)],
                          "device": [InstanceOf(type(None), str, description="None, a torch device string"),
                                     _TorchDevice()]})
-        if isinstance(device, str):  # a device was asked for: torch is needed anyway, so check the name now
+        if isinstance(device, str):  # a device was named: check it now, not after the data are prepared
             import torch
 
             try:
@@ -216,13 +217,13 @@ class KnnCMI(CITest):
     def null_statistics(self, statistic: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray,
                         n_draws: int) -> np.ndarray:
         """The local-permutation null: x shuffled within neighbourhoods of z, the estimate recomputed."""
-        return self._estimates(x, y, z, n_draws)[:, 1:]
+        return self._estimates(x, y, z, n_draws)
 
     def _estimates(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, n_draws: int) -> np.ndarray:
-        """`(B, 1 + n_draws)`: each test's estimate on the data (column 0, with `n_draws == 0`) or with x shuffled
-        by `n_draws` local permutations, computed over `n_jobs` threads on the CPU paths (numpy and scipy release
-        the GIL in the array work)."""
-        out = np.empty((len(x), 1 + n_draws))
+        """Each test's estimate on the data (`(B, 1)`, with `n_draws == 0`) or with x shuffled by each of `n_draws`
+        local permutations (`(B, n_draws)`), computed over `n_jobs` threads on the CPU paths (numpy and scipy
+        release the GIL in the array work)."""
+        out = np.empty((len(x), max(1, n_draws)))
         v = self.values_
         for start in range(0, len(x), self.TESTS_AT_ONCE):  # bounds the candidates held at once
             jobs = []  # (test, column, estimate); indexes and neighbours are cached, so built here in this thread
@@ -235,10 +236,10 @@ class KnnCMI(CITest):
                     x_index = self._column_indexes(x[b]) if self.bitsets_ else None
                     jobs.append((b, 0, partial(self._cmi, x_values, yv, zv, x_index, y_index, z_index, neighbours)))
                 for r, perm in enumerate(self._null_permutations(z[b], n_draws) if n_draws else []):
-                    jobs.append((b, 1 + r, partial(self._permuted_cmi, x_values[perm], yv, zv, y_index, z_index,
+                    jobs.append((b, r, partial(self._permuted_cmi, x_values[perm], yv, zv, y_index, z_index,
                                                    neighbours)))
             cores = _usable_cores()
-            threads = min(len(jobs), self.n_jobs if self.n_jobs != -1 else cores)
+            threads = min(len(jobs), self.n_jobs if self.n_jobs != -1 else cores, self._thread_budget())
             if threads < 2 or self.device_ is not None:
                 values = [estimate() for _, _, estimate in jobs]
             else:  # the k-d trees share the cores with the other threads
@@ -248,6 +249,16 @@ class KnnCMI(CITest):
             for (b, column, _), value in zip(jobs, values):
                 out[b, column] = value
         return out
+
+    def _thread_budget(self) -> int:
+        """How many estimates fit in `THREADS_BYTES` at once: each holds its boxes (three bitsets per query row),
+        a shuffled x's prefix bitsets and, with candidates, two `(rows, candidates)` arrays."""
+        n = self.values_.shape[0]
+        n_rows = n if self.query_ is None else len(self.query_)
+        words = (n + 63) // 64
+        candidates = min(n, self.CANDIDATES_PER_NEIGHBOUR * (self.k_ + 1))
+        one = 8 * (3 * n_rows * words + (n + 1) * words + 2 * n_rows * candidates)
+        return max(1, THREADS_BYTES // one)
 
     def _permuted_cmi(self, xv: np.ndarray, yv: np.ndarray, zv: np.ndarray, y_index: list[SortedColumn] | None,
                       z_index: list[SortedColumn] | None, neighbours: FixedNeighbours | None,
