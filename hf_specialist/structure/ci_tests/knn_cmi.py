@@ -64,8 +64,7 @@ class KnnCMI(CITest):
             `n^2 / 8` bytes per indexed column).
         n_jobs (`int`, *optional*, defaults to -1): threads that compute a batch's estimates at once on the CPU
             paths (-1: every core this process may run on); the results do not depend on it (the permutations are
-            drawn first). On this project's 2-core machine 2 threads took a fit at n = 5,000 from 4.8 to 3.8 s
-            (development seeds 0 and 3).
+            drawn first).
         device (`str` or `torch.device`, *optional*): `"cpu"` for the CPU paths above, or an accelerator (`"cuda"`,
             `"cuda:1"`) to compute the radii and counts on by brute force in float64 (`_device_counts`), which gives
             the same estimate; by default the GPU when torch (already imported, as it is by any model or adapter
@@ -76,8 +75,8 @@ class KnnCMI(CITest):
     # (y, z) candidates searched per query row for the joint radii, per joint neighbour (`_joint_radii`; below 2,
     # or when they would take over a quarter of `NEIGHBOURS_CACHE_BYTES`, every estimate searches the joint space
     # with a k-d tree). On development seeds 0 and 3 (n = 5,000, k = 100) 3 left 14 % and 28 % of the rows to the
-    # k-d tree on average (at most 40 %) and took a draw's radii from about 60 ms to 25-30 ms; 5 left 7 % but cost
-    # more to search.
+    # k-d tree on average (at most 40 %); 5 left 7 % but its (y, z) searches cost more than that saved
+    # (`recipes/benchmarks/development/knn_candidates.py SEED FACTOR`).
     CANDIDATES_PER_NEIGHBOUR = 3
     TESTS_AT_ONCE = 8  # tests whose estimates share the threads (their indexes and candidates held at once)
 
