@@ -89,3 +89,15 @@ def test_discover_sharded_across_processes_equals_one_process(two_process_run):
                           steps=truth["separator"], chunk_size=5, project=2)
     for rank in (0, 1):
         np.testing.assert_allclose(np.load(two_process_run / f"rank{rank}-discover.npy"), single.pvalues_, rtol=1e-6)
+
+
+def test_every_process_returns_from_save_pretrained_with_the_folder_complete(tmp_path):
+    script = SCRIPT.parent / "save_barrier_run.py"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    for rank in (0, 1):  # rank 1 did not write, yet found the whole folder (the main one slept 2 s before writing)
+        seen = json.loads((tmp_path / f"rank{rank}-saved.json").read_text())
+        assert seen == {"files": ["README.md", "config.json", "model.safetensors"], "same": True}

@@ -238,6 +238,45 @@ def test_save_and_push_options(tmp_path, hub_endpoint, trained):
     _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, subfolder="layers.1", local_files_only=True), h)
 
 
+def test_push_deletes_stale_files_in_the_same_commit_and_keeps_a_user_readme(hub_endpoint, trained, structure):
+    from huggingface_hub import HfApi
+
+    from huggingface_hub import hf_hub_download
+
+    adapter, h = trained
+    repo = "alice/stale"
+    api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
+    adapter.push_to_hub(repo, token=TOKEN, structure=structure)
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="lora/adapter_config.json", repo_id=repo)  # an earlier LoRA
+    api.upload_file(path_or_fileobj=b"# Mine\n", path_in_repo="README.md", repo_id=repo)
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="layers.2/config.json", repo_id=repo)  # another hook point
+    commits = len(hub_endpoint.state.repos[repo]["commits"])
+    adapter.push_to_hub(repo, token=TOKEN, structure=None)  # the adapter holds no structure now
+    assert len(hub_endpoint.state.repos[repo]["commits"]) == commits + 1  # deletions and uploads in one commit
+    files = sorted(f for f in api.list_repo_files(repo) if f != ".gitattributes")
+    assert files == ["README.md", "config.json", "layers.2/config.json", "model.safetensors"]
+    assert open(hf_hub_download(repo, "README.md", force_download=True)).read() == "# Mine\n"
+    loaded = hfs.SpecialistAdapter.from_pretrained(repo)
+    assert getattr(loaded, "structure_", None) is None  # no stale structure as predict's mask
+    _same(adapter, loaded, h)
+
+
+def test_push_to_a_subfolder_deletes_only_within_it(hub_endpoint, trained, structure):
+    from huggingface_hub import HfApi
+
+    adapter, _ = trained
+    repo = "alice/stale-sub"
+    api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
+    adapter.push_to_hub(repo, token=TOKEN, subfolder="layers.1", structure=structure)
+    adapter.push_to_hub(repo, token=TOKEN, subfolder="layers.3", structure=structure)
+    api.upload_file(path_or_fileobj=b"notes", path_in_repo="notes.txt", repo_id=repo)
+    adapter.push_to_hub(repo, token=TOKEN, subfolder="layers.1")
+    files = sorted(f for f in api.list_repo_files(repo) if f != ".gitattributes")
+    assert [f for f in files if f.startswith("layers.1/")] == ["layers.1/README.md", "layers.1/config.json",
+                                                               "layers.1/model.safetensors"]
+    assert "layers.3/structure.json" in files and "notes.txt" in files
+
+
 def test_corrupt_and_missing_files_on_the_hub(hub_endpoint, trained):
     from huggingface_hub import HfApi
 

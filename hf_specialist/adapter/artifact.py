@@ -15,6 +15,7 @@ Several hook points: one subfolder each, loadable one at a time.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -137,11 +138,35 @@ def load_structure(path_or_repo_id: str | os.PathLike, subfolder: str | None, re
         return TaskStructure.from_dict(read_config(path))
 
 
+def stale_repo_files(repo_files: list[str], folder: Path, subfolder: str | None, keep: list[str]) -> list[str]:
+    """Files of the repo (relative to `subfolder`) that the artifact in `folder` does not have, to delete in the
+    upload's commit: an earlier push's `structure.json`, `structure.png` or `lora/` must not outlive it.
+
+    Kept: `keep` (a user's README), `.gitattributes`, files outside `subfolder`, and, for a root artifact, the other
+    hook points' subfolders (a folder of the repo holding its own `config.json`, as a local save keeps them).
+    """
+    prefix = subfolder.strip("/") + "/" if subfolder else ""
+    relative = [name[len(prefix):] for name in repo_files if name.startswith(prefix)]
+    siblings = {name.split("/", 1)[0] for name in relative if name.count("/") == 1 and name.endswith("/" + CONFIG_NAME)}
+    stale = []
+    for name in relative:
+        top = name.split("/", 1)[0]
+        if name in keep or name == ".gitattributes" or (folder / name).is_file():
+            continue
+        if "/" in name and top in siblings and not (folder / top).exists():
+            continue
+        stale.append(name)
+    return sorted(stale)
+
+
 def upload_artifact(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, branch: str | None = None,
                     commit_message: str | None = None, token: str | bool | None = None, subfolder: str | None = None,
                     create_pr: bool = False) -> str:
-    """Upload a saved artifact folder to a Hub repo in one commit (creating the repo and branch if needed); a
-    README in the repo that this library did not generate is kept. Returns the commit URL."""
+    """Upload a saved artifact folder to a Hub repo in one commit (creating the repo and branch if needed).
+
+    The repo (or its `subfolder`) then holds exactly the artifact: files it does not have are deleted in the same
+    commit (`stale_repo_files`), except a README in the repo that this library did not generate, which is kept.
+    Returns the commit URL."""
     from huggingface_hub import HfApi, hf_hub_download
 
     folder = Path(folder)
@@ -157,6 +182,8 @@ def upload_artifact(folder: str | os.PathLike, repo_id: str, *, private: bool | 
         existing = Path(hf_hub_download(repo_id, readme_in_repo, revision=branch, token=token))
         if not is_generated_card(existing):
             ignore.append(README_NAME)
+    stale = stale_repo_files(api.list_repo_files(repo_id, revision=branch), folder, subfolder,
+                             keep=[README_NAME] if ignore else [])
     info = api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
@@ -164,6 +191,7 @@ def upload_artifact(folder: str | os.PathLike, repo_id: str, *, private: bool | 
         revision=branch,
         commit_message=commit_message or f"Upload hf_specialist adapter{f' ({subfolder})' if subfolder else ''}",
         ignore_patterns=ignore or None,
+        delete_patterns=[glob.escape(name) for name in stale] or None,  # same commit: the repo holds the artifact
         create_pr=create_pr,
     )
     return str(info)

@@ -15,7 +15,7 @@ from huggingface_hub import ModelHubMixin
 
 from .._atomic import atomic_folder
 from .._constants import README_NAME
-from .._distributed import is_main_process
+from .._distributed import is_main_process, main_process_first_writes
 from .artifact import (
     keep_sibling_artifacts,
     load_structure,
@@ -53,7 +53,8 @@ class AdapterHubMixin(ModelHubMixin):
         """Save `config.json`, `model.safetensors` (and `structure.json`, `lora/`, `README.md`) atomically.
 
         `ModelHubMixin.save_pretrained` runs on a temporary folder that is then swapped into place, so a reader
-        sees the whole old artifact or the whole new one. Under several processes only the main one writes.
+        sees the whole old artifact or the whole new one. Under several processes only the main one writes, and every
+        process returns only once the folder is complete (a barrier after the main process's swap).
 
         Args:
             save_directory (`str`): the artifact folder (created if needed).
@@ -86,19 +87,12 @@ class AdapterHubMixin(ModelHubMixin):
         structure = structure if structure is not None else getattr(self, "structure_", None)
         if structure is not None and not hasattr(structure, "step_tasks_"):
             raise ValueError("`structure` must be a fitted TaskStructure.")
-        if is_main_process():  # no wait here: synchronise before other processes read the folder
-            card_repo = repo_id or (root.name if push_to_hub else None)  # the card names the repo it is pushed to
-            options = dict(structure=structure, metrics=metrics, datasets=datasets, lora_model=lora_model,
-                           repo_id=card_repo, card=card, keep_readme=readme_to_keep(target))
-            with atomic_folder(target) as tmp:
-                self._save_options = options
-                try:
-                    ModelHubMixin.save_pretrained(self, tmp)
-                finally:
-                    del self._save_options
-                if not card and options["keep_readme"] is None:  # the mixin writes its own card where none is
-                    (tmp / README_NAME).unlink(missing_ok=True)
-                keep_sibling_artifacts(target, tmp)
+        card_repo = repo_id or (root.name if push_to_hub else None)  # the card names the repo it is pushed to
+        options = dict(structure=structure, metrics=metrics, datasets=datasets, lora_model=lora_model,
+                       repo_id=card_repo, card=card)
+        with main_process_first_writes() as writes:  # every process leaves once the folder is complete
+            if writes:
+                self._write_folder(target, options)
         if not push_to_hub:
             return target
         if not is_main_process():
@@ -107,6 +101,19 @@ class AdapterHubMixin(ModelHubMixin):
         branch, revision = push.pop("branch", None), push.pop("revision", None)
         branch = branch or revision
         return upload_artifact(target, repo_id or root.name, subfolder=subfolder, branch=branch, **push)
+
+    def _write_folder(self, target: Path, options: dict[str, Any]) -> None:
+        """Write the artifact at `target` atomically (this process only: no barrier)."""
+        options = dict(options, keep_readme=readme_to_keep(target))
+        with atomic_folder(target) as tmp:
+            self._save_options = options
+            try:
+                ModelHubMixin.save_pretrained(self, tmp)
+            finally:
+                del self._save_options
+            if not options["card"] and options["keep_readme"] is None:  # the mixin writes its own card where none is
+                (tmp / README_NAME).unlink(missing_ok=True)
+            keep_sibling_artifacts(target, tmp)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
@@ -188,8 +195,15 @@ class AdapterHubMixin(ModelHubMixin):
                             f"{sorted(_SAVE_OPTIONS)}.")
         if not is_main_process():
             return ""
+        structure = save_kwargs.pop("structure", None)
+        structure = structure if structure is not None else getattr(self, "structure_", None)
+        if structure is not None and not hasattr(structure, "step_tasks_"):
+            raise ValueError("`structure` must be a fitted TaskStructure.")
+        options = dict(structure=structure, metrics=None, datasets=None, lora_model=None, card=True, repo_id=repo_id)
+        options.update(save_kwargs)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / "artifact", repo_id=repo_id, **save_kwargs)
+            folder = Path(tmp) / "artifact"
+            self._write_folder(folder, options)  # only this (main) process: no barrier
             return upload_artifact(folder, repo_id, private=private, branch=branch or revision,
                                    commit_message=commit_message, token=token, subfolder=subfolder,
                                    create_pr=create_pr)
