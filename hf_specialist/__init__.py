@@ -13,6 +13,7 @@ from ._version import __version__
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
     "HiddenStateExtractor": "hooks",
+    "InputError": "_validation",
     "NotFittedError": "_validation",
     "SpecialistAdapter": "adapter.model",
     "SpecialistConfig": "adapter.config",
@@ -27,6 +28,7 @@ _SUBMODULES = ("hooks", "steps", "data", "structure", "adapter", "hub", "synthet
 
 __all__ = [
     "HiddenStateExtractor",
+    "InputError",
     "NotFittedError",
     "SpecialistAdapter",
     "SpecialistConfig",
@@ -60,7 +62,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import metrics, synthetic
-    from ._validation import NotFittedError
+    from ._validation import InputError, NotFittedError
     from .adapter.config import SpecialistConfig
     from .adapter.model import SpecialistAdapter
     from .adapter.lambda_path import train_specialist

@@ -1,14 +1,71 @@
 """Finding an artifact's files in a local folder or a Hub repo, and reading its JSON (imports nothing of ours but
-the file-name constants), so that the adapter, `SpecialistModel` and `hub` share one resolver."""
+the leaves `_constants` and `_validation`), so that the adapter, `SpecialistModel` and `hub` share one resolver;
+and telling a user's local path from a Hub repo id before any Hub call."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from ._constants import CONFIG_NAME
+from ._validation import InputError, MissingPathError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def looks_like_path(name: str | os.PathLike) -> bool:
+    """Whether `name` is written as a local path rather than a Hub repo id: a `PathLike`, or a string that starts
+    with `./`, `../`, `/` or `~`, or has a path separator without being of the `owner/name` form."""
+    if not isinstance(name, str):
+        return True
+    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")) or name in (".", ".."):
+        return True
+    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    return any(sep in name for sep in separators) and not (name.count("/") == 1 and _REPO_ID.match(name))
+
+
+def hub_unavailable() -> str | None:
+    """Why the Hub cannot be asked right now (`None` when it can): offline mode, or an endpoint that does not
+    answer one quick request (probed once per endpoint, with no retries)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "offline mode is on (HF_HUB_OFFLINE=1)"
+    return _probe(constants.ENDPOINT)
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(endpoint: str) -> str | None:
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=5)
+    except Exception as err:  # noqa: BLE001 - any failure to connect means "unreachable"
+        return f"the Hub at {endpoint} cannot be reached ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+    return None
+
+
+def check_source(name: str | os.PathLike, what: str = "folder", namespace_required: bool = False) -> str:
+    """Classify a user's `name` as `"local"` (an existing path) or `"hub"` (a Hub repo id to ask), at once.
+
+    Raises `MissingPathError` ("no such folder: ...") for a path-like name that does not exist, or (with
+    `namespace_required`, for artifacts this library pushes, always to `owner/name`) a bare name that is no folder;
+    `InputError` for a name that is neither a path nor a valid repo id. No Hub call is made.
+    """
+    text = os.fspath(name)
+    if Path(text).expanduser().exists():
+        return "local"
+    if looks_like_path(name):
+        raise MissingPathError(f"no such {what}: {text}")
+    if not _REPO_ID.match(text):
+        raise InputError(f"{text!r} is neither an existing {what} nor a valid Hub repo id ('owner/name').")
+    if namespace_required and "/" not in text:
+        raise MissingPathError(f"no such {what}: {text} (and not a Hub repo id, which has the form 'owner/name')")
+    return "hub"
 
 
 def resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: str | None, revision: str | None,
@@ -17,7 +74,7 @@ def resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: s
 
     Raises `FileNotFoundError` naming the file (and the subfolders to choose from) when it is required and missing.
     """
-    local = Path(path_or_repo_id)
+    local = Path(path_or_repo_id).expanduser()
     if local.is_dir():
         candidate = local / subfolder / filename if subfolder else local / filename
         if candidate.is_file():
@@ -28,25 +85,38 @@ def resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: s
                 subs = sorted(p.name for p in local.iterdir() if (p / CONFIG_NAME).is_file())
                 if subs:
                     hint = f" It holds one artifact per hook point; pass subfolder= one of {subs}."
-            raise FileNotFoundError(f"{filename} not found in {candidate.parent}.{hint}")
+            raise MissingPathError(f"{filename} not found in {candidate.parent}.{hint}")
         return None
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HFValidationError,
+        LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    if check_source(path_or_repo_id, "folder", namespace_required=True) == "local":
+        raise MissingPathError(f"not a folder: {os.fspath(path_or_repo_id)} (an artifact is a folder or a Hub repo)")
+    unavailable = hub_unavailable()
+    if unavailable:  # the cache only: no request, no retries
+        kwargs["local_files_only"] = True
     try:
         return Path(hf_hub_download(str(path_or_repo_id), filename, subfolder=subfolder, revision=revision, token=token, **kwargs))
+    except LocalEntryNotFoundError as err:
+        if not required:
+            return None
+        if unavailable or kwargs.get("local_files_only"):
+            raise MissingPathError(f"{filename} of {str(path_or_repo_id)!r} is not in the local Hub cache, and "
+                                   f"{unavailable or 'local_files_only=True'}.") from err
+        raise
     except EntryNotFoundError as err:
         if required:
-            raise FileNotFoundError(f"{filename} not found in repo {path_or_repo_id!r}"
+            raise MissingPathError(f"{filename} not found in repo {path_or_repo_id!r}"
                                     f"{f' (subfolder {subfolder!r})' if subfolder else ''} at revision {revision or 'main'}.") from err
         return None
     except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as err:
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{filename} not found: {str(path_or_repo_id)!r} is neither a local folder nor a reachable Hub repo "
             f"({type(err).__name__}: {str(err).splitlines()[0]})"
         ) from err
@@ -57,8 +127,8 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON (corrupt artifact): {err}") from err
+        raise InputError(f"{path} is not valid JSON (corrupt artifact): {err}") from err
     if not isinstance(payload, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}.")
+        raise InputError(f"{path} must hold a JSON object, got {type(payload).__name__}.")
     payload.pop("versions", None)
     return payload

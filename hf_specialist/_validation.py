@@ -13,8 +13,23 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import NotFittedError  # scikit-learn's own, so one `except NotFittedError` covers both
 
-__all__ = ["NotFittedError", "check_array", "check_consistent_length", "check_is_fitted", "to_numpy",
-           "validate_params"]
+__all__ = ["InputError", "MissingPathError", "NotFittedError", "check_array", "check_consistent_length",
+           "check_is_fitted", "to_numpy", "validate_params"]
+
+
+class InputError(ValueError):
+    """Bad input from the user (an argument, a file, a config key): raised at the doors before any work starts.
+
+    A `ValueError`, so `except ValueError` keeps working; the `hf-specialist` command exits with code 2 for it only.
+    """
+
+
+class InputTypeError(InputError, TypeError):
+    """An `InputError` about an argument's type (also a `TypeError`)."""
+
+
+class MissingPathError(InputError, FileNotFoundError):
+    """A local path the user named does not exist (also a `FileNotFoundError`); raised before any Hub call."""
 
 
 def check_is_fitted(estimator: Any, attributes: Sequence[str]) -> None:
@@ -99,7 +114,7 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, l
     """Check every parameter against its list of constraints (any one may accept it).
 
     Raises:
-        ValueError: "The 'alpha' parameter of TaskStructure must be a float in the range (0, 1). Got 1.5 instead."
+        InputError: "The 'alpha' parameter of TaskStructure must be a float in the range (0, 1). Got 1.5 instead."
     """
     for name, options in constraints.items():
         value = params[name]
@@ -107,7 +122,7 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, l
             continue
         described = [str(o) for o in options]
         expected = described[0] if len(described) == 1 else ", ".join(described[:-1]) + " or " + described[-1]
-        raise ValueError(f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
+        raise InputError(f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
 
 
 # --- arrays -----------------------------------------------------------------------------------------
@@ -120,7 +135,7 @@ def to_numpy(value: Any, name: str, dtype: type = np.float64) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be a numpy array or torch tensor of numbers, got {type(value).__name__}.") from err
+        raise InputTypeError(f"`{name}` must be a numpy array or torch tensor of numbers, got {type(value).__name__}.") from err
     return array
 
 
@@ -145,15 +160,15 @@ def check_array(
     """
     array = to_numpy(value, name, dtype=dtype)
     if array.ndim not in ndims:
-        raise ValueError(f"`{name}` must have shape {expected}; got shape {tuple(array.shape)}.")
+        raise InputError(f"`{name}` must have shape {expected}; got shape {tuple(array.shape)}.")
     if array.shape[0] < min_samples:
-        raise ValueError(
+        raise InputError(
             f"`{name}` has {array.shape[0]} samples but at least {min_samples} are needed; got shape "
             f"{tuple(array.shape)}, expected {expected}."
         )
     if not allow_nan and array.size and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
-        raise ValueError(f"`{name}` contains {bad} NaN or infinite values; every entry must be finite.")
+        raise InputError(f"`{name}` contains {bad} NaN or infinite values; every entry must be finite.")
     return array
 
 
@@ -162,4 +177,4 @@ def check_consistent_length(**arrays: np.ndarray) -> None:
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"`{k}` has {v}" for k, v in lengths.items())
-        raise ValueError(f"Inconsistent numbers of samples: {listed}; they must be equal.")
+        raise InputError(f"Inconsistent numbers of samples: {listed}; they must be equal.")

@@ -1,7 +1,8 @@
 """The `hf-specialist` command: extract, discover, train, evaluate, push, demo.
 
 Every subcommand takes `--recipe FILE.yaml` whose keys mirror the Python API's keyword arguments; flags given on
-the command line win over the recipe. Exit codes: 0 success, 2 bad arguments or input (one-line reason), 1 failure.
+the command line win over the recipe. Exit codes: 0 success, 2 bad arguments or input (`InputError` or a usage
+error: a one-line reason), 1 any other failure (a short message; the traceback with `--debug`).
 """
 
 from __future__ import annotations
@@ -9,17 +10,46 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._validation import InputError
+
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
 
-class BadInput(ValueError):
-    """An input problem reported with exit code 2."""
+class BadInput(InputError):
+    """An input problem of the command line, reported with exit code 2 (as every `InputError`)."""
+
+
+def _separator(value: str) -> str:
+    """A step rule from the command line: 'token', or a separator with the escapes `\\n`, `\\t` and `\\\\` read as
+    newline, tab and backslash; every other character (non-ASCII included) passes through intact."""
+    if value == "token":
+        return value
+    out, i = [], 0
+    while i < len(value):
+        pair = value[i:i + 2]
+        if pair in ("\\n", "\\t", "\\\\"):
+            out.append({"\\n": "\n", "\\t": "\t", "\\\\": "\\"}[pair])
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def _check_model_name(name: str | None) -> None:
+    """Fail at once for a `--model` that names a missing folder (no Hub call); the offline aliases pass."""
+    from ._files import check_source
+    from .models import OFFLINE_MODELS
+
+    if name and name not in OFFLINE_MODELS:
+        check_source(name, "folder")
 
 
 def _load_recipe(path: str | None, section: str) -> dict[str, Any]:
@@ -109,9 +139,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         {"model": "minilm", "texts": None, "hook_point": "layers.3", "steps": ". ", "pool": "mean", "batch_size": 16,
          "output": "outputs/states.npy", "cache_dir": None},
     )
+    _check_model_name(cfg["model"])
     texts = _read_lines(cfg["texts"]) if cfg["texts"] else _example_texts()
     model, tokenizer = load_model(cfg["model"])
-    steps = "token" if cfg["steps"] == "token" else cfg["steps"].encode().decode("unicode_escape")
+    steps = _separator(cfg["steps"])
     states = extract_steps(
         model, tokenizer, texts, hook_point=cfg["hook_point"], steps=steps, pool=cfg["pool"],
         batch_size=cfg["batch_size"], pad_steps=True, cache_dir=cfg["cache_dir"],
@@ -156,6 +187,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     if not cfg["tasks"] or not (cfg["states"] or cfg["model"]):
         raise BadInput("pass --tasks TASKS.npy and either --states STATES.npy or --model M --texts FILE "
                        "(or set them in the recipe)")
+    _check_model_name(cfg["model"])
     tasks = _load_array(cfg["tasks"], "tasks")
     correction = None if cfg["correction"] in (None, "none") else cfg["correction"]
     structure = TaskStructure(segment_length=cfg["segment_length"], test=cfg["test"], alpha=cfg["alpha"], mode=cfg["mode"],
@@ -169,7 +201,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
             raise BadInput("--model needs --texts FILE (one sequence per line, or .jsonl with a 'text' field)")
         texts = _read_lines(cfg["texts"])
         model, tokenizer = load_model(cfg["model"])
-        steps = "token" if cfg["steps"] == "token" else cfg["steps"].encode().decode("unicode_escape")
+        steps = _separator(cfg["steps"])
         structure = discover(model, tokenizer, texts, tasks, hook_point=cfg["hook_point"], steps=steps,
                              pool=cfg["pool"], batch_size=cfg["batch_size"], chunk_size=cfg["chunk_size"],
                              max_length=cfg["max_length"], structure=structure)
@@ -252,6 +284,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "output": None})
     if not cfg["adapter"] or not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --adapter DIR_OR_REPO_ID, --states STATES.npy and --tasks TASKS.npy")
+    from ._files import check_source
+
+    check_source(cfg["adapter"], "folder", namespace_required=True)  # a missing folder fails here, no Hub call
     adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
     structure = getattr(adapter, "structure_", None)
@@ -426,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (func, add_args) in COMMANDS.items():
         p = sub.add_parser(name, help=(func.__doc__ or "").splitlines()[0], description=func.__doc__)
         p.add_argument("--recipe", help="a YAML recipe whose keys mirror the Python API")
+        p.add_argument("--debug", action="store_true", help="print the full traceback of an error")
         add_args(p)
         p.set_defaults(func=func)
     return parser
@@ -440,12 +476,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return args.func(args)
-    except (BadInput, ValueError, TypeError, FileNotFoundError) as err:
+    except InputError as err:  # bad input, whatever door found it: exit 2 with the reason
+        if args.debug:
+            traceback.print_exc()
         print(f"hf-specialist {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as err:  # noqa: BLE001 - the CLI reports any failure as exit code 1
-        print(f"hf-specialist {args.command}: failed: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - any other failure is exit code 1, never read as bad input
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        message = str(err).splitlines()[0] if str(err) else ""
+        print(f"hf-specialist {args.command}: failed: {type(err).__name__}: {message}{hint}", file=sys.stderr)
         return EXIT_FAILURE
+
 
 
 if __name__ == "__main__":

@@ -49,22 +49,53 @@ def test_cli_pipeline_on_a_small_recipe(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv",
+    "argv, message",
     [
-        ["discover", "--states", "missing.npy", "--tasks", "missing.npy"],
-        ["discover"],
-        ["train", "--states", "missing.npy", "--tasks", "x.npy"],
-        ["evaluate", "--adapter", "/no/such/folder", "--states", "a.npy", "--tasks", "b.npy"],
-        ["push"],
-        ["demo", "--recipe", "no_such_recipe.yaml"],
-        ["discover", "--mode", "sideways"],
-        ["no-such-command"],
+        (["discover", "--states", "missing.npy", "--tasks", "missing.npy"], "tasks file not found: missing.npy"),
+        (["discover"], "pass --tasks TASKS.npy and either --states"),
+        (["train", "--states", "missing.npy", "--tasks", "x.npy"], "not found: missing.npy"),
+        (["evaluate", "--adapter", "/no/such/folder", "--states", "a.npy", "--tasks", "b.npy"],
+         "error: no such folder: /no/such/folder"),
+        (["evaluate", "--adapter", "no_such_adapter", "--states", "a.npy", "--tasks", "b.npy"],
+         "no such folder: no_such_adapter (and not a Hub repo id"),
+        (["extract", "--model", "./nope", "--texts", "t.txt"], "error: no such folder: ./nope"),
+        (["discover", "--model", "../nope", "--texts", "t.txt", "--tasks", "g.npy"], "error: no such folder: ../nope"),
+        (["push"], "usage: hf-specialist push DIR REPO_ID"),
+        (["demo", "--recipe", "no_such_recipe.yaml"], "recipe file not found: no_such_recipe.yaml"),
+        (["discover", "--mode", "sideways"], "invalid choice: 'sideways'"),
+        (["no-such-command"], "invalid choice: 'no-such-command'"),
     ],
 )
-def test_cli_exit_code_two_on_bad_input(argv, capsys):
+def test_cli_exit_code_two_on_bad_input(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.strip()  # a reason is printed
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_cli_exit_code_one_for_a_failure_that_is_not_bad_input(tmp_path, capsys, monkeypatch):
+    from hf_specialist import cli
+
+    def broken(args):
+        """A command with a programming error."""
+        raise TypeError("an internal bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "push", (broken, cli.COMMANDS["push"][1]))
+    assert main(["push", "a", "b"]) == 1
+    err = capsys.readouterr().err
+    assert "failed: TypeError: an internal bug (run with --debug for the traceback)" in err
+    assert "Traceback" not in err
+    assert main(["push", "a", "b", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "an internal bug" in err
+
+
+def test_cli_separators_pass_through_intact():
+    from hf_specialist.cli import _separator
+
+    assert _separator("。") == "。" and _separator(" — ") == " — " and _separator("; ") == "; "
+    assert _separator("\\n") == "\n" and _separator("a\\tb") == "a\tb" and _separator("\\\\n") == "\\n"
+    assert _separator("token") == "token"
 
 
 def test_cli_bad_values_inside_files(tmp_path, capsys):

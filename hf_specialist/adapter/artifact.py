@@ -35,6 +35,7 @@ from .._constants import (
     WEIGHTS_NAME,
 )
 from .._files import read_config, resolve_file
+from .._validation import InputError
 from .card import is_generated_card, render_card, versions
 
 ADAPTER_ARCHITECTURES = {"specialist_vae"}
@@ -91,7 +92,7 @@ def read_config_file(path_or_repo_id: str | os.PathLike, subfolder: str | None, 
     payload = read_config(config_path)
     architecture = payload.get("architecture", "specialist_vae")
     if architecture not in ADAPTER_ARCHITECTURES:
-        raise ValueError(f"Unknown adapter architecture {architecture!r} in {config_path}; known: "
+        raise InputError(f"Unknown adapter architecture {architecture!r} in {config_path}; known: "
                          f"{sorted(ADAPTER_ARCHITECTURES)}.")
     return payload, config_path
 
@@ -107,7 +108,7 @@ def load_weights(adapter: torch.nn.Module, path_or_repo_id: str | os.PathLike, s
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{weights_path} is corrupt or truncated and cannot be read: {err}") from err
+        raise InputError(f"{weights_path} is corrupt or truncated and cannot be read: {err}") from err
     expected = adapter.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -121,7 +122,7 @@ def load_weights(adapter: torch.nn.Module, path_or_repo_id: str | os.PathLike, s
         if wrong:
             details.append("wrong shapes " + ", ".join(
                 f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k].shape)}" for k in wrong[:5]))
-        raise ValueError(f"{weights_path} does not match config.json: " + "; ".join(details) + ".")
+        raise InputError(f"{weights_path} does not match config.json: " + "; ".join(details) + ".")
     adapter.load_state_dict(tensors, strict=True)
 
 
