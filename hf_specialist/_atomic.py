@@ -52,6 +52,15 @@ def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
+def apply_umask(folder: Path, umask: int) -> None:
+    """Give every file under `folder` the mode the user's umask gives a new file (0644 under umask 022), and every
+    folder the one it gives a new folder: writers such as safetensors make private (0600) temporary files."""
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; on a clean exit it replaces `target` atomically.
@@ -70,6 +79,7 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the swapped-in folder gets ordinary permissions
     try:
         yield tmp
+        apply_umask(tmp, umask)
         replace_folder(tmp, target)
     finally:
         if tmp.exists():

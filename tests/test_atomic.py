@@ -92,3 +92,16 @@ def test_interrupted_checkpoint_write_leaves_the_old_checkpoint_loadable(tmp_pat
     assert progress["global_step"] == 7
     for key, value in before.items():
         torch.testing.assert_close(restored.state_dict()[key], value, msg=key)
+
+
+def test_saved_files_follow_the_users_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        folder = build_adapter().save_pretrained(tmp_path / "art")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
