@@ -18,6 +18,7 @@ _LAZY: dict[str, str] = {
     "SpecialistAdapter": "adapter.model",
     "SpecialistConfig": "adapter.config",
     "SpecialistModel": "adapter.wrapper",
+    "SpecialistTrainingArguments": "adapter.training_args",
     "TaskStructure": "structure.discovery",
     "discover": "structure.from_model",
     "extract_steps": "data",
@@ -33,6 +34,7 @@ __all__ = [
     "SpecialistAdapter",
     "SpecialistConfig",
     "SpecialistModel",
+    "SpecialistTrainingArguments",
     "TaskStructure",
     "__version__",
     "discover",
@@ -66,6 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .adapter.config import SpecialistConfig
     from .adapter.model import SpecialistAdapter
     from .adapter.lambda_path import train_specialist
+    from .adapter.training_args import SpecialistTrainingArguments
     from .adapter.wrapper import SpecialistModel
     from .data import extract_steps
     from .structure.from_model import discover

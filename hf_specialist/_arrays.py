@@ -1,11 +1,71 @@
-"""Array helpers shared across modules (imports nothing of ours)."""
+"""Array helpers shared across modules (imports nothing of ours but the leaf `_validation`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+
+from ._validation import InputError
 
 
 def standardise(values: np.ndarray) -> np.ndarray:
     """Columns (axis 0) centred and scaled to unit population std; a constant column is only centred."""
     std = values.std(0)
     return (values - values.mean(0)) / np.where(std > 0, std, 1.0)
+
+
+def _is_datasets_object(obj: Any, *names: str) -> bool:
+    """Whether `obj` is one of the `datasets` library's classes `names` (checked without importing `datasets`)."""
+    return type(obj).__module__.startswith("datasets") and type(obj).__name__ in names
+
+
+def as_task_array(obj: Any, columns: Sequence[str] | None = None) -> Any:
+    """Task outcomes as a numpy array, from a `datasets.Dataset` (or its columns); anything else unchanged.
+
+    Args:
+        obj: a `datasets.Dataset`, a `DatasetDict` with one split, a dict of columns (`{"y": [...], ...}`), one
+            column (`dataset["y"]`), or an array; arrays and tensors come back as they are, for the caller's checks.
+        columns (`list[str]`, *optional*): the task columns, in order (default: every column of the dataset).
+
+    Returns:
+        `np.ndarray` of shape `(n, M)` for number columns, `(n, M, d_g)` for columns of equal-length vectors, or
+        `(n, 1)` for a single column passed alone.
+
+    Raises:
+        InputError: (a `ValueError`) naming the column, for a missing column, text (or other non-number) values, or vectors of
+            different lengths.
+    """
+    if _is_datasets_object(obj, "DatasetDict", "IterableDatasetDict"):
+        if len(obj) != 1:
+            raise InputError(f"the tasks dataset has the splits {sorted(obj)}; pass one split (e.g. dataset['train']).")
+        obj = next(iter(obj.values()))
+    if _is_datasets_object(obj, "Column"):
+        return _column_values("tasks", list(obj))[:, None]
+    if _is_datasets_object(obj, "Dataset"):
+        names = list(obj.column_names)
+        table = {name: obj[name] for name in (columns if columns is not None else names) if name in names}
+        missing = [name for name in (columns or []) if name not in names]
+        if missing:
+            raise InputError(f"tasks column(s) {missing} not in the dataset; its columns are {names}.")
+    elif isinstance(obj, dict):
+        table = {name: obj[name] for name in (columns if columns is not None else list(obj))}
+    else:
+        return obj
+    if not table:
+        raise InputError("the tasks dataset has no columns.")
+    values = [_column_values(name, list(column)) for name, column in table.items()]
+    return np.stack(values, axis=1)
+
+
+def _column_values(name: str, column: list[Any]) -> np.ndarray:
+    """One column as a float array `(n,)` or `(n, d)`, refusing text and ragged vectors with the column's name."""
+    strings = [v for v in column if isinstance(v, (str, bytes))]
+    if strings:
+        raise InputError(f"tasks column {name!r} holds text (e.g. {strings[0]!r}); task outcomes must be numbers "
+                         "(encode classes as integers 0..C-1); choose the task columns with `columns=` (CLI: --task-columns).")
+    try:
+        return np.asarray([np.nan if v is None else v for v in column], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"tasks column {name!r} must hold numbers or vectors of one length: {err}") from err

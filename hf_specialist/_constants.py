@@ -3,6 +3,7 @@
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 STRUCTURE_NAME = "structure.json"
+TRAINING_ARGS_NAME = "training_args.json"  # SpecialistTrainingArguments of the run that trained the adapter
 HEATMAP_NAME = "structure.png"
 README_NAME = "README.md"
 LORA_DIR = "lora"

@@ -132,3 +132,113 @@ def read_config(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} must hold a JSON object, got {type(payload).__name__}.")
     payload.pop("versions", None)
     return payload
+
+
+# --- a user's data files: texts and tasks, through `datasets` ------------------------------------------------
+
+TABLE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
+                  ".txt": "text"}
+
+
+def load_table(source: str | os.PathLike, split: str = "train") -> Any:
+    """A user's file as a `datasets.Dataset`: `.txt` (one row a line, column `text`), `.csv`/`.tsv` (header row =
+    column names), `.json`/`.jsonl`, `.parquet`, a folder saved with `save_to_disk`, or a dataset id on the Hub.
+
+    Raises `MissingPathError` for a path that does not exist, `InputError` for an unknown suffix or a file
+    `datasets` cannot parse.
+    """
+    import datasets
+
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except FileNotFoundError as err:
+            raise InputError(f"{text} is a folder but not one saved with `Dataset.save_to_disk`: {err}") from err
+        return _one_split(loaded, split, text)
+    if path.is_file():
+        builder = TABLE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise InputError(f"cannot read {text}: unknown file type {path.suffix!r}; use one of "
+                             f"{sorted(TABLE_BUILDERS)} (or .npy for arrays), a save_to_disk folder or a Hub dataset.")
+        options = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        if builder == "text":
+            options["keep_linebreaks"] = False
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+        except Exception as err:  # noqa: BLE001 - datasets raises many types for an unparsable file
+            raise InputError(f"cannot read {text} as {builder}: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}") from err
+    if path.suffix.lower() in TABLE_BUILDERS or path.suffix.lower() == ".npy":
+        raise MissingPathError(f"no such file: {text}")
+    if check_source(source, "file or folder") == "hub":
+        unavailable = hub_unavailable()
+        if unavailable:
+            raise MissingPathError(f"no such file or folder: {text} (as a Hub dataset id it cannot be fetched: "
+                                   f"{unavailable}).")
+        return datasets.load_dataset(text, split=split)
+    raise MissingPathError(f"no such file or folder: {text}")
+
+
+def _one_split(loaded: Any, split: str, name: str) -> Any:
+    if hasattr(loaded, "column_names") and not isinstance(loaded.column_names, dict):
+        return loaded
+    splits = sorted(loaded)
+    if split in loaded:
+        return loaded[split]
+    if len(splits) == 1:
+        return loaded[splits[0]]
+    raise InputError(f"{name} holds the splits {splits}; none is {split!r}.")
+
+
+def read_texts(source: str | os.PathLike, column: str | None = None) -> list[str]:
+    """The texts of a user's file or dataset (see `load_table`): the `column` given, else `text`, else the only
+    column. A CSV's header names columns and is never read as a text.
+
+    Raises `InputError` naming the row for a blank or non-text value (the same rule as the Python API: no text is
+    skipped silently), and for a missing column (listing the columns there are).
+    """
+    text = os.fspath(source)
+    table = load_table(source)
+    names = list(table.column_names)
+    if column is None:
+        if "text" in names:
+            column = "text"
+        elif len(names) == 1:
+            column = names[0]
+        else:
+            raise InputError(f"{text} has the columns {names}; name the one holding the texts (--text-column).")
+    if column not in names:
+        raise InputError(f"{text} has no column {column!r}; its columns are {names}.")
+    texts = list(table[column])
+    row_offset = 2 if Path(text).suffix.lower() in (".csv", ".tsv") else 1  # a CSV's line 1 is its header
+    for i, value in enumerate(texts):
+        if not isinstance(value, str):
+            raise InputError(f"{text}: text {i} (line {i + row_offset}) is {type(value).__name__} "
+                             f"{value!r}, not a string.")
+        if not value.strip():
+            raise InputError(f"{text}: text {i} (line {i + row_offset}) is blank; every row must hold a text "
+                             "(remove blank lines).")
+    if not texts:
+        raise InputError(f"{text} holds no texts.")
+    return texts
+
+
+def read_array(source: str | os.PathLike, name: str, columns: list[str] | None = None) -> Any:
+    """A numeric array from a `.npy` file (never unpickled), or task columns from any file `load_table` reads
+    (`columns`: which, in order; default every column)."""
+    from ._arrays import as_task_array
+
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise MissingPathError(f"{name} file not found: {text}")
+        import numpy as np
+
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise InputError(f"{name} file {text} is not a numeric .npy array: {err}") from err
+    return as_task_array(load_table(source), columns)

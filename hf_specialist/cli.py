@@ -82,23 +82,23 @@ def _merge(args: argparse.Namespace, recipe: dict[str, Any], defaults: dict[str,
     return values
 
 
-def _read_lines(path: str) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise BadInput(f"texts file not found: {path}")
-    if file.suffix == ".jsonl":
-        return [json.loads(line)["text"] for line in file.read_text().splitlines() if line.strip()]
-    return [line for line in file.read_text().splitlines() if line.strip()]
+def _read_lines(path: str, column: str | None = None) -> list[str]:
+    """Texts from a .txt (one a line), .jsonl, .csv, .parquet, a `save_to_disk` folder or a Hub dataset (through
+    `datasets`); a blank text is an error, as in the Python API."""
+    from ._files import read_texts
+
+    return read_texts(path, column)
 
 
-def _load_array(path: str, name: str) -> np.ndarray:
-    file = Path(path)
-    if not file.is_file():
-        raise BadInput(f"{name} file not found: {path}")
-    try:
-        return np.load(file, allow_pickle=False)
-    except ValueError as err:
-        raise BadInput(f"{name} file {path} is not a .npy array: {err}") from err
+def _load_array(path: str, name: str, columns: Any = None) -> np.ndarray:
+    """A .npy array, or the (task) columns of any file `_read_lines` reads (`columns`: a list or 'a,b')."""
+    from ._files import read_array
+
+    return read_array(path, name, _listed(columns, str))
+
+
+def _task_columns(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
+    return cfg.get("task_columns") or getattr(args, "task_columns", None)
 
 
 def api_defaults(api: Any, names: Sequence[str]) -> dict[str, Any]:
@@ -137,21 +137,22 @@ def cmd_extract(args: argparse.Namespace) -> int:
         args,
         _load_recipe(args.recipe, "extract"),
         {"model": "minilm", "texts": None, "hook_point": "layers.3", "steps": ". ", "pool": "mean", "batch_size": 16,
-         "output": "outputs/states.npy", "cache_dir": None},
+         "output": "outputs/states.npy", "cache_dir": None, "text_column": None, "pad": False},
     )
     _check_model_name(cfg["model"])
-    texts = _read_lines(cfg["texts"]) if cfg["texts"] else _example_texts()
+    texts = _read_lines(cfg["texts"], cfg["text_column"]) if cfg["texts"] else _example_texts()
     model, tokenizer = load_model(cfg["model"])
     steps = _separator(cfg["steps"])
     states = extract_steps(
         model, tokenizer, texts, hook_point=cfg["hook_point"], steps=steps, pool=cfg["pool"],
-        batch_size=cfg["batch_size"], pad_steps=True, cache_dir=cfg["cache_dir"],
-    )
-    array, mask = states
+        batch_size=cfg["batch_size"], pad_steps=bool(cfg["pad"]), cache_dir=cfg["cache_dir"],
+    )  # texts with other step counts raise, as in Python, unless --pad asks for padding and a mask
+    array, mask = states if cfg["pad"] else (states, np.ones(states.shape[:2], dtype=bool))
     out = Path(cfg["output"])
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, array)
-    np.save(out.with_name(out.stem + "_mask.npy"), mask)
+    if cfg["pad"]:
+        np.save(out.with_name(out.stem + "_mask.npy"), mask)
     print(f"extracted {array.shape[0]} sequences x {array.shape[1]} steps x {array.shape[2]} dims "
           f"from {cfg['model']} at {cfg['hook_point']} -> {out}")
     norms = np.linalg.norm(array, axis=-1)
@@ -183,12 +184,13 @@ def cmd_discover(args: argparse.Namespace) -> int:
         "states": None, "tasks": None, "segment_length": 2, "test": "fisher_z", "alpha": 0.05, "mode": "direct",
         "conditioning": "auto", "decision": "auto", "correction": "bonferroni", "project": None, "seed": 0,
         "output": "outputs/structure.json", "truth": None, "model": None, "texts": None, "hook_point": "layers.-1",
-        "steps": ". ", "pool": "mean", "batch_size": 16, "chunk_size": 1024, "max_length": None})
+        "steps": ". ", "pool": "mean", "batch_size": 16, "chunk_size": 1024, "max_length": None, "text_column": None,
+        "task_columns": None})
     if not cfg["tasks"] or not (cfg["states"] or cfg["model"]):
         raise BadInput("pass --tasks TASKS.npy and either --states STATES.npy or --model M --texts FILE "
                        "(or set them in the recipe)")
     _check_model_name(cfg["model"])
-    tasks = _load_array(cfg["tasks"], "tasks")
+    tasks = _load_array(cfg["tasks"], "tasks", cfg["task_columns"])
     correction = None if cfg["correction"] in (None, "none") else cfg["correction"]
     structure = TaskStructure(segment_length=cfg["segment_length"], test=cfg["test"], alpha=cfg["alpha"], mode=cfg["mode"],
                               conditioning=cfg["conditioning"], decision=cfg["decision"], correction=correction,
@@ -199,7 +201,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
         if not cfg["texts"]:
             raise BadInput("--model needs --texts FILE (one sequence per line, or .jsonl with a 'text' field)")
-        texts = _read_lines(cfg["texts"])
+        texts = _read_lines(cfg["texts"], cfg["text_column"])
         model, tokenizer = load_model(cfg["model"])
         steps = _separator(cfg["steps"])
         structure = discover(model, tokenizer, texts, tasks, hook_point=cfg["hook_point"], steps=steps,
@@ -243,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg["epochs"] = DEFAULT_EPOCHS
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
-    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
+    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", _task_columns(args, cfg))
     structure = None
     if cfg["structure"]:
         file = Path(cfg["structure"])
@@ -281,14 +283,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = _merge(args, _load_recipe(args.recipe, "evaluate"), {
         "adapter": None, "states": None, "tasks": None, "revision": None, "relevant": None, "irrelevant": None,
-        "output": None})
+        "output": None, "task_columns": None})
     if not cfg["adapter"] or not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --adapter DIR_OR_REPO_ID, --states STATES.npy and --tasks TASKS.npy")
     from ._files import check_source
 
     check_source(cfg["adapter"], "folder", namespace_required=True)  # a missing folder fails here, no Hub call
     adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
-    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks")
+    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", _task_columns(args, cfg))
     structure = getattr(adapter, "structure_", None)
     mask = structure.step_tasks_ if structure is not None and states.ndim == 3 and states.shape[1] == structure.step_tasks_.shape[0] else None
     h, t, m = prepare_training_data(adapter, states, tasks, mask)
@@ -349,27 +351,33 @@ def _register(name: str, func: Callable[[argparse.Namespace], int], add_args: Ca
 
 def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="minilm (default), smollm2, or a local model folder")
-    p.add_argument("--texts", help="a .txt (one sequence per line) or .jsonl file with a 'text' field")
+    p.add_argument("--texts", help="a .txt (one sequence a line), .jsonl, .csv, .parquet, a save_to_disk folder or a "
+                                   "Hub dataset id (column: --text-column, default 'text')")
     p.add_argument("--hook-point", dest="hook_point", help="e.g. layers.3, layers.-1, embed")
     p.add_argument("--steps", help="'token' or a separator string such as '. ' (default)")
     p.add_argument("--pool", choices=["mean", "last", "first"])
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--cache-dir", dest="cache_dir")
-    p.add_argument("--output", "-o", help="output .npy (a _mask.npy is written beside it)")
+    p.add_argument("--pad", action="store_true", default=None,
+                   help="pad texts with fewer steps (and write a _mask.npy beside the output); without it they are "
+                        "an error")
+    p.add_argument("--output", "-o", help="output .npy (with --pad, a _mask.npy is written beside it)")
 
 
 def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--states", help="(n_sequences, T[, d]) .npy; or --model and --texts to extract in chunks")
     p.add_argument("--model", help="extract from this model (minilm, smollm2 or a folder) in chunks, streaming "
                                    "the test statistics (memory bounded by --chunk-size)")
-    p.add_argument("--texts", help="with --model: a .txt (one sequence per line) or .jsonl with a 'text' field")
+    p.add_argument("--texts", help="with --model: a .txt (one sequence a line), .jsonl, .csv, .parquet, a "
+                                   "save_to_disk folder or a Hub dataset id (--text-column)")
     p.add_argument("--hook-point", dest="hook_point", help="with --model: e.g. layers.3 (default layers.-1)")
     p.add_argument("--steps", help="with --model: 'token' or a separator such as '. ' (default)")
     p.add_argument("--pool", choices=["mean", "last", "first"])
     p.add_argument("--batch-size", dest="batch_size", type=int, help="with --model: texts per forward pass")
     p.add_argument("--chunk-size", dest="chunk_size", type=int, help="with --model: texts per statistics update")
     p.add_argument("--max-length", dest="max_length", type=int)
-    p.add_argument("--tasks", help="(n_sequences, M) .npy")
+    p.add_argument("--tasks", help="(n_sequences, M) .npy, or the --task-columns of a .csv/.jsonl/.parquet/saved/Hub "
+                                   "dataset")
     p.add_argument("--segment-length", dest="segment_length", type=int)
     p.add_argument("--test", choices=["fisher_z", "knn_cmi", "neural_cmi"])
     p.add_argument("--alpha", type=float)
@@ -462,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(func.__doc__ or "").splitlines()[0], description=func.__doc__)
         p.add_argument("--recipe", help="a YAML recipe whose keys mirror the Python API")
         p.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+        if name in ("extract", "discover"):
+            p.add_argument("--text-column", dest="text_column",
+                           help="the texts' column in a .csv/.jsonl/.parquet/saved/Hub dataset (default 'text')")
+        if name in ("discover", "train", "evaluate"):
+            p.add_argument("--task-columns", dest="task_columns",
+                           help="comma-separated task columns of a .csv/.jsonl/.parquet/saved/Hub dataset given as "
+                                "--tasks (default: every column)")
         add_args(p)
         p.set_defaults(func=func)
     return parser

@@ -127,3 +127,59 @@ def training_curves(history: Mapping[str, Any], path: str | os.PathLike) -> Path
     ax2.set_ylabel("adapter/support_size")
     ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)
+
+
+def lambda_path_plot(history: Mapping[str, Any], path: str | os.PathLike,
+                     task_names: Sequence[str] | None = None) -> Path:
+    """The lambda path of `train_specialist(..., sparsity="auto")` from its returned `history`, as a PNG.
+
+    Left: held-out loss per task against lambda with one standard error as error bars, and the rule's threshold
+    per task (dashed) when the one-standard-error rule chose; right: support size per task. The kept lambda is
+    marked. The dense model (lambda 0) sits at the left edge of the log axis, labelled "0".
+
+    Args:
+        history (`dict`): what `train_specialist` returned (its `"path"` and `"selected_sparsity"`).
+        path (`str` or `os.PathLike`): the PNG to write.
+        task_names (`list[str]`, *optional*): legend names of the tasks (default `task_0`, `task_1`, ...).
+
+    Returns:
+        `Path` of the PNG.
+    """
+    records = list(history.get("path") or [])
+    if not records:
+        raise ValueError("`history` has no lambda path to plot (`history['path']` is empty).")
+    n_tasks = sum(1 for key in records[0] if key.startswith("task_") and "/" not in key)
+    names = list(task_names) if task_names is not None else [f"task_{i}" for i in range(n_tasks)]
+    if len(names) != n_tasks:
+        raise ValueError(f"`task_names` has {len(names)} names, but the path has {n_tasks} tasks.")
+    lambdas = np.array([float(r["sparsity"]) for r in records])
+    positive = lambdas[lambdas > 0]
+    zero_at = positive.min() / 3 if len(positive) else 1.0
+    x = np.where(lambdas > 0, lambdas, zero_at)
+    chosen = history.get("selected_sparsity")
+    thresholds = (history.get("selection") or {}).get("thresholds")
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, name in enumerate(names):
+        losses = [r[f"task_{i}"] for r in records]
+        errors = [r.get(f"task_{i}/se", 0.0) for r in records]
+        ax1.errorbar(x, losses, yerr=errors, marker="o", capsize=3, color=f"C{i % 10}", label=name)
+        if thresholds is not None and i < len(thresholds):
+            ax1.axhline(thresholds[i], color=f"C{i % 10}", linestyle="--", linewidth=0.8)
+        sizes = np.asarray([np.asarray(r["support"])[i].sum() for r in records])
+        ax2.plot(x, sizes, marker="o", color=f"C{i % 10}", label=name)
+    if chosen is not None:
+        at = float(chosen) if float(chosen) > 0 else zero_at
+        for ax in (ax1, ax2):
+            ax.axvline(at, color="black", linewidth=1.2, alpha=0.6, label=f"kept: lambda {float(chosen):.3g}")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ticks = sorted(set(x.tolist()))
+        ax.set_xticks(ticks, ["0" if np.isclose(t, zero_at) and not np.isin(t, positive) else f"{t:.3g}"
+                              for t in ticks], rotation=30)
+        ax.minorticks_off()
+        ax.set_xlabel("lambda (l1 on the task x latent mask)")
+    ax1.set_ylabel("held-out loss (± 1 s.e.)")
+    ax2.set_ylabel("support size (latents)")
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _save(fig, path)

@@ -144,7 +144,6 @@ def test_cli_discover_from_a_model_streams_and_matches_the_python_call(tmp_path)
 
 def test_cli_train_defaults_come_from_the_api_and_classification_is_reachable(tmp_path, monkeypatch):
     import functools
-    import inspect
 
     import hf_specialist as hfs
     from hf_specialist import cli
@@ -153,9 +152,9 @@ def test_cli_train_defaults_come_from_the_api_and_classification_is_reachable(tm
     seen = {}
     real = lambda_path.train_specialist
 
-    @functools.wraps(real)  # keeps the signature the CLI reads its defaults from
+    @functools.wraps(real)
     def spy(adapter, *args, **kwargs):
-        seen.update(kwargs, d_latent=adapter.config.d_latent, task_types=adapter.config.task_types,
+        seen.update(kwargs["args"].to_dict(), d_latent=adapter.config.d_latent, task_types=adapter.config.task_types,
                     n_classes=adapter.config.n_classes)
         return real(adapter, *args, **{**kwargs, "epochs": 2})
 
@@ -168,9 +167,9 @@ def test_cli_train_defaults_come_from_the_api_and_classification_is_reachable(tm
     code = main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"), "--sparsity", "0.01",
                  "--task-types", "regression,classification", "--n-classes", "0,3", "--output", str(tmp_path / "a")])
     assert code == 0
-    api = inspect.signature(real).parameters
-    assert seen["batch_size"] == api["batch_size"].default and seen["lr"] == api["lr"].default
-    assert seen["epochs"] == lambda_path.DEFAULT_EPOCHS
+    api = hfs.SpecialistTrainingArguments()  # the CLI's training defaults are the dataclass's
+    assert seen["batch_size"] == api.batch_size and seen["lr"] == api.lr and seen["selection"] == api.selection
+    assert seen["epochs"] is None and api.resolved().epochs == lambda_path.DEFAULT_EPOCHS
     assert seen["d_latent"] == hfs.SpecialistConfig(d_in=1).d_latent
     assert seen["task_types"] == ["regression", "classification"] and seen["n_classes"] == [0, 3]
     loaded = hfs.SpecialistAdapter.from_pretrained(tmp_path / "a")

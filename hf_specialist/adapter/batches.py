@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._arrays import as_task_array
 from .._validation import to_numpy
 from ..steps import tokenize_steps
 from .model import SpecialistAdapter
@@ -64,7 +65,7 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
     step readout `(N, C)` and `(N, n_tasks)` over the flattened rows.
     """
     cfg = adapter.config
-    tasks = to_numpy(tasks, "tasks", dtype=np.float64)
+    tasks = to_numpy(as_task_array(tasks), "tasks", dtype=np.float64)  # a `datasets.Dataset` too
     width = cfg.n_target_columns
     if tasks.ndim == 1 and width == 1:
         tasks = tasks[:, None]

@@ -26,13 +26,63 @@ def versions() -> dict[str, str]:
     return {"hf_specialist": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
+def named_metrics(config: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics under readable names: `task_i...` becomes `<task name>/loss`, `/loss_se`, `/r2`, `/accuracy`,
+    `/rows`; other names (`adapter/...`, `latents/...`) stay."""
+    renamed = {}
+    for key, value in metrics.items():
+        head, _, tail = key.partition("/")
+        if head.startswith("task_") and head[5:].isdigit() and int(head[5:]) < len(config.task_names):
+            name = config.task_names[int(head[5:])]
+            renamed[f"{name}/" + {"": "loss", "se": "loss_se", "n": "rows"}.get(tail, tail)] = value
+        else:
+            renamed[key] = value
+    return renamed
+
+
+def metric_meaning(config: Any, key: str) -> str:
+    """One line saying what the metric `key` (a `named_metrics` name) measures and on what scale."""
+    import math
+
+    fixed = {
+        "adapter/explained_variance": "share of the input variance the reconstruction keeps (1 = all)",
+        "adapter/support_size": "task x latent mask entries on, summed over tasks (the specialist blocks' total size)",
+        "adapter/l0": "latents per task, on average",
+        "adapter/sparsity": "the lambda of the l1 penalty on the task x latent mask that training kept",
+        "latents/r2_relevant": "R^2 of the true relevant latents from task 0's block (high = kept)",
+        "latents/r2_irrelevant": "R^2 of the true irrelevant latents from task 0's block (low = left out)",
+    }
+    if key in fixed:
+        return fixed[key]
+    name, _, part = key.rpartition("/")
+    if name in config.task_names:
+        i = config.task_names.index(name)
+        if config.task_types[i] == "regression":
+            unit = "mean squared error on standardised targets (0 = perfect, 1 = predicting the mean)"
+        else:
+            unit = f"cross-entropy in nats (0 = perfect, {math.log(config.n_classes[i]):.2f} = uniform guess)"
+        return {"loss": f"held-out loss of {name}: {unit}",
+                "loss_se": f"standard error of {name}'s loss (how much it would move with another sample)",
+                "r2": f"R^2 of {name} (1 = perfect, 0 = no better than the training mean)",
+                "accuracy": f"share of {name}'s labels predicted right",
+                "rows": f"held-out rows (or sequences) that count for {name}"}.get(part, "")
+    return ""
+
+
 def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, float] | None = None,
                 datasets: list[str] | None = None, repo_id: str | None = None, has_heatmap: bool = False) -> str:
     """Render the model card from `model_cards/specialist_card.md` with `huggingface_hub.ModelCard`."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     cfg = adapter.config
-    metrics = dict(metrics or {})
+    trained = getattr(adapter, "training_metrics_", None)
+    if metrics is None and trained:  # by default the held-out metrics of the run that trained the adapter
+        metrics, source = named_metrics(cfg, trained), (
+            "Held-out metrics of the training run (`train_specialist`, on the held-out share of the sequences; "
+            "`training_args.json` holds the run's arguments).")
+    else:
+        metrics = named_metrics(cfg, dict(metrics or {}))
+        source = "Metrics passed to `save_pretrained`." if metrics else "No metrics were recorded for this adapter."
     name = repo_id or f"specialist-{cfg.hook_point or 'adapter'}"
     eval_results = [
         EvalResult(task_type="feature-extraction", dataset_type=(datasets or ["custom"])[0],
@@ -53,7 +103,8 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
         f"| {task} | {cfg.task_types[i]} | {int(support[i].sum())} | {', '.join(str(j) for j in support[i].nonzero()[0]) or '-'} |"
         for i, task in enumerate(cfg.task_names)
     )
-    metrics_rows = "\n".join(f"| `{k}` | {v:.4g} |" for k, v in metrics.items() if isinstance(v, (int, float))) or "| - | - |"
+    metrics_rows = "\n".join(f"| `{k}` | {v:.4g} | {metric_meaning(cfg, k)} |" for k, v in metrics.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)) or "| - | - | - |"
     if structure is not None:
         steps = structure.step_tasks_
         lines = ["| step | " + " | ".join(cfg.task_names[: steps.shape[1]]) + " |",
@@ -85,6 +136,7 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
         support_rows=support_rows,
         structure_text=structure_text,
         metrics_rows=metrics_rows,
+        metrics_source=source,
         repo_or_path=repo_id or "path/to/this/folder",
         step_text=(f"steps split by {cfg.step_rule!r}, {cfg.pool or 'mean'}-pooled at `{cfg.hook_point}`"
                    + (f", truncated to {cfg.max_length} tokens" if cfg.max_length else "")

@@ -14,7 +14,7 @@ import torch
 from huggingface_hub import ModelHubMixin
 
 from .._atomic import atomic_folder
-from .._constants import README_NAME
+from .._constants import README_NAME, TRAINING_ARGS_NAME
 from .._distributed import is_main_process, main_process_first_writes
 from .artifact import (
     keep_sibling_artifacts,
@@ -35,6 +35,9 @@ class AdapterHubMixin(ModelHubMixin):
         """The mixin's hook: write the artifact's files into `save_directory` (a fresh temporary folder)."""
         options = getattr(self, "_save_options", None) or {"structure": getattr(self, "structure_", None)}
         write_artifact(Path(save_directory), self, **options)
+        training_args = getattr(self, "training_args_", None)  # set by train_specialist: how to reproduce the run
+        if training_args is not None:
+            training_args.to_json_file(Path(save_directory) / TRAINING_ARGS_NAME)
 
     def save_pretrained(  # type: ignore[override]
         self,

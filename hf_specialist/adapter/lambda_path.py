@@ -14,6 +14,8 @@ import copy
 import json
 import os
 import shutil
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,13 @@ from .._distributed import barrier, is_main_process
 from .batches import StateBatches, dataset_source, is_dataset, prepare_training_data
 from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
 from .lora import prepare_text_training
-from .loop import train_one
+from .loop import _say, train_one
 from .model import SpecialistAdapter
 from .stacked import StackedAdapters
+from .training_args import DEFAULT_EPOCHS, DEFAULT_LORA_EPOCHS, SpecialistTrainingArguments
 
-DEFAULT_EPOCHS, DEFAULT_LORA_EPOCHS = 100, 10
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_LORA_EPOCHS", "auto_lambda_path", "select_lambda", "select_sparsest",
+           "train_specialist"]
 # train the lambdas left as one `StackedAdapters` (frozen base only); `False` runs them one after another, the old
 # path that `recipes/benchmarks/speed.py` times beside the new one
 STACK_LAMBDAS = True
@@ -57,24 +61,89 @@ def select_sparsest(path: list[dict[str, Any]], tolerance: float, n_tasks: int) 
     return best
 
 
-def _check_options(chosen: Any, epochs: int, batch_size: int, gradient_accumulation_steps: int,
-                   validation_split: float, mixed_precision: str, checkpoint_every: int | None,
-                   checkpoint_dir: Any, finetune_fraction: float) -> None:
-    if not (chosen == "auto" or (isinstance(chosen, (int, float)) and not isinstance(chosen, bool) and chosen >= 0)):
-        raise ValueError(f"`sparsity` must be a non-negative float or 'auto', got {chosen!r}.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                        ("gradient_accumulation_steps", gradient_accumulation_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
-    if not 0 < validation_split < 1:
-        raise ValueError(f"`validation_split` must be in (0, 1), got {validation_split!r}.")
-    if mixed_precision not in ("no", "fp16", "bf16"):
-        raise ValueError(f"`mixed_precision` must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}.")
-    if checkpoint_every is not None and checkpoint_dir is None:
-        raise ValueError("`checkpoint_every` needs `checkpoint_dir`.")
-    if not 0 <= finetune_fraction < 1 or (epochs > 1 and epochs - max(1, round(finetune_fraction * epochs)) < 1):
-        raise ValueError(f"`finetune_fraction` must be in [0, 1) and leave at least one epoch before the support is "
-                         f"frozen; got {finetune_fraction!r} with epochs={epochs}.")
+def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_margin",
+                  tolerance: float = 0.1) -> tuple[int, dict[str, Any]]:
+    """Index of the model that `sparsity="auto"` keeps, and the thresholds it used.
+
+    `path` holds one record per trained model (the dense model first) with its held-out loss `task_i`, the standard
+    error of that mean `task_i/se` per task, `adapter/support_size`, `support` and `settled` (whether its support
+    had stopped changing before it was frozen). Every record is marked with `within_tolerance`: whether its
+    losses passed the rule's thresholds.
+
+    Rules (`SpecialistTrainingArguments.selection`):
+        `"one_se_margin"` (default): per task, the best model is the one with the lowest held-out loss. A model
+        passes when every task's loss is at most `best + max(se_best, tolerance * best + 0.02)` (one standard
+        error of the best loss, or the effect-size margin of `config.sparsity_tolerance` when that is larger) and
+        every task keeps at least one latent. Among the models that pass, those whose support had settled are
+        preferred, and the sparsest is kept (smallest total support; on a tie, the larger lambda).
+        `"one_se"`: the same with one standard error alone (glmnet's `lambda.1se`, held-out rows for folds).
+        `"tolerance"`: the earlier rule (`select_sparsest`): within `tolerance` (relative, plus 0.02) of the
+        *dense* model's loss, settled or not.
+
+    Why this rule: the held-out losses are means over a finite sample of rows, so models that read the same
+    relevant latents differ by split noise, which one standard error measures (how much the best loss would move
+    with another held-out sample); a rule that compares against one model's loss on one split (the dense model, as
+    `"tolerance"` does) lets that model's noise decide. But one standard error alone is too strict: a sparser
+    model is also *truly* a little worse (a 2-latent block must code its task more tightly than 16 latents
+    can), by more than the split noise once the held-out set is large, so `"one_se"` kept dense models on 2 of
+    the first 6 development seeds of `recipes/benchmarks/development/lambda_rule.py`. The margin, relative to the
+    best model and never smaller than the noise, accepts those small true costs while a model that lost a
+    relevant latent is worse by far more (a task's null loss is 1 on standardised targets). Preferring settled
+    supports removes the choices that a small change of the run (the seed, one process or two) flips: a support
+    still moving when it was frozen is an accident of when training stopped.
+    """
+    if rule == "tolerance":
+        best = select_sparsest(path, tolerance, n_tasks)
+        return best, {"rule": "tolerance", "tolerance": tolerance}
+    if rule not in ("one_se", "one_se_margin"):
+        raise ValueError(f"`rule` must be 'one_se_margin', 'one_se' or 'tolerance', got {rule!r}.")
+    losses = np.array([[record[f"task_{i}"] for i in range(n_tasks)] for record in path], dtype=float)
+    errors = np.array([[record.get(f"task_{i}/se", 0.0) for i in range(n_tasks)] for record in path], dtype=float)
+    nonempty = np.array([all(any(row) for row in record["support"]) for record in path])
+    pool = np.where(nonempty[:, None], losses, np.inf)
+    best_rows = pool.argmin(0)
+    base, noise = losses[best_rows, np.arange(n_tasks)], errors[best_rows, np.arange(n_tasks)]
+    margin = noise if rule == "one_se" else np.maximum(noise, tolerance * base + 0.02)
+    thresholds = base + margin
+    passed = [bool(np.all(losses[k] <= thresholds + 1e-12)) and bool(nonempty[k]) for k in range(len(path))]
+    for record, ok in zip(path, passed):
+        record["within_tolerance"] = ok
+    settled = [ok and bool(record.get("settled", True)) for record, ok in zip(path, passed)]
+    candidates = settled if any(settled) else passed
+
+    def sparser(k: int, than: int | None) -> bool:
+        if than is None:
+            return True
+        a, b = path[k]["adapter/support_size"], path[than]["adapter/support_size"]
+        return a < b or (a == b and path[k]["sparsity"] >= path[than]["sparsity"])
+
+    chosen = None
+    for index, ok in enumerate(candidates):
+        if ok and sparser(index, chosen):
+            chosen = index
+    if chosen is None:  # no model keeps every task: the best on average
+        chosen = int(pool.mean(1).argmin())
+    return chosen, {"rule": rule, "best": [int(b) for b in best_rows], "thresholds": [float(t) for t in thresholds],
+                    "tolerance": tolerance}
+
+
+def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[str, Any], *, lora: bool,
+                     config_sparsity: float | str) -> SpecialistTrainingArguments:
+    """`args` with keyword `overrides` on top, checked, and the run's defaults filled in."""
+    import dataclasses
+
+    if args is not None and not isinstance(args, SpecialistTrainingArguments):
+        raise TypeError(f"`args` must be a SpecialistTrainingArguments, got {type(args).__name__}.")
+    names = {f.name for f in dataclasses.fields(SpecialistTrainingArguments)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"train_specialist() got unexpected keyword arguments {unknown}; training options are the "
+                        f"fields of SpecialistTrainingArguments: {sorted(names)}.")
+    base = args if args is not None else SpecialistTrainingArguments()
+    merged = dataclasses.replace(base, **overrides) if overrides else base
+    resolved = merged.resolved(lora=lora, config_sparsity=config_sparsity)
+    resolved.validate()
+    return resolved
 
 
 def train_specialist(
@@ -90,26 +159,8 @@ def train_specialist(
     steps: Any = None,
     pool: str = "mean",
     max_length: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    mask_lr: float = 3e-2,
-    rotation_lr: float = 1e-2,
-    lora_lr: float = 1e-4,
-    weight_decay: float = 0.0,
-    sparsity: float | str | None = None,
-    lambda_path: list[float] | None = None,
-    validation_split: float = 0.2,
-    finetune_fraction: float = 0.15,
-    seed: int = 0,
-    mixed_precision: str = "no",
-    gradient_accumulation_steps: int = 1,
-    checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-    stop_after_steps: int | None = None,
-    progress: bool | None = None,
-    cpu: bool | None = None,
+    args: SpecialistTrainingArguments | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Train `adapter` on hidden states (or texts through a base model) and task outcomes, with `accelerate`.
 
@@ -120,9 +171,20 @@ def train_specialist(
     With a fixed `sparsity` lambda the penalty warms up over `config.sparsity_warmup` of training, then the support
     (`mask > mask_threshold`) is frozen and the model fine-tuned. With `sparsity="auto"` (the default of
     `SpecialistConfig`), a dense model (lambda = 0) and one model per lambda of `lambda_path` are trained from the
-    same seed, and the sparsest whose held-out task losses all stay within `config.sparsity_tolerance` (relative,
-    plus 0.02 absolute on standardised losses) of the dense model's is kept. Users have no ground truth to tune
-    lambda against; held-out task loss is what they do have.
+    same seed and one is kept by `select_lambda` (`args.selection`): by default the sparsest model whose held-out
+    loss is, for every task, within one standard error of the best model's (see `select_lambda` for the rule and
+    why). Users have no ground truth to tune lambda against; held-out task loss is what they do have. When the kept
+    model's support was still changing late in training, a `UserWarning` says the run was too short to settle the
+    support (`history["settled"]` is then `False`): train longer before trusting the choice.
+
+    Progress: a tqdm bar when stderr is a terminal, otherwise a line on stderr every 10% (and at least every
+    `args.log_every` seconds); a one-paragraph summary at the end (`history["summary"]`); `progress=False` is quiet.
+
+    The adapter's config changes only in recorded ways: a `config.task_readout` of `"auto"` is resolved to
+    `"sequence"` or `"step"` from the shape of the data (the adapter needs one to predict), and the change is
+    recorded in `history["config_changes"]` (`{"task_readout": ["auto", resolved]}`). The arguments used
+    (defaults filled in) are kept as `adapter.training_args_` and written by `save_pretrained` as
+    `training_args.json`; the kept model's held-out metrics as `adapter.training_metrics_`, shown in the card.
 
     Args:
         adapter (`SpecialistAdapter`): the adapter; trained in place.
@@ -145,32 +207,19 @@ def train_specialist(
         steps (*optional*): the step rule for `texts` (`"token"`, a separator, or per-text spans); defaults to
             `config.step_rule`, else `"token"`.
         pool (`str`, *optional*, defaults to `"mean"`), max_length (`int`, *optional*): as in `extract_steps`.
-        epochs (`int`, *optional*): passes over the training rows per trained model; defaults to 100, or 10 with
-            `lora` (each step then runs the base model).
-        batch_size (`int`, *optional*, defaults to 256): steps per optimizer step (per process); with the sequence
-            readout a batch holds `batch_size // T` sequences (at least one).
-        lr (`float`, *optional*, defaults to 1e-3): learning rate; `mask_lr` for the mask logits, `rotation_lr` for
-            the latent rotation, `lora_lr` for the LoRA weights.
-        sparsity (`float` or `"auto"`, *optional*): overrides `adapter.config.sparsity`; `0` trains the generalist
-            ablation of Proposition 2.
-        lambda_path (`list[float]`, *optional*): the lambdas tried by `"auto"` (default `auto_lambda_path()`).
-        validation_split (`float`, *optional*, defaults to 0.2): held-out share for `"auto"` and metrics.
-        finetune_fraction (`float`, *optional*, defaults to 0.15): share of epochs with the support frozen.
-        seed (`int`, *optional*, defaults to 0): seeds initialisation, data order and noise.
-        mixed_precision (`str`, *optional*, defaults to `"no"`): `"no"`, `"fp16"` or `"bf16"` (accelerate); with
-            `"fp16"` the lambdas of `"auto"` train one after another (one loss scale would tie them together).
-        gradient_accumulation_steps (`int`, *optional*, defaults to 1): accumulate gradients over batches.
-        checkpoint_dir (`str`, *optional*): where checkpoints go; `checkpoint_every` sets the step interval.
-        resume (`bool`, *optional*, defaults to `False`): continue from the newest checkpoint in `checkpoint_dir`.
-        stop_after_steps (`int`, *optional*): stop after this many optimizer steps (to simulate an interruption).
-        progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
-        cpu (`bool`, *optional*): force CPU even when a GPU is present.
+        args (`SpecialistTrainingArguments`, *optional*): the training options (epochs, batch size, learning
+            rates, sparsity, lambda path, selection rule, split, seed, precision, checkpoints, progress); defaults
+            when `None`.
+        **overrides: any field of `SpecialistTrainingArguments` as a keyword (`epochs=10`, `seed=3`); it wins
+            over `args`. Unknown names raise `TypeError`.
 
     Returns:
         `dict` history: `"steps"` (logged loss terms and metrics, DESIGN §5 names), `"path"` (per lambda tried:
-        held-out task losses, support size, whether within tolerance), `"selected_sparsity"`, `"final"`
-        (held-out metrics of the kept model), `"lora_model"` with `lora`, or `"interrupted_at"` when
-        `stop_after_steps` stopped it.
+        held-out task losses `task_i`, their standard errors `task_i/se`, `task_i/r2` or `task_i/accuracy`, support
+        size, support, `settled`, and `within_tolerance`: whether the rule accepted it), `"selected_sparsity"`,
+        `"selection"` (the rule and its thresholds), `"settled"`, `"final"` (held-out metrics of the kept model),
+        `"summary"` (the closing paragraph), `"seconds"`, `"args"` (the arguments used, as a dict),
+        `"config_changes"`, `"lora_model"` with `lora`, or `"interrupted_at"` when `stop_after_steps` stopped it.
     """
     if not isinstance(adapter, SpecialistAdapter):
         raise TypeError(f"`adapter` must be a SpecialistAdapter, got {type(adapter).__name__}.")
@@ -185,10 +234,12 @@ def train_specialist(
     if tasks is None:
         raise ValueError("`tasks` is required: one target row per sequence (or per row/step).")
     cfg = adapter.config
-    chosen = cfg.sparsity if sparsity is None else sparsity
-    epochs = epochs if epochs is not None else (DEFAULT_LORA_EPOCHS if lora is not None else DEFAULT_EPOCHS)
-    _check_options(chosen, epochs, batch_size, gradient_accumulation_steps, validation_split, mixed_precision,
-                   checkpoint_every, checkpoint_dir, finetune_fraction)
+    run_args = _merge_arguments(args, overrides, lora=lora is not None, config_sparsity=cfg.sparsity)
+    started = time.perf_counter()
+    chosen, epochs, batch_size, seed = run_args.sparsity, run_args.epochs, run_args.batch_size, run_args.seed
+    mixed_precision, lambda_path = run_args.mixed_precision, run_args.lambda_path
+    checkpoint_dir, resume, stop_after_steps = run_args.checkpoint_dir, run_args.resume, run_args.stop_after_steps
+    validation_split = run_args.validation_split
 
     peft_model, joint = None, None
     if texts is not None:
@@ -207,11 +258,15 @@ def train_specialist(
         prepared = prepare_training_data(adapter, states, tasks, task_mask)
         source = StateBatches(*prepared)
     if prepared is None:
-        cfg.task_readout = "step" if source.step_rows else "sequence"
+        readout = "step" if source.step_rows else "sequence"
         n_steps = 0 if source.step_rows else source.n_steps
     else:
-        cfg.task_readout = "sequence" if prepared[0].ndim == 3 else "step"
+        readout = "sequence" if prepared[0].ndim == 3 else "step"
         n_steps = source.task_mask.shape[1] if joint is not None else (source.h.shape[1] if source.h.ndim == 3 else 0)
+    config_changes: dict[str, list[str]] = {}
+    if cfg.task_readout != readout:  # only "auto" differs: an explicit readout that does not fit the data raised above
+        config_changes["task_readout"] = [cfg.task_readout, readout]
+        cfg.task_readout = readout
     if n_steps:  # batches of sequences holding about `batch_size` steps
         batch_size = max(1, batch_size // n_steps)
 
@@ -235,10 +290,12 @@ def train_specialist(
             rows = (rows[:, None] * n_steps + torch.arange(n_steps)).reshape(-1)
         normaliser = dict(zip(("states", "tasks", "task_mask"), (x[rows] for x in prepared)))
 
-    options = dict(epochs=epochs, batch_size=batch_size, lr=lr, mask_lr=mask_lr, rotation_lr=rotation_lr,
-                   lora_lr=lora_lr, weight_decay=weight_decay, finetune_fraction=finetune_fraction, seed=seed,
-                   mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
-                   checkpoint_every=checkpoint_every, resume=resume, progress=progress, cpu=cpu)
+    options = dict(epochs=epochs, batch_size=batch_size, lr=run_args.lr, mask_lr=run_args.mask_lr,
+                   rotation_lr=run_args.rotation_lr, lora_lr=run_args.lora_lr, weight_decay=run_args.weight_decay,
+                   finetune_fraction=run_args.finetune_fraction, seed=seed, mixed_precision=mixed_precision,
+                   gradient_accumulation_steps=run_args.gradient_accumulation_steps,
+                   checkpoint_every=run_args.checkpoint_every, resume=resume, progress=run_args.progress,
+                   log_every=run_args.log_every, cpu=run_args.cpu)
     lambdas = [float(chosen)] if chosen != "auto" else [0.0] + [float(x) for x in (lambda_path or auto_lambda_path())]
     root = Path(checkpoint_dir) if checkpoint_dir is not None else None
     summary_path = root / "path.json" if root is not None else None
@@ -281,9 +338,10 @@ def train_specialist(
             steps_left -= result["n_steps"]
         trained = module.unstack() if len(ks) > 1 else [module]
         finals = result["final"] if len(ks) > 1 else [result["final"]]
-        for k, run, final in zip(ks, trained, finals):
+        for k, run, final, settled in zip(ks, trained, finals, result["settled"]):
             adapter_of_run = run if len(ks) > 1 else model
-            path.append({"sparsity": lambdas[k], **final, "support": adapter_of_run.task_support_.astype(int).tolist()})
+            path.append({"sparsity": lambdas[k], **final, "support": adapter_of_run.task_support_.astype(int).tolist(),
+                         "settled": bool(settled)})
             run_states[k] = trainable_state(run)
             if root is not None and is_main_process():  # so that a resumed call can hand back any finished run
                 save_run_state(root / f"run-{k:02d}", run)
@@ -295,7 +353,8 @@ def train_specialist(
             if len(ks) > 1:  # its runs are in run-XX/final now; a later call may stack other lambdas here
                 shutil.rmtree(run_dir, ignore_errors=True)
         barrier()
-    best = _agree(select_sparsest(path, cfg.sparsity_tolerance, cfg.n_tasks))
+    best, selection = select_lambda(path, cfg.n_tasks, run_args.selection, cfg.sparsity_tolerance)
+    best = _agree(best)
     state = run_states.get(best)  # this call's run, or one a resumed call finished earlier (on disk)
     if state is None:
         state = load_run_state(root / f"run-{best:02d}")
@@ -304,11 +363,58 @@ def train_specialist(
     adapter.eval()
     if peft_model is not None and lora is not None:
         peft_model.eval()
-    out = {"steps": history_steps, "path": path, "selected_sparsity": path[best]["sparsity"],
-           "final": {k2: v for k2, v in path[best].items() if k2 not in ("support", "sparsity", "within_tolerance")}}
+    settled = bool(path[best].get("settled", False))
+    kept = path[best]["sparsity"]
+    if not settled and len(lambdas) > 1 and kept > 0:  # a choice is claimed: say when it cannot be trusted
+        warnings.warn(
+            f"train_specialist: the support of the kept model (lambda {kept:.3g}) was still changing when it was "
+            f"frozen (epochs={epochs}): the run was too short for the supports to settle, so this lambda and "
+            "support are not a reliable choice. Train with more epochs.", UserWarning, stacklevel=2)
+    final = {k2: v for k2, v in path[best].items() if k2 not in ("support", "sparsity", "within_tolerance", "settled")}
+    seconds = time.perf_counter() - started
+    summary = training_summary(adapter, path, best, selection, settled, seconds, multiple=len(lambdas) > 1)
+    out = {"steps": history_steps, "path": path, "selected_sparsity": kept, "selection": selection,
+           "settled": settled, "final": final, "summary": summary, "seconds": seconds, "args": run_args.to_dict(),
+           "config_changes": config_changes}
+    adapter.training_args_ = run_args
+    adapter.training_metrics_ = {**final, "adapter/sparsity": kept}
+    if run_args.progress is not False and is_main_process():
+        _say(summary)
     if lora is not None:
         out["lora_model"] = peft_model
     return out
+
+
+def training_summary(adapter: SpecialistAdapter, path: list[dict[str, Any]], best: int, selection: dict[str, Any],
+                     settled: bool, seconds: float, multiple: bool = True) -> str:
+    """The closing paragraph of a run: the kept lambda and why, the support per task, held-out loss and R^2 or
+    accuracy per task, and the time."""
+    cfg = adapter.config
+    record = path[best]
+    support = np.asarray(record["support"], dtype=bool)
+    if multiple:
+        rule = {"one_se": "the sparsest model within one standard error of the best held-out loss per task",
+                "one_se_margin": "the sparsest settled model within max(one standard error, "
+                                 f"{selection.get('tolerance', 0.1):g} x + 0.02) of the best held-out loss per task",
+                }.get(selection.get("rule"), "the sparsest model within tolerance of the dense one")
+        tried = ", ".join(f"{r['sparsity']:.3g}" for r in path)
+        head = (f"Trained {len(path)} models (lambda {tried}) and kept "
+                f"lambda {record['sparsity']:.3g}, {rule}.")
+    else:
+        head = f"Trained one model at lambda {record['sparsity']:.3g}."
+    parts = []
+    for i, name in enumerate(cfg.task_names):
+        score = (f"R^2 {record[f'task_{i}/r2']:.3f}" if f"task_{i}/r2" in record
+                 else f"accuracy {record[f'task_{i}/accuracy']:.3f}" if f"task_{i}/accuracy" in record else "")
+        latents = ", ".join(str(j) for j in np.flatnonzero(support[i])) or "none"
+        parts.append(f"{name}: {int(support[i].sum())} of {cfg.d_latent} latents [{latents}], held-out loss "
+                     f"{record[f'task_{i}']:.4f} (± {record.get(f'task_{i}/se', 0.0):.4f})"
+                     + (f", {score}" if score else ""))
+    tail = "" if settled or record["sparsity"] == 0 else (
+        " The support was still changing when it was frozen: train longer before trusting this choice.")
+    return (f"{head} Support and held-out metrics per task: " + "; ".join(parts)
+            + f". Reconstruction explains {record['adapter/explained_variance']:.3f} of the input variance. "
+            + f"Time {seconds:.1f} s." + tail)
 
 
 def _agree(value: int) -> int:

@@ -34,28 +34,50 @@ def evaluate(adapter: SpecialistAdapter, states: torch.Tensor, tasks: torch.Tens
 
 @torch.no_grad()
 def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float]:
-    """Held-out metrics over `(states, tasks, mask)` chunks: per-task loss (standardised MSE or cross-entropy),
-    reconstruction, explained variance."""
+    """Held-out metrics over `(states, tasks, mask)` chunks.
+
+    Per task: `task_i`, the mean loss over its rows (standardised MSE or cross-entropy); `task_i/se`, the standard
+    error of that mean (the spread of the per-row losses over the square root of the row count: how much the number
+    would move with another held-out sample); `task_i/r2` for regression (1 - MSE / mean squared deviation of the
+    held-out targets from the training mean, i.e. R^2 against predicting the training mean) or `task_i/accuracy`
+    for classification; `task_i/n` the held-out rows. Also `adapter/explained_variance` of the reconstruction.
+    """
     was_training = adapter.training
     adapter.eval()
     device = adapter.input_mean.device
-    n_tasks = adapter.config.n_tasks
-    sums, counts = np.zeros(n_tasks), np.zeros(n_tasks)
+    cfg = adapter.config
+    n_tasks = cfg.n_tasks
+    sums, squares, counts, scores = np.zeros(n_tasks), np.zeros(n_tasks), np.zeros(n_tasks), np.zeros(n_tasks)
     sq_total, count, first, second = 0.0, 0, None, None
     for h, t, m in chunks:
         h, t, m = h.to(device), t.to(device), m.to(device)
-        terms = adapter.loss_terms(h, t, m, 0.0)  # eval mode: the code is the posterior mean
+        terms = adapter.loss_terms(h, t, m, 0.0, per_row=True)  # eval mode: the code is the posterior mean
         x = adapter.normalize(h.reshape(-1, h.shape[-1])).double()
         sq_total += float(terms["recon"]) * x.numel()
         first = x.sum(0) if first is None else first + x.sum(0)
         second = (x**2).sum(0) if second is None else second + (x**2).sum(0)
         count += len(x)
-        rows = (m if m.ndim == 2 else m.any(1)).double().sum(0).cpu().numpy()
-        sums += np.array([float(terms[f"task_{i}"]) for i in range(n_tasks)]) * rows
-        counts += rows
+        for i in range(n_tasks):
+            rows = terms[f"task_{i}/rows"]
+            losses = terms[f"task_{i}/per_row"][rows].double()
+            sums[i] += float(losses.sum())
+            squares[i] += float((losses**2).sum())
+            counts[i] += int(rows.sum())
+            scores[i] += float(terms[f"task_{i}/score"][rows].double().sum())
     adapter.train(was_training)
     var_total = float((second - first**2 / max(count, 1)).sum())
-    out = {f"task_{i}": float(sums[i] / max(counts[i], 1.0)) for i in range(n_tasks)}
+    out: dict[str, float] = {}
+    for i in range(n_tasks):
+        n = max(counts[i], 1.0)
+        mean = sums[i] / n
+        out[f"task_{i}"] = float(mean)
+        spread = max(squares[i] / n - mean**2, 0.0) * n / max(n - 1, 1.0)
+        out[f"task_{i}/se"] = float(np.sqrt(spread / n))
+        if cfg.task_types[i] == "regression":
+            out[f"task_{i}/r2"] = float(1.0 - sums[i] / max(scores[i], 1e-12))
+        else:
+            out[f"task_{i}/accuracy"] = float(scores[i] / n)
+        out[f"task_{i}/n"] = int(counts[i])
     out["adapter/explained_variance"] = 1.0 - sq_total / max(var_total, 1e-12)
     return out
 
@@ -65,14 +87,116 @@ def support_metrics(support: np.ndarray) -> dict[str, float]:
     return {"adapter/support_size": int(support.sum()), "adapter/l0": float(support.sum(1).mean())}
 
 
-def epoch_shard(n: int, epoch: int, seed: int, process_index: int, num_processes: int) -> torch.Tensor:
-    """This process's rows of one epoch: a seeded permutation, wrapped to a multiple of the process count (as
-    `DistributedSampler` pads) so that every process runs the same number of non-empty batches."""
+def epoch_batches(n: int, epoch: int, seed: int, batch_size: int) -> list[torch.Tensor]:
+    """The global batches of one epoch: a seeded permutation of the `n` training rows cut into
+    `ceil(n / batch_size)` batches whose sizes differ by at most one (no batch of a single row for the batch norm).
+    They depend on the seed and the epoch only, never on the process count."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    total = math.ceil(n / num_processes) * num_processes
-    if total > n:
-        order = torch.cat([order, order[: total - n]])
-    return order[process_index::num_processes]
+    return list(torch.tensor_split(order, max(1, math.ceil(n / batch_size))))
+
+
+def process_share(batch: torch.Tensor, process_index: int, num_processes: int) -> torch.Tensor:
+    """This process's rows of a global batch (every `num_processes`-th row). A batch too small to give every process
+    two rows is wrapped around first (as `DistributedSampler` pads), so no process gets an empty or one-row batch."""
+    if num_processes == 1:
+        return batch
+    need = 2 * num_processes
+    if len(batch) < need:
+        batch = batch[torch.arange(need) % len(batch)]
+    return batch[process_index::num_processes]
+
+
+def support_settled(trace: list[Any], main_epochs: int, warmup_epochs: float) -> list[bool]:
+    """Whether each model's support had stopped changing before it was frozen.
+
+    `trace` holds the support (`(n_tasks, d_latent)`, or `(n_models, n_tasks, d_latent)` for a stack) at the end of
+    each main epoch. A support counts as settled when it was the same at the ends of the last
+    `max(2, ceil(0.2 * main_epochs))` main epochs and of the epoch before them, all after the sparsity warm-up;
+    a run too short to show that is not settled.
+    """
+    if not trace:
+        return []
+    supports = [np.asarray(x, dtype=bool) for x in trace]
+    stacked = supports[0].ndim == 3
+    supports = [x if stacked else x[None] for x in supports]
+    tail = max(2, math.ceil(0.2 * main_epochs))
+    n_models = supports[0].shape[0]
+    window_start = main_epochs - tail - 1  # index of the first epoch end in the window
+    if len(supports) < main_epochs or window_start < 0 or window_start + 1 < warmup_epochs:
+        return [False] * n_models
+    window = supports[window_start:main_epochs]
+    return [all(np.array_equal(w[j], window[-1][j]) for w in window) for j in range(n_models)]
+
+
+class TrainingProgress:
+    """Progress of a training run: a tqdm bar on a terminal, otherwise a line on stderr every 10% of the steps and at
+    least every `log_every` seconds; nothing when quiet (`progress=False`) or on other processes than the main one.
+
+    Args:
+        total (`int`): optimizer steps of the run.
+        initial (`int`): steps already done (a resumed run).
+        label (`str`): what is trained (shown in the bar and the lines).
+        progress (`bool`, *optional*): `None`: bar on a terminal, lines otherwise; `True`: bar; `False`: quiet.
+        log_every (`float`): longest seconds between two lines.
+        enabled (`bool`): `False` on processes other than the main one.
+    """
+
+    def __init__(self, total: int, initial: int, label: str, progress: bool | None, log_every: float,
+                 enabled: bool = True) -> None:
+        import sys
+
+        self.total, self.step, self.label, self.log_every = max(total, 1), initial, label, log_every
+        on_terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        if not enabled or progress is False:
+            self.mode = "quiet"
+        else:
+            self.mode = "bar" if progress or on_terminal else "log"
+        self.bar = (tqdm(total=total, initial=initial, desc=f"train specialist ({label})", unit="step")
+                    if self.mode == "bar" else None)
+        self.started = self.last_line = _now()
+        self.next_mark = (initial * 10 // self.total + 1)  # the next tenth of the run that prints a line
+        self.postfix: dict[str, Any] = {}
+
+    def update(self, epoch: int, epochs: int) -> None:
+        """One optimizer step done (in `epoch` of `epochs`)."""
+        self.step += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.mode == "log":
+            now = _now()
+            if self.step * 10 >= self.next_mark * self.total or now - self.last_line >= self.log_every:
+                self.next_mark = self.step * 10 // self.total + 1
+                self.last_line = now
+                elapsed = now - self.started
+                left = elapsed / max(self.step, 1) * (self.total - self.step)
+                extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
+                _say(f"train specialist ({self.label}): step {self.step}/{self.total} "
+                     f"({100 * self.step / self.total:.0f}%), epoch {epoch + 1}/{epochs}{extra}, "
+                     f"{elapsed:.1f} s elapsed, ~{left:.1f} s left")
+
+    def set_postfix(self, **values: Any) -> None:
+        """Latest loss and support (shown on the bar, and in the next line)."""
+        self.postfix = values
+        if self.bar is not None:
+            self.bar.set_postfix(**values)
+
+    def close(self) -> None:
+        """End the bar."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _say(line: str) -> None:
+    """One progress or summary line on stderr (looked up at call time, so captured output sees it)."""
+    import sys
+
+    print(f"[hf_specialist] {line}", file=sys.stderr, flush=True)
 
 
 def _check_process_layout(num_processes: int) -> None:
@@ -149,14 +273,18 @@ def train_one(
     stop_after_steps: int | None,
     progress: bool | None,
     cpu: bool | None,
+    log_every: float = 30.0,
 ) -> dict[str, Any]:
     """Train `module` (the adapter itself, a `JointLoraModel` holding it, or a `StackedAdapters`, one lambda per
     model) at a fixed lambda.
 
     `train_data` / `val_data` are batch sources (`batches.StateBatches` or `TextBatches`). A stack trains at its
     own `sparsities` (the `sparsity` argument is not used); `resume` refuses a checkpoint of other lambdas.
-    Returns the logged steps (one row per model and logged step), the held-out metrics of the final model
-    (`"final"`; a list with one dict per model for a stack) and the number of optimizer steps, or
+    `batch_size` is the global batch: each process trains on its share of every batch (`process_share`), so the
+    optimizer steps are the same in one process and in several. Returns the logged steps (one row per model and
+    logged step), the held-out metrics of the final model (`"final"`; a list with one dict per model for a stack),
+    whether each model's support had settled before it was frozen (`"settled"`, a list) and the number of
+    optimizer steps, or
     `{"interrupted_at", "steps"}` when `stop_after_steps` cut the run.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -186,10 +314,10 @@ def train_one(
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     raw = accelerator.unwrap_model(wrapped)
     rank, world = accelerator.process_index, accelerator.num_processes
-    steps_per_epoch = math.ceil(math.ceil(len(train_data) / world) / batch_size)
+    steps_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
     stacked = isinstance(adapter, StackedAdapters)
     lambdas = [float(x) for x in adapter.sparsities] if stacked else [float(sparsity)]
-    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": [], "sparsity": lambdas}
+    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": [], "sparsity": lambdas, "support_trace": []}
     if resume and run_dir is not None:
         found = latest_checkpoint(run_dir)
         if found is not None:
@@ -199,19 +327,20 @@ def train_one(
     if stacked:  # each model's lambda, on the training device
         sparsity = raw.sparsities
     label = f"{adapter.n_models} lambdas at once" if stacked else f"lambda={sparsity:.3g}"
-    bar = tqdm(total=epochs * steps_per_epoch, initial=start_step, desc=f"train specialist ({label})",
-               unit="step", disable=True if not accelerator.is_main_process else (None if progress is None else not progress))
+    bar = TrainingProgress(epochs * steps_per_epoch, start_step, label, progress, log_every,
+                           enabled=accelerator.is_main_process)
+    state.setdefault("support_trace", [])
     device = accelerator.device
     interrupted = False
     while state["epoch"] < epochs and not interrupted:
         epoch = state["epoch"]
         if epoch >= main_epochs and not bool(adapter.support_frozen):
             adapter.freeze_support()
-        # equal-sized batches (sizes differ by at most one): no batch of a single row for the batch norm
-        batches = torch.tensor_split(epoch_shard(len(train_data), epoch, seed, rank, world), steps_per_epoch)
+        # global batches (sizes differ by at most one), each split across the processes
+        batches = epoch_batches(len(train_data), epoch, seed, batch_size)
         wrapped.train()
         for b in range(state["global_step"] - epoch * steps_per_epoch, steps_per_epoch):
-            rows = batches[b]
+            rows = process_share(batches[b], rank, world)
             ramp = (epoch + b / steps_per_epoch) / max(main_epochs * cfg.sparsity_warmup, 1e-9)
             lam = sparsity * min(1.0, ramp)
             with accelerator.accumulate(wrapped), accelerator.autocast():
@@ -221,11 +350,12 @@ def train_one(
                 if accelerator.sync_gradients:  # what accelerate's zero_grad does, without its per-call package probe
                     optimizer.optimizer.zero_grad(set_to_none=True)
             state["global_step"] += 1
-            bar.update(1)
+            bar.update(epoch, epochs)
             if state["global_step"] % 25 == 0 or (epoch == epochs - 1 and b == steps_per_epoch - 1):
                 records = _records(terms, adapter, sparsity, lam, state["global_step"])
                 state["history"] += records
-                bar.set_postfix(loss=f"{records[-1]['loss']:.3f}", support=records[-1]["adapter/support_size"])
+                bar.set_postfix(loss="/".join(f"{r['loss']:.3f}" for r in records),
+                                support="/".join(str(r["adapter/support_size"]) for r in records))
             if checkpoint_every and run_dir is not None and state["global_step"] % checkpoint_every == 0:
                 if is_main_process():
                     save_checkpoint(run_dir, raw, optimizer, state)
@@ -233,6 +363,8 @@ def train_one(
                 interrupted = True
                 break
         if not interrupted:
+            if epoch < main_epochs:  # the support at the end of each main epoch: has it settled?
+                state["support_trace"].append(np.asarray(adapter.task_support_).astype(int).tolist())
             state["epoch"] += 1
     bar.close()
     barrier()
@@ -246,4 +378,8 @@ def train_one(
     else:
         final = evaluate_batches(adapter, val_data.evaluation_batches(raw))
         final.update(support_metrics(adapter.task_support_))
-    return {"steps": state["history"], "final": final, "n_steps": state["global_step"] - start_step}
+    settled = support_settled(state["support_trace"], main_epochs, main_epochs * cfg.sparsity_warmup)
+    if not settled:  # a single epoch, or a resumed run without a trace
+        settled = [False] * (adapter.n_models if stacked else 1)
+    return {"steps": state["history"], "final": final, "settled": settled,
+            "n_steps": state["global_step"] - start_step}

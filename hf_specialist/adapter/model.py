@@ -248,13 +248,18 @@ class SpecialistAdapter(
         tasks: torch.Tensor,
         task_mask: torch.Tensor,
         sparsity: float,
+        per_row: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Named loss terms on a batch of raw states `(n, d_in)`, targets `(n, sum(task_dims))`, row mask `(n, n_tasks)`.
 
         With the sequence readout the batch is `n` sequences: states `(n, T, d_in)`, targets `(n, sum(task_dims))`
         and a step mask `(n, T, n_tasks)` saying which steps serve which task.
 
-        Returns `{"loss", "recon", "kl", "task", "sparsity"}` plus `"task_i"` per task (mean over its rows).
+        Returns `{"loss", "recon", "kl", "task", "sparsity"}` plus `"task_i"` per task (mean over its rows). With
+        `per_row=True` (held-out evaluation) also, per task, `"task_i/per_row"` (each row's loss), `"task_i/rows"`
+        (which rows count) and `"task_i/score"`: each row's squared standardised target deviation from 0 summed
+        over its columns divided by their count (regression: for R^2) or whether the argmax is right
+        (classification: for accuracy).
         """
         sequence = h.ndim == 3
         if sequence:
@@ -276,6 +281,7 @@ class SpecialistAdapter(
         )
         inputs = self._head_inputs(self.rotation(mean))
         terms: dict[str, torch.Tensor] = {}
+        per_row_terms: dict[str, torch.Tensor] | None = {} if per_row else None
         task_total = torch.zeros((), device=h.device)
         for i, cols in enumerate(self.config.target_columns):
             out = self._task_output(i, inputs[i], step_mask[..., i] if sequence else None)
@@ -287,11 +293,18 @@ class SpecialistAdapter(
                 per_row = nn.functional.cross_entropy(out, tasks[:, cols.start].long().clamp(min=0), reduction="none")
             weight = rows.to(per_row.dtype)
             value = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
+            if per_row_terms is not None:
+                score = ((target**2).mean(-1) if self.config.task_types[i] == "regression"
+                         else (out.argmax(-1) == tasks[:, cols.start].long()).to(per_row.dtype))
+                per_row_terms.update({f"task_{i}/per_row": per_row.detach(), f"task_{i}/rows": rows,
+                                      f"task_{i}/score": score.detach()})
             terms[f"task_{i}"] = value.detach()
             task_total = task_total + value
         penalty = self.mask.sum() if not bool(self.support_frozen) else torch.zeros((), device=h.device)
         loss = recon + self.config.kl_weight * kl + self.config.task_weight * task_total + sparsity * penalty
         terms.update(loss=loss, recon=recon.detach(), kl=kl.detach(), task=task_total.detach(), sparsity=penalty.detach())
+        if per_row_terms:
+            terms.update(per_row_terms)
         return terms
 
     def forward(self, h: torch.Tensor, tasks: torch.Tensor, task_mask: torch.Tensor, sparsity: float = 0.0) -> dict[str, torch.Tensor]:

@@ -1,0 +1,215 @@
+"""SpecialistTrainingArguments, the lambda rule, progress and summary, training_args.json and the card's metrics."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import hf_specialist as hfs
+from hf_specialist.adapter.lambda_path import select_lambda
+from hf_specialist.adapter.loop import epoch_batches, process_share, support_settled
+from helpers import build_adapter
+
+
+def _linear_data(n=400, d=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x, np.stack([x[:, 0] * 2.0, x[:, 1] - x[:, 2]], axis=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(epochs=0), r"SpecialistTrainingArguments.epochs must be an int >= 1 or None; got 0"),
+        (dict(batch_size=2.5), r"batch_size must be an int >= 1; got 2.5"),
+        (dict(lr=-1.0), r"lr must be a float > 0; got -1.0"),
+        (dict(sparsity="sometimes"), r"sparsity must be a float >= 0, 'auto' or None"),
+        (dict(lambda_path=[0.1, -2]), r"lambda_path must be a non-empty list of floats > 0"),
+        (dict(selection="cv"), r"selection must be one of \('one_se_margin', 'one_se', 'tolerance'\)"),
+        (dict(validation_split=1.0), r"validation_split must be a float in \(0, 1\)"),
+        (dict(mixed_precision="fp8"), r"mixed_precision must be one of"),
+        (dict(checkpoint_every=5), r"checkpoint_every needs checkpoint_dir"),
+        (dict(progress="yes"), r"progress must be a bool or None"),
+        (dict(epochs=2, finetune_fraction=0.9), r"finetune_fraction must be a float in \[0, 1\) that leaves"),
+    ],
+)
+def test_arguments_are_validated_in_one_place(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        hfs.SpecialistTrainingArguments(**kwargs)
+
+
+def test_arguments_round_trip_through_dict_and_json(tmp_path):
+    args = hfs.SpecialistTrainingArguments(epochs=7, batch_size=32, lr=3e-3, seed=4, lambda_path=[0.01, 0.1],
+                                           checkpoint_dir=tmp_path / "ckpt", checkpoint_every=3, progress=False)
+    assert args.checkpoint_dir == str(tmp_path / "ckpt")  # a path is stored as a string (JSON)
+    assert hfs.SpecialistTrainingArguments.from_dict(args.to_dict()) == args
+    assert hfs.SpecialistTrainingArguments.from_json_file(args.to_json_file(tmp_path / "a.json")) == args
+    payload = {**args.to_dict(), "from_the_future": 1}
+    with pytest.warns(UserWarning, match="from_the_future"):
+        assert hfs.SpecialistTrainingArguments.from_dict(payload) == args
+    assert args.resolved().epochs == 7 and hfs.SpecialistTrainingArguments().resolved(lora=True).epochs == 10
+    assert "SpecialistTrainingArguments" in hfs.__all__
+
+
+def test_train_with_args_object_overrides_and_old_keywords_agree():
+    x, y = _linear_data()
+    args = hfs.SpecialistTrainingArguments(epochs=3, batch_size=64, seed=1, progress=False, sparsity=0.05)
+    torch.manual_seed(0)
+    first = build_adapter()
+    h1 = hfs.train_specialist(first, x, y, args=args, epochs=2)  # the keyword wins over the object
+    torch.manual_seed(0)
+    second = build_adapter()
+    h2 = hfs.train_specialist(second, x, y, epochs=2, batch_size=64, seed=1, progress=False, sparsity=0.05)
+    assert h1["args"]["epochs"] == 2 and h1["args"] == h2["args"]
+    assert args.epochs == 3  # the caller's object is not changed
+    for key, value in first.state_dict().items():
+        torch.testing.assert_close(second.state_dict()[key], value, msg=key)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['epoch'\]"):
+        hfs.train_specialist(build_adapter(), x, y, epoch=2)
+    with pytest.raises(ValueError, match="SpecialistTrainingArguments.seed must be an int >= 0"):
+        hfs.train_specialist(build_adapter(), x, y, args=args, seed=-1)
+
+
+def test_readout_resolution_is_recorded_not_silent():
+    x, y = _linear_data()
+    auto = build_adapter()
+    history = hfs.train_specialist(auto, x, y, epochs=2, sparsity=0.0, progress=False)
+    assert history["config_changes"] == {"task_readout": ["auto", "step"]} and auto.config.task_readout == "step"
+    explicit = build_adapter(task_readout="step")
+    assert hfs.train_specialist(explicit, x, y, epochs=2, sparsity=0.0, progress=False)["config_changes"] == {}
+
+
+def _record(lam, losses, errors, sizes):
+    support = [[1] * s + [0] * (8 - s) for s in sizes]
+    record = {"sparsity": lam, "adapter/support_size": sum(sizes), "support": support}
+    for i, (loss, err) in enumerate(zip(losses, errors)):
+        record[f"task_{i}"], record[f"task_{i}/se"] = loss, err
+    return record
+
+
+def test_one_se_rule_keeps_the_sparsest_model_within_one_standard_error_of_the_best():
+    path = [_record(0.0, [0.100, 0.200], [0.01, 0.02], [8, 8]),
+            _record(0.01, [0.095, 0.210], [0.01, 0.02], [5, 6]),   # best for task 0
+            _record(0.1, [0.104, 0.214], [0.01, 0.02], [2, 2]),    # within 0.095 + 0.01 and 0.200 + 0.02
+            _record(0.3, [0.130, 0.205], [0.01, 0.02], [1, 2]),    # task 0 worse than its threshold 0.105
+            _record(1.0, [1.000, 1.000], [0.05, 0.05], [0, 0])]    # empty supports never count
+    best, selection = select_lambda(path, 2, "one_se")
+    assert best == 2 and selection["best"] == [1, 0]
+    np.testing.assert_allclose(selection["thresholds"], [0.105, 0.22])
+    assert [r["within_tolerance"] for r in path] == [True, True, True, False, False]
+    old, _ = select_lambda(path, 2, "tolerance", 0.1)  # the earlier rule: 10% + 0.02 of the dense loss
+    assert old == 3
+
+
+def test_default_rule_adds_a_margin_and_prefers_settled_supports():
+    path = [_record(0.0, [0.050, 0.060], [0.004, 0.004], [8, 8]),
+            _record(0.03, [0.048, 0.058], [0.004, 0.004], [3, 3]),  # best, but its support was still moving
+            _record(0.1, [0.060, 0.065], [0.004, 0.004], [2, 2]),   # truly a little worse: beyond one s.e.
+            _record(0.3, [0.300, 0.070], [0.010, 0.004], [1, 2])]   # lost a relevant latent of task 0
+    path[1]["settled"] = False
+    best, selection = select_lambda(path, 2)  # "one_se_margin", tolerance 0.1: best + max(se, 0.1 best + 0.02)
+    np.testing.assert_allclose(selection["thresholds"], [0.048 + 0.0248, 0.058 + 0.0258])
+    assert best == 2 and [r["within_tolerance"] for r in path] == [True, True, True, False]
+    assert select_lambda(path, 2, "one_se")[0] == 0  # one s.e. alone rejects the block model: the dense one
+    for record in path:
+        record["settled"] = False  # nothing settled: the sparsest that passes, still (train_specialist warns)
+    assert select_lambda(path, 2)[0] == 2
+    with pytest.raises(ValueError, match="`rule` must be"):
+        select_lambda(path, 2, "median")
+
+
+def test_support_settled_needs_a_stable_tail_after_the_warmup():
+    full, some = np.ones((2, 4), dtype=int), np.array([[1, 1, 0, 0], [0, 0, 1, 1]])
+    stable = [full] * 3 + [some] * 7
+    assert support_settled(stable, main_epochs=10, warmup_epochs=3) == [True]
+    late = [full] * 8 + [some] * 2
+    assert support_settled(late, main_epochs=10, warmup_epochs=3) == [False]
+    assert support_settled([full, full], main_epochs=2, warmup_epochs=0.6) == [False]  # too short to tell
+    stack = [np.stack([a, b]) for a, b in zip(stable, late)]
+    assert support_settled(stack, main_epochs=10, warmup_epochs=3) == [True, False]
+
+
+def test_short_run_warns_instead_of_claiming_a_choice():
+    x, y = _linear_data()
+    with pytest.warns(UserWarning, match="too short for the supports to settle"):
+        history = hfs.train_specialist(build_adapter(), x, y, epochs=2, lambda_path=[0.05], progress=False)
+    assert history["settled"] is False and "train longer" in history["summary"]
+
+
+def test_batches_do_not_depend_on_the_process_count():
+    for n, batch_size in ((402, 32), (50, 7), (5, 256)):
+        batches = epoch_batches(n, epoch=3, seed=1, batch_size=batch_size)
+        assert sorted(torch.cat(batches).tolist()) == list(range(n))
+        for batch in batches:
+            shares = [process_share(batch, r, 2) for r in (0, 1)]
+            assert set(torch.cat(shares).tolist()) == set(batch.tolist()) and min(len(s) for s in shares) >= 2
+
+
+def test_progress_lines_off_a_terminal_and_a_summary_and_quiet(capsys):
+    x, y = _linear_data()
+    adapter = build_adapter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = hfs.train_specialist(adapter, x, y, epochs=5, lambda_path=[0.05])
+    err = capsys.readouterr().err  # captured: not a terminal
+    lines = [line for line in err.splitlines() if "train specialist (2 lambdas at once): step" in line]
+    assert 5 <= len(lines) <= 11 and lines[-1].count("(100%)") == 1
+    assert history["summary"] in err and "kept lambda" in history["summary"]
+    for name in adapter.config.task_names:
+        assert f"{name}: {int(adapter.task_support_[adapter.config.task_names.index(name)].sum())} of 8" in err
+    assert "R^2" in history["summary"]
+    hfs.train_specialist(build_adapter(), x, y, epochs=2, sparsity=0.0, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_saved_artifact_holds_training_args_and_the_card_its_held_out_metrics(tmp_path):
+    x, y = _linear_data()
+    adapter = build_adapter()
+    args = hfs.SpecialistTrainingArguments(epochs=2, batch_size=64, seed=3, progress=False)
+    history = hfs.train_specialist(adapter, x, y, args=args, sparsity=0.01)
+    folder = adapter.save_pretrained(tmp_path / "a")
+    saved = hfs.SpecialistTrainingArguments.from_json_file(folder / "training_args.json")
+    assert saved == args.resolved(config_sparsity="auto").__class__(**{**args.to_dict(), "sparsity": 0.01})
+    assert not (folder / "adapter_config.json").exists()
+    card = (folder / "README.md").read_text()
+    assert "| - | - |" not in card and "Held-out metrics of the training run" in card
+    assert f"| `task_0/loss` | {history['final']['task_0']:.4g} |" in card and "task_1/r2" in card
+    assert "standardised targets" in card
+    untrained = build_adapter()
+    untrained.save_pretrained(tmp_path / "b")
+    assert not (tmp_path / "b" / "training_args.json").exists()
+
+
+def test_lambda_path_plot_from_history(tmp_path):
+    from hf_specialist import plots
+
+    x, y = _linear_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = hfs.train_specialist(build_adapter(), x, y, epochs=3, lambda_path=[0.05, 0.5], progress=False)
+    png = plots.lambda_path_plot(history, tmp_path / "path.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no lambda path"):
+        plots.lambda_path_plot({"path": []}, tmp_path / "x.png")
+
+
+def test_cli_evaluate_prints_named_metrics_with_their_meaning(tmp_path, capsys):
+    from hf_specialist.cli import main
+
+    x, y = _linear_data()
+    np.save(tmp_path / "h.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    assert main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"), "--sparsity",
+                 "0.01", "--epochs", "2", "--no-progress", "--output", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "training_args.json").read_text())["progress"] is False
+    capsys.readouterr()
+    assert main(["evaluate", "--adapter", str(tmp_path / "a"), "--states", str(tmp_path / "h.npy"), "--tasks",
+                 str(tmp_path / "y.npy"), "--output", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "task_0/loss" in out and "mean squared error on standardised targets" in out
+    assert not [line for line in out.splitlines() if line.startswith("task_0 ")]  # no bare `task_0 0.0412`
+    assert "task_1/r2" in json.loads((tmp_path / "m.json").read_text())
+    assert main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"),
+                 "--selection", "median"]) == 2

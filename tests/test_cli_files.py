@@ -1,0 +1,116 @@
+"""The user's own files at the CLI and in Python: texts and tasks from .txt, .jsonl, .csv, .parquet, a
+`save_to_disk` folder (and .npy), through `datasets`; a CSV header is never a text; blank texts and uneven step
+counts are errors in the CLI as in Python, padding only when asked."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+
+import hf_specialist as hfs
+from hf_specialist import synthetic
+from hf_specialist._arrays import as_task_array
+from hf_specialist._files import read_array, read_texts
+from hf_specialist.cli import main
+from helpers import build_adapter, build_tiny_model, tokenizer
+
+TEXTS = ["The cat sat. It was warm.", "A dog, a big one. It ran.", "Rain fell. We stayed in."]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    build_tiny_model("gpt2", n_layers=2).save_pretrained(folder)
+    tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _write_all_formats(folder):
+    table = datasets.Dataset.from_dict({"text": TEXTS, "score": [1.0, 2.0, 3.0], "mood": [0, 1, 0]})
+    table.to_csv(str(folder / "data.csv"), index=False)
+    table.to_json(str(folder / "data.jsonl"))
+    table.to_parquet(str(folder / "data.parquet"))
+    table.save_to_disk(str(folder / "saved"))
+    (folder / "data.txt").write_text("\n".join(TEXTS) + "\n")
+    return ["data.csv", "data.jsonl", "data.parquet", "saved"]
+
+
+def test_every_format_reads_the_same_texts_and_tasks(tmp_path):
+    tables = _write_all_formats(tmp_path)
+    assert read_texts(tmp_path / "data.txt") == TEXTS
+    for name in tables:
+        assert read_texts(tmp_path / name) == TEXTS, name  # the CSV header is not a text
+        np.testing.assert_array_equal(read_array(tmp_path / name, "tasks", ["score", "mood"]),
+                                      [[1, 0], [2, 1], [3, 0]])
+    np.save(tmp_path / "tasks.npy", np.ones((3, 2)))
+    assert read_array(tmp_path / "tasks.npy", "tasks").shape == (3, 2)
+
+
+def test_bad_files_name_the_problem(tmp_path):
+    _write_all_formats(tmp_path)
+    (tmp_path / "blank.txt").write_text("one. two.\n\nthree. four.\n")
+    with pytest.raises(hfs.InputError, match=r"blank.txt: text 1 \(line 2\) is blank"):
+        read_texts(tmp_path / "blank.txt")
+    with pytest.raises(hfs.InputError, match=r"tasks column 'text' holds text .*--task-columns"):
+        read_array(tmp_path / "data.csv", "tasks")
+    with pytest.raises(hfs.InputError, match=r"has no column 'body'; its columns are \['text', 'score', 'mood'\]"):
+        read_texts(tmp_path / "data.csv", "body")
+    with pytest.raises(hfs.InputError, match=r"unknown file type '.xlsx'"):
+        (tmp_path / "data.xlsx").write_text("x")
+        read_texts(tmp_path / "data.xlsx")
+    with pytest.raises(hfs.InputError, match="no such file: .*nope.csv"):
+        read_texts(tmp_path / "nope.csv")
+    (tmp_path / "pickled.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(hfs.InputError, match="is not a numeric .npy array"):
+        read_array(tmp_path / "pickled.npy", "tasks")
+
+
+def test_python_takes_a_dataset_or_its_columns_for_tasks():
+    table = datasets.Dataset.from_dict({"y0": [1.0, 2.0], "y1": [3, 4], "name": ["a", "b"],
+                                        "vec": [[1.0, 2.0], [3.0, 4.0]]})
+    np.testing.assert_array_equal(as_task_array(table, ["y0", "y1"]), [[1, 3], [2, 4]])
+    np.testing.assert_array_equal(as_task_array(table["y0"]), [[1], [2]])
+    assert as_task_array(table, ["vec"]).shape == (2, 1, 2)
+    assert as_task_array(table.select_columns(["y0", "y1"])).shape == (2, 2)
+    array = np.zeros((2, 2))
+    assert as_task_array(array) is array
+    with pytest.raises(hfs.InputError, match=r"tasks column\(s\) \['zz'\] not in the dataset"):
+        as_task_array(table, ["zz"])
+
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(120, 32)).astype(np.float32)
+    tasks = datasets.Dataset.from_dict({"a": states[:, 0].tolist(), "b": states[:, 1].tolist()})
+    history = hfs.train_specialist(build_adapter(), states, tasks, sparsity=0.0, epochs=1, seed=0, progress=False)
+    assert history is not None
+
+
+def test_cli_extract_and_discover_from_a_csv(tmp_path, tiny_model_folder, capsys):
+    _write_all_formats(tmp_path)
+    code = main(["extract", "--model", str(tiny_model_folder), "--texts", str(tmp_path / "data.csv"),
+                 "--hook-point", "layers.1", "--output", str(tmp_path / "states.npy")])
+    out = capsys.readouterr().out
+    assert code == 0 and "extracted 3 sequences x 2 steps" in out
+    assert np.load(tmp_path / "states.npy").shape == (3, 2, 32) and not (tmp_path / "states_mask.npy").exists()
+
+    states, tasks, truth = synthetic.collider_sequences(n=3000, T=4, M=2, seed=0)
+    np.save(tmp_path / "s.npy", states)
+    datasets.Dataset.from_dict({"id": list(range(3000)), "g0": tasks[:, 0], "g1": tasks[:, 1]}).to_csv(
+        str(tmp_path / "tasks.csv"), index=False)
+    assert main(["discover", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "tasks.csv"),
+                 "--task-columns", "g0,g1", "--output", str(tmp_path / "structure.json")]) == 0
+    expected = hfs.TaskStructure(segment_length=2).fit(states, tasks).step_tasks_
+    np.testing.assert_array_equal(json.loads((tmp_path / "structure.json").read_text())["step_tasks"], expected)
+
+
+def test_cli_blank_lines_and_uneven_steps_are_errors_as_in_python(tmp_path, tiny_model_folder, capsys):
+    (tmp_path / "blank.txt").write_text("one. two.\n\nthree. four.\n")
+    assert main(["extract", "--model", str(tiny_model_folder), "--texts", str(tmp_path / "blank.txt")]) == 2
+    assert "error: " + str(tmp_path / "blank.txt") + ": text 1 (line 2) is blank" in capsys.readouterr().err
+    (tmp_path / "uneven.txt").write_text("a b. c d. e f.\na b. c d.\n")
+    argv = ["extract", "--model", str(tiny_model_folder), "--texts", str(tmp_path / "uneven.txt"),
+            "--hook-point", "layers.1", "--output", str(tmp_path / "u.npy")]
+    assert main(argv) != 0
+    assert "Texts have different numbers of steps under the rule '. ': most have" in capsys.readouterr().err
+    assert main(argv + ["--pad"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "u_mask.npy"), [[True, True, True], [True, True, False]])
