@@ -73,6 +73,13 @@ def _merge(args: argparse.Namespace, recipe: dict[str, Any], defaults: dict[str,
     values = dict(defaults)
     values.update({k: v for k, v in recipe.items() if k in defaults})
     unknown = sorted(set(recipe) - set(defaults) - {"command"})
+    import difflib
+
+    misspelled = {key: difflib.get_close_matches(key, sorted(defaults), n=1, cutoff=0.8) for key in unknown}
+    misspelled = {key: near[0] for key, near in misspelled.items() if near}
+    if misspelled:
+        raise BadInput("recipe key(s) misspelled: " + ", ".join(f"{k!r} (did you mean {v!r}?)"
+                                                                  for k, v in misspelled.items()))
     if unknown:
         print(f"warning: recipe keys not used by this command: {unknown}", file=sys.stderr)
     for key in defaults:

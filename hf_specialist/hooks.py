@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._validation import InputError
+
 # Suffixes of the block list per architecture family; matched against module paths, so wrappers such as
 # `*ForCausalLM`, `*ForSequenceClassification` and `peft.PeftModel` resolve too.
 LAYER_LIST_SUFFIXES: dict[str, str] = {
@@ -41,6 +43,37 @@ ENCODER_LIST_SUFFIXES: tuple[str, ...] = ("encoder.layers", "encoder.block")
 # Names of the final normalisation layer, looked up beside the block list (its siblings).
 FINAL_NORM_NAMES: tuple[str, ...] = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "final_norm")
 _LAYER_NAME = re.compile(r"^layers\.(-?\d+)$")
+_INDEXED_NAME = re.compile(r"^([A-Za-z_]+?)[._ -]?(-?\d+)$")
+HOOK_POINT_FORMS = ("'layers.N'", "'layers.-N'", "'embed'", "'final_norm'",
+                    "a raw module path such as 'encoder.layer.3'")
+
+
+def check_hook_point_name(spec: str, name: str = "hook_point") -> None:
+    """Refuse a hook-point name that is a near-miss of the keywords (no model needed): `"layer.3"`, `"layers3"`,
+    `"Layers.3"`, `"embeds"`, `"final-norm"`. Raw module paths are accepted; they are checked against the model
+    when it is loaded (`resolve_hook_points`).
+
+    Raises:
+        InputError: naming the value, the name it was probably meant to be and the valid forms.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError(f"`{name}` must be a non-empty string, got {spec!r}. Valid forms: "
+                         f"{', '.join(HOOK_POINT_FORMS)}.")
+    if spec in ("embed", "final_norm") or _LAYER_NAME.match(spec) or any(ch in spec for ch in "*?["):
+        return
+    suggestion = None
+    indexed = _INDEXED_NAME.match(spec)
+    if indexed and difflib.SequenceMatcher(None, indexed.group(1).lower(), "layers").ratio() >= 0.75:
+        suggestion = f"layers.{int(indexed.group(2))}"
+    elif difflib.SequenceMatcher(None, spec.lower(), "layers").ratio() >= 0.8:
+        suggestion = "layers.N"
+    else:
+        for keyword in ("embed", "final_norm"):
+            if difflib.SequenceMatcher(None, spec.lower().replace("-", "_"), keyword).ratio() >= 0.8:
+                suggestion = keyword
+    if suggestion is not None:
+        raise InputError(f"`{name}` {spec!r} is not a hook point name: did you mean {suggestion!r}? Valid forms: "
+                         f"{', '.join(HOOK_POINT_FORMS)}.")
 
 
 class _StopForward(Exception):

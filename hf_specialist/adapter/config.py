@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .._validation import InputError, InputTypeError
 from .._version import __version__
 
 TASK_TYPES = ("regression", "classification")
@@ -85,10 +87,17 @@ class SpecialistConfig:
     architecture: str = "specialist_vae"
     library_version: str = __version__
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> SpecialistConfig:
+        """Refuse a misspelled keyword at once, naming the field it is close to (Python's own error names neither)."""
+        unknown = set(kwargs) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputTypeError(_unknown_keys_message(cls, sorted(unknown)))
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+                raise InputError(f"`{name}` must be a positive int, got {value!r}.")
 
         positive_int("d_in", self.d_in)
         positive_int("d_latent", self.d_latent)
@@ -97,9 +106,13 @@ class SpecialistConfig:
         if self.max_length is not None:
             positive_int("max_length", self.max_length)
         if self.pool is not None and self.pool not in ("mean", "last", "first"):
-            raise ValueError(f"`pool` must be 'mean', 'last' or 'first', got {self.pool!r}.")
+            raise InputError(f"`pool` must be 'mean', 'last' or 'first', got {self.pool!r}.")
+        if self.hook_point is not None:
+            from ..hooks import check_hook_point_name
+
+            check_hook_point_name(self.hook_point)
         if self.step_rule is not None and (not isinstance(self.step_rule, str) or not self.step_rule):
-            raise ValueError(f"`step_rule` must be 'token' or a non-empty separator string, got {self.step_rule!r}.")
+            raise InputError(f"`step_rule` must be 'token' or a non-empty separator string, got {self.step_rule!r}.")
         for name in ("encoder_widths", "decoder_widths"):
             widths = list(getattr(self, name))
             for w in widths:
@@ -116,30 +129,30 @@ class SpecialistConfig:
         for name in ("task_names", "task_types", "n_classes", "task_dims"):
             value = list(getattr(self, name))
             if len(value) != self.n_tasks:
-                raise ValueError(f"`{name}` has {len(value)} entries but `n_tasks` is {self.n_tasks}.")
+                raise InputError(f"`{name}` has {len(value)} entries but `n_tasks` is {self.n_tasks}.")
             setattr(self, name, value)
         for i, (kind, classes) in enumerate(zip(self.task_types, self.n_classes)):
             if kind not in TASK_TYPES:
-                raise ValueError(f"`task_types[{i}]` must be one of {TASK_TYPES}, got {kind!r}.")
+                raise InputError(f"`task_types[{i}]` must be one of {TASK_TYPES}, got {kind!r}.")
             if kind == "classification" and (not isinstance(classes, int) or classes < 2):
-                raise ValueError(f"`n_classes[{i}]` must be an int >= 2 for a classification task, got {classes!r}.")
+                raise InputError(f"`n_classes[{i}]` must be an int >= 2 for a classification task, got {classes!r}.")
             dims = self.task_dims[i]
             if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1 or (kind == "classification" and dims != 1):
-                raise ValueError(f"`task_dims[{i}]` must be a positive int (1 for classification), got {dims!r}.")
+                raise InputError(f"`task_dims[{i}]` must be a positive int (1 for classification), got {dims!r}.")
         if self.task_readout not in TASK_READOUTS:
-            raise ValueError(f"`task_readout` must be one of {TASK_READOUTS}, got {self.task_readout!r}.")
+            raise InputError(f"`task_readout` must be one of {TASK_READOUTS}, got {self.task_readout!r}.")
         if isinstance(self.sparsity, str):
             if self.sparsity != "auto":
-                raise ValueError(f"`sparsity` must be a non-negative float or 'auto', got {self.sparsity!r}.")
+                raise InputError(f"`sparsity` must be a non-negative float or 'auto', got {self.sparsity!r}.")
         elif isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or self.sparsity < 0:
-            raise ValueError(f"`sparsity` must be non-negative, got {self.sparsity!r}.")
+            raise InputError(f"`sparsity` must be non-negative, got {self.sparsity!r}.")
         for name in ("kl_weight", "task_weight", "sparsity_tolerance"):
             if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
+                raise InputError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
         if not 0 <= self.sparsity_warmup < 1:
-            raise ValueError(f"`sparsity_warmup` must be in [0, 1), got {self.sparsity_warmup!r}.")
+            raise InputError(f"`sparsity_warmup` must be in [0, 1), got {self.sparsity_warmup!r}.")
         if not 0 < self.mask_threshold < 1:
-            raise ValueError(f"`mask_threshold` must be in (0, 1), got {self.mask_threshold!r}.")
+            raise InputError(f"`mask_threshold` must be in (0, 1), got {self.mask_threshold!r}.")
 
     def record_base(self, model: Any) -> None:
         """Record what the adapter is trained on: the base model's id, revision, type and hidden size.
@@ -179,11 +192,15 @@ class SpecialistConfig:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> SpecialistConfig:
-        """Build from a dict; unknown keys (e.g. from a newer version) warn and are dropped."""
+        """Build from a dict; unknown keys (e.g. from a newer version) warn and are dropped, but a near-miss of a
+        known key (`d_laten`) is an `InputError` naming both."""
         if not isinstance(payload, dict):
             raise TypeError(f"A SpecialistConfig needs a dict, got {type(payload).__name__}.")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(payload) - known)
+        misspelled = [key for key in unknown if _near_miss(key, known)]
+        if misspelled:
+            raise InputError(_unknown_keys_message(cls, misspelled))
         if unknown:
             warnings.warn(
                 f"Ignoring unknown SpecialistConfig keys {unknown} (written by hf_specialist "
@@ -196,3 +213,18 @@ class SpecialistConfig:
     def to_json_string(self) -> str:
         """The config as indented JSON."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _near_miss(key: str, known: set[str]) -> str | None:
+    """The known key that `key` is probably a misspelling of (difflib), or `None`."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _unknown_keys_message(cls: type, keys: list[str]) -> str:
+    known = {f.name for f in fields(cls)}
+    parts = []
+    for key in keys:
+        near = _near_miss(key, known) or (difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5) or [None])[0]
+        parts.append(f"{key!r} (did you mean {near!r}?)" if near else repr(key))
+    return f"Unknown {cls.__name__} key(s): {', '.join(parts)}."
