@@ -138,6 +138,7 @@ def _listed(value: Any, kind: type) -> list[Any] | None:
 def cmd_extract(args: argparse.Namespace) -> int:
     """Extract per-step hidden states from a model into a .npy file."""
     from .data import extract_steps
+    from .hooks import resolve_hook_points
     from .models import load_model
 
     cfg = _merge(
@@ -160,6 +161,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     np.save(out, array)
     if cfg["pad"]:
         np.save(out.with_name(out.stem + "_mask.npy"), mask)
+    _write_pipeline_record(out, model, hook_point=resolve_hook_points(model, cfg["hook_point"])[0], step_rule=steps,
+                           pool=cfg["pool"], max_length=None)
     print(f"extracted {array.shape[0]} sequences x {array.shape[1]} steps x {array.shape[2]} dims "
           f"from {cfg['model']} at {cfg['hook_point']} -> {out}")
     norms = np.linalg.norm(array, axis=-1)
@@ -167,6 +170,56 @@ def cmd_extract(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{v:.2f}" for v in norms[i][mask[i]])
         print(f"  [{i}] {int(mask[i].sum())} steps, step norms {shown} :: {text[:60]!r}")
     return EXIT_OK
+
+
+PIPELINE_SUFFIX = ".pipeline.json"
+
+
+def _write_pipeline_record(states_path: Path, model: Any, **pipeline: Any) -> Path:
+    """Beside `states.npy`, `states.pipeline.json`: how the states were made (the base's real id, revision, type and
+    hidden size; hook point, step rule, pooling, max_length), so that `train` records them in the adapter."""
+    from .adapter.config import SpecialistConfig
+
+    base = SpecialistConfig(d_in=1)
+    base.record_base(model)
+    record = {"base_model": base.base_model, "base_model_revision": base.base_model_revision,
+              "base_model_type": base.base_model_type, "base_hidden_size": base.base_hidden_size, **pipeline}
+    path = states_path.with_name(states_path.stem + PIPELINE_SUFFIX)
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def _pipeline_record(states_path: str) -> dict[str, Any]:
+    """What `extract` recorded beside the states (empty when they were made elsewhere)."""
+    path = Path(states_path).with_name(Path(states_path).stem + PIPELINE_SUFFIX)
+    if not path.is_file():
+        return {}
+    from ._files import read_config
+
+    return read_config(path)
+
+
+def _pipeline_for_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The `SpecialistConfig` fields that let `SpecialistModel` rerun the pipeline: flags and recipe keys over what
+    `extract` recorded beside the states; an offline alias (`minilm`) becomes the model's real id."""
+    from .models import OFFLINE_MODELS
+
+    record = _pipeline_record(cfg["states"])
+    fields = {name: cfg.get(name) if cfg.get(name) is not None else record.get(name)
+              for name in ("hook_point", "step_rule", "pool", "max_length")}
+    base = cfg.get("base_model")
+    if base in OFFLINE_MODELS:
+        base = OFFLINE_MODELS[base][1]
+    same_base = base is None or base == record.get("base_model")
+    fields["base_model"] = base or record.get("base_model")
+    for name in ("base_model_revision", "base_model_type", "base_hidden_size"):
+        fields[name] = record.get(name) if same_base else None
+    missing = [name for name in ("hook_point", "step_rule", "base_model") if fields[name] is None]
+    if missing:
+        print(f"warning: the adapter will record no {', '.join(missing)} (the states have no {PIPELINE_SUFFIX} from "
+              "`hf-specialist extract`; pass --hook-point, --step-rule, --base-model): SpecialistModel will need "
+              "them when loading it.", file=sys.stderr)
+    return fields
 
 
 def _example_texts() -> list[str]:
@@ -264,9 +317,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     task_types, n_classes = _listed(cfg["task_types"], str), _listed(cfg["n_classes"], int)
     try:
         config = SpecialistConfig(d_in=int(states.shape[-1]), d_latent=cfg["d_latent"], n_tasks=n_tasks,
-                                  sparsity=sparsity, hook_point=cfg["hook_point"], base_model=cfg["base_model"],
-                                  task_types=task_types, n_classes=n_classes, step_rule=cfg["step_rule"],
-                                  pool=cfg["pool"])
+                                  sparsity=sparsity, task_types=task_types, n_classes=n_classes,
+                                  **_pipeline_for_config(cfg))  # hook point, step rule, pooling, base id, revision
     except ValueError as err:
         raise BadInput(str(err)) from err
     adapter = SpecialistAdapter(config)

@@ -1,0 +1,77 @@
+"""The README's flow from the command line (extract -> discover -> `train --recipe recipes/train.yaml` with the
+user's paths) gives an adapter that records its pipeline and reloads with `SpecialistModel.from_pretrained` in a
+fresh process."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hf_specialist import synthetic
+from hf_specialist.cli import main
+from helpers import build_tiny_model, tokenizer
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    build_tiny_model("gpt2", n_layers=2).save_pretrained(folder)
+    tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_the_readme_recipe_records_the_pipeline_and_reloads_in_a_fresh_process(tmp_path, tiny_model_folder):
+    texts, tasks, truth = synthetic.planted_text(n=400, T=4, M=1, seed=0)
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    out = tmp_path / "outputs"
+    out.mkdir()
+    np.save(out / "tasks.npy", tasks)
+    separator = truth["separator"]
+    assert main(["extract", "--model", str(tiny_model_folder), "--texts", str(tmp_path / "texts.txt"),
+                 "--hook-point", "layers.-1", "--steps", separator, "-o", str(out / "states.npy")]) == 0
+    assert main(["discover", "--states", str(out / "states.npy"), "--tasks", str(out / "tasks.npy"),
+                 "--project", "4", "-o", str(out / "structure.json")]) == 0
+    recipe = yaml.safe_load(RECIPE.read_text())  # the README's recipe, with the user's paths
+    for key, value in recipe["train"].items():
+        if isinstance(value, str) and value.startswith("outputs/"):
+            recipe["train"][key] = str(tmp_path / value)
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--recipe", str(tmp_path / "train.yaml"), "--epochs", "2", "--sparsity", "0.01"]) == 0
+
+    config = json.loads((out / "adapter" / "config.json").read_text())
+    assert config["hook_point"] == "layers.1" and config["step_rule"] == separator and config["pool"] == "mean"
+    assert config["base_model"] == str(tiny_model_folder) and config["base_model_type"] == "gpt2"
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from transformers import AutoModel, AutoTokenizer
+        import hf_specialist as hfs
+        base = AutoModel.from_pretrained({str(tiny_model_folder)!r}).eval()
+        tok = AutoTokenizer.from_pretrained({str(tiny_model_folder)!r})
+        model = hfs.SpecialistModel.from_pretrained(base, {str(out / "adapter")!r}, tokenizer=tok)
+        texts = open({str(tmp_path / "texts.txt")!r}).read().splitlines()[:3]
+        print(model.encode_steps(texts).shape[:2], model.predict(texts).shape)
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("(3, 4) (3")
+
+
+def test_an_alias_is_recorded_as_the_models_real_id(tmp_path, capsys):
+    from hf_specialist.cli import _pipeline_for_config
+
+    fields = _pipeline_for_config({"states": str(tmp_path / "s.npy"), "base_model": "minilm", "hook_point": "layers.3",
+                                   "step_rule": ". ", "pool": None, "max_length": None})
+    assert fields["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    fields = _pipeline_for_config({"states": str(tmp_path / "s.npy"), "base_model": None, "hook_point": None,
+                                   "step_rule": None, "pool": None, "max_length": None})
+    assert "warning: the adapter will record no hook_point, step_rule, base_model" in capsys.readouterr().err
