@@ -61,6 +61,28 @@ def test_lora_training_moved_the_lora_and_auto_agrees(two_process_run):
     assert picks[0] == picks[1]
 
 
+def test_lambda_choice_is_the_same_in_one_and_two_processes(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from lambda_choice_case import train_lambda_choice
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(SCRIPT.parent / "lambda_choice_case.py"), str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    adapter, history = train_lambda_choice()
+    assert history["settled"]
+
+    def pattern(support):  # Theorem 2 identifies blocks up to a permutation of the latents: compare the columns
+        return sorted(map(tuple, np.asarray(support, dtype=int).T.tolist()))
+
+    for rank in (0, 1):
+        two = json.loads((tmp_path / f"rank{rank}-choice.json").read_text())
+        assert two["selected"] == history["selected_sparsity"] and two["settled"]
+        assert pattern(two["support"]) == pattern(adapter.task_support_)
+    assert adapter.task_support_.sum(1).tolist() == [2, 2]  # the true blocks
+
+
 def test_only_the_main_process_writes(two_process_run):
     main, other = (json.loads((two_process_run / f"rank{r}-writes.json").read_text()) for r in (0, 1))
     assert other == []
