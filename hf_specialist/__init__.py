@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "discover": "structure.from_model",
     "extract_steps": "data",
     "resolve_hook_points": "hooks",
+    "sweep_layers": "structure.layers",
     "train_specialist": "adapter.lambda_path",
 }
 _SUBMODULES = ("hooks", "steps", "data", "structure", "adapter", "hub", "synthetic", "metrics", "plots", "cli")
@@ -41,6 +42,7 @@ __all__ = [
     "extract_steps",
     "metrics",
     "resolve_hook_points",
+    "sweep_layers",
     "synthetic",
     "train_specialist",
 ]
@@ -74,3 +76,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .structure.from_model import discover
     from .hooks import HiddenStateExtractor, resolve_hook_points
     from .structure.discovery import TaskStructure
+    from .structure.layers import sweep_layers

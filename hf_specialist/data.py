@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import itertools
+from collections import Counter
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -115,6 +116,19 @@ def check_extraction(model: nn.Module, texts: list[str], hook_point: str, steps:
     return names[0], step_spans(texts, steps)
 
 
+def check_equal_steps(spans: list[list[tuple[int, int]]], texts: list[str], steps: StepRule) -> None:
+    """Refuse texts with different step counts before any forward pass, naming the first one that differs."""
+    counts = [len(s) for s in spans]
+    if len(set(counts)) > 1:
+        first = Counter(counts).most_common(1)[0][0]
+        bad = next(i for i, c in enumerate(counts) if c != first)
+        raise ValueError(
+            f"Texts have different numbers of steps under the rule {steps!r}: most have {first}, texts[{bad}] has "
+            f"{counts[bad]} ({texts[bad][:80]!r}); range {min(counts)}..{max(counts)}. Pass `pad_steps=True` to pad "
+            "and get a step mask, or make every text produce the same number of steps."
+        )
+
+
 def _batches(items: list[Any], batch_size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), batch_size):
         yield items[start : start + batch_size]
@@ -151,6 +165,72 @@ def iter_step_arrays(
             bar.close()
     finally:
         model.train(was_training)
+
+
+def iter_layer_step_arrays(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: list[str],
+    spans: list[list[tuple[int, int]]] | None,
+    hook_points: list[str],
+    pool: str = "mean",
+    batch_size: int = 16,
+    max_length: int | None = None,
+    progress: bool | None = None,
+    context: str = "full",
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield, per text, `{hook point: (T_i, d)}` from ONE forward pass per batch through every hook point (the
+    model stops after the deepest). `context="isolated"` runs each step's text on its own."""
+    if context == "isolated":
+        pieces = [text[a:b] for text, text_spans in zip(texts, spans) for a, b in text_spans]
+        counts = [len(s) for s in spans]
+        single = iter_layer_step_arrays(model, tokenizer, pieces, [[(0, len(p))] for p in pieces], hook_points, pool,
+                                        batch_size * max(1, round(sum(counts) / max(len(counts), 1))), max_length,
+                                        progress)
+        for count in counts:
+            parts = [next(single) for _ in range(count)]
+            yield {point: np.concatenate([part[point] for part in parts]) for point in hook_points}
+        return
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with HiddenStateExtractor(model, hook_points) as extractor, torch.inference_mode():
+            bar = tqdm(total=len(texts), desc=f"extract {len(hook_points)} hook points", unit="seq",
+                       disable=_quiet(progress))
+            for batch_index, batch_texts in enumerate(_batches(texts, batch_size)):
+                first = batch_index * batch_size
+                batch_spans = None if spans is None else spans[first : first + len(batch_texts)]
+                inputs, assign, counts = tokenize_steps(tokenizer, batch_texts, batch_spans, max_length, first)
+                hidden = extractor(**{k: v.to(device) for k, v in inputs.items()})
+                pooled = {point: pool_steps(hidden[point].float().cpu(), assign, pool).numpy() for point in hook_points}
+                for row, count in enumerate(counts):
+                    yield {point: pooled[point][row, :count].copy() for point in hook_points}
+                bar.update(len(batch_texts))
+            bar.close()
+    finally:
+        model.train(was_training)
+
+
+def iter_isolated_step_arrays(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: list[str],
+    spans: list[list[tuple[int, int]]],
+    hook_point: str,
+    pool: str = "mean",
+    batch_size: int = 16,
+    max_length: int | None = None,
+    progress: bool | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield one `(T_i, d)` array per text whose step `t` is the pooled state of step `t`'s text run through the
+    model on its own (`context="isolated"`): no step's state sees another step."""
+    pieces = [text[a:b] for text, text_spans in zip(texts, spans) for a, b in text_spans]
+    counts = [len(s) for s in spans]
+    single = iter_step_arrays(model, tokenizer, pieces, [[(0, len(p))] for p in pieces], hook_point, pool,
+                              batch_size * max(1, round(sum(counts) / max(len(counts), 1))), max_length, progress)
+    for count in counts:
+        yield np.concatenate([next(single) for _ in range(count)], axis=0)
 
 
 def extract_step_list(*args: Any, **kwargs: Any) -> list[np.ndarray]:
@@ -220,6 +300,7 @@ def extract_steps(
     process_index: int | None = None,
     num_processes: int | None = None,
     as_dataset: bool = False,
+    context: str = "full",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray] | Any:
     """Extract per-step hidden states `(n_sequences, T, d)` from a model.
 
@@ -243,12 +324,24 @@ def extract_steps(
         as_dataset (`bool`, *optional*, defaults to `False`): return the cache as a memory-mapped `datasets.Dataset`
             (one row of `(T_i, d)` step states per text, column `"steps"`) instead of loading it into one array;
             needs `cache_dir`. `train_specialist` reads it batch by batch.
+        context (`str`, *optional*, defaults to `"full"`): `"full"` runs each text through the model whole, so a
+            step's state also carries what attention brought in from the other steps (the question *where in the
+            model* a task is read); `"isolated"` runs each step's text through the model on its own, so a step's
+            state holds only its own content (the question *which part of the input* serves a task; no content
+            leaks between steps at any layer). Needs separator or span steps.
 
     Returns:
         `np.ndarray` of shape `(n_sequences, T, d)`, or `(states, step_mask)` when `pad_steps=True`.
     """
     texts = _texts_from(texts, column)
     hook_point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
+    if context not in ("full", "isolated"):
+        raise ValueError(f"`context` must be 'full' or 'isolated', got {context!r}.")
+    if context == "isolated" and spans is None:
+        raise ValueError("context='isolated' encodes each step on its own: pass a separator or per-text spans as "
+                         "`steps`, not 'token'.")
+    if spans is not None and not pad_steps:
+        check_equal_steps(spans, texts, steps)
 
     if process_index is None or num_processes is None:
         process_index, num_processes = process_layout()
@@ -258,7 +351,9 @@ def extract_steps(
     ensure_pad_token(tokenizer)  # before the key: it is part of the tokenizer's identity
     if as_dataset and cache_dir is None:
         raise ValueError("`as_dataset=True` returns the Arrow cache: pass `cache_dir=` too.")
-    root = Path(cache_dir) / cache_key(model, tokenizer, hook_point, steps, pool, max_length, texts) if cache_dir else None
+    key_steps = steps if context == "full" else {"isolated": steps if isinstance(steps, str) else list(map(list, steps))}
+    root = Path(cache_dir) / cache_key(model, tokenizer, hook_point, key_steps, pool, max_length, texts) \
+        if cache_dir else None
 
     def result(per_sequence: list[np.ndarray] | None) -> Any:
         if as_dataset:
@@ -271,8 +366,13 @@ def extract_steps(
         return result(None)
 
     def run(a: int, b: int) -> Iterator[np.ndarray]:
+        if b <= a:
+            return iter(())
+        if context == "isolated":
+            return iter_isolated_step_arrays(model, tokenizer, texts[a:b], spans[a:b], hook_point, pool, batch_size,
+                                             max_length, progress)
         return iter_step_arrays(model, tokenizer, texts[a:b], None if spans is None else spans[a:b], hook_point, pool,
-                                batch_size, max_length, progress) if b > a else iter(())
+                                batch_size, max_length, progress)
 
     if num_processes == 1:
         if root is None:

@@ -183,3 +183,26 @@ def lambda_path_plot(history: Mapping[str, Any], path: str | os.PathLike,
     ax2.set_ylabel("support size (latents)")
     ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)
+
+
+def layer_sweep_heatmap(evidence: np.ndarray, marks: np.ndarray, hook_points: Sequence[str],
+                        path: str | os.PathLike, critical: float | None = None,
+                        task_names: Sequence[str] | None = None) -> Path:
+    """One panel per task: hook points (rows) x steps (columns) coloured by `-log10 p` (`evidence (layers, M, T)`),
+    marked steps dotted; the colour scale saturates at 4x the critical value's `-log10`."""
+    plt = _pyplot()
+    n_layers, M, T = evidence.shape
+    names = list(task_names) if task_names is not None else [f"task {i}" for i in range(M)]
+    top = 4 * critical if critical else float(np.nanmax(evidence))
+    fig, axes = plt.subplots(1, M, figsize=(1.5 + 0.45 * T * M + 1.0, 1.2 + 0.3 * n_layers), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        image = ax.imshow(np.clip(evidence[:, i], 0, top), aspect="auto", cmap="viridis", vmin=0, vmax=top,
+                          interpolation="nearest")
+        rows, cols = np.nonzero(marks[:, i])
+        ax.scatter(cols, rows, s=12, c="white", marker="o")
+        ax.set_title(names[i])
+        ax.set_xticks(range(T), [str(t + 1) for t in range(T)])
+        ax.set_yticks(range(n_layers), list(hook_points) if i == 0 else [""] * n_layers)
+        ax.set_xlabel("step")
+    fig.colorbar(image, ax=axes[0].tolist(), label="-log10 p (dots: marked)")
+    return _save(fig, path)

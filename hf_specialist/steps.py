@@ -55,6 +55,12 @@ def step_spans(texts: Sequence[str], steps: StepRule) -> list[list[tuple[int, in
             return None
         if not steps:
             raise ValueError("`steps` separator must be a non-empty string (or 'token', or per-text spans).")
+        if not any(steps in text.strip() for text in texts):
+            raise ValueError(
+                f"The step rule {steps!r} matches nothing in any of the {len(texts)} texts, so each text would be one "
+                f"step; e.g. texts[0] = {texts[0][:80]!r}. Pass the separator the texts use (steps='\\n', '. ', ...), "
+                "'token', or per-text character spans."
+            )
         spans = [separator_spans(text, steps) for text in texts]
     else:
         spans = [list(s) for s in steps]

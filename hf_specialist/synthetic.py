@@ -106,7 +106,8 @@ def collider_sequences(
         task_noise (`float`, *optional*, defaults to 0.5): std of the noise added to each task's outcome.
         outcome (`str`, *optional*, defaults to `"sum"`): how a task combines the (weighted) actions of the steps
             serving it: `"sum"`, `"max"` (the largest, so each step matters only where it is the largest), or
-            `"threshold"` (1 where the noisy sum is above 0, else 0: a binary outcome).
+            `"threshold"` (1 where the noisy sum is above 0, else 0: a binary outcome), or `"all_above"` (1 where
+            every serving step's noisy contribution is above 0: an AND of the steps).
         mixing (`str`, *optional*, defaults to `"nonlinear"`): the observation map for vector states:
             `"nonlinear"` (random invertible leaky-ReLU MLP), `"linear"` (random full-rank matrix) or `"identity"`.
         seed (`int`, *optional*, defaults to 0): random seed.
@@ -127,8 +128,8 @@ def collider_sequences(
     )
     if T % segment_length:
         raise ValueError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
-    if outcome not in ("sum", "max", "threshold"):
-        raise ValueError(f"`outcome` must be 'sum', 'max' or 'threshold', got {outcome!r}.")
+    if outcome not in ("sum", "max", "threshold", "all_above"):
+        raise ValueError(f"`outcome` must be 'sum', 'max', 'threshold' or 'all_above', got {outcome!r}.")
     rng = np.random.default_rng(seed)
     n_segments = T // segment_length
     segment_tasks = random_assignment(n_segments, M, rng, min_segments_per_task, max_segments_per_task)
@@ -164,6 +165,10 @@ def collider_sequences(
         contributions = np.where(step_tasks[None], shaped[:, :, None] * task_weights[None], -np.inf)  # (n, T, M)
         largest = np.where(step_tasks.any(0), contributions.max(1), 0.0)  # a task no step serves is pure noise
         tasks = largest + task_noise * rng.normal(size=(n, M))
+    elif outcome == "all_above":  # 1 where every serving step's (noisy) contribution is above 0
+        noisy = shaped[:, :, None] * task_weights[None] + task_noise * rng.normal(size=(n, T, M))
+        tasks = np.where(step_tasks[None], noisy > 0, True).all(1).astype(float)
+        tasks[:, ~step_tasks.any(0)] = rng.integers(0, 2, size=(n, int((~step_tasks.any(0)).sum())))
     else:
         tasks = np.einsum("nt,tm,tm->nm", shaped, step_tasks, task_weights) + task_noise * rng.normal(size=(n, M))
         if outcome == "threshold":

@@ -61,9 +61,9 @@ def test_discover_from_the_model_equals_fit_on_extracted_states():
     texts, tasks, _ = hfs.synthetic.planted_text(n=300, T=4, M=2, seed=0)
     model = build_tiny_model("gpt2", n_layers=3)
     streamed = hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=". ", chunk_size=70,
-                            batch_size=32)
+                            batch_size=32, project=None)
     states = hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", steps=". ")
-    whole = hfs.TaskStructure().fit(states, tasks)
+    whole = hfs.TaskStructure(project=None).fit(states, tasks)
     np.testing.assert_array_equal(streamed.step_tasks_, whole.step_tasks_)
     np.testing.assert_allclose(streamed.pvalues_, whole.pvalues_, rtol=1e-6)
     with pytest.raises(ValueError, match="one row per text"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: float) -> np.ndarray:
+def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: float, *,
+                   carryover: bool = True) -> np.ndarray:
     """Segment marks that best explain every step's direct test on a Markov chain (a Viterbi pass).
 
     On a Markov sequence whose tasks are colliders of per-step actions, the direct test of step `t` against task
@@ -23,6 +24,10 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
         step_pvalues: `(M, T)` raw p-values of every step's direct test (`T` a multiple of `segment_length`).
         segment_length: `L`.
         critical: the per-test rejection level (see `critical_pvalue`).
+        carryover (`bool`, *optional*, defaults to `True`): whether a marked segment also lights the next
+            segment's first step (states that carry the previous action, as above). `False` (states that read
+            their own step): a marked segment predicts only its own steps lit, so at `segment_length=1` the marks
+            are exactly the steps whose test rejects at `critical`.
 
     Returns:
         `(N, M)` bool segment marks.
@@ -52,7 +57,8 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
         for cur in (0, 1):
             own = own_lit[:, k] if cur else own_quiet[:, k]
             # the segment's first step, by the previous segment's state (columns): lit when either is marked
-            first = np.stack([np.full(M, cost_lit) if cur else first_quiet[:, k], np.full(M, cost_lit)], axis=1)
+            first_when_prev = np.full(M, cost_lit) if carryover else (np.full(M, cost_lit) if cur else first_quiet[:, k])
+            first = np.stack([np.full(M, cost_lit) if cur else first_quiet[:, k], first_when_prev], axis=1)
             total = best + first + own[:, None]
             back[k, :, cur] = np.where(total[:, 1] < total[:, 0], 1, 0)
             new[:, cur] = total.min(1)

@@ -1,9 +1,10 @@
-"""Algorithm 1 (Theorem 1): which segments of a sequence serve which task, from conditional-independence tests.
+"""Algorithm 1 (Theorem 1): which steps (or segments) of a sequence serve which task, from CI tests across
+sequences.
 
-The tests run *across sequences*: each step index is a random variable observed once per sequence. With the
-Gaussian test (`fisher_z`) a fit needs only the sufficient statistics of `[steps | tasks]`, so it also streams
-(`partial_fit`, `fit` of an iterable of batches) and runs across processes; the planning of the tests
-(`planning.py`), the multiple-testing family (`multitest.py`) and the chain decision (`decision.py`) live beside it.
+Each step index is a random variable observed once per sequence. The estimator runs one direct test per step and
+task (and, in the paper's pairwise mode, one test per pair of segments), controls the family, and turns the
+rejections into marks (`decision.py`). With a sufficient-statistic test it streams (`streaming.py`); wide states
+are reduced per step first (`reduction.py`); the conditioning sets and test batches are planned in `planning.py`.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from .ci_tests import CITest, get_ci_test
 from .decision import chain_segments
 from .multitest import adjust_pvalues, critical_pvalue
 from .planning import _band_markov_pvalues, band_markov_pvalues, build_test_batches
+from .reduction import StepReduction, learning_rows, warn_if_signal_lost
 from .serialization import structure_from_dict, structure_to_dict
 from .statistics import SufficientStatistics
 
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
+
+AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
 
 
 def _joined(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -44,78 +48,85 @@ def _joined(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 class TaskStructure:
-    """Discover the step x task structure of sequences (the paper's Algorithm 1, plus a direct test).
+    """Discover which steps of a sequence serve which task (the paper's Algorithm 1 at step level, plus segments).
 
-    Segment `k` (steps `kL-L+1 .. kL`, 1-based) is represented by its *end* step `s_{kL}`, whose parents lie in
-    the same segment. Tests:
+    By default every step is tested on its own (``segment_length=1``): step `t` is marked for task `i` when
+    `s_t ⫫̸ g_i | Z_t`, so tasks served by runs of any length at any offset are found. Which conditioning set
+    `Z_t` makes that test valid depends on what a step's state holds:
 
-    - ``mode="pairwise"`` (the paper): for segments `k < v` and task `i`,
-      `s_{kL} ⫫̸ s_{vL} | {s_{kL-1}, s_{kL+1}, s_{vL-1}, s_{vL+1}, g_i}` marks task `i` in both segments;
-    - ``mode="direct"``: `s_{kL} ⫫̸ g_i | {s_{kL-1}, s_{kL+1}}` marks task `i` in segment `k` (also finds tasks
-      served by a single segment);
-    - ``mode="both"``: the union, with one multiple-testing family over all tests.
+    - **A step's state reads its own content** (hidden states of text, one sentence per step; features of each
+      step): `s_t ⫫̸ g_i | Z_t` holds exactly when step `t`'s content enters `g_i`, with `Z_t` the two neighbours
+      (``conditioning="band"``; also valid for sequences without temporal dependence or cut ones) or every
+      other step (``"all"``: it also blocks content that attention copies from far steps into `s_t`, and has
+      more power, since the other serving steps explain part of `g_i`). Marks are the rejections
+      (``carryover=False``).
+    - **A step's state carries the previous step's action** (the paper's model: `s_{t+1} = F(s_t, a_t)`): the
+      path `s_t <- a_{t-1} -> g_i` is not blocked by any set of states, so the step *after* a run serving
+      `g_i` is dependent too. The paper avoids that with segments of `L >= 2` steps whose end step represents
+      them. At step level, ``carryover=True`` reads every run of rejections as the run plus its next step and
+      marks the run (a Viterbi pass, `chain_segments`).
 
-    The direct test may condition on every other step instead (``conditioning="all"``,
-    `s_{kL} ⫫̸ g_i | {s_t : t != kL}`). Under the paper's Markov model it has the same answer (every path from
-    `s_{kL}` to `g_i` other than through the segment's own actions runs through a conditioned step) and more
-    power, because the other steps that serve task `i` explain part of `g_i`. But when step states mix in each
-    other's content (attention in text, `synthetic.collider_step_latents(context>0)`), each conditioned step is a
-    collider of its own content and the tested step's, and conditioning on it opens false paths: there it marks
-    tasks wrongly where the band does not. Both cases are told apart by the states alone: the Markov property
-    says the band screens each step from the far steps, `s_{kL} ⫫ {s_t : |t - kL| >= 2} | band`, and mixing
-    breaks it. The default ``conditioning="auto"`` runs that check (`band_markov_pvalues`, Gaussian, Bonferroni
-    over segments at `alpha`) and conditions on all steps only when it passes, the test is `fisher_z` and
-    `n >= 100 * (T * d + d_g)` (the check has `d^2` degrees of freedom per far step; with fewer sequences it
-    missed mild mixing that conditioning on all steps then turned into false marks); otherwise it uses the band. `conditioning_` and `markov_pvalue_` say what it did.
+    The two cases give the same joint distribution of states and tasks in the linear-Gaussian model, so no test
+    on the states can choose between them in general; ``carryover="auto"`` takes `False` at step level and the
+    paper's `True` for segments (`segment_length >= 2`). What the data can tell, `report()` shows: whether the
+    states screen each step from the far steps given its neighbours (`markov_pvalue_`; it fails where content
+    leaks between steps, as attention does) and whether consecutive steps depend on each other at all
+    (`temporal_pvalues_`; where they do not, no state can carry a previous action and both readings agree).
 
-    How the direct tests become segment marks (``decision``): ``"representative"`` marks segment `k` for task `i`
-    when its end step's test rejects. ``"chain"`` (the default for `fisher_z`) tests *every* step and uses what the
-    Markov model says about the other steps too: step `t`'s test depends only on the actions `a_{t-1}` and `a_t`, so a segment
-    serving a task lights all its steps and the next segment's first step. `chain_segments` picks the marks that
-    explain all step tests at least cost (a step predicted lit costs one test's critical value, a step predicted
-    quiet its own chi-square evidence). Where a segment's end-step effects nearly cancel (a finite-sample miss
-    for the representative rule) its first step and the next segment's still point to it; a false rejection at
-    one end step has to explain its quiet neighbours as well. It runs `T` instead of `N` direct tests per task.
+    Segments (``segment_length=L >= 2``, for users who know them): segment `k` (steps `kL-L+1 .. kL`, 1-based)
+    is represented by its *end* step. ``mode="pairwise"`` is the paper's test, for segments `k < v` and task
+    `i`: `s_{kL} ⫫̸ s_{vL} | {s_{kL-1}, s_{kL+1}, s_{vL-1}, s_{vL+1}, g_i}` marks task `i` in both segments;
+    ``mode="direct"`` tests `s_{kL} ⫫̸ g_i | Z`; ``"both"`` is the union with one multiple-testing family.
+    ``decision="chain"`` (the default for `fisher_z`) tests every step and picks the segment marks that explain
+    all of them at least cost.
+
+    Wide step states (hidden states) are reduced per step to `project` dims first, learned from the first batch
+    (``reduction="supervised"``: the directions that predict the tasks, learned on a split of rows the tests then
+    do not use, plus the top-variance directions; ``"pca"``: top variance only). A warning says when the kept
+    dims carry less than half of what the full states predict for a task.
 
     Args:
-        segment_length (`int`, *optional*, defaults to 2): `L`, steps per segment (at least 2).
+        segment_length (`int`, *optional*, defaults to 1): `L`, steps per segment; 1 marks each step on its own.
         test (`str` or `CITest`, *optional*, defaults to `"fisher_z"`): a registered CI test name or an instance.
         alpha (`float`, *optional*, defaults to 0.05): level after correction.
         mode (`str`, *optional*, defaults to `"direct"`): `"pairwise"`, `"direct"` or `"both"`.
         correction (`str`, *optional*, defaults to `"bonferroni"`): `None`, `"bonferroni"` or `"fdr_bh"`.
-        project (`int`, *optional*): PCA each step's vector to this many dims before testing (for hidden states).
-        conditioning (`str`, *optional*, defaults to `"auto"`): conditioning set of the direct test: `"band"`
-            (the two neighbours), `"all"` (every other step) or `"auto"` (`"all"` where the band check passes;
-            see above). Pairwise tests always use the paper's band set.
+        project (`int` or `"auto"`, *optional*, defaults to `"auto"`): dims kept per step; `"auto"` keeps 8
+            when the states are wider, `None` keeps every dim.
+        reduction (`str`, *optional*, defaults to `"supervised"`): how the `project` dims are chosen (see above).
+        conditioning (`str`, *optional*, defaults to `"auto"`): the direct test's conditioning set: `"band"` (the
+            two neighbours), `"all"` (every other step) or `"auto"`: `"all"` where the band-screening check passes
+            (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), else `"band"`: where steps mix in each
+            other's content, each conditioned step is a collider of its own content and the tested step's, and
+            conditioning on every step opens those paths. Pairwise tests always use the band.
+        carryover (`bool` or `"auto"`, *optional*, defaults to `"auto"`): whether a step's state carries the
+            previous step's action (see above); `"auto"`: `True` for segments, `False` at step level.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
         decision (`str`, *optional*, defaults to `"auto"`): `"chain"` (every step's direct test, explained by
-            segment marks on the chain; see above), `"representative"` (each segment's representative step
-            alone) or `"auto"`: the chain for `fisher_z`, whose analytic p-values make the step evidence exact
-            and the extra tests nearly free; the end-step rule for permutation and critic tests (`knn_cmi`,
-            `neural_cmi`, custom tests), where the chain doubles the cost and showed no gain in the benchmark.
-            Pairwise tests always decide by their own rejections (in `"both"` mode, unioned with the chain).
+            marks on the chain), `"representative"` (each segment's representative step alone) or `"auto"`:
+            the chain for sufficient-statistic tests, the representative rule for permutation and critic tests.
         drop_last (`bool`, *optional*, defaults to `False`): drop trailing steps when `T` is not a multiple of `L`.
-        seed (`int`, *optional*, defaults to 0): random seed for permutation nulls and neural critics.
+        seed (`int`, *optional*, defaults to 0): random seed (the reduction's split, permutation nulls, critics).
         progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
 
     Attributes:
-        segment_tasks_ (`np.ndarray` of shape `(N, M)`, bool): segment `k` serves task `i`.
-        step_tasks_ (`np.ndarray` of shape `(T, M)`, bool): the segment sets copied to their steps (dropped
-            trailing steps are `False`).
-        pvalues_ (`np.ndarray`): adjusted p-values of the representative steps' tests (with the chain rule the
-            marks come from all step tests, so they can differ from `pvalues_ < alpha`); `(M, N, N)` for
-            `"pairwise"` and `"both"` (for `"both"` the
-            diagonal `[i, k, k]` holds the direct test of segment `k`; for `"pairwise"` it is NaN), `(M, N)` for
-            `"direct"`.
+        segment_tasks_ (`np.ndarray` of shape `(N, M)`, bool): segment `k` serves task `i` (`N = T` at step level).
+        step_tasks_ (`np.ndarray` of shape `(T, M)`, bool): the marks per step.
+        step_pvalues_, step_statistics_ (`np.ndarray` of shape `(M, T)`): raw p-value and statistic of every
+            tested step's direct test (NaN where a step was not tested).
+        step_r2_ (`np.ndarray` of shape `(M, T)` or `None`): the share of each task's variance that each step's
+            (reduced) state predicts on its own; high on every step means content leaks between steps.
+        critical_pvalue_ (`float`): the raw p-value a single direct test must fall below under `correction`.
+        pvalues_ (`np.ndarray`): adjusted p-values; `(M, N)` for `"direct"`, `(M, N, N)` for `"pairwise"` and
+            `"both"` (the diagonal holds the direct tests).
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
-        n_tests_ (`int`): number of CI tests run.
-        conditioning_ (`str`): the direct test's conditioning set used, `"band"` or `"all"`.
-        markov_pvalue_ (`float` or `None`): Bonferroni-adjusted p-value of the band check (`None` when not run).
-        decision_ (`str`): the decision rule used, `"chain"` or `"representative"`.
-        step_pvalues_ (`np.ndarray` of shape `(M, T)`): raw p-values of every step's direct test
-            (`decision_ == "chain"` only).
-        critical_pvalue_ (`float`): the raw p-value a single test must fall below under `correction` at `alpha`
-            over the representative family (`decision_ == "chain"` only); `chain_segments` charges it per lit step.
+        n_tests_ (`int`): CI tests run.
+        conditioning_ (`str`), carryover_ (`bool`), decision_ (`str`): what the fit used.
+        markov_pvalue_ (`float` or `None`): adjusted p-value of the band-screening check (`None` when not run).
+        temporal_pvalues_ (`np.ndarray` of shape `(T - 1,)` or `None`): p-value that steps `t` and `t+1` are
+            independent (Gaussian, on the tested dims).
+        kept_share_ (`np.ndarray` of shape `(M * d_g,)` or `None`): per task column, the share of what the full
+            states predict that the reduced states keep.
         n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
 
     Examples:
@@ -130,13 +141,15 @@ class TaskStructure:
     """
 
     _parameter_constraints: dict[str, list[Any]] = {
-        "segment_length": [Interval(int, 2, None)],
+        "segment_length": [Interval(int, 1, None)],
         "test": [InstanceOf(str, CITest, type, description="a registered test name or a CITest instance")],
         "alpha": [Interval(float, 0, 1, "neither")],
         "mode": [Options("pairwise", "direct", "both")],
         "correction": [Options(None, "bonferroni", "fdr_bh")],
-        "project": [Options(None), Interval(int, 1, None)],
+        "project": [Options(None, "auto"), Interval(int, 1, None)],
+        "reduction": [Options("supervised", "pca")],
         "conditioning": [Options("auto", "band", "all")],
+        "carryover": [Options("auto", True, False)],
         "representative": [Options("end", "start")],
         "decision": [Options("auto", "chain", "representative")],
         "drop_last": [Options(True, False)],
@@ -147,13 +160,15 @@ class TaskStructure:
     def __init__(
         self,
         *,
-        segment_length: int = 2,
+        segment_length: int = 1,
         test: str | CITest = "fisher_z",
         alpha: float = 0.05,
         mode: str = "direct",
         correction: str | None = "bonferroni",
-        project: int | None = None,
+        project: int | str | None = "auto",
+        reduction: str = "supervised",
         conditioning: str = "auto",
+        carryover: bool | str = "auto",
         representative: str = "end",
         decision: str = "auto",
         drop_last: bool = False,
@@ -166,7 +181,9 @@ class TaskStructure:
         self.mode = mode
         self.correction = correction
         self.project = project
+        self.reduction = reduction
         self.conditioning = conditioning
+        self.carryover = carryover
         self.representative = representative
         self.decision = decision
         self.drop_last = drop_last
@@ -177,11 +194,18 @@ class TaskStructure:
         """The constructor arguments."""
         return {name: getattr(self, name) for name in self._parameter_constraints}
 
+    def _validate(self) -> None:
+        validate_params(type(self).__name__, self.get_params(), self._parameter_constraints)
+        if self.segment_length == 1 and self.mode != "direct":
+            raise ValueError(f"mode={self.mode!r} pairs segments of segment_length >= 2 (the paper's test); at step "
+                             "level (segment_length=1) use mode='direct'.")
+
     # -- input ------------------------------------------------------------------------------------
     def _check_batch(self, states: Any, tasks: Any) -> tuple[np.ndarray, np.ndarray]:
         """Shape and value checks of one batch, as `(n, T, d)` states and `(n, M, d_g)` tasks."""
         states = check_array(states, "states", ndims=(2, 3), expected="(n_sequences, T) or (n_sequences, T, d)")
-        tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
+        tasks = check_array(_task_columns(tasks), "tasks", ndims=(1, 2, 3),
+                            expected="(n_sequences, M) or (n_sequences, M, d_g)")
         check_consistent_length(states=states, tasks=tasks)
         if states.ndim == 2:
             states = states[:, :, None]
@@ -198,9 +222,12 @@ class TaskStructure:
             )
         return states, tasks
 
-    def _check_layout(self, states: np.ndarray, tasks: np.ndarray, ci: CITest) -> None:
+    def _check_layout(self, states: np.ndarray) -> None:
         """Checks of the parameters against the first batch's layout (before any work)."""
         T, L = states.shape[1], self.segment_length
+        if T < 2:
+            raise ValueError(f"`states` has T={T} step per sequence; structure discovery needs at least 2 steps (did "
+                             "the step rule split the texts?).")
         if T % L and not self.drop_last:
             raise ValueError(
                 f"`states` has T={T} steps, which is not a multiple of segment_length={L}. Pass "
@@ -209,21 +236,90 @@ class TaskStructure:
         if T // L < (2 if self.mode == "pairwise" else 1):
             raise ValueError(f"`states` has {T // L} segment(s) of length {L}; mode={self.mode!r} needs at least 2.")
 
-    def _min_samples(self, ci: CITest, width: int, d_g: int, steps: int) -> int:
-        needed = max(ci.min_samples, 4 * width + d_g + width * 2 + 5)
+    def _kept_dims(self, d: int) -> int | None:
+        """Dims kept per step (`None`: every dim)."""
+        k = AUTO_PROJECT if self.project == "auto" else self.project
+        return None if k is None or d <= k else int(k)
+
+    def _setup(self, states: np.ndarray, tasks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Learn what every batch shares from the first batch: the layout, the per-step reduction and the test's
+        feature map. Returns the rows of the batch left for the tests (all of them, except the rows that
+        learned supervised directions)."""
+        self._check_layout(states)
+        self._layout = (states.shape[1:], tasks.shape[1:])
+        T = self._tested_steps()
+        k = self._kept_dims(states.shape[2])
+        self._reduction, self.kept_share_ = None, None
+        if k is not None:
+            learn, rest = learning_rows(len(states), self.reduction, self.seed)
+            if len(learn) < max(k, 20):
+                raise ValueError(f"project={k} needs a first batch of at least {2 * max(k, 20)} sequences to learn "
+                                 f"the reduction from; got {len(states)}.")
+            self._reduction = StepReduction(k, self.reduction, self.seed).fit(states[learn, :T], tasks[learn])
+            check = learn if self.reduction == "pca" else rest[: max(len(learn), 200)]
+            if len(check) >= 30:
+                self.kept_share_ = self._reduction.kept_share(states[check, :T], tasks[check])
+                warn_if_signal_lost(self.kept_share_, k, self.reduction)
+            states, tasks = states[rest], tasks[rest]
+        test = self._test_instance()
+        self._features = None
+        if hasattr(test, "feature_map"):
+            self._features = test.feature_map(self._reduce(states[:, :T]), tasks)
+        return states, tasks
+
+    def _shared(self) -> tuple[Any, ...]:
+        """What `_setup` learned, for the other processes."""
+        return self._layout, self._reduction, self._features, getattr(self, "kept_share_", None)
+
+    def _adopt(self, shared: tuple[Any, ...]) -> None:
+        self._layout, self._reduction, self._features, self.kept_share_ = shared
+
+    def _tested_steps(self) -> int:
+        T_full = self._layout[0][0]
+        return (T_full // self.segment_length) * self.segment_length
+
+    def _reduce(self, states: np.ndarray) -> np.ndarray:
+        return states if getattr(self, "_reduction", None) is None else self._reduction.transform(states)
+
+    def _widths(self) -> tuple[int, int]:
+        """Columns per step and per task in the data matrix the test reads."""
+        (_, d_raw), (_, d_g) = self._layout
+        d = d_raw if self._reduction is None else self._reduction.k
+        if self._features is not None:
+            return self._features.step_width, self._features.task_width
+        return d, d_g
+
+    def _n_columns(self) -> int:
+        d, d_g = self._widths()
+        return self._tested_steps() * d + self._layout[1][0] * d_g
+
+    def _rows(self, states: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        """The data matrix `[steps (T * d) | tasks (M * d_g)]` of a checked batch (reduced, featurised)."""
+        n = len(states)
+        steps = self._reduce(states[:, : self._tested_steps()])
+        if self._features is not None:
+            steps, tasks = self._features.transform(steps, tasks)
+        return np.concatenate([steps.reshape(n, -1), tasks.reshape(n, -1)], axis=1)
+
+    def _min_samples(self, ci: CITest) -> int:
+        d, d_g = self._widths()
+        T = self._tested_steps()
+        needed = max(ci.min_samples, 4 * d + d_g + d * 2 + 5)
         if self.conditioning == "all":
-            needed = max(needed, steps * width + d_g + 10)
+            needed = max(needed, T * d + d_g + 10)
         return needed
 
-    def _check_enough(self, n: int, ci: CITest, width: int, d_g: int, steps: int) -> None:
-        needed = self._min_samples(ci, width, d_g, steps)
+    def _check_enough(self, n: int, ci: CITest) -> None:
+        needed = self._min_samples(ci)
         if n < needed:
-            if self.conditioning == "all" and n >= self._min_samples(ci, width, d_g, 0):
-                raise ValueError(f"conditioning='all' conditions on {(steps - 1) * width} dims but `states` has only "
-                                 f"{n} sequences; use conditioning='band', a smaller `project`, or more sequences.")
+            d, _ = self._widths()
+            if self.conditioning == "all":
+                raise ValueError(f"conditioning='all' conditions on {(self._tested_steps() - 1) * d} dims but only {n} "
+                                 "sequences are left for the tests; use conditioning='band', a smaller `project`, or "
+                                 "more sequences.")
             raise ValueError(
-                f"`states` has {n} sequences but the {ci.name} test with these dimensions needs at least {needed}; "
-                "pass more sequences (or a smaller `project`)."
+                f"`states` leaves {n} sequences for the tests but the {ci.name} test with these dimensions needs at "
+                f"least {needed}; pass more sequences (or a smaller `project`)."
             )
 
     def _test_instance(self) -> CITest:
@@ -232,37 +328,6 @@ class TaskStructure:
         if isinstance(test, CITest):
             return copy.deepcopy(test)
         return get_ci_test(test, seed=self.seed)
-
-    # -- projection -------------------------------------------------------------------------------
-    def _fit_projection(self, states: np.ndarray) -> None:
-        """Per-step PCA to `project` dims, learned from `states` (the first batch) and kept for later batches."""
-        self._projection = None
-        if self.project is None or states.shape[2] <= self.project:
-            return
-        from sklearn.decomposition import PCA
-
-        if len(states) < self.project:
-            raise ValueError(f"project={self.project} needs a first batch of at least {self.project} sequences to "
-                             f"learn the projection from; got {len(states)}.")
-        means, components = [], []
-        for t in range(states.shape[1]):
-            pca = PCA(n_components=self.project, random_state=self.seed).fit(states[:, t])
-            means.append(pca.mean_)
-            components.append(pca.components_)
-        self._projection = (np.stack(means), np.stack(components))  # (T, d), (T, k, d)
-
-    def _apply_projection(self, states: np.ndarray) -> np.ndarray:
-        if getattr(self, "_projection", None) is None:
-            return states
-        means, components = self._projection
-        return np.einsum("ntd,tkd->ntk", states - means[None], components)
-
-    def _rows(self, states: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        """The data matrix `[steps (T * d) | tasks (M * d_g)]` of a checked batch (projected, trailing steps dropped)."""
-        n = len(states)
-        T = (states.shape[1] // self.segment_length) * self.segment_length
-        projected = self._apply_projection(states[:, :T])
-        return np.concatenate([projected.reshape(n, -1), tasks.reshape(n, -1)], axis=1)
 
     # -- fit --------------------------------------------------------------------------------------
     def fit(self, states: Any, tasks: Any = None) -> TaskStructure:
@@ -273,43 +338,39 @@ class TaskStructure:
                 `(states, tasks)` batches (then leave `tasks` out). Under `torch.distributed` (`torchrun`,
                 `accelerate launch`) each process passes its own batches; the sufficient statistics are summed
                 across processes once and every process ends with the same structure, equal to one process fitted
-                on all the batches. With `project`, the projection is learned from the main process's first
-                batch and used for every batch. Streaming needs a sufficient-statistic test (`fisher_z`).
-            tasks: `(n_sequences, M)` or `(n_sequences, M, d_g)` task variables.
+                on all the batches. The reduction and the test's features are learned from the main process's
+                first batch. Streaming needs a sufficient-statistic test (`fisher_z`, `rff_z`).
+            tasks: `(n_sequences, M)` or `(n_sequences, M, d_g)` task variables (numpy, torch, or a
+                `datasets.Dataset` of numeric columns).
 
         Returns:
             `self`.
         """
-        validate_params(type(self).__name__, self.get_params(), self._parameter_constraints)
+        from .streaming import fit_batches
+
+        self._validate()
         if tasks is None:
             if isinstance(states, np.ndarray) or hasattr(states, "detach"):
                 raise ValueError("`tasks` is required with an array of states (or pass an iterable of "
                                  "(states, tasks) batches as the only argument).")
-            return self._fit_batches(states)
+            return fit_batches(self, states)
         self._reset()
-        states, tasks = self._check_batch(states, tasks)
+        states, tasks = self._setup(*self._check_batch(states, tasks))
         ci = self._test_instance()
-        self._check_layout(states, tasks, ci)
-        self._layout = (states.shape[1:], tasks.shape[1:])
-        self._fit_projection(states)
-        width = states.shape[2] if self._projection is None else self.project
-        T = (states.shape[1] // self.segment_length) * self.segment_length
-        self._check_enough(len(states), ci, width, tasks.shape[2], T)
+        self._check_enough(len(states), ci)
         rows = self._rows(states, tasks)
         if getattr(ci, "supports_statistics", False):
             self._statistics = SufficientStatistics(rows.shape[1]).update(rows)
-            ci.fit_statistics(self._statistics)
-        else:
-            ci.fit(rows)
-        return self._decide(ci, len(rows), width)
+            return self._decide_from_statistics()
+        return self._decide(ci.fit(rows), len(rows))
 
     def partial_fit(self, states: Any, tasks: Any) -> TaskStructure:
         """Add a batch of sequences and refit from the sufficient statistics of every row seen so far.
 
-        After each call the fitted attributes equal `fit` on all the rows passed so far (with `project`, the
-        projection is the one learned from the first batch). Until enough rows have come for the test, the
-        attributes are not set yet. Needs a sufficient-statistic test (`fisher_z`); statistics stay in this
-        process (`fit` of an iterable sums them across processes).
+        After each call the fitted attributes equal `fit` on all the rows passed so far (the reduction and the
+        features are the ones learned from the first batch). Until enough rows have come for the test, the
+        attributes are not set yet. Needs a sufficient-statistic test (`fisher_z`, `rff_z`); statistics stay
+        in this process (`fit` of an iterable sums them across processes).
 
         Args:
             states: `(n_sequences, T)` or `(n_sequences, T, d)` step states of this batch.
@@ -318,80 +379,13 @@ class TaskStructure:
         Returns:
             `self`.
         """
-        first = getattr(self, "_statistics", None) is None
-        if first:
-            validate_params(type(self).__name__, self.get_params(), self._parameter_constraints)
-            self._require_statistics_test()
-        states, tasks = self._check_batch(states, tasks)
-        if first:
-            self._reset()
-            self._check_layout(states, tasks, self._test_instance())
-            self._layout = (states.shape[1:], tasks.shape[1:])
-            self._fit_projection(states)
-        rows = self._rows(states, tasks)
-        if first:
-            self._statistics = SufficientStatistics(rows.shape[1])
-        self._statistics.update(rows)
-        return self._refit_from_statistics()
+        from .streaming import partial_fit
 
-    def _require_statistics_test(self) -> None:
-        if not getattr(self._test_instance(), "supports_statistics", False):
-            raise ValueError(
-                f"Streaming (partial_fit, fit of batches) needs a test computed from sufficient statistics "
-                f"('fisher_z'); {self._test_instance().name!r} needs every sample at once: pass arrays to fit()."
-            )
+        return partial_fit(self, states, tasks)
 
-    def _refit_from_statistics(self) -> TaskStructure:
-        stats = self._statistics
-        (T_full, d_raw), (M, d_g) = self._layout
-        width = d_raw if getattr(self, "_projection", None) is None else self.project
-        T = (T_full // self.segment_length) * self.segment_length
+    def _decide_from_statistics(self) -> TaskStructure:
         ci = self._test_instance()
-        if stats.count < self._min_samples(ci, width, d_g, T):
-            return self
-        return self._decide(ci.fit_statistics(stats), stats.count, width)
-
-    def _fit_batches(self, batches: Iterable[tuple[Any, Any]]) -> TaskStructure:
-        """`fit` of an iterable of `(states, tasks)` batches, summed across processes when there are several."""
-        from .._distributed import is_main_process, world_size
-
-        self._require_statistics_test()
-        self._reset()
-        iterator = iter(batches)
-        first = next(iterator, None)
-        world = world_size()
-        if world > 1:  # every process takes the main process's layout and projection
-            import torch.distributed as dist
-
-            if first is None and is_main_process():
-                raise ValueError("The main process got no batch; every process needs the layout of a first batch.")
-            if is_main_process():
-                states, tasks = self._check_batch(*_as_pair(first))
-                self._check_layout(states, tasks, self._test_instance())
-                self._layout = (states.shape[1:], tasks.shape[1:])
-                self._fit_projection(states)
-            box = [(self._layout, self._projection) if is_main_process() else None]
-            dist.broadcast_object_list(box, src=0)
-            self._layout, self._projection = box[0]
-        elif first is None:
-            raise ValueError("`fit` got an empty iterable of batches.")
-        else:
-            states, tasks = self._check_batch(*_as_pair(first))
-            self._check_layout(states, tasks, self._test_instance())
-            self._layout = (states.shape[1:], tasks.shape[1:])
-            self._fit_projection(states)
-        (T_full, d_raw), (M, d_g) = self._layout
-        width = d_raw if self._projection is None else self.project
-        T = (T_full // self.segment_length) * self.segment_length
-        self._statistics = SufficientStatistics(T * width + M * d_g)
-        if first is not None:
-            self._statistics.update(self._rows(*self._check_batch(*_as_pair(first))))
-        for batch in iterator:
-            self._statistics.update(self._rows(*self._check_batch(*_as_pair(batch))))
-        self._statistics.all_reduce()
-        ci = self._test_instance()
-        self._check_enough(self._statistics.count, ci, width, d_g, T)
-        return self._decide(ci.fit_statistics(self._statistics), self._statistics.count, width)
+        return self._decide(ci.fit_statistics(self._statistics), self._statistics.count)
 
     def _reset(self) -> None:
         for name in list(vars(self)):
@@ -399,21 +393,25 @@ class TaskStructure:
                 delattr(self, name)
         self._statistics = None
         self._layout = None
-        self._projection = None
+        self._reduction = None
+        self._features = None
 
-    def _decide(self, ci: CITest, n: int, d: int) -> TaskStructure:
+    def _decide(self, ci: CITest, n: int) -> TaskStructure:
         """Run the planned tests on a fitted `ci` and set every fitted attribute."""
         L = self.segment_length
-        (T_full, _), (M, d_g) = self._layout
+        (T_full, _), (M, _) = self._layout
+        d, d_g = self._widths()
         N = T_full // L
         T = N * L
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
         self.decision_ = self._choose_decision(ci)
+        self.carryover_ = bool(L >= 2 if self.carryover == "auto" else self.carryover)
         chain = self.decision_ == "chain"
         direct_steps = np.arange(T) if chain else rep
         self.conditioning_ = self._choose_conditioning(n, T, d, rep, ci, d_g)
+        self.temporal_pvalues_ = _temporal_pvalues(ci, n, T, d)
         groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
-        chunk = None if ci.name == "fisher_z" else max(1, getattr(ci, "batch_tests", 8))
+        chunk = None if getattr(ci, "supports_statistics", False) else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)
         family = (M * N if self.mode != "pairwise" else 0) + sum(len(g[3]) for g in groups if not g[4])
         if ci.stop_below is None:  # a permutation null may stop once a p-value is far below the smallest critical value
@@ -429,18 +427,22 @@ class TaskStructure:
                                                              result.pvalue)):
                         store.append(value)
                     bar.update(len(result.pvalue))
+        self.step_r2_ = _step_r2(getattr(ci, "cov_", None), M, T, d, d_g, T_full)
         pair_where, pair_stat, pair_p = _joined(results[False])
         step_where, step_stat, step_p = _joined(results[True])
-        step_pvalues = np.full((M, len(direct_steps)), np.nan)
-        step_statistics = np.full((M, len(direct_steps)), np.nan)
-        step_pvalues[step_where[:, 0], step_where[:, 1]] = step_p
-        step_statistics[step_where[:, 0], step_where[:, 1]] = step_stat
+        tested_p = np.full((M, len(direct_steps)), np.nan)
+        tested_stat = np.full((M, len(direct_steps)), np.nan)
+        tested_p[step_where[:, 0], step_where[:, 1]] = step_p
+        tested_stat[step_where[:, 0], step_where[:, 1]] = step_stat
+        self.step_pvalues_ = np.full((M, T_full), np.nan)
+        self.step_statistics_ = np.full((M, T_full), np.nan)
+        self.step_pvalues_[:, direct_steps] = tested_p
+        self.step_statistics_[:, direct_steps] = tested_stat
         if self.mode != "pairwise":
             # the representative direct tests, as (task, k, k) rows of the family
-            position = rep if chain else np.arange(N)
             rep_where = np.stack([np.repeat(np.arange(M), N), np.tile(np.arange(N), M), np.tile(np.arange(N), M)], 1)
-            rep_stat = step_statistics[:, position].ravel()
-            rep_p = step_pvalues[:, position].ravel()
+            rep_stat = self.step_statistics_[:, rep].ravel()
+            rep_p = self.step_pvalues_[:, rep].ravel()
         else:
             rep_where, rep_stat, rep_p = np.zeros((0, 3), dtype=np.int64), np.zeros(0), np.zeros(0)
         where = np.concatenate([rep_where, pair_where])
@@ -455,13 +457,12 @@ class TaskStructure:
         i, k, v = where.T
         index = (i, k) if self.mode == "direct" else (i, k, v)
         self.statistics_[index], self.raw_pvalues_[index], self.pvalues_[index] = statistic, raw, adjusted
+        self.critical_pvalue_ = critical_pvalue(raw, self.alpha, self.correction)
         segment_tasks = np.zeros((N, M), dtype=bool)
         hit = adjusted < self.alpha
         if chain:
             hit &= k != v  # the direct tests decide through the chain rule below
-            self.critical_pvalue_ = critical_pvalue(raw, self.alpha, self.correction)
-            segment_tasks |= chain_segments(step_pvalues, L, self.critical_pvalue_)
-            self.step_pvalues_ = step_pvalues
+            segment_tasks |= chain_segments(tested_p, L, self.critical_pvalue_, carryover=self.carryover_)
         segment_tasks[k[hit], i[hit]] = True
         segment_tasks[v[hit], i[hit]] = True
         if self.mode != "direct":
@@ -478,24 +479,29 @@ class TaskStructure:
         self.n_samples_seen_ = int(n)
         return self
 
-
     def _choose_decision(self, ci: CITest) -> str:
-        """`"chain"` or `"representative"`; `"auto"` is the chain for `fisher_z`, the end-step rule otherwise."""
+        """`"chain"` or `"representative"`; `"auto"` is the chain for sufficient-statistic tests."""
         if self.mode == "pairwise":
             return "representative"
         if self.decision != "auto":
             return self.decision
-        return "chain" if ci.name == "fisher_z" else "representative"
+        return "chain" if getattr(ci, "supports_statistics", False) else "representative"
 
     def _choose_conditioning(self, n: int, T: int, d: int, rep: np.ndarray, ci: CITest, d_g: int) -> str:
-        """The direct test's conditioning set; for `"auto"`, `"all"` only where the band check passes."""
+        """The direct test's conditioning set; for `"auto"`, `"all"` only where the band-screening check passes
+        (a Markov sequence: no content leaks between non-adjacent steps) with enough sequences for it to see mild
+        mixing (`n >= 100 * (T * d + d_g)`; with fewer it missed mixing that conditioning on every step then
+        turned into false marks). The check also runs for `report()` whenever `n > 4 T d`."""
         self.markov_pvalue_ = None
+        cov = getattr(ci, "cov_", None)
+        if cov is not None and len(rep) >= 2 and n > 4 * T * d and self.mode != "pairwise":
+            self.markov_pvalue_ = float(adjust_pvalues(_band_markov_pvalues(cov[: T * d, : T * d], n, d, rep),
+                                                       "bonferroni").min())
         if self.conditioning != "auto":
             return self.conditioning
-        if self.mode == "pairwise" or ci.name != "fisher_z" or n < 100 * (T * d + d_g) or len(rep) < 2:
+        if (self.mode == "pairwise" or cov is None or n < 100 * (T * d + d_g)
+                or self.markov_pvalue_ is None):
             return "band"
-        steps_cov = ci.cov_[: T * d, : T * d]  # fisher_z's correlation matrix of [steps | tasks]
-        self.markov_pvalue_ = float(adjust_pvalues(_band_markov_pvalues(steps_cov, n, d, rep), "bonferroni").min())
         return "all" if self.markov_pvalue_ >= self.alpha else "band"
 
     # -- results ----------------------------------------------------------------------------------
@@ -508,6 +514,32 @@ class TaskStructure:
         if n_sequences is None:
             return self.step_tasks_.copy()
         return np.tile(self.step_tasks_, (n_sequences, 1))
+
+    def report(self, task_names: list[str] | None = None, *, warn: bool = True) -> str:
+        """The evidence behind the marks: per task and step the raw p-value (as `-log10 p`) and mark, what the
+        data say about the fit's assumptions (band screening, dependence between consecutive steps), and warnings
+        when a task lights every step (likely leakage) or none. Print it; `report_rows()` has the numbers.
+
+        Args:
+            task_names (`list[str]`, *optional*): row labels.
+            warn (`bool`, *optional*, defaults to `True`): also raise the warnings as `UserWarning`s.
+        """
+        import warnings
+
+        from .report import format_report, structure_warnings
+
+        check_is_fitted(self, ["step_tasks_"])
+        if warn:
+            for message in structure_warnings(self):
+                warnings.warn(message, UserWarning, stacklevel=2)
+        return format_report(self, task_names)
+
+    def report_rows(self) -> list[dict[str, Any]]:
+        """Per task and step: `task`, `step` (1-based), raw `pvalue`, `statistic` and `marked` (JSON-ready)."""
+        from .report import report_rows
+
+        check_is_fitted(self, ["step_tasks_"])
+        return report_rows(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (parameters and fitted structure) for `structure.json`."""
@@ -530,7 +562,62 @@ class TaskStructure:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
 
-def _as_pair(batch: Any) -> tuple[Any, Any]:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"Each batch must be a `(states, tasks)` pair, got {type(batch).__name__}.")
-    return batch[0], batch[1]
+def _task_columns(tasks: Any) -> Any:
+    """A `datasets.Dataset` of numeric task columns (one per task) as an `(n, M)` array; anything else as is."""
+    if type(tasks).__name__ != "Dataset" or not hasattr(tasks, "column_names"):
+        return tasks
+    numeric = [name for name, feature in tasks.features.items()
+               if str(getattr(feature, "dtype", "")).startswith(("int", "uint", "float", "bool"))]
+    if not numeric:
+        raise ValueError(f"`tasks` is a Dataset with no numeric column (columns {tasks.column_names}); pass a "
+                         "Dataset of the task columns only, e.g. dataset.select_columns([...]).")
+    if len(numeric) != len(tasks.column_names):
+        raise ValueError(f"`tasks` is a Dataset with non-numeric columns "
+                         f"{sorted(set(tasks.column_names) - set(numeric))}; pass only the task columns, e.g. "
+                         f"dataset.select_columns({numeric}).")
+    table = tasks.with_format("numpy")
+    return np.stack([np.asarray(table[name], dtype=np.float64) for name in numeric], axis=1)
+
+
+def _step_r2(cov: np.ndarray | None, M: int, T: int, d: int, d_g: int, T_full: int) -> np.ndarray | None:
+    """`(M, T_full)` share of each task's variance that each tested step's (reduced) state predicts on its own
+    (linear R^2, averaged over a task's dims; NaN for dropped steps), from a Gaussian test's covariance; `None`
+    for tests without one."""
+    if cov is None:
+        return None
+    x = np.arange(T)[:, None] * d + np.arange(d)  # (T, d)
+    out = np.full((M, T_full), np.nan)
+    for i in range(M):
+        y = np.tile(T * d + i * d_g + np.arange(d_g), (T, 1))
+        out[i, :T] = np.clip(1.0 - _residual_variance(cov, y, x) / np.maximum(cov[y, y].mean(1), 1e-12), 0.0, 1.0)
+    return out
+
+
+def _residual_variance(cov: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Mean over `y`'s columns of `Var(y_j | z)` per test: `y (B, q)`, `z (B, k)` column indices."""
+    var_y = cov[y, y]  # (B, q)
+    if z.shape[1] == 0:
+        return var_y.mean(1)
+    czz = cov[z[:, :, None], z[:, None, :]] + 1e-10 * np.eye(z.shape[1])
+    czy = cov[z[:, :, None], y[:, None, :]]  # (B, k, q)
+    explained = (czy * np.linalg.solve(czz, czy)).sum(1)  # (B, q)
+    return (var_y - explained).mean(1)
+
+
+def _temporal_pvalues(ci: CITest, n: int, T: int, d: int) -> np.ndarray | None:
+    """Gaussian p-values that consecutive steps are independent (`(T - 1,)`), from the test's covariance."""
+    from scipy import stats
+
+    from .ci_tests import bartlett_statistic
+
+    cov = getattr(ci, "cov_", None)
+    if cov is None or T < 2:
+        return None
+    out = np.ones(T - 1)
+    for t in range(T - 1):
+        a, b = np.arange(t * d, (t + 1) * d), np.arange((t + 1) * d, (t + 2) * d)
+        joint = np.linalg.slogdet(cov[np.ix_(np.r_[a, b], np.r_[a, b])] + 1e-10 * np.eye(2 * d))[1]
+        log_lambda = joint - np.linalg.slogdet(cov[np.ix_(a, a)] + 1e-10 * np.eye(d))[1] \
+            - np.linalg.slogdet(cov[np.ix_(b, b)] + 1e-10 * np.eye(d))[1]
+        out[t] = stats.chi2.sf(bartlett_statistic(np.array([log_lambda]), n, d, d, 0)[0], df=d * d)
+    return out

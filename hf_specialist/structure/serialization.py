@@ -29,10 +29,13 @@ def structure_to_dict(structure: Any) -> dict[str, Any]:
         "n_tests": structure.n_tests_,
         "conditioning_used": getattr(structure, "conditioning_", None),
         "decision_used": getattr(structure, "decision_", None),
+        "carryover_used": getattr(structure, "carryover_", None),
         "markov_pvalue": getattr(structure, "markov_pvalue_", None),
         "critical_pvalue": getattr(structure, "critical_pvalue_", None),
-        **({"step_pvalues": {"shape": list(structure.step_pvalues_.shape), "values": clean(structure.step_pvalues_)}}
-           if hasattr(structure, "step_pvalues_") else {}),
+        **{name: {"shape": list(value.shape), "values": clean(value)}
+           for name in ("step_pvalues", "step_statistics", "step_r2", "temporal_pvalues", "kept_share")
+           if (value := getattr(structure, f"{name}_", None)) is not None},
+        "report": structure.report_rows(),
     }
 
 
@@ -44,7 +47,8 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
     if not isinstance(payload, dict):
         raise ValueError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
     known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
-             "decision_used", "markov_pvalue", "critical_pvalue", "step_pvalues"}
+             "decision_used", "carryover_used", "markov_pvalue", "critical_pvalue", "step_pvalues",
+             "step_statistics", "step_r2", "temporal_pvalues", "kept_share", "report"}
     params = dict(payload.get("params") or {})
     valid_params = set(cls().get_params())
     unknown = sorted(set(payload) - known) + [f"params.{k}" for k in sorted(set(params) - valid_params)]
@@ -56,8 +60,9 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         structure = cls(**params)
         structure.segment_tasks_ = np.asarray(payload["segment_tasks"], dtype=bool)
         structure.step_tasks_ = np.asarray(payload["step_tasks"], dtype=bool)
-        for name in ("pvalues", "statistics", "step_pvalues"):
-            if name == "step_pvalues" and name not in payload:  # only fitted with decision="chain"
+        for name in ("pvalues", "statistics", "step_pvalues", "step_statistics", "step_r2", "temporal_pvalues",
+                     "kept_share"):
+            if name not in ("pvalues", "statistics") and name not in payload:  # optional (older files, no reduction)
                 continue
             block = payload[name]
             values = np.array([np.nan if v is None else v for v in block["values"]], dtype=float)
@@ -66,6 +71,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         structure.conditioning_ = payload.get("conditioning_used")
         structure.decision_ = payload.get("decision_used")
         structure.markov_pvalue_ = payload.get("markov_pvalue")
+        structure.carryover_ = payload.get("carryover_used")
         if payload.get("critical_pvalue") is not None:
             structure.critical_pvalue_ = float(payload["critical_pvalue"])
     except (KeyError, TypeError, ValueError) as err:

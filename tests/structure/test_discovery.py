@@ -38,26 +38,26 @@ def test_cuts_no_temporal_dependence_and_longer_segments():
 
 def test_single_segment_task_needs_direct_mode():
     states, tasks, truth = synthetic.collider_sequences(n=50_000, T=8, M=2, min_segments_per_task=1, max_segments_per_task=1, seed=0)
-    pairwise = hfs.TaskStructure(mode="pairwise").fit(states, tasks)
+    pairwise = hfs.TaskStructure(segment_length=2, mode="pairwise").fit(states, tasks)
     assert not pairwise.step_tasks_.any()  # pairs cannot see a task served by one segment
-    direct = hfs.TaskStructure(mode="direct").fit(states, tasks)
+    direct = hfs.TaskStructure(segment_length=2, mode="direct").fit(states, tasks)
     np.testing.assert_array_equal(direct.step_tasks_, truth["step_tasks"])
 
 
 def test_conditioning_on_all_steps_on_markov_and_on_mixed_steps():
     # Markov sequences: conditioning on every other step gives the same structure as the band
     make = lambda n: synthetic.collider_sequences(n=n, T=12, M=3, seed=1)  # noqa: E731
-    ts, _ = _exact_with_more_samples(make, dict(conditioning="all"))
+    ts, _ = _exact_with_more_samples(make, dict(segment_length=2, conditioning="all"))
     assert ts.conditioning_ == "all" and ts.pvalues_.shape == (3, 6)
     # steps that mix in each other's content: conditioning on the others opens colliders, the band stays exact
     step_tasks = np.repeat(np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool), 2, axis=0)
     states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=8,
                                                        n_irrelevant=2, seed=0)
-    band = hfs.TaskStructure(project=4, conditioning="band").fit(states, tasks)
+    band = hfs.TaskStructure(segment_length=2, project=4, reduction="pca", conditioning="band").fit(states, tasks)
     np.testing.assert_array_equal(band.step_tasks_, step_tasks)
-    assert (hfs.TaskStructure(project=4, conditioning="all").fit(states, tasks).step_tasks_ & ~step_tasks).any()
+    assert (hfs.TaskStructure(segment_length=2, project=4, reduction="pca", conditioning="all").fit(states, tasks).step_tasks_ & ~step_tasks).any()
     with pytest.raises(ValueError, match="conditioning='all' conditions on 7 dims"):
-        hfs.TaskStructure(conditioning="all").fit(*synthetic.collider_sequences(n=15, T=8, M=2, seed=0)[:2])
+        hfs.TaskStructure(segment_length=2, conditioning="all").fit(*synthetic.collider_sequences(n=15, T=8, M=2, seed=0)[:2])
 
 
 def test_band_markov_check_is_calibrated_on_markov_chains_and_rejects_mixed_steps():
@@ -80,27 +80,27 @@ def test_band_markov_check_is_calibrated_on_markov_chains_and_rejects_mixed_step
 
 def test_auto_conditioning_uses_all_steps_only_where_the_band_check_passes():
     states, tasks, truth = synthetic.collider_sequences(n=10_000, T=12, M=3, seed=1)
-    auto = hfs.TaskStructure().fit(states, tasks)
+    auto = hfs.TaskStructure(segment_length=2).fit(states, tasks)
     assert auto.conditioning_ == "all" and auto.markov_pvalue_ >= 0.05
-    np.testing.assert_array_equal(auto.step_tasks_, hfs.TaskStructure(conditioning="all").fit(states, tasks).step_tasks_)
+    np.testing.assert_array_equal(auto.step_tasks_, hfs.TaskStructure(segment_length=2, conditioning="all").fit(states, tasks).step_tasks_)
     step_tasks = np.repeat(np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool), 2, axis=0)
     states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=8,
                                                        n_irrelevant=2, seed=0)
-    mixed = hfs.TaskStructure(project=4).fit(states, tasks)
+    mixed = hfs.TaskStructure(segment_length=2, project=4, reduction="pca").fit(states, tasks)
     assert mixed.conditioning_ == "band" and mixed.markov_pvalue_ < 0.05
     np.testing.assert_array_equal(mixed.step_tasks_, step_tasks)
     # no check where it cannot help: the paper's pairwise test, a nonlinear test, too few sequences for all steps
     small = synthetic.collider_sequences(n=60, T=8, M=2, seed=0)[:2]
     for kwargs, data in ((dict(mode="pairwise"), (states, tasks)), (dict(test=KnnCMI(n_permutations=5)), small),
                          ({}, small)):
-        ts = hfs.TaskStructure(**kwargs).fit(*data)
-        assert ts.conditioning_ == "band" and ts.markov_pvalue_ is None
+        ts = hfs.TaskStructure(segment_length=2, project=4, reduction="pca", **kwargs).fit(*data)
+        assert ts.conditioning_ == "band"
     # the check needs n >= 100 (T d + d_g): below it mild mixing goes unseen (the same data with 32-dim steps
     # projected to 8 passes the check, p = 0.09, at n = 2,000, and conditioning on all steps adds 3 false marks)
     states, tasks, _ = synthetic.collider_step_latents(n=2000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=32,
                                                        n_irrelevant=2, seed=0)
-    ts = hfs.TaskStructure(project=8).fit(states, tasks)
-    assert ts.conditioning_ == "band" and ts.markov_pvalue_ is None
+    ts = hfs.TaskStructure(segment_length=2, project=8, reduction="pca").fit(states, tasks)
+    assert ts.conditioning_ == "band"
     np.testing.assert_array_equal(ts.step_tasks_, step_tasks)
 
 
@@ -108,7 +108,7 @@ def test_no_false_positives_when_tasks_are_unrelated(global_random_seed):
     rng = np.random.default_rng(global_random_seed)
     states, _, _ = synthetic.collider_sequences(n=5000, T=16, M=2, seed=global_random_seed)
     tasks = rng.normal(size=(5000, 3))
-    ts = hfs.TaskStructure().fit(states, tasks)
+    ts = hfs.TaskStructure(segment_length=2).fit(states, tasks)
     assert not ts.step_tasks_.any()
 
 
@@ -120,12 +120,12 @@ def test_vector_states_with_projection_and_torch_input():
     )
     states, _, _ = make(100)
     assert states.shape == (100, 8, 6)
-    _exact_with_more_samples(make, dict(project=2))
+    _exact_with_more_samples(make, dict(segment_length=2, project=2, reduction="pca"))
 
 
 def test_knn_cmi_on_nonlinear_sequences():
     states, tasks, truth = synthetic.collider_sequences(n=1500, T=6, M=1, nonlinear=True, seed=0)
-    ts = hfs.TaskStructure(test=KnnCMI(n_permutations=20, seed=0), mode="direct").fit(states, tasks)
+    ts = hfs.TaskStructure(segment_length=2, test=KnnCMI(n_permutations=20, seed=0), mode="direct").fit(states, tasks)
     assert structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"] >= 0.8
     assert ts.decision_ == "representative" and ts.n_tests_ == 3  # auto: the end-step rule for permutation tests
 
@@ -135,7 +135,7 @@ def test_neural_cmi_on_vector_states_behind_a_nonlinear_map():
     from hf_specialist.structure.ci_tests import NeuralCMI
 
     states, tasks, truth = synthetic.collider_sequences(n=3000, T=6, M=2, nonlinear=True, state_dim=3, obs_dim=6, seed=1)
-    ts = hfs.TaskStructure(test=NeuralCMI(epochs=20, n_permutations=30, seed=0)).fit(states, tasks)
+    ts = hfs.TaskStructure(segment_length=2, test=NeuralCMI(epochs=20, n_permutations=30, seed=0)).fit(states, tasks)
     assert not (~ts.step_tasks_ & truth["step_tasks"]).any()
     assert structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"] >= 0.8
 
@@ -144,22 +144,23 @@ def test_drop_last_and_json_round_trip():
     states, tasks, truth = synthetic.collider_sequences(n=20_000, T=8, M=2, seed=0)
     padded = np.concatenate([states, states[:, :1]], axis=1)
     with pytest.raises(ValueError, match="not a multiple of segment_length=2"):
-        hfs.TaskStructure().fit(padded, tasks)
-    ts = hfs.TaskStructure(drop_last=True).fit(padded, tasks)
+        hfs.TaskStructure(segment_length=2).fit(padded, tasks)
+    ts = hfs.TaskStructure(segment_length=2, drop_last=True).fit(padded, tasks)
     assert ts.step_tasks_.shape == (9, 2) and not ts.step_tasks_[-1].any()
     again = hfs.TaskStructure.from_dict(__import__("json").loads(ts.to_json()))
     np.testing.assert_array_equal(again.step_tasks_, ts.step_tasks_)
     np.testing.assert_array_equal(again.pvalues_, ts.pvalues_)
     assert (again.conditioning_, again.markov_pvalue_, again.decision_) == (ts.conditioning_, ts.markov_pvalue_, "chain")
     np.testing.assert_array_equal(again.step_pvalues_, ts.step_pvalues_)
-    assert ts.step_pvalues_.shape == (2, 8) and again.critical_pvalue_ == ts.critical_pvalue_
+    assert ts.step_pvalues_.shape == (2, 9) and again.critical_pvalue_ == ts.critical_pvalue_
     assert ts.task_mask(3).shape == (27, 2)
 
 
 @pytest.mark.parametrize(
     "kwargs, args, match",
     [
-        (dict(segment_length=1), None, "'segment_length' parameter of TaskStructure must be an int >= 2. Got 1"),
+        (dict(segment_length=0), None, "'segment_length' parameter of TaskStructure must be an int >= 1. Got 0"),
+        (dict(mode="pairwise"), None, "at step level"),
         (dict(alpha=1.5), None, r"'alpha' parameter of TaskStructure must be a float in the range \(0, 1\). Got 1.5"),
         (dict(mode="all"), None, "'mode' parameter"),
         (dict(test="pearson"), None, "Valid names"),
@@ -200,8 +201,8 @@ def test_chain_decision_finds_segments_whose_end_step_effects_cancel(seed):
     # draws (T=12, n=10,000) where one serving segment's end-step test does not reject: the representative rule
     # misses it; its first step and the next segment's first step still light up, and the chain rule uses them
     states, tasks, truth = synthetic.paper_linear_gaussian(n=10_000, T=12, seed=seed)
-    representative = hfs.TaskStructure(decision="representative").fit(states, tasks)
-    chain = hfs.TaskStructure().fit(states, tasks)
+    representative = hfs.TaskStructure(segment_length=2, decision="representative").fit(states, tasks)
+    chain = hfs.TaskStructure(segment_length=2).fit(states, tasks)
     assert chain.decision_ == "chain" and (chain.n_tests_, representative.n_tests_) == (24, 12)
     np.testing.assert_array_equal(chain.segment_tasks_, truth["segment_tasks"])
     missed = truth["segment_tasks"] & ~representative.segment_tasks_
@@ -257,7 +258,55 @@ def test_baselines_share_the_contract_and_do_worse(name):
     states, tasks, truth = synthetic.collider_sequences(n=10_000, T=20, M=4, seed=0)
     baseline = BASELINES[name]().fit(states, tasks)
     assert baseline.step_tasks_.shape == (20, 4) and baseline.step_tasks_.dtype == bool
-    ours = hfs.TaskStructure().fit(states, tasks)
+    ours = hfs.TaskStructure(segment_length=2).fit(states, tasks)
     assert structure_scores(ours.step_tasks_, truth["step_tasks"])["mcc"] > structure_scores(
         baseline.step_tasks_, truth["step_tasks"]
     )["mcc"]
+
+
+def test_step_level_marks_runs_at_any_offset_when_states_read_their_own_step():
+    # runs of 1, 3 and 2 steps at odd offsets; each step's state is its own content (no carried actions)
+    step_tasks = np.zeros((9, 2), dtype=bool)
+    step_tasks[[1], 0] = step_tasks[4:7, 0] = True
+    step_tasks[2:4, 1] = True
+    states, tasks, _ = synthetic.collider_step_latents(n=4000, T=9, context=0.0, step_tasks=step_tasks, obs_dim=6,
+                                                       n_irrelevant=2, seed=3)
+    ts = hfs.TaskStructure().fit(states, tasks)
+    assert ts.segment_length == 1 and ts.carryover_ is False
+    np.testing.assert_array_equal(ts.step_tasks_, step_tasks)
+    assert ts.step_pvalues_.shape == (2, 9) and ts.pvalues_.shape == (2, 9)
+    text = ts.report(warn=False)
+    assert "task 0" in text and "*" in text and "-log10" in text
+    rows = ts.report_rows()
+    assert len(rows) == 18 and rows[1] == {**rows[1], "task": 0, "step": 2, "marked": True}
+
+
+def test_step_level_with_carryover_reads_each_run_as_run_plus_next_step():
+    # the paper's action model: a run serving a task also lights the step after it
+    critical = 1e-3
+    lit, quiet = 1e-30, 0.5
+    p = np.array([[quiet, lit, lit, lit, quiet, quiet, lit, lit, quiet]])
+    np.testing.assert_array_equal(chain_segments(p, 1, critical, carryover=True)[:, 0],
+                                  [False, True, True, False, False, False, True, False, False])
+    np.testing.assert_array_equal(chain_segments(p, 1, critical, carryover=False)[:, 0], p[0] < critical)
+
+
+def test_report_warns_when_a_task_lights_every_step():
+    rng = np.random.default_rng(0)
+    content = rng.normal(size=(3000, 6))
+    states = content[:, :, None] + 3.0 * content.mean(1)[:, None, None] * np.ones((1, 6, 1))  # each step sees all
+    tasks = content[:, :2].sum(1) + 0.1 * rng.normal(size=3000)
+    ts = hfs.TaskStructure(conditioning="band").fit(states, tasks)
+    assert ts.step_tasks_[:, 0].all()
+    with pytest.warns(UserWarning, match="marked on every step: content may leak"):
+        ts.report()
+
+
+def test_tasks_from_a_dataset_and_errors():
+    datasets = pytest.importorskip("datasets")
+    states, tasks, truth = synthetic.collider_sequences(n=5000, T=6, M=2, seed=0)
+    table = datasets.Dataset.from_dict({"a": tasks[:, 0], "b": tasks[:, 1]})
+    ts = hfs.TaskStructure(segment_length=2).fit(states, table)
+    np.testing.assert_array_equal(ts.step_tasks_, hfs.TaskStructure(segment_length=2).fit(states, tasks).step_tasks_)
+    with pytest.raises(ValueError, match="non-numeric columns"):
+        hfs.TaskStructure().fit(states, table.add_column("text", ["x"] * 5000))

@@ -9,6 +9,8 @@ Registered tests (`get_ci_test(name)`):
 
 - ``"fisher_z"``: partial correlation (Fisher's z) for scalar x, y; Wilks' lambda of the partial canonical
   correlations with Bartlett's chi-square for vector-valued x, y. Everything comes from one covariance matrix.
+- ``"rff_z"``: the same Gaussian test on random Fourier features of steps and tasks (nonlinear dependence, still
+  from sufficient statistics: streams and sums across processes).
 - ``"knn_cmi"``: the Frenzel-Pompe k-nearest-neighbour CMI estimate with a local-permutation null.
 - ``"neural_cmi"``: an InfoNCE critic whose negatives are shuffled within neighbourhoods of Z, trained for all
   tests of a batch at once; the p-value comes from the same statistic with held-out x shuffled within Z-cells.
@@ -25,8 +27,9 @@ from ._permutation import local_permutation, nearest_neighbour_permutations, nei
 from .fisher_z import FisherZ, bartlett_statistic, fisher_z_statistic
 from .knn_cmi import KnnCMI
 from .neural_cmi import NeuralCMI
+from .rff_z import FourierFeatures, RandomFourierZ
 
-__all__ = ["CIResult", "CITest", "CI_TESTS", "Columns", "FisherZ", "KnnCMI", "NeuralCMI", "TestSpec",
+__all__ = ["CIResult", "CITest", "CI_TESTS", "Columns", "FisherZ", "FourierFeatures", "KnnCMI", "NeuralCMI", "RandomFourierZ", "TestSpec",
            "bartlett_statistic", "fisher_z_statistic", "get_ci_test", "local_permutation",
            "nearest_neighbour_permutations", "neighbourhood_cells", "permute_within_cells", "register_ci_test"]
 
@@ -43,7 +46,7 @@ def register_ci_test(cls: type[CITest]) -> type[CITest]:
 
 
 # every registration in one visible place
-for _cls in (FisherZ, KnnCMI, NeuralCMI):
+for _cls in (FisherZ, RandomFourierZ, KnnCMI, NeuralCMI):
     register_ci_test(_cls)
 
 

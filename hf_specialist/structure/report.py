@@ -1,0 +1,90 @@
+"""What a fitted `TaskStructure` found, in words a user can check: per task and step the p-value, statistic and
+mark, what the data say about the fit's assumptions, and warnings for patterns that point at a wrong answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def report_rows(structure: Any) -> list[dict[str, Any]]:
+    """One dict per task and step: `task`, `step` (1-based), `pvalue` (raw), `statistic`, `marked`."""
+    rows = []
+    pvalues = getattr(structure, "step_pvalues_", None)
+    statistics = getattr(structure, "step_statistics_", None)
+    M, T = structure.step_tasks_.shape[1], structure.step_tasks_.shape[0]
+    for i in range(M):
+        for t in range(T):
+            p = None if pvalues is None or not np.isfinite(pvalues[i, t]) else float(pvalues[i, t])
+            s = None if statistics is None or not np.isfinite(statistics[i, t]) else float(statistics[i, t])
+            rows.append({"task": i, "step": t + 1, "pvalue": p, "statistic": s,
+                         "marked": bool(structure.step_tasks_[t, i])})
+    return rows
+
+
+def structure_warnings(structure: Any) -> list[str]:
+    """Patterns in the marks that point at a wrong answer (a task on every step or on none)."""
+    out = []
+    T = structure.step_tasks_.shape[0]
+    for i, column in enumerate(structure.step_tasks_.T):
+        if T > 2 and column.all():
+            out.append(f"task {i} is marked on every step: content may leak between steps (attention carries "
+                       "each step's content into the others). Try an earlier layer (hfs.sweep_layers), "
+                       "conditioning='all', or extract_steps(..., context='isolated').")
+        elif not column.any():
+            out.append(f"task {i} is marked on no step: no step's state predicts it beyond the others at this "
+                       "level (or the reduction lost it: see kept_share_).")
+    r2 = getattr(structure, "step_r2_", None)
+    if r2 is not None and T > 2:
+        for i, row in enumerate(r2):
+            unmarked = row[~structure.step_tasks_[:, i] & np.isfinite(row)]
+            if len(unmarked) == 0 and np.nanmin(row) > 0.5:
+                out.append(f"each step's state alone predicts task {i} (R^2 >= {np.nanmin(row):.2f} on every step): "
+                           "at this layer the steps' contents are mixed, so no step is singled out. Use "
+                           "extract_steps(..., context='isolated') to ask which part of the input serves it.")
+    share = getattr(structure, "kept_share_", None)
+    if share is not None:
+        for j, value in enumerate(share):
+            if np.isfinite(value) and value < 0.5:
+                out.append(f"the reduced states keep only {value:.2f} of what the full states predict for task "
+                           f"column {j}: pass a larger `project` or reduction='supervised'.")
+    return out
+
+
+def format_report(structure: Any, names: list[str] | None = None) -> str:
+    """A plain-text table (tasks x steps of `-log10 p`, marks starred) and the notes under it."""
+    step_tasks = structure.step_tasks_
+    T, M = step_tasks.shape
+    names = names or [f"task {i}" for i in range(M)]
+    pvalues = getattr(structure, "step_pvalues_", None)
+    width = max(len(n) for n in names)
+    lines = [f"Task structure: {T} steps x {M} tasks, test {getattr(structure, 'test', '?')!s}, "
+             f"conditioning {getattr(structure, 'conditioning_', '?')}, "
+             f"critical p {getattr(structure, 'critical_pvalue_', float('nan')):.2g} "
+             f"({getattr(structure, 'correction', None)} at alpha {structure.alpha}).",
+             "Cells: -log10 of each step's raw p-value; * = marked.",
+             " " * width + " | " + " ".join(f"{t + 1:>7}" for t in range(T))]
+    for i in range(M):
+        cells = []
+        for t in range(T):
+            p = np.nan if pvalues is None else pvalues[i, t]
+            value = "-" if not np.isfinite(p) else f"{min(abs(-np.log10(max(p, 1e-300))), 300):.1f}"
+            cells.append(f"{value + ('*' if step_tasks[t, i] else ' '):>7}")
+        lines.append(f"{names[i]:>{width}} | " + " ".join(cells))
+    markov = getattr(structure, "markov_pvalue_", None)
+    if markov is not None:
+        lines.append(f"Neighbours screen each step from the far steps: p = {markov:.3g} "
+                     + ("(holds: a Markov sequence)." if markov >= structure.alpha else
+                        "(fails: content leaks between non-adjacent steps, as attention does; conditioning on every "
+                        "other step blocks it)."))
+    temporal = getattr(structure, "temporal_pvalues_", None)
+    if temporal is not None:
+        dependent = int((temporal < structure.alpha / max(len(temporal), 1)).sum())
+        lines.append(f"Consecutive steps dependent at {dependent} of {len(temporal)} boundaries"
+                     + (" (none: no step can carry the previous step's action; carryover does not matter)."
+                        if dependent == 0 else
+                        f"; carryover={getattr(structure, 'carryover_', None)} (True reads each run of rejections as "
+                        "the run plus the step after it: the paper's action model)."))
+    lines += [f"Warning: {w}" for w in structure_warnings(structure)]
+    return "\n".join(lines)
