@@ -33,7 +33,7 @@ from .stacked import StackedAdapters
 from .training_args import DEFAULT_EPOCHS, DEFAULT_LORA_EPOCHS, SpecialistTrainingArguments
 
 __all__ = ["DEFAULT_EPOCHS", "DEFAULT_LORA_EPOCHS", "auto_lambda_path", "select_lambda", "select_sparsest",
-           "train_specialist"]
+           "train_specialist", "training_summary", "unsettled_lambdas"]
 # train the lambdas left as one `StackedAdapters` (frozen base only); `False` runs them one after another, the old
 # path that `recipes/benchmarks/speed.py` times beside the new one
 STACK_LAMBDAS = True
@@ -127,6 +127,16 @@ def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_
                     "tolerance": tolerance}
 
 
+def unsettled_lambdas(path: list[dict[str, Any]], best: int) -> list[float]:
+    """The lambdas whose supports make the choice of `path[best]` unreliable: the kept one, and any sparser one that
+    passed the rule's thresholds (`within_tolerance`), whose support was still changing when it was frozen (a
+    sparser model that had not settled might have been kept after longer training). Empty when the choice holds."""
+    size = path[best]["adapter/support_size"]
+    return [r["sparsity"] for k, r in enumerate(path)
+            if (k == best or (r.get("within_tolerance") and r["adapter/support_size"] < size))
+            and not r.get("settled", False)]
+
+
 def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[str, Any], *, lora: bool,
                      config_sparsity: float | str) -> SpecialistTrainingArguments:
     """`args` with keyword `overrides` on top, checked, and the run's defaults filled in."""
@@ -171,11 +181,12 @@ def train_specialist(
     With a fixed `sparsity` lambda the penalty warms up over `config.sparsity_warmup` of training, then the support
     (`mask > mask_threshold`) is frozen and the model fine-tuned. With `sparsity="auto"` (the default of
     `SpecialistConfig`), a dense model (lambda = 0) and one model per lambda of `lambda_path` are trained from the
-    same seed and one is kept by `select_lambda` (`args.selection`): by default the sparsest model whose held-out
-    loss is, for every task, within one standard error of the best model's (see `select_lambda` for the rule and
-    why). Users have no ground truth to tune lambda against; held-out task loss is what they do have. When the kept
-    model's support was still changing late in training, a `UserWarning` says the run was too short to settle the
-    support (`history["settled"]` is then `False`): train longer before trusting the choice.
+    same seed and one is kept by `select_lambda` (`args.selection`): by default the sparsest model, settled
+    supports first, whose held-out loss is, for every task, within `max(one standard error, a margin)` of the best
+    model's (see `select_lambda` for the rule and why). Users have no ground truth to tune lambda against;
+    held-out task loss is what they do have. When the kept model's support, or that of a sparser model that passed
+    the rule's thresholds, was still changing when it was frozen, a `UserWarning` says the run was too short for
+    the supports to settle (`history["settled"]` is then `False`): train longer before trusting the choice.
 
     Progress: a tqdm bar when stderr is a terminal, otherwise a line on stderr every 10% (and at least every
     `args.log_every` seconds); a one-paragraph summary at the end (`history["summary"]`); `progress=False` is quiet.
@@ -363,13 +374,15 @@ def train_specialist(
     adapter.eval()
     if peft_model is not None and lora is not None:
         peft_model.eval()
-    settled = bool(path[best].get("settled", False))
     kept = path[best]["sparsity"]
-    if not settled and len(lambdas) > 1 and kept > 0:  # a choice is claimed: say when it cannot be trusted
+    moving = unsettled_lambdas(path, best)
+    settled = not moving
+    if moving and len(lambdas) > 1:  # a choice is claimed: say when it cannot be trusted
         warnings.warn(
-            f"train_specialist: the support of the kept model (lambda {kept:.3g}) was still changing when it was "
-            f"frozen (epochs={epochs}): the run was too short for the supports to settle, so this lambda and "
-            "support are not a reliable choice. Train with more epochs.", UserWarning, stacklevel=2)
+            f"train_specialist: kept lambda {kept:.3g}, but the supports at lambda "
+            f"{', '.join(f'{x:.3g}' for x in moving)} were still changing when they were frozen (epochs={epochs}): "
+            "the run was too short for the supports to settle, so this lambda and support are not a reliable "
+            "choice. Train with more epochs.", UserWarning, stacklevel=2)
     final = {k2: v for k2, v in path[best].items() if k2 not in ("support", "sparsity", "within_tolerance", "settled")}
     seconds = time.perf_counter() - started
     summary = training_summary(adapter, path, best, selection, settled, seconds, multiple=len(lambdas) > 1)
@@ -410,8 +423,8 @@ def training_summary(adapter: SpecialistAdapter, path: list[dict[str, Any]], bes
         parts.append(f"{name}: {int(support[i].sum())} of {cfg.d_latent} latents [{latents}], held-out loss "
                      f"{record[f'task_{i}']:.4f} (± {record.get(f'task_{i}/se', 0.0):.4f})"
                      + (f", {score}" if score else ""))
-    tail = "" if settled or record["sparsity"] == 0 else (
-        " The support was still changing when it was frozen: train longer before trusting this choice.")
+    tail = "" if settled or not multiple else (
+        " Supports were still changing when they were frozen: train longer before trusting this choice.")
     return (f"{head} Support and held-out metrics per task: " + "; ".join(parts)
             + f". Reconstruction explains {record['adapter/explained_variance']:.3f} of the input variance. "
             + f"Time {seconds:.1f} s." + tail)

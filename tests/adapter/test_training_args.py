@@ -120,6 +120,19 @@ def test_default_rule_adds_a_margin_and_prefers_settled_supports():
         select_lambda(path, 2, "median")
 
 
+def test_a_choice_holds_only_when_the_kept_and_sparser_passing_supports_settled():
+    from hf_specialist.adapter.lambda_path import unsettled_lambdas
+
+    path = [_record(0.0, [0.05], [0.004], [8]), _record(0.1, [0.05], [0.004], [3]),
+            _record(0.3, [0.05], [0.004], [2]), _record(1.0, [0.9], [0.01], [1])]
+    for record, ok, settled in zip(path, [True, True, True, False], [True, True, False, False]):
+        record["within_tolerance"], record["settled"] = ok, settled
+    assert unsettled_lambdas(path, 1) == [0.3]  # a sparser model passed but was still moving
+    assert unsettled_lambdas(path, 2) == [0.3] and unsettled_lambdas(path, 0) == [0.3]
+    path[2]["settled"] = True
+    assert unsettled_lambdas(path, 2) == []  # lambda 1.0 failed the thresholds: it does not count
+
+
 def test_support_settled_needs_a_stable_tail_after_the_warmup():
     full, some = np.ones((2, 4), dtype=int), np.array([[1, 1, 0, 0], [0, 0, 1, 1]])
     stable = [full] * 3 + [some] * 7

@@ -22,31 +22,33 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_specialist.adapter.lambda_path import select_lambda
+from hf_specialist.adapter.lambda_path import select_lambda, unsettled_lambdas
 
 RULES = ("one_se_margin", "one_se", "tolerance")
 
 
 def choose(path, want, tolerance=0.1):
-    """Per rule: (kept lambda, support sizes, settled, exact)."""
+    """Per rule: (kept lambda, support sizes, warned (supports not settled), exact)."""
     out = {}
     for rule in RULES:
         trial = copy.deepcopy(path)
         best, _ = select_lambda(trial, len(want), rule, tolerance)
         sizes = np.asarray(trial[best]["support"]).sum(1).tolist()
-        out[rule] = (trial[best]["sparsity"], sizes, trial[best].get("settled"), sizes == want)
+        out[rule] = (trial[best]["sparsity"], sizes, bool(unsettled_lambdas(trial, best)), sizes == want)
     return out
 
 
 def report(rows):
     exact = {rule: 0 for rule in RULES}
+    warned = {rule: 0 for rule in RULES}
     for label, want, chosen in rows:
         line = [f"{label} true {want}"]
-        for rule, (lam, sizes, settled, ok) in chosen.items():
+        for rule, (lam, sizes, warn, ok) in chosen.items():
             exact[rule] += ok
-            line.append(f"{rule}: lambda {lam:.3g} support {sizes}{' exact' if ok else ''}")
+            warned[rule] += warn
+            line.append(f"{rule}: lambda {lam:.3g} support {sizes}{' exact' if ok else ''}{' WARNED' if warn else ''}")
         print(" | ".join(line), flush=True)
-    print({rule: f"{count}/{len(rows)} exact" for rule, count in exact.items()})
+    print({rule: f"{exact[rule]}/{len(rows)} exact, {warned[rule]} warned (not settled)" for rule in RULES})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""Development seeds only (0-9): the lambda and support kept in one process and in two (torchrun, CPU, gloo).
+
+Runs `tests/distributed/lambda_choice_case.py` (the case of the torchrun test: within-step latents, 1,200 rows, 40
+epochs, default lambda path) per seed in this process and under `torchrun --nproc_per_node 2`, and prints both
+choices. Supports are compared as task x latent patterns up to a permutation of the latents (what Theorem 2
+identifies); the lambda exactly. Every rule of `select_lambda` is applied to both trained paths.
+
+Usage: OMP_NUM_THREADS=1 python recipes/benchmarks/development/lambda_processes.py [SEEDS]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import copy
+
+import numpy as np
+
+from hf_specialist.adapter.lambda_path import select_lambda
+
+CASE = Path(__file__).resolve().parents[3] / "tests" / "distributed" / "lambda_choice_case.py"
+sys.path.insert(0, str(CASE.parent))
+from lambda_choice_case import train_lambda_choice  # noqa: E402
+
+
+RULES = ("one_se_margin", "one_se", "tolerance")
+
+
+def pattern(support):
+    return sorted(map(tuple, np.asarray(support, dtype=int).T.tolist()))
+
+
+def kept(path, rule):
+    trial = copy.deepcopy(path)
+    best, _ = select_lambda(trial, 2, rule, 0.1)
+    return trial[best]["sparsity"], pattern(trial[best]["support"]), np.asarray(trial[best]["support"]).sum(1).tolist()
+
+
+seeds = range(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+assert max(seeds) < 10, "development seeds only"
+same = {rule: 0 for rule in RULES}
+for seed in seeds:
+    with tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(CASE), out, str(seed)], env=env, check=True, capture_output=True)
+        two = json.loads(Path(out, "rank0-choice.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adapter, history = train_lambda_choice(seed)
+    line = [f"seed {seed}"]
+    for rule in RULES:
+        one, other = kept(history["path"], rule), kept(two["path"], rule)
+        agree = one[:2] == other[:2]
+        same[rule] += agree
+        line.append(f"{rule}: 1 process lambda {one[0]:.3g} {one[2]}, 2 processes lambda {other[0]:.3g} {other[2]}"
+                    f"{' same' if agree else ' DIFFERENT'}")
+    print(" | ".join(line), flush=True)
+print({rule: f"same lambda and support pattern on {count}/{len(seeds)} seeds" for rule, count in same.items()})
