@@ -55,6 +55,8 @@ class SpecialistConfig:
             which `SpecialistModel.encode_steps` then needs as `steps=`).
         pool (`str`, *optional*): how a step's tokens were pooled (`"mean"`, `"last"`, `"first"`).
         max_length (`int`, *optional*): the token truncation used at extraction.
+        n_steps (`int`, *optional*): steps per text of the states `(n, T, d_in)` the adapter was trained on
+            (recorded by training); `SpecialistModel` refuses texts with another step count unless asked to pad.
     """
 
     d_in: int = 0
@@ -84,6 +86,7 @@ class SpecialistConfig:
     step_rule: str | None = None
     pool: str | None = None
     max_length: int | None = None
+    n_steps: int | None = None
     architecture: str = "specialist_vae"
     library_version: str = __version__
 
@@ -105,6 +108,8 @@ class SpecialistConfig:
         positive_int("head_width", self.head_width)
         if self.max_length is not None:
             positive_int("max_length", self.max_length)
+        if self.n_steps is not None:
+            positive_int("n_steps", self.n_steps)
         if self.pool is not None and self.pool not in ("mean", "last", "first"):
             raise InputError(f"`pool` must be 'mean', 'last' or 'first', got {self.pool!r}.")
         if self.hook_point is not None:

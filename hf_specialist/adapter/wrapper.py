@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from .._constants import LORA_DIR
 from .._files import resolve_file
+from .._validation import InputError
 from ..hooks import HiddenStateExtractor, config_int, resolve_hook_points
 from .model import SpecialistAdapter
 
@@ -123,39 +124,127 @@ class SpecialistModel(nn.Module):
         return cls(base, adapter, tokenizer=tokenizer, hook_point=hook_point)
 
     # -- the trained pipeline ----------------------------------------------------------------------
+    @property
+    def expected_steps(self) -> int | None:
+        """Steps per text the adapter was trained on: the saved structure's `T`, else the recorded `n_steps`."""
+        structure = getattr(self.adapter, "structure_", None)
+        if structure is not None and getattr(structure, "step_tasks_", None) is not None:
+            return int(structure.step_tasks_.shape[0])
+        return self.adapter.config.n_steps
+
+    def check_texts(self, texts: Sequence[str], steps: Any = None, pad: bool = False) -> None:
+        """Refuse, before any forward pass, texts that do not fit the adapter: another step count than it was
+        trained on, a text without the saved separator, or a text longer than the saved `max_length` (its last
+        steps would be cut). With `pad=True` texts with fewer steps pass (and get a mask).
+
+        Raises:
+            InputError: naming the text's index, what it has and what was expected.
+        """
+        from ..steps import separator_spans
+
+        cfg = self.adapter.config
+        rule = steps if steps is not None else cfg.step_rule
+        expected = self.expected_steps
+        counts: list[int] | None = None
+        if isinstance(rule, str) and rule != "token":
+            for i, text in enumerate(texts):
+                if isinstance(text, str) and text.strip() and rule not in text.strip() and (expected or 1) > 1:
+                    raise InputError(
+                        f"texts[{i}] does not contain the step separator {rule!r} the adapter was trained with, so it "
+                        f"would be one step (expected {expected}): {text[:60]!r}. Join its "
+                        f"steps with {rule!r}, or pass the separator it uses as `steps=`.")
+            counts = [len(separator_spans(text, rule)) if isinstance(text, str) else 0 for text in texts]
+        elif rule is not None and not isinstance(rule, str):
+            counts = [len(spans) for spans in rule]
+        if expected is not None and counts is not None:
+            bad = [i for i, count in enumerate(counts) if count > expected or (count < expected and not pad)]
+            if bad:
+                i = bad[0]
+                hint = ("texts with more steps cannot be padded" if counts[i] > expected else
+                        "or pass `pad=True` to pad shorter texts and get a step mask")
+                raise InputError(
+                    f"texts[{i}] has {counts[i]} steps under the step rule {rule!r}, but the adapter was trained on "
+                    f"{expected} steps per text ({len(bad)} of {len(counts)} texts differ, e.g. indices {bad[:5]}); "
+                    f"pass texts of {expected} steps, {hint}.")
+        if cfg.max_length is not None and self.tokenizer is not None and not pad:
+            lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+            long = [i for i, n in enumerate(lengths) if n > cfg.max_length]
+            if long:
+                raise InputError(
+                    f"texts[{long[0]}] has {lengths[long[0]]} tokens, more than the max_length {cfg.max_length} the "
+                    f"adapter was trained with, so its last steps would be cut ({len(long)} texts, e.g. indices "
+                    f"{long[:5]}); shorten them, or pass `pad=True` to keep the steps that fit and get a step mask.")
+
     def step_states(self, texts: Sequence[str] | Any, *, steps: Any = None, batch_size: int = 16,
-                    progress: bool | None = None, column: str | None = None) -> np.ndarray:
+                    progress: bool | None = None, column: str | None = None,
+                    pad: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """`(n, T, d_in)` step states of `texts` exactly as at training: the saved hook point, step rule
-        (`steps` overrides it; required when the adapter was trained on per-text spans), pooling and `max_length`."""
+        (`steps` overrides it; required when the adapter was trained on per-text spans), pooling and `max_length`.
+
+        Texts that do not fit the adapter raise first (`check_texts`). With `pad=True`, texts with fewer steps are
+        padded to the trained step count and `(states, step_mask)` is returned, `step_mask` `(n, T)` bool.
+        """
         from ..data import extract_steps
 
         if self.tokenizer is None:
-            raise ValueError("Pass `tokenizer=` to `SpecialistModel.from_pretrained` to run on texts.")
+            raise InputError("Pass `tokenizer=` to `SpecialistModel.from_pretrained` to run on texts.")
         cfg = self.adapter.config
         rule = steps if steps is not None else cfg.step_rule
         if rule is None:
-            raise ValueError("The adapter records no step rule (it was trained on per-text spans or states without "
+            raise InputError("The adapter records no step rule (it was trained on per-text spans or states without "
                              "`SpecialistConfig(step_rule=...)`); pass `steps=` ('token', a separator, or spans).")
-        return extract_steps(self.base_model, self.tokenizer, texts, hook_point=self.hook_point, steps=rule,
-                             pool=cfg.pool or "mean", batch_size=batch_size, max_length=cfg.max_length,
-                             column=column, progress=progress, process_index=0, num_processes=1)
+        listed = list(texts[column or "text"]) if hasattr(texts, "column_names") else texts
+        self.check_texts(listed, rule, pad=pad)
+        out = extract_steps(self.base_model, self.tokenizer, texts, hook_point=self.hook_point, steps=rule,
+                            pool=cfg.pool or "mean", batch_size=batch_size, max_length=cfg.max_length,
+                            column=column, progress=progress, process_index=0, num_processes=1, pad_steps=pad)
+        if not pad:
+            return out
+        states, mask = out
+        expected = self.expected_steps
+        if expected is not None and states.shape[1] < expected:
+            extra = expected - states.shape[1]
+            states = np.concatenate([states, np.zeros(states.shape[:1] + (extra,) + states.shape[2:], states.dtype)], 1)
+            mask = np.concatenate([mask, np.zeros((mask.shape[0], extra), dtype=bool)], 1)
+        return states, mask
 
     @torch.no_grad()
-    def encode_steps(self, texts: Sequence[str] | Any, task: int | str = 0, **kwargs: Any) -> np.ndarray:
+    def encode_steps(self, texts: Sequence[str] | Any, task: int | str = 0, *, pad: bool = False,
+                     **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The task's specialist representation of every step: numpy `(n, T, |support_task|)`.
 
         Equals `adapter.task_latents(extract_steps(base, tokenizer, texts, <saved hook point, step rule, pooling,
-        max_length>), task)`. Keyword arguments go to `step_states`.
+        max_length>), task)`. Keyword arguments go to `step_states`. Texts with another step count than the adapter
+        was trained on raise (naming the text) unless `pad=True`, which returns `(latents, step_mask)`.
         """
-        states = self.step_states(texts, **kwargs)
-        return self.adapter.task_latents(torch.from_numpy(states), task=task).cpu().numpy()
+        if not pad:
+            states = self.step_states(texts, **kwargs)
+            return self.adapter.task_latents(torch.from_numpy(states), task=task).cpu().numpy()
+        states, mask = self.step_states(texts, pad=True, **kwargs)
+        return self.adapter.task_latents(torch.from_numpy(states), task=task).cpu().numpy(), mask
 
     @torch.no_grad()
-    def predict(self, texts: Sequence[str] | Any, task: int | str = 0, **kwargs: Any) -> np.ndarray:
+    def predict(self, texts: Sequence[str] | Any, task: int | str = 0, *, pad: bool = False,
+                **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The task's prediction per text (sequence readout, from the steps the saved structure assigns to the
-        task) or per step (step readout): regression values in the original units, or class logits."""
-        states = self.step_states(texts, **kwargs)
-        return self.adapter.predict(torch.from_numpy(states), task=task).cpu().numpy()
+        task) or per step (step readout): regression values in the original units, or class logits.
+
+        Texts that do not fit the adapter (another step count, no saved separator, cut by `max_length`) raise an
+        `InputError` naming the text. With `pad=True` shorter texts are padded and `(predictions, step_mask)` is
+        returned; the sequence readout then reads only each text's real steps among the structure's.
+        """
+        if not pad:
+            states = self.step_states(texts, **kwargs)
+            return self.adapter.predict(torch.from_numpy(states), task=task).cpu().numpy()
+        states, mask = self.step_states(texts, pad=True, **kwargs)
+        step_mask = None
+        if self.adapter.config.task_readout == "sequence":
+            step_mask = mask.copy()
+            structure = getattr(self.adapter, "structure_", None)
+            if structure is not None and structure.step_tasks_.shape[0] == mask.shape[1]:
+                step_mask &= structure.step_tasks_[:, self.adapter._check_task(task)][None, :]
+        prediction = self.adapter.predict(torch.from_numpy(states), task=task, step_mask=step_mask)
+        return prediction.cpu().numpy(), mask
 
     # -- token level --------------------------------------------------------------------------------
     def forward(self, task: int | str = 0, **inputs: Any) -> SpecialistOutput:
