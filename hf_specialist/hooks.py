@@ -158,7 +158,7 @@ def _canonical_points(model: nn.Module) -> dict[str, HookPoint]:
 def _resolve(model: nn.Module, spec: str | Iterable[str]) -> list[HookPoint]:
     specs = [spec] if isinstance(spec, str) else list(spec)
     if not specs:
-        raise ValueError("`spec` must name at least one hook point, got an empty list.")
+        raise InputError("`spec` must name at least one hook point, got an empty list.")
     try:
         canonical = _canonical_points(model)
         n_layers = sum(1 for k in canonical if k.startswith("layers."))
@@ -176,7 +176,7 @@ def _resolve(model: nn.Module, spec: str | Iterable[str]) -> list[HookPoint]:
             if index < 0:
                 index += n_layers
             if not 0 <= index < n_layers:
-                raise ValueError(f"Hook point {item!r} is out of range: the model has {n_layers} layers (0..{n_layers - 1}).")
+                raise InputError(f"Hook point {item!r} is out of range: the model has {n_layers} layers (0..{n_layers - 1}).")
             matched = [canonical[f"layers.{index}"]]
         elif item in canonical:
             matched = [canonical[item]]
@@ -188,12 +188,12 @@ def _resolve(model: nn.Module, spec: str | Iterable[str]) -> list[HookPoint]:
                 matched = [HookPoint(n, n) for n in modules if n and fnmatch.fnmatchcase(n, item)]
         if not matched:
             if item == "final_norm" and canonical:
-                raise ValueError(f"Hook point 'final_norm' matches nothing: {type(model).__name__} has no final norm layer.")
+                raise InputError(f"Hook point 'final_norm' matches nothing: {type(model).__name__} has no final norm layer.")
             candidates = list(canonical) + [n for n in modules if n]
             near = difflib.get_close_matches(item, candidates, n=5, cutoff=0.4)
             if not near:
                 near = list(canonical)[:3] + (["layers.*", f"layers.{n_layers - 1}"] if n_layers else [])
-            raise ValueError(f"Hook point {item!r} matches nothing in {type(model).__name__}. Nearest valid names: {near}.")
+            raise InputError(f"Hook point {item!r} matches nothing in {type(model).__name__}. Nearest valid names: {near}.")
         for point in matched:
             if point not in resolved:
                 resolved.append(point)
@@ -213,7 +213,7 @@ def resolve_hook_points(model: nn.Module, spec: str | Iterable[str]) -> list[str
         the order given, without duplicates.
 
     Raises:
-        ValueError: a spec matches nothing; the message lists the nearest valid names.
+        InputError: (a `ValueError`) a spec matches nothing; the message lists the nearest valid names.
 
     Examples:
         >>> resolve_hook_points(gpt2, "layers.-1")  # doctest: +SKIP

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._arrays import as_task_array
-from .._validation import to_numpy
+from .._validation import InputError, to_numpy
 from ..steps import tokenize_steps
 from .model import SpecialistAdapter
 
@@ -45,7 +45,7 @@ def prepare_training_data(
     if readout == "step":
         states = states.reshape(-1, adapter.config.d_in)
     if not np.isfinite(states).all():
-        raise ValueError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
+        raise InputError(f"`states` contains {int((~np.isfinite(states)).sum())} NaN or infinite values.")
     return torch.from_numpy(states), tasks, out_mask
 
 
@@ -53,7 +53,7 @@ def check_hidden_size(adapter: SpecialistAdapter, shape: tuple[int, ...]) -> Non
     """Raise when states of `shape` do not end in the adapter's `d_in`."""
     d_in = adapter.config.d_in
     if len(shape) < 2 or shape[-1] != d_in:
-        raise ValueError(f"`states` has shape {tuple(shape)}, but the adapter expects (..., {d_in}) (d_in={d_in}); "
+        raise InputError(f"`states` has shape {tuple(shape)}, but the adapter expects (..., {d_in}) (d_in={d_in}); "
                          "the hidden size does not match.")
 
 
@@ -70,7 +70,7 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
     if tasks.ndim == 1 and width == 1:
         tasks = tasks[:, None]
     if tasks.shape[-1] != width:
-        raise ValueError(
+        raise InputError(
             f"`tasks` has shape {tasks.shape} with {tasks.shape[-1]} target columns, but the adapter has "
             f"n_tasks={cfg.n_tasks} with task_dims={cfg.task_dims} ({width} columns); the task count does not match."
         )
@@ -81,7 +81,7 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
     if ndim == 3 and cfg.n_steps is None:  # recorded, so that `SpecialistModel` can refuse texts of another length
         cfg.n_steps = int(lead[1])
     if readout == "sequence" and not per_sequence:
-        raise ValueError(
+        raise InputError(
             f"`task_readout='sequence'` needs `states` of shape (n, T, {cfg.d_in}) and one target row per sequence "
             f"(`tasks` of shape (n, {width})); got states {tuple(states_shape)} and tasks {tasks.shape}."
         )
@@ -90,7 +90,7 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
     elif per_sequence:
         tasks = np.broadcast_to(tasks[:, None, :], lead + (width,))
     else:
-        raise ValueError(
+        raise InputError(
             f"`tasks` has shape {tasks.shape}; with `states` of shape {tuple(states_shape)} it must be "
             f"{lead + (width,)}" + (f" or {lead[:1] + (width,)}" if ndim == 3 else "") + "."
         )
@@ -103,7 +103,7 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
         elif ndim == 3 and mask.shape == (lead[1], cfg.n_tasks):
             mask = np.broadcast_to(mask[None], lead + (cfg.n_tasks,))
         else:
-            raise ValueError(f"`task_mask` has shape {mask.shape}; expected {lead + (cfg.n_tasks,)}"
+            raise InputError(f"`task_mask` has shape {mask.shape}; expected {lead + (cfg.n_tasks,)}"
                              + (f" or {(lead[1], cfg.n_tasks)}" if ndim == 3 else "") + ".")
     if readout == "sequence":  # one target row per sequence; `mask` says which rows count, `out_mask` which steps
         out_mask = np.ascontiguousarray(mask)
@@ -113,21 +113,21 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
         mask = out_mask = np.ascontiguousarray(mask).reshape(-1, cfg.n_tasks)
     column_mask = np.concatenate([np.repeat(mask[:, i : i + 1], d, axis=1) for i, d in enumerate(cfg.task_dims)], axis=1)
     if not np.isfinite(tasks[column_mask]).all():
-        raise ValueError("`tasks` contains NaN or infinite values on rows that count; mark absent labels in "
+        raise InputError("`tasks` contains NaN or infinite values on rows that count; mark absent labels in "
                          "`task_mask` (False) instead of NaN.")
     tasks = np.where(column_mask, tasks, 0.0)
     for i, (kind, k, cols) in enumerate(zip(cfg.task_types, cfg.n_classes, cfg.target_columns)):
         if kind == "classification":
             labels = tasks[mask[:, i], cols.start]
             if len(labels) and (np.any(labels != np.round(labels)) or labels.min() < 0 or labels.max() >= k):
-                raise ValueError(f"`tasks[:, {i}]` ({cfg.task_names[i]}) must hold integer labels in 0..{k - 1} "
+                raise InputError(f"`tasks[:, {i}]` ({cfg.task_names[i]}) must hold integer labels in 0..{k - 1} "
                                  f"(n_classes={k}); got values in [{labels.min()}, {labels.max()}].")
     if not mask.any(0).all():
         empty = [cfg.task_names[i] for i in np.flatnonzero(~mask.any(0))]
-        raise ValueError(f"`task_mask` leaves no row for tasks {empty}.")
+        raise InputError(f"`task_mask` leaves no row for tasks {empty}.")
     if len(tasks) < 10:
         unit = "sequences" if readout == "sequence" else "rows"
-        raise ValueError(f"`states` has {len(tasks)} {unit}; at least 10 are needed to train.")
+        raise InputError(f"`states` has {len(tasks)} {unit}; at least 10 are needed to train.")
     return torch.from_numpy(tasks).float(), torch.from_numpy(out_mask), readout
 
 
@@ -223,7 +223,7 @@ class DatasetBatches:
         for h, _, _ in self.evaluation_batches(batch_size=batch_size):
             flat = h.reshape(-1, h.shape[-1]).double()
             if not bool(torch.isfinite(flat).all()):
-                raise ValueError(f"`states` contains {int((~torch.isfinite(flat)).sum())} NaN or infinite values.")
+                raise InputError(f"`states` contains {int((~torch.isfinite(flat)).sum())} NaN or infinite values.")
             if shift is None:  # sums about a first row: no cancellation for dims with large means
                 shift = flat[0]
             centred = flat - shift
@@ -300,14 +300,14 @@ def dataset_source(adapter: SpecialistAdapter, dataset: Any, tasks: Any, task_ma
     if column is None:
         arrays = [k for k, f in dataset.features.items() if type(f).__name__.startswith("Array")]
         if len(arrays) != 1:
-            raise ValueError(f"`states` is a dataset without a 'steps' column and with array columns {arrays}; "
+            raise InputError(f"`states` is a dataset without a 'steps' column and with array columns {arrays}; "
                              "expected one column of (T, d_in) step states per sequence.")
         column = arrays[0]
     if len(dataset) == 0:
-        raise ValueError("`states` is an empty dataset.")
+        raise InputError("`states` is an empty dataset.")
     first = np.asarray(dataset[0][column], dtype=np.float32)
     if first.ndim != 2:
-        raise ValueError(f"`states` rows must be (T, d_in) step states; row 0 has shape {first.shape}.")
+        raise InputError(f"`states` rows must be (T, d_in) step states; row 0 has shape {first.shape}.")
     shape = (len(dataset),) + first.shape
     check_hidden_size(adapter, shape)
     tasks_t, mask_t, readout = prepare_targets(adapter, shape, tasks, task_mask)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import InputError
 from .card import CARD_TAGS
 from .config import SpecialistConfig
 from .hub_mixin import AdapterHubMixin
@@ -34,7 +35,7 @@ def _mlp(d_in: int, widths: Sequence[int], d_out: int) -> nn.Sequential:
 def _check_finite(x: torch.Tensor, name: str) -> None:
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"`{name}` contains {bad} NaN or infinite values; every entry must be finite.")
+        raise InputError(f"`{name}` contains {bad} NaN or infinite values; every entry must be finite.")
 
 
 class SpecialistAdapter(
@@ -93,7 +94,7 @@ class SpecialistAdapter(
         if not isinstance(h, torch.Tensor):
             raise TypeError(f"`{name}` must be a torch tensor or numpy array, got {type(h).__name__}.")
         if h.ndim == 0 or h.shape[-1] != self.config.d_in:
-            raise ValueError(
+            raise InputError(
                 f"`{name}` has shape {tuple(h.shape)}, but the adapter expects (..., {self.config.d_in}) "
                 f"(d_in={self.config.d_in}); the hidden size does not match."
             )
@@ -104,10 +105,10 @@ class SpecialistAdapter(
     def _check_task(self, task: int | str) -> int:
         if isinstance(task, str):
             if task not in self.config.task_names:
-                raise ValueError(f"Unknown task {task!r}; tasks are {self.config.task_names}.")
+                raise InputError(f"Unknown task {task!r}; tasks are {self.config.task_names}.")
             return self.config.task_names.index(task)
         if isinstance(task, bool) or not isinstance(task, (int, np.integer)) or not 0 <= task < self.config.n_tasks:
-            raise ValueError(f"`task` must be an int in 0..{self.config.n_tasks - 1} or a task name, got {task!r}.")
+            raise InputError(f"`task` must be an int in 0..{self.config.n_tasks - 1} or a task name, got {task!r}.")
         return int(task)
 
     # -- normalisation ------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ class SpecialistAdapter(
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"`z` must be a torch tensor or numpy array, got {type(z).__name__}.")
         if z.ndim == 0 or z.shape[-1] != self.config.d_latent:
-            raise ValueError(f"`z` has shape {tuple(z.shape)}, expected (..., {self.config.d_latent}) (d_latent).")
+            raise InputError(f"`z` has shape {tuple(z.shape)}, expected (..., {self.config.d_latent}) (d_latent).")
         z = z.to(self.input_mean.device, torch.float32)
         _check_finite(z, "z")
         unrotated = z @ self.rotation.weight  # the rotation is orthogonal: its inverse is its transpose
@@ -217,7 +218,7 @@ class SpecialistAdapter(
         weights = None
         if self.config.task_readout == "sequence":
             if h.ndim < 2:
-                raise ValueError(f"`h` has shape {tuple(h.shape)}; a sequence readout needs (..., T, {self.config.d_in}).")
+                raise InputError(f"`h` has shape {tuple(h.shape)}; a sequence readout needs (..., T, {self.config.d_in}).")
             lead, n_steps = h.shape[:-2], h.shape[-2]
             structure = getattr(self, "structure_", None)
             if step_mask is None and structure is not None and structure.step_tasks_.shape[0] == n_steps:
@@ -227,7 +228,7 @@ class SpecialistAdapter(
             else:
                 step_mask = torch.as_tensor(np.asarray(step_mask), device=h.device)
                 if step_mask.shape[-1:] != (n_steps,) or step_mask.ndim > len(lead) + 1:
-                    raise ValueError(f"`step_mask` has shape {tuple(step_mask.shape)}; expected ({n_steps},) or "
+                    raise InputError(f"`step_mask` has shape {tuple(step_mask.shape)}; expected ({n_steps},) or "
                                      f"{tuple(lead) + (n_steps,)} for `h` of shape {tuple(h.shape)}.")
                 weights = step_mask.to(torch.float32).expand(lead + (n_steps,))
             weights = weights.reshape(-1, n_steps)
