@@ -71,6 +71,20 @@ def _invertible_mlp(dim_in: int, dim_out: int, rng: np.random.Generator, layers:
     return apply
 
 
+def random_runs(T: int, M: int, rng: np.random.Generator | int | None = 0, min_run: int = 1, max_run: int = 4,
+                runs_per_task: tuple[int, int] = (1, 2)) -> np.ndarray:
+    """A `(T, M)` bool step x task assignment where each task is served by 1-2 runs of `min_run..max_run`
+    consecutive steps at random offsets (runs of different tasks may overlap)."""
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    out = np.zeros((T, M), dtype=bool)
+    for i in range(M):
+        for _ in range(int(rng.integers(runs_per_task[0], runs_per_task[1] + 1))):
+            length = int(rng.integers(min_run, min(max_run, T) + 1))
+            start = int(rng.integers(0, T - length + 1))
+            out[start : start + length, i] = True
+    return out
+
+
 def collider_sequences(
     n: int = 10_000,
     T: int = 20,
@@ -87,6 +101,8 @@ def collider_sequences(
     mixing: str = "nonlinear",
     task_noise: float = 0.5,
     outcome: str = "sum",
+    assignment: np.ndarray | None = None,
+    carry_actions: bool = True,
     seed: int | None = 0,
     sample_seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -110,6 +126,11 @@ def collider_sequences(
             every serving step's noisy contribution is above 0: an AND of the steps).
         mixing (`str`, *optional*, defaults to `"nonlinear"`): the observation map for vector states:
             `"nonlinear"` (random invertible leaky-ReLU MLP), `"linear"` (random full-rank matrix) or `"identity"`.
+        assignment (`np.ndarray`, *optional*): a fixed `(T / segment_length, M)` bool segment x task assignment
+            (e.g. `random_runs`) instead of a random one.
+        carry_actions (`bool`, *optional*, defaults to `True`): whether step `t`'s action enters state `t+1` (the
+            paper's model; a run serving a task then also lights the step after it). `False`: states follow their
+            own chain and each step's action leaves only through the tasks.
         seed (`int`, *optional*, defaults to 0): random seed.
         sample_seed (`int`, *optional*): draw the sequences from this seed and everything else (structure,
             weights, observation map) from `seed`, so that calls with one `seed` and different `sample_seed`s are
@@ -133,12 +154,16 @@ def collider_sequences(
     rng = np.random.default_rng(seed)
     n_segments = T // segment_length
     segment_tasks = random_assignment(n_segments, M, rng, min_segments_per_task, max_segments_per_task)
+    if assignment is not None:
+        segment_tasks = np.asarray(assignment, dtype=bool)
+        if segment_tasks.shape != (n_segments, M):
+            raise ValueError(f"`assignment` must have shape {(n_segments, M)}, got {segment_tasks.shape}.")
     step_tasks = np.repeat(segment_tasks, segment_length, axis=0)
     cuts = sorted(rng.choice(np.arange(1, T), size=min(n_cuts, T - 1), replace=False).tolist()) if n_cuts else []
     d = state_dim
     policy = _signed_uniform(rng, (T, d)) / math.sqrt(d)
     carry = _signed_uniform(rng, (T, d, d)) / math.sqrt(d) * 0.8
-    act_gain = _signed_uniform(rng, (T, d))
+    act_gain = _signed_uniform(rng, (T, d)) * (1.0 if carry_actions else 0.0)
     task_weights = _signed_uniform(rng, (T, M))
     mix_rng = np.random.default_rng(rng.integers(2**63)) if sample_seed is not None else None
     if sample_seed is not None:
@@ -391,4 +416,4 @@ def planted_text(
 from .entities import entity_sentences, entity_sequences  # noqa: E402  (real-knowledge texts, RAVEL attributes)
 
 __all__ = ["collider_sequences", "collider_step_latents", "entity_sentences", "entity_sequences",
-           "paper_linear_gaussian", "planted_text", "random_assignment", "within_step_latents"]
+           "paper_linear_gaussian", "planted_text", "random_assignment", "random_runs", "within_step_latents"]

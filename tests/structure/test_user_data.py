@@ -1,0 +1,78 @@
+"""The structure on data shaped like a user's: isolated steps, layer sweeps, a nonlinear streaming test, bad step
+rules."""
+
+import numpy as np
+import pytest
+
+import hf_specialist as hfs
+from hf_specialist import synthetic
+from hf_specialist.structure.ci_tests import RandomFourierZ
+from helpers import build_tiny_model, tokenizer
+
+
+def test_isolated_context_encodes_each_step_alone():
+    model = build_tiny_model("gpt2", n_layers=2)
+    texts = ["the cat sat. a dog ran far. birds sing", "one. two three. four five six"]
+    isolated = hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", steps=". ", context="isolated")
+    full = hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", steps=". ")
+    assert isolated.shape == full.shape == (2, 3, 32)
+    alone = hfs.extract_steps(model, tokenizer(), ["a dog ran far"], hook_point="layers.1", steps=[[(0, 13)]])
+    np.testing.assert_allclose(isolated[0, 1], alone[0, 0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(full[0, 1], alone[0, 0], atol=1e-3)  # in context, step 2 also sees step 1
+    with pytest.raises(ValueError, match="context='isolated' encodes each step on its own"):
+        hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", steps="token", context="isolated")
+
+
+def test_step_rules_that_do_not_fit_fail_before_the_forward_pass():
+    model = build_tiny_model("gpt2", n_layers=2)
+    texts = ["a b; c d; e f", "g h; i j; k l"]
+    with pytest.raises(ValueError, match=r"The step rule '\. ' matches nothing in any of the 2 texts.*'a b; c d; e f'"):
+        hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", steps=". ")
+    with pytest.raises(ValueError, match=r"most have 3, texts\[2\] has 2 \(.m; n.\)"):
+        hfs.extract_steps(model, tokenizer(), texts + ["m; n", "o; p; q"], hook_point="layers.1", steps="; ")
+    states, mask = hfs.extract_steps(model, tokenizer(), texts + ["m; n"], hook_point="layers.1", steps="; ",
+                                     pad_steps=True)
+    assert states.shape[:2] == (3, 3) and mask.sum() == 8
+
+
+def test_sweep_layers_equals_a_fit_per_layer_and_plots(tmp_path):
+    model = build_tiny_model("gpt2", n_layers=3)
+    texts, tasks, truth = synthetic.planted_text(n=400, T=4, M=2, seed=0)
+    sweep = hfs.sweep_layers(model, tokenizer(), texts, tasks, hook_points=["embed", "layers.0", "layers.2"],
+                             steps=". ", batch_size=64, plot=tmp_path / "sweep.png", project=None)
+    assert sweep.hook_points == ["embed", "layers.0", "layers.2"]
+    for point in sweep.hook_points:
+        states = hfs.extract_steps(model, tokenizer(), texts, hook_point=point, steps=". ")
+        alone = hfs.TaskStructure(project=None).fit(states, tasks)
+        np.testing.assert_array_equal(sweep.structures[point].step_tasks_, alone.step_tasks_)
+        np.testing.assert_allclose(sweep.structures[point].step_pvalues_, alone.step_pvalues_, rtol=1e-5, atol=1e-300)
+        assert 0.0 <= sweep.confidence[point] <= 1.0
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    table = sweep.table()
+    assert table.splitlines()[0].startswith("hook point") and len(table.splitlines()) == 4
+    assert sweep.best() in sweep.hook_points
+
+
+def test_rff_z_streams_and_finds_a_threshold_outcome():
+    states, tasks, truth = synthetic.collider_sequences(n=6000, T=8, M=2, outcome="threshold", seed=1)
+    test = RandomFourierZ(seed=0)
+    whole = hfs.TaskStructure(segment_length=2, test=test).fit(states, tasks)
+    np.testing.assert_array_equal(whole.step_tasks_, truth["step_tasks"])
+    streamed = hfs.TaskStructure(segment_length=2, test=test)
+    for start in range(0, 6000, 1500):
+        streamed.partial_fit(states[start : start + 1500], tasks[start : start + 1500])
+    np.testing.assert_array_equal(streamed.step_tasks_, whole.step_tasks_)
+    # the features are drawn from the first batch: a stream of the same batches gives the same fit
+    batches = [(states[start : start + 1500], tasks[start : start + 1500]) for start in range(0, 6000, 1500)]
+    again = hfs.TaskStructure(segment_length=2, test=test).fit(batches)
+    np.testing.assert_allclose(again.step_pvalues_, streamed.step_pvalues_, rtol=1e-5, atol=1e-300)
+
+
+def test_rff_z_is_calibrated_on_unlinked_tasks():
+    marks = 0
+    for seed in range(3):
+        states, tasks, _ = synthetic.unlinked_collider_sequences(n=3000, T=8, M=2, outcome="max", seed=seed)
+        marks += hfs.TaskStructure(segment_length=2, test="rff_z").fit(states, tasks).step_tasks_.sum()
+    assert marks == 0
+    with pytest.raises(ValueError, match="`n_task_features` must be an int >= 1"):
+        RandomFourierZ(n_task_features=0)
