@@ -114,3 +114,12 @@ def test_cli_blank_lines_and_uneven_steps_are_errors_as_in_python(tmp_path, tiny
     assert "Texts have different numbers of steps under the rule '. ': most have" in capsys.readouterr().err
     assert main(argv + ["--pad"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "u_mask.npy"), [[True, True, True], [True, True, False]])
+
+
+def test_a_hub_dataset_offline_fails_fast_naming_it(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(hfs.InputError, match=r"no such file or folder: alice/my-texts \(as a Hub dataset id it cannot "
+                                             r"be fetched: offline mode is on \(HF_HUB_OFFLINE=1\)\)"):
+        read_texts("alice/my-texts")
