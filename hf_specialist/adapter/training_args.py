@@ -58,8 +58,8 @@ class SpecialistTrainingArguments:
             the generalist ablation of Proposition 2.
         lambda_path (`list[float]`, *optional*): the lambdas tried by `"auto"` (default `auto_lambda_path()`).
         selection (`str`, *optional*, defaults to `"one_se_margin"`): how `"auto"` picks a lambda (rules and
-            evidence in `select_lambda`). `"one_se_margin"`: the sparsest settled model whose held-out loss is, for
-            every task, within `max(one standard error, config.sparsity_tolerance x + 0.02)` of the best model's;
+            evidence in `select_lambda`). `"one_se_margin"`: the sparsest model whose held-out loss is, for every
+            task, within `max(one standard error, config.sparsity_tolerance x + 0.02)` of the best model's;
             `"one_se"`: within one standard error alone (glmnet's `lambda.1se`); `"tolerance"`: the earlier rule,
             within `config.sparsity_tolerance` (relative, plus 0.02) of the dense model's loss.
         validation_split (`float`, *optional*, defaults to 0.2): share of sequences held out (for `"auto"` and the
