@@ -75,7 +75,8 @@ def test_local_round_trip_layout_and_structure(tmp_path, trained, structure):
     adapter, h = trained
     folder = adapter.save_pretrained(tmp_path / "art", structure=structure, metrics={"adapter/explained_variance": 0.9})
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["README.md", "config.json", "model.safetensors", "structure.json", "structure.png"]
+    assert names == ["README.md", "config.json", "model.safetensors", "structure.json", "structure.png",
+                     "training_args.json"]  # the adapter was trained: its arguments are saved beside it
     assert not (folder / "adapter_config.json").exists()
     config = json.loads((folder / "config.json").read_text())
     assert config["hook_point"] == "layers.1" and set(config["versions"]) == {"hf_specialist", "torch", "transformers"}
@@ -170,7 +171,8 @@ def test_push_load_update_and_old_revision(hub_endpoint, trained, structure):
     url = adapter.push_to_hub(repo, token=TOKEN, structure=structure, metrics={"structure/f1": 1.0})
     api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
     files = sorted(api.list_repo_files(repo))
-    assert files == ["README.md", "config.json", "model.safetensors", "structure.json", "structure.png"]
+    assert files == ["README.md", "config.json", "model.safetensors", "structure.json", "structure.png",
+                     "training_args.json"]
     first = api.model_info(repo).sha
     assert first in url
     assert len(hub_endpoint.state.repos[repo]["commits"]) == 2  # the initial commit + one push
@@ -220,7 +222,8 @@ def test_save_and_push_options(tmp_path, hub_endpoint, trained):
     card = (adapter.save_pretrained(tmp_path / "carded") / "README.md").read_text()
     assert card.count("model_hub_mixin") <= 1 and "hf_specialist" in card
     folder = adapter.save_pretrained(tmp_path / "plain", card=False)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]  # no card of any kind
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors",
+                                                        "training_args.json"]  # no card of any kind
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['strucutre'\]"):
         adapter.save_pretrained(tmp_path / "typo", strucutre=None)
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['strucutre'\]"):
@@ -232,7 +235,7 @@ def test_save_and_push_options(tmp_path, hub_endpoint, trained):
     api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
     assert api.model_info(repo).sha in url
     assert sorted(api.list_repo_files(repo)) == ["layers.1/README.md", "layers.1/config.json",
-                                                 "layers.1/model.safetensors"]
+                                                 "layers.1/model.safetensors", "layers.1/training_args.json"]
     _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, subfolder="layers.1"), h)
     # cached now: loads offline although the repo has no top-level config.json
     _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, subfolder="layers.1", local_files_only=True), h)
