@@ -43,6 +43,27 @@ def _separator(value: str) -> str:
     return "".join(out)
 
 
+def _check_steps(texts: list[str], steps: str, pad: bool) -> None:
+    """The texts' steps under the rule, checked before any model is loaded: a rule that matches nothing, or (unless
+    `pad`) texts with different step counts, are bad input named by text (as `extract_steps` would find later)."""
+    from .steps import step_spans
+
+    try:
+        spans = step_spans(texts, steps)
+    except (TypeError, ValueError) as err:  # a pure check of the texts and the rule: always the input's fault
+        raise BadInput(str(err)) from err
+    if spans is None or pad:
+        return
+    counts = np.array([len(s) for s in spans])
+    common = int(np.bincount(counts).argmax())
+    odd = np.flatnonzero(counts != common)
+    if len(odd):
+        i = int(odd[0])
+        raise BadInput(f"texts have different numbers of steps under {steps!r}: most have {common}, text {i} has "
+                       f"{counts[i]} ({texts[i][:60]!r}; {len(odd)} of {len(texts)} differ); make every text produce "
+                       "the same number of steps, or pass --pad to pad them and write a step mask.")
+
+
 def _check_model_name(name: str | None) -> None:
     """Fail at once for a `--model` that names a missing folder (no Hub call); the offline aliases pass."""
     from ._files import check_source
@@ -149,8 +170,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     )
     _check_model_name(cfg["model"])
     texts = _read_lines(cfg["texts"], cfg["text_column"]) if cfg["texts"] else _example_texts()
-    model, tokenizer = load_model(cfg["model"])
     steps = _separator(cfg["steps"])
+    _check_steps(texts, steps, bool(cfg["pad"]))
+    model, tokenizer = load_model(cfg["model"])
     states = extract_steps(
         model, tokenizer, texts, hook_point=cfg["hook_point"], steps=steps, pool=cfg["pool"],
         batch_size=cfg["batch_size"], pad_steps=bool(cfg["pad"]), cache_dir=cfg["cache_dir"],
@@ -262,8 +284,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
         if not cfg["texts"]:
             raise BadInput("--model needs --texts FILE (one sequence per line, or .jsonl with a 'text' field)")
         texts = _read_lines(cfg["texts"], cfg["text_column"])
-        model, tokenizer = load_model(cfg["model"])
         steps = _separator(cfg["steps"])
+        _check_steps(texts, steps, pad=True)  # the rule only: the streaming fit has its own step-count rule
+        model, tokenizer = load_model(cfg["model"])
         structure = discover(model, tokenizer, texts, tasks, hook_point=cfg["hook_point"], steps=steps,
                              pool=cfg["pool"], batch_size=cfg["batch_size"], chunk_size=cfg["chunk_size"],
                              max_length=cfg["max_length"], structure=structure)

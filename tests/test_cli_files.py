@@ -110,8 +110,11 @@ def test_cli_blank_lines_and_uneven_steps_are_errors_as_in_python(tmp_path, tiny
     (tmp_path / "uneven.txt").write_text("a b. c d. e f.\na b. c d.\n")
     argv = ["extract", "--model", str(tiny_model_folder), "--texts", str(tmp_path / "uneven.txt"),
             "--hook-point", "layers.1", "--output", str(tmp_path / "u.npy")]
-    assert main(argv) != 0
-    assert "Texts have different numbers of steps under the rule '. ': most have" in capsys.readouterr().err
+    assert main(argv) == 2  # before the model is loaded
+    assert ("error: texts have different numbers of steps under '. ': most have 2, text 0 has 3 ('a b. c d. e f.'; "
+            "1 of 2 differ); make every text produce the same number of steps, or pass --pad") in capsys.readouterr().err
+    assert main(argv + ["--steps", "; "]) == 2
+    assert "error: The step rule '; ' matches nothing in any of the 2 texts" in capsys.readouterr().err
     assert main(argv + ["--pad"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "u_mask.npy"), [[True, True, True], [True, True, False]])
 
