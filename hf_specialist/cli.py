@@ -374,7 +374,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", _task_columns(args, cfg))
     structure = getattr(adapter, "structure_", None)
-    mask = structure.step_tasks_ if structure is not None and states.ndim == 3 and states.shape[1] == structure.step_tasks_.shape[0] else None
+    expected = structure.step_tasks_.shape[0] if structure is not None else adapter.config.n_steps
+    if states.ndim == 3 and expected is not None and states.shape[1] != expected:
+        raise BadInput(f"states have {states.shape[1]} steps per sequence (shape {tuple(states.shape)}), but the adapter "
+                       f"was trained on {expected}; extract them with the adapter's step rule "
+                       f"({adapter.config.step_rule!r}).")
+    mask = structure.step_tasks_ if structure is not None and states.ndim == 3 else None
     h, t, m = prepare_training_data(adapter, states, tasks, mask)
     metrics = evaluate(adapter, h, t, m)
     metrics["adapter/support_size"] = int(adapter.task_support_.sum())

@@ -126,3 +126,18 @@ def test_a_hub_dataset_offline_fails_fast_naming_it(monkeypatch):
     with pytest.raises(hfs.InputError, match=r"no such file or folder: alice/my-texts \(as a Hub dataset id it cannot "
                                              r"be fetched: offline mode is on \(HF_HUB_OFFLINE=1\)\)"):
         read_texts("alice/my-texts")
+
+
+def test_cli_evaluate_refuses_states_with_another_step_count(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(60, 4, 32)).astype(np.float32)
+    adapter = build_adapter(d_in=32, n_tasks=1, step_rule=". ")
+    hfs.train_specialist(adapter, states, states[:, :2, 0].sum(1, keepdims=True), sparsity=0.0, epochs=1, seed=0,
+                         progress=False)
+    adapter.save_pretrained(tmp_path / "adapter")
+    np.save(tmp_path / "s3.npy", states[:, :3])
+    np.save(tmp_path / "g.npy", np.zeros((60, 1)))
+    assert main(["evaluate", "--adapter", str(tmp_path / "adapter"), "--states", str(tmp_path / "s3.npy"),
+                 "--tasks", str(tmp_path / "g.npy")]) == 2
+    assert ("error: states have 3 steps per sequence (shape (60, 3, 32)), but the adapter was trained on 4; extract "
+            "them with the adapter's step rule ('. ')") in capsys.readouterr().err
