@@ -387,7 +387,7 @@ def train_specialist(
     kept = path[best]["sparsity"]
     moving = unsettled_lambdas(path, best)
     settled = not moving
-    if moving and len(lambdas) > 1:  # a choice is claimed: say when it cannot be trusted
+    if moving and len(lambdas) > 1 and is_main_process():  # a choice is claimed: say when it cannot be trusted
         warnings.warn(
             f"train_specialist: kept lambda {kept:.3g}, but the supports at lambda "
             f"{', '.join(f'{x:.3g}' for x in moving)} were still changing when they were frozen (epochs={epochs}): "

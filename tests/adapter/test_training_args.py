@@ -175,6 +175,29 @@ def test_progress_lines_off_a_terminal_and_a_summary_and_quiet(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_modes_tenths_and_time_based_lines(capsys):
+    from hf_specialist.adapter.loop import TrainingProgress
+
+    def run(**kwargs):
+        bar = TrainingProgress(total=50, initial=0, label="test", **kwargs)
+        for step in range(50):
+            bar.set_postfix(loss=f"{step:.1f}")
+            bar.update(step // 10, 5)
+        bar.close()
+        return bar.mode, capsys.readouterr().err
+
+    mode, err = run(progress=None, log_every=1e6)  # captured stderr is no terminal: a line per tenth
+    lines = err.splitlines()
+    assert mode == "log" and len(lines) == 10 and "step 5/50 (10%), epoch 1/5, loss 4.0" in lines[0]
+    assert "step 50/50 (100%)" in lines[-1]
+    mode, err = run(progress=None, log_every=1e-9)  # and at least every `log_every` seconds
+    assert len(err.splitlines()) == 50
+    assert run(progress=False, log_every=1.0) == ("quiet", "")
+    assert run(progress=None, log_every=1.0, enabled=False) == ("quiet", "")  # not the main process
+    mode, err = run(progress=True, log_every=1.0)
+    assert mode == "bar" and "train specialist (test)" in err
+
+
 def test_saved_artifact_holds_training_args_and_the_card_its_held_out_metrics(tmp_path):
     x, y = _linear_data()
     adapter = build_adapter()
