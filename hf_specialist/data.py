@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_folder
+from ._validation import InputError, InputTypeError
 from ._distributed import barrier, process_layout
 from .hooks import HiddenStateExtractor, resolve_hook_points
 from .steps import POOLING_MODES, StepRule, ensure_pad_token, pool_steps, stack_steps, step_spans, tokenize_steps
@@ -35,16 +36,16 @@ def _texts_from(texts: Sequence[str] | Any, column: str | None) -> list[str]:
         if column is None:
             string_columns = [k for k, f in texts.features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
             if len(string_columns) != 1:
-                raise ValueError(f"Pass `column=`: the dataset has string columns {string_columns}, expected exactly one.")
+                raise InputError(f"Pass `column=`: the dataset has string columns {string_columns}, expected exactly one.")
             column = string_columns[0]
         if column not in texts.column_names:
-            raise ValueError(f"`column` {column!r} is not in the dataset; columns are {texts.column_names}.")
+            raise InputError(f"`column` {column!r} is not in the dataset; columns are {texts.column_names}.")
         return list(texts[column])
     if isinstance(texts, str):
-        raise TypeError("`texts` must be a list of strings or a datasets.Dataset, got a single str; wrap it in a list.")
+        raise InputTypeError("`texts` must be a list of strings or a datasets.Dataset, got a single str; wrap it in a list.")
     texts = list(texts)
     if not texts:
-        raise ValueError("`texts` is empty; pass at least one text.")
+        raise InputError("`texts` is empty; pass at least one text.")
     return texts
 
 
@@ -107,12 +108,12 @@ def check_extraction(model: nn.Module, texts: list[str], hook_point: str, steps:
                      batch_size: int) -> tuple[str, list[list[tuple[int, int]]] | None]:
     """Check the extraction arguments before any work; returns the resolved hook point and the step spans."""
     if pool not in POOLING_MODES:
-        raise ValueError(f"`pool` must be one of {POOLING_MODES}, got {pool!r}.")
+        raise InputError(f"`pool` must be one of {POOLING_MODES}, got {pool!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+        raise InputError(f"`batch_size` must be a positive int, got {batch_size!r}.")
     names = resolve_hook_points(model, hook_point)
     if len(names) != 1:
-        raise ValueError(f"`hook_point` must resolve to exactly one hook point, got {names}.")
+        raise InputError(f"`hook_point` must resolve to exactly one hook point, got {names}.")
     return names[0], step_spans(texts, steps)
 
 
@@ -122,7 +123,7 @@ def check_equal_steps(spans: list[list[tuple[int, int]]], texts: list[str], step
     if len(set(counts)) > 1:
         first = Counter(counts).most_common(1)[0][0]
         bad = next(i for i, c in enumerate(counts) if c != first)
-        raise ValueError(
+        raise InputError(
             f"Texts have different numbers of steps under the rule {steps!r}: most have {first}, texts[{bad}] has "
             f"{counts[bad]} ({texts[bad][:80]!r}); range {min(counts)}..{max(counts)}. Pass `pad_steps=True` to pad "
             "and get a step mask, or make every text produce the same number of steps."
@@ -336,9 +337,9 @@ def extract_steps(
     texts = _texts_from(texts, column)
     hook_point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
     if context not in ("full", "isolated"):
-        raise ValueError(f"`context` must be 'full' or 'isolated', got {context!r}.")
+        raise InputError(f"`context` must be 'full' or 'isolated', got {context!r}.")
     if context == "isolated" and spans is None:
-        raise ValueError("context='isolated' encodes each step on its own: pass a separator or per-text spans as "
+        raise InputError("context='isolated' encodes each step on its own: pass a separator or per-text spans as "
                          "`steps`, not 'token'.")
     if spans is not None and not pad_steps:
         check_equal_steps(spans, texts, steps)
@@ -350,7 +351,7 @@ def extract_steps(
 
     ensure_pad_token(tokenizer)  # before the key: it is part of the tokenizer's identity
     if as_dataset and cache_dir is None:
-        raise ValueError("`as_dataset=True` returns the Arrow cache: pass `cache_dir=` too.")
+        raise InputError("`as_dataset=True` returns the Arrow cache: pass `cache_dir=` too.")
     key_steps = steps if context == "full" else {"isolated": steps if isinstance(steps, str) else list(map(list, steps))}
     root = Path(cache_dir) / cache_key(model, tokenizer, hook_point, key_steps, pool, max_length, texts) \
         if cache_dir else None

@@ -36,18 +36,32 @@ def step_task_heatmap(
     truth: Any | None = None,
     task_names: Sequence[str] | None = None,
     title: str = "Step x task structure",
+    pvalues: Any | None = None,
 ) -> Path:
-    """Write the `(T, M)` step x task matrix as a heatmap PNG, with the ground truth beside it when known."""
+    """Write the `(T, M)` step x task matrix as a heatmap PNG, with the ground truth beside it when known.
+
+    With `pvalues` (`(M, T)` raw p-values of each step's test) a further panel shows the evidence as `-log10 p`,
+    the marked steps dotted."""
     plt = _pyplot()
     estimate = np.asarray(estimate, dtype=float)
     if estimate.ndim != 2:
         raise ValueError(f"`estimate` must be a (T, M) matrix, got shape {estimate.shape}.")
     panels = [("estimate", estimate)] if truth is None else [("truth", np.asarray(truth, dtype=float)), ("estimate", estimate)]
+    if pvalues is not None:
+        evidence = -np.log10(np.clip(np.nan_to_num(np.asarray(pvalues, dtype=float).T, nan=1.0), 1e-300, 1.0))
+        panels.append(("-log10 p", evidence))
     T, M = estimate.shape
     fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 0.5 * M * len(panels) + 1.5, 1.0 + 0.25 * T), squeeze=False)
     names = list(task_names) if task_names is not None else [f"task {i}" for i in range(M)]
     for ax, (label, matrix) in zip(axes[0], panels):
-        ax.imshow(matrix, aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        if label == "-log10 p":
+            image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(np.percentile(matrix, 90)),
+                                                                                     2.0), interpolation="nearest")
+            rows, cols = np.nonzero(estimate > 0.5)
+            ax.scatter(cols, rows, s=14, c="white")
+            fig.colorbar(image, ax=ax)
+        else:
+            ax.imshow(matrix, aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(label)
         ax.set_xticks(range(M), names, rotation=45, ha="right")
         ax.set_yticks(range(T), [str(t + 1) for t in range(T)])

@@ -14,6 +14,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from ._validation import InputError, InputTypeError
+
 StepRule = Union[str, Sequence[Sequence[tuple[int, int]]]]
 POOLING_MODES = ("mean", "last", "first")
 
@@ -47,16 +49,16 @@ def step_spans(texts: Sequence[str], steps: StepRule) -> list[list[tuple[int, in
     """
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"`texts[{i}]` must be a str, got {type(text).__name__}.")
+            raise InputTypeError(f"`texts[{i}]` must be a str, got {type(text).__name__}.")
         if not text.strip():
-            raise ValueError(f"`texts[{i}]` is empty; every text needs at least one step.")
+            raise InputError(f"`texts[{i}]` is empty; every text needs at least one step.")
     if isinstance(steps, str):
         if steps == "token":
             return None
         if not steps:
-            raise ValueError("`steps` separator must be a non-empty string (or 'token', or per-text spans).")
+            raise InputError("`steps` separator must be a non-empty string (or 'token', or per-text spans).")
         if not any(steps in text.strip() for text in texts):
-            raise ValueError(
+            raise InputError(
                 f"The step rule {steps!r} matches nothing in any of the {len(texts)} texts, so each text would be one "
                 f"step; e.g. texts[0] = {texts[0][:80]!r}. Pass the separator the texts use (steps='\\n', '. ', ...), "
                 "'token', or per-text character spans."
@@ -65,17 +67,17 @@ def step_spans(texts: Sequence[str], steps: StepRule) -> list[list[tuple[int, in
     else:
         spans = [list(s) for s in steps]
         if len(spans) != len(texts):
-            raise ValueError(f"`steps` gives spans for {len(spans)} texts but {len(texts)} texts were passed.")
+            raise InputError(f"`steps` gives spans for {len(spans)} texts but {len(texts)} texts were passed.")
         for i, (text, text_spans) in enumerate(zip(texts, spans)):
             for start, end in text_spans:
                 if not 0 <= start < end <= len(text):
-                    raise ValueError(
+                    raise InputError(
                         f"`steps[{i}]` has span ({start}, {end}) outside text {i} of length {len(text)}; "
                         "spans must satisfy 0 <= start < end <= len(text)."
                     )
     for i, text_spans in enumerate(spans):
         if not text_spans:
-            raise ValueError(f"`texts[{i}]` has no step under the rule {steps!r}: {texts[i][:60]!r}.")
+            raise InputError(f"`texts[{i}]` has no step under the rule {steps!r}: {texts[i][:60]!r}.")
     return spans
 
 
@@ -114,7 +116,7 @@ def pool_steps(hidden: torch.Tensor, assign: torch.Tensor, pool: str) -> torch.T
     Steps with no token come out as zeros (callers mask or reject them).
     """
     if pool not in POOLING_MODES:
-        raise ValueError(f"`pool` must be one of {POOLING_MODES}, got {pool!r}.")
+        raise InputError(f"`pool` must be one of {POOLING_MODES}, got {pool!r}.")
     hidden = hidden.float()
     weights = assign.to(hidden.dtype)
     if pool == "mean":
@@ -142,7 +144,7 @@ def stack_steps(
     if not pad_steps:
         if len(set(counts)) > 1:
             first_bad = next(i for i, c in enumerate(counts) if c != counts[0])
-            raise ValueError(
+            raise InputError(
                 f"Sequences have different numbers of steps (sequence 0 has {counts[0]}, sequence {first_bad} has "
                 f"{counts[first_bad]}; range {min(counts)}..{max(counts)}). Pass `pad_steps=True` to pad and get a "
                 "step mask, or make every text produce the same number of steps."
@@ -162,7 +164,7 @@ def ensure_pad_token(tokenizer: Any) -> None:
     """Give a tokenizer without a pad token its eos token as pad token (decoder tokenizers often lack one)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError("The tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token` first.")
+            raise InputError("The tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token` first.")
         tokenizer.pad_token = tokenizer.eos_token
 
 
@@ -194,7 +196,7 @@ def tokenize_steps(
     ensure_pad_token(tokenizer)
     fast = getattr(tokenizer, "is_fast", False)
     if spans is not None and not fast:
-        raise ValueError("Span steps need a fast tokenizer (offset mapping); load it with `use_fast=True`.")
+        raise InputError("Span steps need a fast tokenizer (offset mapping); load it with `use_fast=True`.")
     encoded = tokenizer(
         list(texts),
         return_tensors="pt",
@@ -214,5 +216,5 @@ def tokenize_steps(
         empty = (~assign[row, :count].any(-1)).nonzero().flatten()
         if count == 0 or len(empty):
             detail = "no token" if count == 0 else f"steps {empty.tolist()} cover no token (truncated by max_length?)"
-            raise ValueError(f"`texts[{first_index + row}]` has {detail}; every step needs at least one token.")
+            raise InputError(f"`texts[{first_index + row}]` has {detail}; every step needs at least one token.")
     return dict(encoded), assign, counts

@@ -63,7 +63,8 @@ def write_artifact(folder: Path, adapter: Any, *, structure: Any | None = None, 
         (folder / STRUCTURE_NAME).write_text(structure.to_json())
         from ..plots import step_task_heatmap
 
-        step_task_heatmap(structure.step_tasks_, folder / HEATMAP_NAME, task_names=adapter.config.task_names)
+        step_task_heatmap(structure.step_tasks_, folder / HEATMAP_NAME, task_names=adapter.config.task_names,
+                          pvalues=getattr(structure, "step_pvalues_", None))
         has_heatmap = True
     if lora_model is not None:
         lora_model.save_pretrained(str(folder / LORA_DIR))

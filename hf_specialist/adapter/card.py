@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._constants import CARD_MARKER, HEATMAP_NAME
 from .._version import __version__
 
@@ -109,7 +111,23 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
         steps = structure.step_tasks_
         lines = ["| step | " + " | ".join(cfg.task_names[: steps.shape[1]]) + " |",
                  "|---|" + "---|" * steps.shape[1]]
-        lines += [f"| {t + 1} | " + " | ".join("x" if v else "" for v in row) + " |" for t, row in enumerate(steps)]
+        pvalues = getattr(structure, "step_pvalues_", None)
+
+        def cell(t: int, i: int) -> str:
+            mark = "**x**" if steps[t, i] else ""
+            if pvalues is None or not np.isfinite(pvalues[i, t]):
+                return mark
+            return f"{mark} p={pvalues[i, t]:.1e}".strip()
+
+        lines += [f"| {t + 1} | " + " | ".join(cell(t, i) for i in range(steps.shape[1])) + " |"
+                  for t in range(steps.shape[0])]
+        lines += ["", f"x = marked; p = the step's raw direct-test p-value (a step is marked below "
+                      f"{getattr(structure, 'critical_pvalue_', float('nan')):.2g}, the level after "
+                      f"{structure.correction} correction at alpha {structure.alpha}). The evidence per step is also in "
+                      "`structure.json` (`report`)."]
+        from ..structure.report import structure_warnings
+
+        lines += [f"\n> Warning: {w}" for w in structure_warnings(structure)]
         structure_text = (
             f"Discovered with `TaskStructure` (segment length {structure.segment_length}, test "
             f"`{structure.to_dict()['params']['test']}`, mode `{structure.mode}`, conditioning "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+RUN_START, MARK = 1e-6, 1e-9  # tie-breaking costs, as shares of one lit step's cost
+
 
 def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: float, *,
                    carryover: bool = True) -> np.ndarray:
@@ -49,7 +51,7 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
     own_quiet = evidence[:, :, 1:].sum(-1)  # (M, N): the segment's later steps, quiet
     own_lit = np.full((M, N), cost_lit * (L - 1))
     first_quiet = evidence[:, :, 0]
-    # best[c]: least cost of segments 0..k with segment k marked (c=1) or not (c=0); ties go to fewer marks
+    # best[c]: least cost of segments 0..k with segment k marked (c=1) or not (c=0); ties: see RUN_START, MARK
     best = np.stack([np.zeros(M), np.full(M, np.inf)], axis=1)
     back = np.zeros((N, M, 2), dtype=np.int8)
     for k in range(N):
@@ -60,6 +62,10 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
             first_when_prev = np.full(M, cost_lit) if carryover else (np.full(M, cost_lit) if cur else first_quiet[:, k])
             first = np.stack([np.full(M, cost_lit) if cur else first_quiet[:, k], first_when_prev], axis=1)
             total = best + first + own[:, None]
+            if cur:  # ties: fewer runs of marks first (a gap inside a run lights the same steps), then fewer marks,
+                # except that a lit last segment after a marked one is marked (no later step can tell carry-over apart)
+                mark = -MARK if (carryover and k == N - 1) else MARK
+                total = total + np.array([RUN_START, 0.0]) * cost_lit + mark * cost_lit
             back[k, :, cur] = np.where(total[:, 1] < total[:, 0], 1, 0)
             new[:, cur] = total.min(1)
         best = new

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._arrays import as_task_array
 from .._validation import (
+    InputError,
     InstanceOf,
     Interval,
     Options,
@@ -197,14 +199,14 @@ class TaskStructure:
     def _validate(self) -> None:
         validate_params(type(self).__name__, self.get_params(), self._parameter_constraints)
         if self.segment_length == 1 and self.mode != "direct":
-            raise ValueError(f"mode={self.mode!r} pairs segments of segment_length >= 2 (the paper's test); at step "
+            raise InputError(f"mode={self.mode!r} pairs segments of segment_length >= 2 (the paper's test); at step "
                              "level (segment_length=1) use mode='direct'.")
 
     # -- input ------------------------------------------------------------------------------------
     def _check_batch(self, states: Any, tasks: Any) -> tuple[np.ndarray, np.ndarray]:
         """Shape and value checks of one batch, as `(n, T, d)` states and `(n, M, d_g)` tasks."""
         states = check_array(states, "states", ndims=(2, 3), expected="(n_sequences, T) or (n_sequences, T, d)")
-        tasks = check_array(_task_columns(tasks), "tasks", ndims=(1, 2, 3),
+        tasks = check_array(as_task_array(tasks), "tasks", ndims=(1, 2, 3),
                             expected="(n_sequences, M) or (n_sequences, M, d_g)")
         check_consistent_length(states=states, tasks=tasks)
         if states.ndim == 2:
@@ -215,7 +217,7 @@ class TaskStructure:
             tasks = tasks[:, :, None]
         layout = getattr(self, "_layout", None)
         if layout is not None and (states.shape[1:], tasks.shape[1:]) != layout:
-            raise ValueError(
+            raise InputError(
                 f"This batch has states of shape (n, {', '.join(map(str, states.shape[1:]))}) and tasks (n, "
                 f"{', '.join(map(str, tasks.shape[1:]))}), but earlier batches had (n, {', '.join(map(str, layout[0]))})"
                 f" and (n, {', '.join(map(str, layout[1]))}); every batch needs the same steps, dims and tasks."
@@ -226,15 +228,15 @@ class TaskStructure:
         """Checks of the parameters against the first batch's layout (before any work)."""
         T, L = states.shape[1], self.segment_length
         if T < 2:
-            raise ValueError(f"`states` has T={T} step per sequence; structure discovery needs at least 2 steps (did "
+            raise InputError(f"`states` has T={T} step per sequence; structure discovery needs at least 2 steps (did "
                              "the step rule split the texts?).")
         if T % L and not self.drop_last:
-            raise ValueError(
+            raise InputError(
                 f"`states` has T={T} steps, which is not a multiple of segment_length={L}. Pass "
                 f"drop_last=True to drop the last {T % L} steps, or choose another segment_length."
             )
         if T // L < (2 if self.mode == "pairwise" else 1):
-            raise ValueError(f"`states` has {T // L} segment(s) of length {L}; mode={self.mode!r} needs at least 2.")
+            raise InputError(f"`states` has {T // L} segment(s) of length {L}; mode={self.mode!r} needs at least 2.")
 
     def _kept_dims(self, d: int) -> int | None:
         """Dims kept per step (`None`: every dim)."""
@@ -252,9 +254,12 @@ class TaskStructure:
         self._reduction, self.kept_share_ = None, None
         if k is not None:
             learn, rest = learning_rows(len(states), self.reduction, self.seed)
-            if len(learn) < max(k, 20):
-                raise ValueError(f"project={k} needs a first batch of at least {2 * max(k, 20)} sequences to learn "
-                                 f"the reduction from; got {len(states)}.")
+            needed = k if self.reduction == "pca" else max(k, 20)
+            if len(learn) < needed:
+                raise InputError(f"project={k} with reduction={self.reduction!r} needs a first batch of at least "
+                                 f"{needed if self.reduction == 'pca' else 2 * needed} sequences to learn the "
+                                 f"reduction from; got {len(states)} (pass a larger first batch or chunk_size, or "
+                                 "project=None).")
             self._reduction = StepReduction(k, self.reduction, self.seed).fit(states[learn, :T], tasks[learn])
             check = learn if self.reduction == "pca" else rest[: max(len(learn), 200)]
             if len(check) >= 30:
@@ -314,10 +319,10 @@ class TaskStructure:
         if n < needed:
             d, _ = self._widths()
             if self.conditioning == "all":
-                raise ValueError(f"conditioning='all' conditions on {(self._tested_steps() - 1) * d} dims but only {n} "
+                raise InputError(f"conditioning='all' conditions on {(self._tested_steps() - 1) * d} dims but only {n} "
                                  "sequences are left for the tests; use conditioning='band', a smaller `project`, or "
                                  "more sequences.")
-            raise ValueError(
+            raise InputError(
                 f"`states` leaves {n} sequences for the tests but the {ci.name} test with these dimensions needs at "
                 f"least {needed}; pass more sequences (or a smaller `project`)."
             )
@@ -351,7 +356,7 @@ class TaskStructure:
         self._validate()
         if tasks is None:
             if isinstance(states, np.ndarray) or hasattr(states, "detach"):
-                raise ValueError("`tasks` is required with an array of states (or pass an iterable of "
+                raise InputError("`tasks` is required with an array of states (or pass an iterable of "
                                  "(states, tasks) batches as the only argument).")
             return fit_batches(self, states)
         self._reset()
@@ -560,23 +565,6 @@ class TaskStructure:
     def __repr__(self) -> str:
         changed = {k: v for k, v in self.get_params().items() if v != type(self)().__dict__.get(k)}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-
-def _task_columns(tasks: Any) -> Any:
-    """A `datasets.Dataset` of numeric task columns (one per task) as an `(n, M)` array; anything else as is."""
-    if type(tasks).__name__ != "Dataset" or not hasattr(tasks, "column_names"):
-        return tasks
-    numeric = [name for name, feature in tasks.features.items()
-               if str(getattr(feature, "dtype", "")).startswith(("int", "uint", "float", "bool"))]
-    if not numeric:
-        raise ValueError(f"`tasks` is a Dataset with no numeric column (columns {tasks.column_names}); pass a "
-                         "Dataset of the task columns only, e.g. dataset.select_columns([...]).")
-    if len(numeric) != len(tasks.column_names):
-        raise ValueError(f"`tasks` is a Dataset with non-numeric columns "
-                         f"{sorted(set(tasks.column_names) - set(numeric))}; pass only the task columns, e.g. "
-                         f"dataset.select_columns({numeric}).")
-    table = tasks.with_format("numpy")
-    return np.stack([np.asarray(table[name], dtype=np.float64) for name in numeric], axis=1)
 
 
 def _step_r2(cov: np.ndarray | None, M: int, T: int, d: int, d_g: int, T_full: int) -> np.ndarray | None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._distributed import process_layout
-from .._validation import check_array
+from .._validation import InputError, check_array
 from ..steps import StepRule
 from .discovery import TaskStructure
 
@@ -28,6 +28,7 @@ def discover(
     hook_point: str = "layers.-1",
     steps: StepRule = "token",
     pool: str = "mean",
+    context: str = "full",
     max_length: int | None = None,
     batch_size: int = 16,
     chunk_size: int = 1024,
@@ -43,7 +44,9 @@ def discover(
         tokenizer: its tokenizer.
         texts (`list[str]` or `datasets.Dataset`): the sequences, each with the same number of steps.
         tasks: `(n_sequences, M)` or `(n_sequences, M, d_g)` task variables, one row per text.
-        hook_point, steps, pool, max_length, batch_size, column: as in `extract_steps`.
+        hook_point, steps, pool, context, max_length, batch_size, column: as in `extract_steps` (`context=
+            "isolated"` runs each step's text alone: the structure of the *input*, with no content leaking between
+            steps).
         chunk_size (`int`, *optional*, defaults to 1024): texts extracted before their statistics are added; peak
             memory holds one chunk's states.
         structure (`TaskStructure`, *optional*): the estimator to fit (default `TaskStructure(**structure_kwargs)`);
@@ -53,19 +56,25 @@ def discover(
     Returns:
         The fitted `TaskStructure`.
     """
-    from ..data import _texts_from, check_extraction, extract_step_list
+    from ..data import _texts_from, check_equal_steps, check_extraction, extract_step_list, iter_isolated_step_arrays
     from ..steps import stack_steps
 
     if structure is not None and structure_kwargs:
-        raise ValueError("Pass either `structure=` or TaskStructure keyword arguments, not both.")
+        raise InputError("Pass either `structure=` or TaskStructure keyword arguments, not both.")
     structure = structure if structure is not None else TaskStructure(**structure_kwargs)
     texts = _texts_from(texts, column)
     tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
     if len(tasks) != len(texts):
-        raise ValueError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
+        raise InputError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
+        raise InputError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
     point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
+    if context not in ("full", "isolated"):
+        raise InputError(f"`context` must be 'full' or 'isolated', got {context!r}.")
+    if context == "isolated" and spans is None:
+        raise InputError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
+    if spans is not None:
+        check_equal_steps(spans, texts, steps)
     rank, world = process_layout()
     shard = np.array_split(np.arange(len(texts)), world)[rank]
 
@@ -77,8 +86,12 @@ def discover(
         for start in tqdm(starts, desc=f"discover at {point}", unit="chunk", disable=disable):
             rows = shard[start : start + chunk_size]
             lo, hi = int(rows[0]), int(rows[-1]) + 1
-            chunk = extract_step_list(model, tokenizer, texts[lo:hi], None if spans is None else spans[lo:hi],
-                                      point, pool, batch_size, max_length, progress=False)
+            if context == "isolated":
+                chunk = list(iter_isolated_step_arrays(model, tokenizer, texts[lo:hi], spans[lo:hi], point, pool,
+                                                       batch_size, max_length, progress=False))
+            else:
+                chunk = extract_step_list(model, tokenizer, texts[lo:hi], None if spans is None else spans[lo:hi],
+                                          point, pool, batch_size, max_length, progress=False)
             yield stack_steps(chunk, pad_steps=False), tasks[lo:hi]
 
     return structure.fit(batches())

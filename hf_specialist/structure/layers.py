@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_array
+from .._validation import InputError, check_array
 from ..steps import StepRule
 from .discovery import TaskStructure
 
@@ -129,15 +129,15 @@ def sweep_layers(
     texts = _texts_from(texts, column)
     tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
     if len(tasks) != len(texts):
-        raise ValueError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
+        raise InputError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
+        raise InputError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
     if context not in ("full", "isolated"):
-        raise ValueError(f"`context` must be 'full' or 'isolated', got {context!r}.")
+        raise InputError(f"`context` must be 'full' or 'isolated', got {context!r}.")
     points = resolve_hook_points(model, hook_points)
     _, spans = check_extraction(model, texts, points[0], steps, pool, batch_size)
     if context == "isolated" and spans is None:
-        raise ValueError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
+        raise InputError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
     if spans is not None:
         check_equal_steps(spans, texts, steps)
     structures = {point: TaskStructure(**structure_kwargs) for point in points}
@@ -153,7 +153,7 @@ def sweep_layers(
             structures[point].partial_fit(states, tasks[lo:hi])
     for point, structure in structures.items():
         if not hasattr(structure, "step_tasks_"):
-            raise ValueError(f"{len(texts)} texts are too few for the structure test at {point}; pass more texts.")
+            raise InputError(f"{len(texts)} texts are too few for the structure test at {point}; pass more texts.")
     sweep = LayerSweep(points, structures, {p: structure_confidence(s) for p, s in structures.items()})
     if plot is not None:
         sweep.plot(plot)

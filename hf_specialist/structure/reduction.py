@@ -20,6 +20,8 @@ import warnings
 
 import numpy as np
 
+from .._validation import InputError
+
 REDUCTIONS = ("supervised", "pca")
 LEARN_FRACTION = 0.25  # share of the first batch's rows that learns the supervised directions
 MIN_LEARN_ROWS = 256  # ... but at least this many (or half the batch when it is smaller)
@@ -87,7 +89,7 @@ class StepReduction:
 
     def __init__(self, k: int, method: str = "supervised", seed: int | None = 0) -> None:
         if method not in REDUCTIONS:
-            raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {method!r}.")
+            raise InputError(f"`reduction` must be one of {REDUCTIONS}, got {method!r}.")
         self.k, self.method, self.seed = int(k), method, seed
 
     def fit(self, states: np.ndarray, tasks: np.ndarray) -> StepReduction:

@@ -8,18 +8,18 @@ reduction and the test's feature map) is learned once from the first batch, on t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .statistics import SufficientStatistics
+from .._validation import InputError, InputTypeError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .discovery import TaskStructure
+TaskStructure = Any  # the estimator these functions fit (`discovery.TaskStructure`, which imports this module)
 
 
 def as_pair(batch: Any) -> tuple[Any, Any]:
     """A `(states, tasks)` batch of a stream, checked."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"Each batch must be a `(states, tasks)` pair, got {type(batch).__name__}.")
+        raise InputTypeError(f"Each batch must be a `(states, tasks)` pair, got {type(batch).__name__}.")
     return batch[0], batch[1]
 
 
@@ -27,7 +27,7 @@ def require_statistics_test(structure: TaskStructure) -> None:
     """Refuse streaming with a test that needs every row at once."""
     test = structure._test_instance()
     if not getattr(test, "supports_statistics", False):
-        raise ValueError(
+        raise InputError(
             f"Streaming (partial_fit, fit of batches) needs a test computed from sufficient statistics "
             f"('fisher_z' or 'rff_z'); {test.name!r} needs every sample at once: pass arrays to fit()."
         )
@@ -64,7 +64,7 @@ def fit_batches(structure: TaskStructure, batches: Iterable[tuple[Any, Any]]) ->
         import torch.distributed as dist
 
         if first is None and is_main_process():
-            raise ValueError("The main process got no batch; every process needs the layout of a first batch.")
+            raise InputError("The main process got no batch; every process needs the layout of a first batch.")
         if is_main_process():
             first_rows = structure._setup(*structure._check_batch(*as_pair(first)))
         box = [structure._shared() if is_main_process() else None]
@@ -73,7 +73,7 @@ def fit_batches(structure: TaskStructure, batches: Iterable[tuple[Any, Any]]) ->
         if first is not None and first_rows is None:
             first_rows = structure._check_batch(*as_pair(first))
     elif first is None:
-        raise ValueError("`fit` got an empty iterable of batches.")
+        raise InputError("`fit` got an empty iterable of batches.")
     else:
         first_rows = structure._setup(*structure._check_batch(*as_pair(first)))
     structure._statistics = SufficientStatistics(structure._n_columns())

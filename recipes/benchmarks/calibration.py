@@ -41,15 +41,15 @@ def main() -> None:
     args = parser.parse_args()
     linear = dict(n=2000, T=8, M=2)
     rows = [
-        ("fisher_z, chain (default)", args.draws, lambda s: TaskStructure(), linear),
-        ("fisher_z, end step", args.draws, lambda s: TaskStructure(decision="representative"), linear),
-        ("fisher_z, chain, T=20 M=4", args.draws, lambda s: TaskStructure(), dict(n=2000, T=20, M=4)),
-        ("fisher_z, chain, 2 cuts", args.draws, lambda s: TaskStructure(), dict(n=2000, T=8, M=2, n_cuts=2)),
+        ("fisher_z, chain (default)", args.draws, lambda s: TaskStructure(segment_length=2), linear),
+        ("fisher_z, end step", args.draws, lambda s: TaskStructure(segment_length=2, decision="representative"), linear),
+        ("fisher_z, chain, T=20 M=4", args.draws, lambda s: TaskStructure(segment_length=2), dict(n=2000, T=20, M=4)),
+        ("fisher_z, chain, 2 cuts", args.draws, lambda s: TaskStructure(segment_length=2), dict(n=2000, T=8, M=2, n_cuts=2)),
         ("knn_cmi (nonlinear)", args.knn_draws,
-         lambda s: TaskStructure(test=KnnCMI(n_permutations=30, seed=s), progress=False),
+         lambda s: TaskStructure(segment_length=2, test=KnnCMI(n_permutations=30, seed=s), progress=False),
          dict(n=1500, T=8, M=2, nonlinear=True)),
         ("neural_cmi (nonlinear)", args.neural_draws,
-         lambda s: TaskStructure(test=NeuralCMI(epochs=10, n_permutations=30, seed=s), progress=False),
+         lambda s: TaskStructure(segment_length=2, test=NeuralCMI(epochs=10, n_permutations=30, seed=s), progress=False),
          dict(n=2000, T=8, M=2, nonlinear=True)),
     ]
     print("Family-wise false-mark rate on unlinked data (alpha 0.05, Bonferroni; evaluation seeds "

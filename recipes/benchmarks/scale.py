@@ -46,9 +46,9 @@ def worker(kind: str, n: int, T: int, M: int, d: int) -> dict:
     batch = min(BATCH, n)
     fit_seconds, generate_seconds = 0.0, 0.0
     warm_states, warm_tasks, _ = next(_batches(2000, T, M, d, 2000))
-    hfs.TaskStructure().fit(warm_states, warm_tasks)  # one-time costs (lazy imports, BLAS threads) out of the timing
+    hfs.TaskStructure(segment_length=2).fit(warm_states, warm_tasks)  # one-time costs (lazy imports, BLAS threads) out of the timing
     if kind == "stream":
-        structure = hfs.TaskStructure()
+        structure = hfs.TaskStructure(segment_length=2)
         start = time.perf_counter()
         for states, tasks, truth in _batches(n, T, M, d, batch):
             generated = time.perf_counter()
@@ -63,7 +63,7 @@ def worker(kind: str, n: int, T: int, M: int, d: int) -> dict:
         truth = parts[0][2]
         del parts
         start = time.perf_counter()
-        structure = hfs.TaskStructure().fit(states, tasks)
+        structure = hfs.TaskStructure(segment_length=2).fit(states, tasks)
         fit_seconds = time.perf_counter() - start
     f1 = hfs.metrics.structure_scores(structure.step_tasks_, truth["step_tasks"])["f1"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -83,7 +83,7 @@ def two_process_worker(n: int, T: int, M: int, d: int) -> None:
     state = launch_state()
     batch = min(BATCH, n)
     warm_states, warm_tasks, _ = next(_batches(2000, T, M, d, 2000))
-    hfs.TaskStructure().fit(warm_states, warm_tasks)
+    hfs.TaskStructure(segment_length=2).fit(warm_states, warm_tasks)
     generating = [0.0]
 
     def mine():
@@ -95,7 +95,7 @@ def two_process_worker(n: int, T: int, M: int, d: int) -> None:
             start = time.perf_counter()
 
     start = time.perf_counter()
-    structure = hfs.TaskStructure().fit(mine())
+    structure = hfs.TaskStructure(segment_length=2).fit(mine())
     seconds = time.perf_counter() - start - generating[0]  # fit time (generation of this process's rows excluded)
     dist.barrier()
     if state.is_main_process:

@@ -186,7 +186,7 @@ def _knn_fits(n: int, seed: int, runs: list[tuple[str, KnnCMI]]) -> dict[str, tu
     row = {}
     for label, test in runs:
         start = time.perf_counter()
-        fitted = TaskStructure(test=test, progress=False).fit(states, tasks)
+        fitted = TaskStructure(segment_length=2, test=test, progress=False).fit(states, tasks)
         row[label] = (time.perf_counter() - start, structure_scores(fitted.step_tasks_, truth["step_tasks"])["f1"])
     return row
 
@@ -232,7 +232,7 @@ def _knn_fit_profile(seed: int = 3) -> str:
     KnnCMI._cmi = counted
     try:
         profiler.enable()
-        TaskStructure(test=test, progress=False).fit(states, tasks)
+        TaskStructure(segment_length=2, test=test, progress=False).fit(states, tasks)
         profiler.disable()
     finally:
         KnnCMI._cmi = one_estimate

@@ -91,12 +91,12 @@ def nonlinear_rows(seeds: int, quick: bool) -> None:
         for seed in seed_range(seeds):
             states, tasks, truth = synthetic.collider_sequences(seed=seed, **gen)
             start = time.perf_counter()
-            ts = TaskStructure(test=make_test(seed), progress=False).fit(states, tasks)
+            ts = TaskStructure(segment_length=2, test=make_test(seed), progress=False).fit(states, tasks)
             seconds.append(time.perf_counter() - start)
             ours.append(structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"])
-            pred = TaskStructure(test=make_test(seed), decision="chain", progress=False).fit(states, tasks)
+            pred = TaskStructure(segment_length=2, test=make_test(seed), decision="chain", progress=False).fit(states, tasks)
             chain.append(structure_scores(pred.step_tasks_, truth["step_tasks"])["f1"])
-            pred = TaskStructure().fit(states, tasks).step_tasks_
+            pred = TaskStructure(segment_length=2).fit(states, tasks).step_tasks_
             fisher.append(structure_scores(pred, truth["step_tasks"])["f1"])
         dims = f"T={gen['T']}, M={gen['M']}, state_dim={gen.get('state_dim', 1)}, obs_dim={gen.get('obs_dim', 1)}"
         print(
@@ -111,9 +111,9 @@ def outcome_rows(seeds: int) -> None:
     print("\nNonlinear outcomes (collider_sequences outcome='max' / 'threshold', nonlinear, n=3000, T=8, M=2; F1 and "
           "false marks per fit, mean ± std over seeds)")
     methods = {
-        "fisher_z (default)": lambda s: TaskStructure(),
-        "knn_cmi": lambda s: TaskStructure(test=KnnCMI(n_permutations=30, seed=s), progress=False),
-        "neural_cmi": lambda s: TaskStructure(test=NeuralCMI(epochs=10, n_permutations=30, seed=s), progress=False),
+        "fisher_z (default)": lambda s: TaskStructure(segment_length=2),
+        "knn_cmi": lambda s: TaskStructure(segment_length=2, test=KnnCMI(n_permutations=30, seed=s), progress=False),
+        "neural_cmi": lambda s: TaskStructure(segment_length=2, test=NeuralCMI(epochs=10, n_permutations=30, seed=s), progress=False),
     }
     for outcome in ("max", "threshold"):
         cells = []
@@ -144,7 +144,7 @@ def context_rows(seeds: int) -> None:
             states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=context, step_tasks=step_tasks,
                                                                obs_dim=8, n_irrelevant=2, seed=seed)
             for conditioning in scores:
-                pred = TaskStructure(conditioning=conditioning.split()[0], project=4).fit(states, tasks).step_tasks_
+                pred = TaskStructure(segment_length=2, conditioning=conditioning.split()[0], project=4).fit(states, tasks).step_tasks_
                 scores[conditioning].append(structure_scores(pred, step_tasks)["f1"])
         print(f"  context {context:.1f}: " + " | ".join(f"{c} {np.mean(v):.3f} ± {np.std(v):.3f}" for c, v in scores.items()))
 
@@ -155,7 +155,7 @@ def runtime_rows() -> None:
         states, tasks, _ = synthetic.collider_sequences(n=10_000, T=T, M=M, seed=0)
         for mode, kwargs in (("pairwise", {}), ("direct", {}), ("both", {}), ("direct, band", {"conditioning": "band"}),
                              ("direct, all", {"conditioning": "all"}), ("direct, end", {"decision": "representative"})):
-            ts = TaskStructure(mode=mode.split(",")[0], **kwargs)
+            ts = TaskStructure(segment_length=2, mode=mode.split(",")[0], **kwargs)
             times = []
             for _ in range(5):
                 start = time.perf_counter()
@@ -173,11 +173,11 @@ def population_check(misses: list, n: int, n_population: int = 1_000_000) -> Non
     missed_r, n_false = [], 0
     for T, M, seed in misses:
         states, tasks, truth = synthetic.collider_sequences(n=n, T=T, M=M, segment_length=2, seed=seed)
-        found = TaskStructure().fit(states, tasks).segment_tasks_
+        found = TaskStructure(segment_length=2).fit(states, tasks).segment_tasks_
         missed = truth["segment_tasks"] & ~found  # (N, M) at n
         n_false += int((found & ~truth["segment_tasks"]).sum())
         states, tasks, truth = synthetic.collider_sequences(n=n_population, T=T, M=M, segment_length=2, seed=seed)
-        ts = TaskStructure().fit(states, tasks)
+        ts = TaskStructure(segment_length=2).fit(states, tasks)
         k, i = np.nonzero(missed)
         # direct test: statistic = sqrt(n - |Z| - 3) * atanh|r|; |Z| = all other steps, or the band (2, 1 at the end)
         kz = np.full(len(k), T - 1) if ts.conditioning_ == "all" else np.where(k == T // 2 - 1, 1, 2)
@@ -243,7 +243,7 @@ def main() -> None:
     recovered = 0
     for T, M, seed in misses:
         states, tasks, truth = synthetic.collider_sequences(n=100_000, T=T, M=M, segment_length=2, seed=seed)
-        pred = TaskStructure().fit(states, tasks).step_tasks_
+        pred = TaskStructure(segment_length=2).fit(states, tasks).step_tasks_
         exact = bool((pred == truth["step_tasks"]).all())
         recovered += exact
         print(f"  T={T:2d} M={M:2d} seed={seed}: {'recovered' if exact else 'still wrong'} "

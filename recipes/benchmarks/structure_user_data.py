@@ -12,6 +12,15 @@ chosen on seeds 0-4 (see docs/structure.md).
    satisfaction = the sum of the ratings in sentences 5 and 6), MiniLM `layers.3` and `layers.-1`, n = 1,500:
    full context vs `context="isolated"`, defaults; and the old route (segments of 2, `project=8` PCA).
 3. Nonlinear outcomes (sum / max / threshold / all_above, n = 3,000, T = 12, M = 3, segments of 2): fisher_z vs rff_z.
+5. (`--only 5`) My own planted templates with tasks on runs at random offsets (T = 8, M = 3), n = 2,000: MiniLM
+   `layers.1`, `layers.4` and SmolLM2 `layers.15`, full context vs isolated, defaults.
+6. (`--only 6`) More data never hurts: the project's planted text through `hfs.discover` (streamed in chunks of
+   1,024) at 2,000 and 16,000 texts, MiniLM `layers.3`, full context vs isolated.
+7. (`--only 7`) The streaming nonlinear test's cost: rff_z vs fisher_z streamed over 1,000,000 sequences (T = 20,
+   M = 4, batches of 50,000 from one stream), fit time without data generation and peak memory growth.
+4. (`--smollm2`) Distractor-rich sentences on SmolLM2-135M `layers.15` (each sentence states one number in words
+   among distractor phrases; three tasks on runs at odd offsets), n = 1,000: the default (supervised) reduction vs
+   the earlier PCA one, full context and isolated.
 """
 
 from __future__ import annotations
@@ -43,6 +52,130 @@ def support_conversations(n: int, seed: int) -> tuple[list[str], np.ndarray]:
                      f"The app worked {WORDS[q[r, 5]]} times out of ten"]
         texts.append(". ".join(sentences) + ".")
     return texts, np.stack([q[:, 1] * q[:, 2], q[:, 4] + q[:, 5]], 1).astype(float)
+
+
+DISTRACTORS = ["after the long meeting about the quarterly budget", "while the radio played an old song",
+               "near the blue door of the warehouse", "before the train to the coast left",
+               "as the cat slept on the warm windowsill", "during the noisy lunch break downstairs"]
+PEOPLE = ["Maria", "Tom", "Ana", "Li", "Omar", "Kate", "Ivan", "Sofia"]
+ITEMS = ["boxes", "letters", "plates", "keys", "books", "chairs"]
+
+
+def distractor_texts(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Six sentences, each stating one number (in words) among distractors; task 0 = sum over steps 2-3, task 1 =
+    step 5 alone, task 2 = steps 4-6 (1-based)."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(1, 10, size=(n, 6))
+    texts = []
+    for r in range(n):
+        sentences = []
+        for t in range(6):
+            a, b = rng.choice(len(DISTRACTORS), size=2, replace=False)
+            sentences.append(f"On day {rng.integers(2, 30)} {DISTRACTORS[a]}, {PEOPLE[rng.integers(8)]} counted "
+                             f"{WORDS[q[r, t]]} {ITEMS[rng.integers(6)]} {DISTRACTORS[b]}")
+        texts.append(". ".join(sentences) + ".")
+    truth = np.zeros((6, 3), dtype=bool)
+    truth[1:3, 0] = truth[4, 1] = truth[3:6, 2] = True
+    return texts, (q @ truth.astype(float)), truth
+
+
+def smollm2_distractors() -> None:
+    from hf_specialist.models import load_model
+
+    print("4. Distractor-rich sentences, SmolLM2-135M layers.15, n=1,000, texts seed 100 (truth: 2,3 | 5 | 4,5,6)")
+    model, tokenizer = load_model("smollm2")
+    texts, tasks, truth = distractor_texts(1000, 100)
+    print(f"  {'context':<9} {'reduction':<32} {'task 0':<10} {'task 1':<10} {'task 2':<10} {'F1':>5} {'time':>6}")
+    for context in ("full", "isolated"):
+        start = time.perf_counter()
+        states = hfs.extract_steps(model, tokenizer, texts, hook_point="layers.15", steps=". ", batch_size=32,
+                                   context=context)
+        for name, kwargs in (("default (supervised, 8 dims)", {}), ("PCA, 8 dims (before)", {"reduction": "pca"}),
+                             ("PCA, 32 dims", {"reduction": "pca", "project": 32})):
+            ts = hfs.TaskStructure(**kwargs).fit(states, tasks)
+            marks = [",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T]
+            f1 = structure_scores(ts.step_tasks_, truth)["f1"]
+            print(f"  {context:<9} {name:<32} {marks[0]:<10} {marks[1]:<10} {marks[2]:<10} {f1:5.3f} "
+                  f"{time.perf_counter() - start:5.0f}s")
+
+
+OBJECTS = ["parcels", "tickets", "apples", "coins", "candles", "shirts"]
+PLACES = ["in the kitchen", "at the station", "by the river", "in the office", "at the market", "on the roof"]
+
+
+def offset_texts(n: int, seed: int, T: int = 8, M: int = 3) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """My own templates: each sentence states a count (in words) among a place and a weekday; task i sums the counts
+    of the sentences on its runs (random offsets, `synthetic.random_runs`)."""
+    rng = np.random.default_rng(seed)
+    truth = synthetic.random_runs(T, M, rng, min_run=1, max_run=3, runs_per_task=(1, 1))
+    q = rng.integers(1, 10, size=(n, T))
+    days = ["Monday", "Tuesday", "Friday", "Sunday"]
+    texts = [". ".join(f"On {days[rng.integers(4)]} {PLACES[rng.integers(6)]} we found {WORDS[q[r, t]]} "
+                       f"{OBJECTS[rng.integers(6)]}" for t in range(T)) + "." for r in range(n)]
+    return texts, q @ truth.astype(float), truth
+
+
+def offsets_across_models() -> None:
+    from hf_specialist.models import load_model
+
+    texts, tasks, truth = offset_texts(2000, 100)
+    runs = [",".join(str(t + 1) for t in np.flatnonzero(c)) for c in truth.T]
+    print(f"5. My planted templates, runs at random offsets (truth {' | '.join(runs)}), n=2,000, texts seed 100")
+    print(f"  {'model':<8} {'layer':<10} {'context':<9} {'marks':<28} {'F1':>5} {'time':>6}")
+    for name, layers in (("minilm", ("layers.1", "layers.4")), ("smollm2", ("layers.15",))):
+        model, tokenizer = load_model(name)
+        for layer in layers:
+            for context in ("full", "isolated"):
+                start = time.perf_counter()
+                states = hfs.extract_steps(model, tokenizer, texts, hook_point=layer, steps=". ", batch_size=32,
+                                           context=context)
+                ts = hfs.TaskStructure().fit(states, tasks)
+                marks = " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T)
+                f1 = structure_scores(ts.step_tasks_, truth)["f1"]
+                print(f"  {name:<8} {layer:<10} {context:<9} {marks:<28} {f1:5.3f} {time.perf_counter() - start:5.0f}s")
+
+
+def more_data() -> None:
+    from hf_specialist.models import load_model
+
+    print("6. Planted text (synthetic.planted_text, T=8, M=2, seed 100) through hfs.discover, MiniLM layers.3")
+    print(f"  {'texts':>7} {'context':<9} {'F1':>5} {'marks':<24} {'time':>6}")
+    model, tokenizer = load_model("minilm")
+    for n in (2000, 16000):
+        texts, tasks, truth = synthetic.planted_text(n=n, T=8, M=2, seed=100)
+        for context in ("full", "isolated"):
+            start = time.perf_counter()
+            ts = hfs.discover(model, tokenizer, texts, tasks, hook_point="layers.3", steps=". ", context=context,
+                              batch_size=64)
+            marks = " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T)
+            f1 = structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"]
+            print(f"  {n:>7,} {context:<9} {f1:5.3f} {marks:<24} {time.perf_counter() - start:5.0f}s")
+
+
+def streaming_cost() -> None:
+    import resource
+
+    print("7. Streaming cost, T=20, M=4, segments of 2, batches of 50,000 (one stream, seed 100)")
+    print(f"  {'test':<9} {'n':>10} {'fit s':>7} {'ratio':>6} {'peak RSS growth MiB':>20} {'F1':>6}")
+    base = {}
+    for test in ("fisher_z", "rff_z"):
+        for n in (100_000, 1_000_000):
+            structure = hfs.TaskStructure(segment_length=2, test=test)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            seconds = 0.0
+            for index in range(n // 50_000):
+                states, tasks, truth = synthetic.collider_sequences(n=50_000, T=20, M=4, seed=100,
+                                                                    sample_seed=1000 + index)
+                start = time.perf_counter()
+                structure.partial_fit(states, tasks) if index < n // 50_000 - 1 else None
+                seconds += time.perf_counter() - start
+            start = time.perf_counter()
+            structure.partial_fit(states, tasks)
+            seconds += time.perf_counter() - start
+            growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+            base.setdefault(n, seconds)
+            f1 = structure_scores(structure.step_tasks_, truth["step_tasks"])["f1"]
+            print(f"  {test:<9} {n:>10,} {seconds:7.2f} {seconds / base[n]:6.2f} {growth:20.0f} {f1:6.3f}")
 
 
 def linear_runs() -> None:
@@ -112,11 +245,20 @@ def nonlinear() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-text", action="store_true", help="skip table 2 (MiniLM)")
+    parser.add_argument("--smollm2", action="store_true", help="also table 4 (SmolLM2, about 10 minutes on 2 cores)")
+    parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7"), help="run one table")
     args = parser.parse_args()
+    tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
+              "5": offsets_across_models, "6": more_data, "7": streaming_cost}
+    if args.only:
+        tables[args.only]()
+        return
     linear_runs()
     if not args.skip_text:
         conversations()
     nonlinear()
+    if args.smollm2:
+        smollm2_distractors()
 
 
 if __name__ == "__main__":

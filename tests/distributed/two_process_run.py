@@ -67,7 +67,7 @@ fitted = hfs.TaskStructure(project=None).fit(chunks[RANK::2])
 np.save(OUT / f"rank{RANK}-structure.npy", fitted.pvalues_)
 np.save(OUT / f"rank{RANK}-structure-steps.npy", fitted.step_tasks_)
 from_model = hfs.discover(model, tokenizer(), texts, truth["quantities"][:, :2] @ np.ones((2, 2)), hook_point="layers.1",
-                          steps=truth["separator"], chunk_size=5, project=2)
+                          steps=truth["separator"], chunk_size=5, project=2, reduction="pca")
 np.save(OUT / f"rank{RANK}-discover.npy", from_model.pvalues_)
 
 rng = np.random.default_rng(0)

@@ -8,6 +8,7 @@ from hf_specialist.structure.ci_tests import (
     FisherZ,
     KnnCMI,
     NeuralCMI,
+    RandomFourierZ,
     get_ci_test,
     local_permutation,
     nearest_neighbour_permutations,
@@ -27,6 +28,7 @@ FAST = {
     "fisher_z": lambda seed: FisherZ(seed=seed),
     "knn_cmi": lambda seed: KnnCMI(n_permutations=30, seed=seed),
     "neural_cmi": lambda seed: NeuralCMI(epochs=8, n_permutations=20, hidden=16, n_negatives=4, seed=seed),
+    "rff_z": lambda seed: RandomFourierZ(seed=seed),  # on a data matrix it is fisher_z; TaskStructure featurises
 }
 
 
@@ -34,7 +36,7 @@ FAST = {
 def test_contract_every_registered_test(name):
     """Same result type and shapes, power on dependent data, no rejection on independent data."""
     rng = np.random.default_rng(0)
-    n = 400 if name != "fisher_z" else 2000
+    n = 400 if name not in ("fisher_z", "rff_z") else 2000
     test = FAST[name](0)
     result = test.fit(_chain_data(n, rng, dependent=True)).test([([0], [1], [2]), ([0], [1], [2])])
     assert result.statistic.shape == result.pvalue.shape == (2,)

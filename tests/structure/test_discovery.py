@@ -308,5 +308,5 @@ def test_tasks_from_a_dataset_and_errors():
     table = datasets.Dataset.from_dict({"a": tasks[:, 0], "b": tasks[:, 1]})
     ts = hfs.TaskStructure(segment_length=2).fit(states, table)
     np.testing.assert_array_equal(ts.step_tasks_, hfs.TaskStructure(segment_length=2).fit(states, tasks).step_tasks_)
-    with pytest.raises(ValueError, match="non-numeric columns"):
+    with pytest.raises(hfs.InputError, match="tasks column 'text' holds text"):
         hfs.TaskStructure().fit(states, table.add_column("text", ["x"] * 5000))
