@@ -262,21 +262,28 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from .plots import step_task_heatmap
     from .structure.discovery import TaskStructure
 
+    import inspect
+
+    api = {name: p.default for name, p in inspect.signature(TaskStructure).parameters.items()
+           if p.default is not inspect.Parameter.empty and name != "progress"}  # defaults read from the API
     cfg = _merge(args, _load_recipe(args.recipe, "discover"), {
-        "states": None, "tasks": None, "segment_length": 2, "test": "fisher_z", "alpha": 0.05, "mode": "direct",
-        "conditioning": "auto", "decision": "auto", "correction": "bonferroni", "project": None, "seed": 0,
+        **api, "states": None, "tasks": None,
         "output": "outputs/structure.json", "truth": None, "model": None, "texts": None, "hook_point": "layers.-1",
-        "steps": ". ", "pool": "mean", "batch_size": 16, "chunk_size": 1024, "max_length": None, "text_column": None,
-        "task_columns": None})
+        "steps": ". ", "pool": "mean", "context": "full", "batch_size": 16, "chunk_size": 1024, "max_length": None,
+        "text_column": None, "task_columns": None})
+    if isinstance(cfg["project"], str) and cfg["project"] not in ("auto", "none"):
+        cfg["project"] = int(cfg["project"]) if cfg["project"].isdigit() else cfg["project"]
+    if cfg["project"] == "none":
+        cfg["project"] = None
+    if isinstance(cfg["carryover"], str) and cfg["carryover"] in ("true", "false"):
+        cfg["carryover"] = cfg["carryover"] == "true"
     if not cfg["tasks"] or not (cfg["states"] or cfg["model"]):
         raise BadInput("pass --tasks TASKS.npy and either --states STATES.npy or --model M --texts FILE "
                        "(or set them in the recipe)")
     _check_model_name(cfg["model"])
     tasks = _load_array(cfg["tasks"], "tasks", cfg["task_columns"])
     correction = None if cfg["correction"] in (None, "none") else cfg["correction"]
-    structure = TaskStructure(segment_length=cfg["segment_length"], test=cfg["test"], alpha=cfg["alpha"], mode=cfg["mode"],
-                              conditioning=cfg["conditioning"], decision=cfg["decision"], correction=correction,
-                              project=cfg["project"], seed=cfg["seed"])
+    structure = TaskStructure(**{**{name: cfg[name] for name in api}, "correction": correction})
     if cfg["model"]:  # extract in chunks and stream the statistics: states are never all in memory
         from .models import load_model
         from .structure.from_model import discover
@@ -288,19 +295,17 @@ def cmd_discover(args: argparse.Namespace) -> int:
         _check_steps(texts, steps, pad=True)  # the rule only: the streaming fit has its own step-count rule
         model, tokenizer = load_model(cfg["model"])
         structure = discover(model, tokenizer, texts, tasks, hook_point=cfg["hook_point"], steps=steps,
-                             pool=cfg["pool"], batch_size=cfg["batch_size"], chunk_size=cfg["chunk_size"],
-                             max_length=cfg["max_length"], structure=structure)
+                             pool=cfg["pool"], context=cfg["context"], batch_size=cfg["batch_size"],
+                             chunk_size=cfg["chunk_size"], max_length=cfg["max_length"], structure=structure)
     else:
         structure = structure.fit(_load_array(cfg["states"], "states"), tasks)
     path = _save_json(cfg["output"], structure.to_dict())
     truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
-    step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth)
-    checked = "" if structure.markov_pvalue_ is None else f", band check p={structure.markov_pvalue_:.3g}"
-    print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}{checked}; decision: "
-          f"{structure.decision_}); "
-          f"step x task structure (rows: steps, columns: tasks) -> {path}")
-    for t, row in enumerate(structure.step_tasks_):
-        print(f"  step {t + 1:3d}: " + " ".join("x" if v else "." for v in row))
+    step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth,
+                      pvalues=getattr(structure, "step_pvalues_", None))
+    print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}; decision: {structure.decision_}) "
+          f"-> {path}")
+    print(structure.report(warn=False))
     if truth is not None:
         from .metrics import structure_scores
 
@@ -315,17 +320,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .adapter.lambda_path import train_specialist
     from .structure.discovery import TaskStructure
 
-    # defaults come from the API itself (one source of truth): SpecialistConfig's fields, train_specialist's keywords
+    from .adapter.training_args import SpecialistTrainingArguments
+
+    # defaults come from the API itself (one source of truth): SpecialistConfig's fields for the adapter, the
+    # fields of SpecialistTrainingArguments for training (flags and recipe keys alike)
+    training_names = _training_fields()
     cfg = _merge(args, _load_recipe(args.recipe, "train"), {
         "states": None, "tasks": None, "structure": None, "output": "outputs/adapter",
         **api_defaults(SpecialistConfig, ("d_latent", "sparsity", "hook_point", "base_model", "task_types", "n_classes",
                                           "step_rule", "pool")),
-        **api_defaults(train_specialist, ("epochs", "batch_size", "seed", "mixed_precision", "lr", "validation_split")),
+        **api_defaults(SpecialistTrainingArguments, training_names),
     })
-    if cfg["epochs"] is None:
-        from .adapter.lambda_path import DEFAULT_EPOCHS
-
-        cfg["epochs"] = DEFAULT_EPOCHS
+    try:
+        training_args = SpecialistTrainingArguments(**{
+            name: (_listed(cfg[name], float) if name == "lambda_path" else cfg[name]) for name in training_names})
+    except (TypeError, ValueError) as err:
+        raise BadInput(str(err)) from err
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", _task_columns(args, cfg))
@@ -346,11 +356,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise BadInput(str(err)) from err
     adapter = SpecialistAdapter(config)
     history = train_specialist(adapter, states, tasks, None if structure is None else structure.step_tasks_,
-                               epochs=cfg["epochs"], batch_size=cfg["batch_size"], seed=cfg["seed"],
-                               mixed_precision=cfg["mixed_precision"], lr=cfg["lr"],
-                               validation_split=cfg["validation_split"])
-    folder = adapter.save_pretrained(cfg["output"], structure=structure, metrics={
-        k: v for k, v in history["final"].items() if k.startswith("adapter/")})
+                               args=training_args)
+    folder = adapter.save_pretrained(cfg["output"], structure=structure)  # card: the held-out metrics of training
     print(f"trained: selected sparsity {history['selected_sparsity']:.3g}, support per task "
           f"{adapter.task_support_.sum(1).tolist()} -> {folder}")
     return EXIT_OK
@@ -388,11 +395,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = h.reshape(-1, h.shape[-1])
         block = adapter.task_latents(rows, task=0).detach().numpy()
         metrics.update({f"latents/{k}": v for k, v in block_r2(block, relevant.reshape(len(rows), -1), irrelevant.reshape(len(rows), -1)).items()})
-    for key, value in metrics.items():
-        print(f"{key:32s} {value:.4f}" if isinstance(value, float) else f"{key:32s} {value}")
+    from .adapter.card import metric_meaning, named_metrics
+
+    named = named_metrics(adapter.config, metrics)
+    width = max(len(k) for k in named)
+    for key, value in named.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"{key:{width}s} {shown:>10s}  {metric_meaning(adapter.config, key)}")
     if cfg["output"]:
-        _save_json(cfg["output"], metrics)
+        _save_json(cfg["output"], named)
     return EXIT_OK
+
+
+def _training_fields() -> list[str]:
+    """The `SpecialistTrainingArguments` fields the `train` command exposes (`sparsity` is the config's flag)."""
+    import dataclasses
+
+    from .adapter.training_args import SpecialistTrainingArguments
+
+    return [f.name for f in dataclasses.fields(SpecialistTrainingArguments) if f.name != "sparsity"]
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -465,8 +486,18 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", dest="max_length", type=int)
     p.add_argument("--tasks", help="(n_sequences, M) .npy, or the --task-columns of a .csv/.jsonl/.parquet/saved/Hub "
                                    "dataset")
-    p.add_argument("--segment-length", dest="segment_length", type=int)
-    p.add_argument("--test", choices=["fisher_z", "knn_cmi", "neural_cmi"])
+    p.add_argument("--context", choices=["full", "isolated"],
+                   help="with --model: 'isolated' runs each step's text alone (which part of the INPUT serves a task; "
+                        "no content leaks between steps); 'full' (default) runs whole texts (where in the model)")
+    p.add_argument("--segment-length", dest="segment_length", type=int,
+                   help="steps per segment (default 1: every step on its own, runs at any offset)")
+    p.add_argument("--carryover", choices=["auto", "true", "false"],
+                   help="whether a step's state carries the previous step's action (the paper's model); auto: "
+                        "false at step level, true for segments")
+    p.add_argument("--reduction", choices=["supervised", "pca"],
+                   help="how --project dims are chosen per step (default supervised: task directions learned on a "
+                        "held-out quarter of the first batch, then top variance)")
+    p.add_argument("--test", choices=["fisher_z", "rff_z", "knn_cmi", "neural_cmi"])
     p.add_argument("--alpha", type=float)
     p.add_argument("--mode", choices=["pairwise", "direct", "both"])
     p.add_argument("--conditioning", choices=["auto", "band", "all"],
@@ -476,7 +507,7 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
                    help="mark segments from every step's direct test by the Markov chain rule, or from each "
                         "segment's end step alone (halves the tests); auto (default): chain for fisher_z")
     p.add_argument("--correction", choices=["none", "bonferroni", "fdr_bh"])
-    p.add_argument("--project", type=int, help="PCA each step to this many dims first")
+    p.add_argument("--project", help="dims kept per step: an int, 'auto' (default: 8 when wider) or 'none'")
     p.add_argument("--seed", type=int)
     p.add_argument("--truth", help="optional (T, M) .npy ground truth to score against")
     p.add_argument("--output", "-o", help="structure.json (a .png heatmap is written beside it)")
@@ -493,15 +524,30 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-classes", dest="n_classes", help="comma-separated classes per task (0 for regression)")
     p.add_argument("--step-rule", dest="step_rule", help="how the states' steps were made (recorded for reloading)")
     p.add_argument("--pool", choices=["mean", "last", "first"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--validation-split", dest="validation_split", type=float)
-    p.add_argument("--epochs", type=int, help="default: train_specialist's")
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--seed", type=int)
     p.add_argument("--hook-point", dest="hook_point")
     p.add_argument("--base-model", dest="base_model")
-    p.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "fp16", "bf16"])
     p.add_argument("--output", "-o", help="adapter folder")
+    _training_flags(p)
+
+
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per `SpecialistTrainingArguments` field (its help and type from the field; defaults stay there)."""
+    import dataclasses
+
+    from .adapter.training_args import MIXED_PRECISIONS, SELECTION_RULES, SpecialistTrainingArguments
+
+    choices = {"mixed_precision": MIXED_PRECISIONS, "selection": SELECTION_RULES}
+    fields = {f.name: f for f in dataclasses.fields(SpecialistTrainingArguments)}
+    for name in _training_fields():
+        meta = fields[name].metadata
+        flag = "--" + name.replace("_", "-")
+        kind = meta.get("cli_type")
+        if kind is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+        elif kind == "float_list":
+            p.add_argument(flag, dest=name, help=meta["help"])
+        else:
+            p.add_argument(flag, dest=name, type=kind, choices=choices.get(name), help=meta["help"])
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -590,7 +636,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err).splitlines()[0] if str(err) else ""
         print(f"hf-specialist {args.command}: failed: {type(err).__name__}: {message}{hint}", file=sys.stderr)
         return EXIT_FAILURE
-
 
 
 if __name__ == "__main__":

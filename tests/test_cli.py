@@ -30,7 +30,7 @@ def test_cli_pipeline_on_a_small_recipe(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"states: {tmp_path / 's.npy'}\ntasks: {tmp_path / 'g.npy'}\n"
-        f"discover:\n  truth: {tmp_path / 'truth.npy'}\n  output: {tmp_path / 'structure.json'}\n"
+        f"discover:\n  segment_length: 2\n  truth: {tmp_path / 'truth.npy'}\n  output: {tmp_path / 'structure.json'}\n"
     )
     assert main(["discover", "--recipe", str(recipe)]) == 0
     saved = json.loads((tmp_path / "structure.json").read_text())

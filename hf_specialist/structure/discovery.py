@@ -39,6 +39,8 @@ from .statistics import SufficientStatistics
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
 
 AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
+KEEP_SHARE = 0.1  # reduction="auto" keeps PCA's dims unless they carry less than this share of what the full
+# states predict for some task (held-out ridge R^2); then the supervised task directions
 
 
 def _joined(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,10 +84,14 @@ class TaskStructure:
     ``decision="chain"`` (the default for `fisher_z`) tests every step and picks the segment marks that explain
     all of them at least cost.
 
-    Wide step states (hidden states) are reduced per step to `project` dims first, learned from the first batch
-    (``reduction="supervised"``: the directions that predict the tasks, learned on a split of rows the tests then
-    do not use, plus the top-variance directions; ``"pca"``: top variance only). A warning says when the kept
-    dims carry less than half of what the full states predict for a task.
+    Wide step states (hidden states) are reduced per step to `project` dims first, learned from the first batch:
+    ``reduction="pca"`` keeps the top-variance directions; ``"supervised"`` the directions that predict the tasks,
+    learned on a split of rows the tests then do not use, plus the top-variance directions of the rest; ``"auto"``
+    (the default) PCA where it keeps at least a tenth of what the full states predict for every task (measured on the
+    held-out split), else the supervised directions. PCA's top-variance dims also pass over faint content that
+    attention copies between steps, which the task directions read (and the tests then mark); the supervised dims
+    find task facts that PCA drops (a number stated among distractors in a causal LM's state). A warning says when
+    the kept dims carry less than a tenth of what the full states predict (`kept_share_`, `reduction_`).
 
     Args:
         segment_length (`int`, *optional*, defaults to 1): `L`, steps per segment; 1 marks each step on its own.
@@ -95,7 +101,10 @@ class TaskStructure:
         correction (`str`, *optional*, defaults to `"bonferroni"`): `None`, `"bonferroni"` or `"fdr_bh"`.
         project (`int` or `"auto"`, *optional*, defaults to `"auto"`): dims kept per step; `"auto"` keeps 8
             when the states are wider, `None` keeps every dim.
-        reduction (`str`, *optional*, defaults to `"supervised"`): how the `project` dims are chosen (see above).
+        reduction (`str`, *optional*, defaults to `"auto"`): how the `project` dims are chosen (see above):
+            `"pca"`, `"supervised"`, or `"auto"`: PCA unless its dims carry less than half of what the full states
+            predict for some task (held-out ridge R^2 on the learning rows; `KEEP_SHARE`), then the supervised
+            directions.
         conditioning (`str`, *optional*, defaults to `"auto"`): the direct test's conditioning set: `"band"` (the
             two neighbours), `"all"` (every other step) or `"auto"`: `"all"` where the band-screening check passes
             (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), else `"band"`: where steps mix in each
@@ -149,7 +158,7 @@ class TaskStructure:
         "mode": [Options("pairwise", "direct", "both")],
         "correction": [Options(None, "bonferroni", "fdr_bh")],
         "project": [Options(None, "auto"), Interval(int, 1, None)],
-        "reduction": [Options("supervised", "pca")],
+        "reduction": [Options("auto", "supervised", "pca")],
         "conditioning": [Options("auto", "band", "all")],
         "carryover": [Options("auto", True, False)],
         "representative": [Options("end", "start")],
@@ -168,7 +177,7 @@ class TaskStructure:
         mode: str = "direct",
         correction: str | None = "bonferroni",
         project: int | str | None = "auto",
-        reduction: str = "supervised",
+        reduction: str = "auto",
         conditioning: str = "auto",
         carryover: bool | str = "auto",
         representative: str = "end",
@@ -251,20 +260,34 @@ class TaskStructure:
         self._layout = (states.shape[1:], tasks.shape[1:])
         T = self._tested_steps()
         k = self._kept_dims(states.shape[2])
-        self._reduction, self.kept_share_ = None, None
+        self._reduction, self.kept_share_, self.reduction_ = None, None, None
         if k is not None:
-            learn, rest = learning_rows(len(states), self.reduction, self.seed)
-            needed = k if self.reduction == "pca" else max(k, 20)
+            method = self.reduction
+            learn, rest = learning_rows(len(states), "supervised" if method == "auto" else method, self.seed)
+            needed = k if method == "pca" else max(k, 20)
             if len(learn) < needed:
-                raise InputError(f"project={k} with reduction={self.reduction!r} needs a first batch of at least "
-                                 f"{needed if self.reduction == 'pca' else 2 * needed} sequences to learn the "
+                raise InputError(f"project={k} with reduction={method!r} needs a first batch of at least "
+                                 f"{needed if method == 'pca' else 2 * needed} sequences to learn the "
                                  f"reduction from; got {len(states)} (pass a larger first batch or chunk_size, or "
                                  "project=None).")
-            self._reduction = StepReduction(k, self.reduction, self.seed).fit(states[learn, :T], tasks[learn])
-            check = learn if self.reduction == "pca" else rest[: max(len(learn), 200)]
-            if len(check) >= 30:
-                self.kept_share_ = self._reduction.kept_share(states[check, :T], tasks[check])
-                warn_if_signal_lost(self.kept_share_, k, self.reduction)
+            if method == "auto":  # PCA unless it loses what the full states predict; then the task directions
+                pca = StepReduction(k, "pca", self.seed).fit(states[learn, :T], tasks[learn])
+                share = pca.kept_share(states[learn, :T], tasks[learn]) if len(learn) >= 30 else None
+                lost = share is not None and np.nanmin(np.append(share, 1.0)) < KEEP_SHARE
+                method = "supervised" if lost else "pca"
+                if not lost:  # PCA does not look at the tasks: learned from, and tested on, every row (one binary
+                    # choice read the learning rows' tasks)
+                    pca = StepReduction(k, "pca", self.seed).fit(states[:, :T], tasks)
+                    learn = rest = np.arange(len(states))
+                self._reduction, self.kept_share_ = (None, None) if lost else (pca, share)
+            if self._reduction is None:
+                self._reduction = StepReduction(k, method, self.seed).fit(states[learn, :T], tasks[learn])
+                check = learn if method == "pca" else rest[: max(len(learn), 200)]
+                if len(check) >= 30:
+                    self.kept_share_ = self._reduction.kept_share(states[check, :T], tasks[check])
+            if self.kept_share_ is not None:
+                warn_if_signal_lost(self.kept_share_, k, method, KEEP_SHARE)
+            self.reduction_ = method
             states, tasks = states[rest], tasks[rest]
         test = self._test_instance()
         self._features = None
@@ -274,10 +297,11 @@ class TaskStructure:
 
     def _shared(self) -> tuple[Any, ...]:
         """What `_setup` learned, for the other processes."""
-        return self._layout, self._reduction, self._features, getattr(self, "kept_share_", None)
+        return (self._layout, self._reduction, self._features, getattr(self, "kept_share_", None),
+                getattr(self, "reduction_", None))
 
     def _adopt(self, shared: tuple[Any, ...]) -> None:
-        self._layout, self._reduction, self._features, self.kept_share_ = shared
+        self._layout, self._reduction, self._features, self.kept_share_, self.reduction_ = shared
 
     def _tested_steps(self) -> int:
         T_full = self._layout[0][0]
@@ -482,7 +506,19 @@ class TaskStructure:
         self.n_segments_, self.n_tasks_, self.n_steps_ = N, M, T_full
         self.n_features_in_ = self._layout[0][1]
         self.n_samples_seen_ = int(n)
+        self._warn_leakage()
         return self
+
+    def _warn_leakage(self) -> None:
+        """Say at fit time when a task lights every step or every step predicts it alone (content mixed between
+        steps): the marks then do not say which part of the input serves the task."""
+        import warnings
+
+        from .report import structure_warnings
+
+        for message in structure_warnings(self):
+            if "leak" in message or "mixed" in message:
+                warnings.warn(message, UserWarning, stacklevel=4)
 
     def _choose_decision(self, ci: CITest) -> str:
         """`"chain"` or `"representative"`; `"auto"` is the chain for sufficient-statistic tests."""

@@ -46,7 +46,7 @@ def structure_warnings(structure: Any) -> list[str]:
     share = getattr(structure, "kept_share_", None)
     if share is not None:
         for j, value in enumerate(share):
-            if np.isfinite(value) and value < 0.5:
+            if np.isfinite(value) and value < 0.1:
                 out.append(f"the reduced states keep only {value:.2f} of what the full states predict for task "
                            f"column {j}: pass a larger `project` or reduction='supervised'.")
     return out

@@ -30,6 +30,7 @@ def structure_to_dict(structure: Any) -> dict[str, Any]:
         "conditioning_used": getattr(structure, "conditioning_", None),
         "decision_used": getattr(structure, "decision_", None),
         "carryover_used": getattr(structure, "carryover_", None),
+        "reduction_used": getattr(structure, "reduction_", None),
         "markov_pvalue": getattr(structure, "markov_pvalue_", None),
         "critical_pvalue": getattr(structure, "critical_pvalue_", None),
         **{name: {"shape": list(value.shape), "values": clean(value)}
@@ -47,7 +48,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
     if not isinstance(payload, dict):
         raise ValueError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
     known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
-             "decision_used", "carryover_used", "markov_pvalue", "critical_pvalue", "step_pvalues",
+             "decision_used", "carryover_used", "reduction_used", "markov_pvalue", "critical_pvalue", "step_pvalues",
              "step_statistics", "step_r2", "temporal_pvalues", "kept_share", "report"}
     params = dict(payload.get("params") or {})
     valid_params = set(cls().get_params())
@@ -72,6 +73,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         structure.decision_ = payload.get("decision_used")
         structure.markov_pvalue_ = payload.get("markov_pvalue")
         structure.carryover_ = payload.get("carryover_used")
+        structure.reduction_ = payload.get("reduction_used")
         if payload.get("critical_pvalue") is not None:
             structure.critical_pvalue_ = float(payload["critical_pvalue"])
     except (KeyError, TypeError, ValueError) as err:
