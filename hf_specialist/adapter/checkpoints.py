@@ -56,10 +56,40 @@ def load_trainable_state(module: torch.nn.Module, tensors: dict[str, torch.Tenso
         module.load_state_dict(tensors, strict=True)
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's RNG states: `torch` (CPU) and `cuda{i}` per visible GPU."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"cuda{i}"] = s
+    return rng
+
+
+def gather_rng_states() -> list[dict[str, torch.Tensor]]:
+    """Every process's `rng_state()`, in process order (a collective: call on every process).
+
+    The processes' streams differ as soon as their shares of a batch differ in size (each draws noise for its own
+    rows), so a checkpoint must hold each one's state for a resumed run to draw what the uninterrupted run drew.
+    """
+    import torch.distributed as dist
+
+    own = rng_state()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [own]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, own)
+    return [{k: v.cpu() for k, v in s.items()} for s in states]
+
+
 def save_checkpoint(directory: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    progress: dict[str, Any]) -> Path:
-    """Write one checkpoint folder atomically and keep only the newest. Call on the main process only."""
+                    progress: dict[str, Any], rng_states: list[dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write one checkpoint folder atomically and keep only the newest. Call on the main process only.
+
+    `rng_states` holds every process's RNG states (`gather_rng_states()`); without it the calling process's.
+    """
     from safetensors.torch import save_file
+
+    rng_states = rng_states or [rng_state()]
 
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{CHECKPOINT_PREFIX}{progress['global_step']:08d}"
@@ -67,11 +97,10 @@ def save_checkpoint(directory: Path, module: torch.nn.Module, optimizer: torch.o
         save_file(trainable_state(module), str(tmp / MODEL_FILE))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / OPTIMIZER_FILE))
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                rng[f"cuda{i}"] = s
-        save_file(rng, str(tmp / RNG_FILE))
+        # the main process's states under their plain names, every process's also under `rank{r}.`
+        rng = dict(rng_states[0])
+        rng.update({f"rank{r}.{k}": v for r, states in enumerate(rng_states) for k, v in states.items()})
+        save_file({k: v.clone().contiguous() for k, v in rng.items()}, str(tmp / RNG_FILE))  # no shared storage
         (tmp / PROGRESS_FILE).write_text(json.dumps({**progress, "optimizer": opt_meta}))
     for old in directory.glob(f"{CHECKPOINT_PREFIX}*"):
         if old != final:
@@ -96,17 +125,25 @@ def check_checkpoint_lambdas(path: Path, lambdas: list[float]) -> None:
                          f"{lambdas}: resume with the same `sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
 
 
-def load_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the module, optimizer and RNG states from `path`; returns the schedule position."""
+def load_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    process_index: int = 0) -> dict[str, Any]:
+    """Restore the module, optimizer and RNG states from `path`; returns the schedule position.
+
+    Process `process_index` takes its own RNG states when the checkpoint holds them (it was written by as many
+    processes or more), else the main process's.
+    """
     from safetensors.torch import load_file
 
     progress = json.loads((path / PROGRESS_FILE).read_text())
     load_trainable_state(module, load_file(str(path / MODEL_FILE)))
     optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / OPTIMIZER_FILE)), progress.pop("optimizer")))
-    rng = load_file(str(path / RNG_FILE))
+    saved = load_file(str(path / RNG_FILE))
+    prefix = f"rank{process_index}."
+    own = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
+    rng = own or {k: v for k, v in saved.items() if not k.startswith("rank")}
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available():
-        states = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
+        states = [rng[k] for k in sorted((k for k in rng if k.startswith("cuda")), key=lambda k: int(k[4:]))]
         if states:
             torch.cuda.set_rng_state_all(states)
     return progress

@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._distributed import barrier, is_main_process
-from .checkpoints import check_checkpoint_lambdas, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import (check_checkpoint_lambdas, gather_rng_states, latest_checkpoint, load_checkpoint,
+                          save_checkpoint)
 from .model import SpecialistAdapter
 from .stacked import StackedAdapters
 
@@ -322,7 +323,7 @@ def train_one(
         found = latest_checkpoint(run_dir)
         if found is not None:
             check_checkpoint_lambdas(found, lambdas)
-            state = load_checkpoint(found, raw, optimizer)
+            state = load_checkpoint(found, raw, optimizer, process_index=rank)
     start_step = state["global_step"]
     if stacked:  # each model's lambda, on the training device
         sparsity = raw.sparsities
@@ -357,8 +358,11 @@ def train_one(
                 bar.set_postfix(loss="/".join(f"{r['loss']:.3f}" for r in records),
                                 support="/".join(str(r["adapter/support_size"]) for r in records))
             if checkpoint_every and run_dir is not None and state["global_step"] % checkpoint_every == 0:
+                # every process's RNG states: shares of a batch differ by a row, so the processes' noise draws
+                # (and streams) differ, and each must resume its own
+                rng_states = gather_rng_states()
                 if is_main_process():
-                    save_checkpoint(run_dir, raw, optimizer, state)
+                    save_checkpoint(run_dir, raw, optimizer, state, rng_states=rng_states)
             if stop_after_steps is not None and state["global_step"] - start_step >= stop_after_steps:
                 interrupted = True
                 break

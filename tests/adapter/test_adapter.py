@@ -260,6 +260,24 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path, sparsity, run_dir):
         assert longer["path"][:3] == expected["path"] and longer["path"][3]["sparsity"] == 1.0
 
 
+def test_checkpoint_restores_each_processes_own_rng_state(tmp_path):
+    """Processes draw noise for shares of different sizes, so their RNG streams differ: each resumes its own."""
+    from hf_specialist.adapter.checkpoints import load_checkpoint, rng_state, save_checkpoint
+
+    adapter = build_adapter()
+    optimizer = torch.optim.Adam(adapter.parameters())
+    torch.manual_seed(1)
+    states = [rng_state()]
+    torch.randn(15)
+    states.append(rng_state())  # what a second process would hold
+    folder = save_checkpoint(tmp_path, adapter, optimizer, {"global_step": 5, "epoch": 0, "history": []},
+                             rng_states=states)
+    for rank in (0, 1, 2):  # a third process (more than wrote the checkpoint) takes the main one's
+        restored = build_adapter()
+        load_checkpoint(folder, restored, torch.optim.Adam(restored.parameters()), process_index=rank)
+        torch.testing.assert_close(torch.get_rng_state(), states[rank if rank < 2 else 0]["torch"])
+
+
 def test_resume_refuses_a_checkpoint_of_another_lambda(tmp_path):
     rng = np.random.default_rng(1)
     states, tasks = rng.normal(size=(200, 32)).astype(np.float32), rng.normal(size=(200, 2))
