@@ -19,6 +19,32 @@ from ..steps import StepRule
 from .discovery import TaskStructure
 
 
+def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, hook_points: Any, steps: StepRule,
+                      pool: str, batch_size: int, chunk_size: int,
+                      context: str) -> tuple[list[str], np.ndarray, list[str], list[list[tuple[int, int]]] | None]:
+    """The checks `discover` and `sweep_layers` share, before any forward pass: texts, one task row per text, the
+    chunk size, the context and the step rule (one step count for every text). Returns the texts, the tasks, the
+    resolved hook points and the step spans."""
+    from ..data import _texts_from, check_equal_steps, check_extraction
+    from ..hooks import resolve_hook_points
+
+    texts = _texts_from(texts, column)
+    tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
+    if len(tasks) != len(texts):
+        raise InputError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
+    if context not in ("full", "isolated"):
+        raise InputError(f"`context` must be 'full' or 'isolated', got {context!r}.")
+    points = [name for spec in hook_points for name in resolve_hook_points(model, spec)]
+    _, spans = check_extraction(model, texts, points[0], steps, pool, batch_size)
+    if context == "isolated" and spans is None:
+        raise InputError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
+    if spans is not None:
+        check_equal_steps(spans, texts, steps)
+    return texts, tasks, points, spans
+
+
 def discover(
     model: Any,
     tokenizer: Any,
@@ -56,25 +82,18 @@ def discover(
     Returns:
         The fitted `TaskStructure`.
     """
-    from ..data import _texts_from, check_equal_steps, check_extraction, extract_step_list, iter_isolated_step_arrays
+    from ..data import extract_step_list, iter_isolated_step_arrays
     from ..steps import stack_steps
 
     if structure is not None and structure_kwargs:
         raise InputError("Pass either `structure=` or TaskStructure keyword arguments, not both.")
     structure = structure if structure is not None else TaskStructure(**structure_kwargs)
-    texts = _texts_from(texts, column)
-    tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
-    if len(tasks) != len(texts):
-        raise InputError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise InputError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
-    point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
-    if context not in ("full", "isolated"):
-        raise InputError(f"`context` must be 'full' or 'isolated', got {context!r}.")
-    if context == "isolated" and spans is None:
-        raise InputError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
-    if spans is not None:
-        check_equal_steps(spans, texts, steps)
+    texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, [hook_point], steps, pool,
+                                                    batch_size, chunk_size, context)
+    if len(points) != 1:
+        raise InputError(f"`hook_point` must resolve to exactly one hook point, got {points}; to fit several layers "
+                         "at once use hfs.sweep_layers.")
+    point = points[0]
     rank, world = process_layout()
     shard = np.array_split(np.arange(len(texts)), world)[rank]
 

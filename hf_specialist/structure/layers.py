@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import InputError, check_array
+from .._validation import InputError
 from ..steps import StepRule
 from .discovery import TaskStructure
 
@@ -122,24 +122,13 @@ def sweep_layers(
     Returns:
         `LayerSweep`: the structure and confidence per hook point; `.table()`, `.best()`, `.plot(path)`.
     """
-    from ..data import _texts_from, check_equal_steps, check_extraction, iter_layer_step_arrays
-    from ..hooks import resolve_hook_points
+    from ..data import iter_layer_step_arrays
     from ..steps import stack_steps
+    from .from_model import check_text_inputs
 
-    texts = _texts_from(texts, column)
-    tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
-    if len(tasks) != len(texts):
-        raise InputError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise InputError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
-    if context not in ("full", "isolated"):
-        raise InputError(f"`context` must be 'full' or 'isolated', got {context!r}.")
-    points = resolve_hook_points(model, hook_points)
-    _, spans = check_extraction(model, texts, points[0], steps, pool, batch_size)
-    if context == "isolated" and spans is None:
-        raise InputError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
-    if spans is not None:
-        check_equal_steps(spans, texts, steps)
+    specs = [hook_points] if isinstance(hook_points, str) else list(hook_points)
+    texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, specs, steps, pool, batch_size,
+                                                    chunk_size, context)
     structures = {point: TaskStructure(**structure_kwargs) for point in points}
     from tqdm.auto import tqdm
 

@@ -115,15 +115,57 @@ def offset_texts(n: int, seed: int, T: int = 8, M: int = 3) -> tuple[list[str], 
     return texts, q @ truth.astype(float), truth
 
 
+def peer_marks(states: np.ndarray, tasks: np.ndarray, method: str, k: int = 32, alpha: float = 0.05) -> np.ndarray:
+    """The do-it-yourself route a user would try first, with causal-learn (`pip install causal-learn`, not a
+    dependency of hf_specialist): PCA each step to `k` dims, then per step, task and PCA column the test
+    `column ⫫ task | the two neighbours' columns` (`method` "fisherz" or "rcit"); a step is marked when one of its
+    columns rejects at `alpha` / (T * M * k) (Bonferroni)."""
+    from causallearn.utils.cit import CIT
+    from sklearn.decomposition import PCA
+
+    n, T, d = states.shape
+    k = min(k, d)
+    reduced = np.stack([PCA(k, random_state=0).fit_transform(states[:, t]) for t in range(T)], axis=1)
+    data = np.concatenate([reduced.reshape(n, T * k), tasks.reshape(n, -1)], axis=1)
+    test = CIT(data, method)
+    M = tasks.shape[1]
+    level = alpha / (T * M * k)
+    marks = np.zeros((T, M), dtype=bool)
+    for t in range(T):
+        given = [u * k + j for u in (t - 1, t + 1) if 0 <= u < T for j in range(k)]
+        for i in range(M):
+            marks[t, i] = any(test(t * k + j, T * k + i, given) < level for j in range(k))
+    return marks
+
+
+def peer_rows(states: np.ndarray, tasks: np.ndarray, truth: np.ndarray, label: str) -> None:
+    """Print the causal-learn rows beside ours (skipped with a note when causal-learn is not installed)."""
+    try:
+        import causallearn  # noqa: F401
+    except ImportError:
+        print(f"  {label:<30} causal-learn not installed (pip install causal-learn): peers skipped")
+        return
+    for method in ("fisherz", "rcit"):
+        start = time.perf_counter()
+        marks = peer_marks(states, tasks, method)
+        text = " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in marks.T)
+        f1 = structure_scores(marks, truth)["f1"]
+        print(f"  {label:<30} peer: causal-learn {method}, PCA 32  {text:<28} {f1:5.3f} "
+              f"{time.perf_counter() - start:5.0f}s")
+
+
 def offsets_across_models() -> None:
     from hf_specialist.models import load_model
 
     texts, tasks, truth = offset_texts(2000, 100)
     runs = [",".join(str(t + 1) for t in np.flatnonzero(c)) for c in truth.T]
-    print(f"5. My planted templates, runs at random offsets (truth {' | '.join(runs)}), n=2,000, texts seed 100")
+    print(f"5. My planted templates, runs at random offsets (truth {' | '.join(runs)}), texts seed 100, n=2,000 "
+          "(MiniLM) and the first 1,000 (SmolLM2)")
     print(f"  {'model':<8} {'layer':<10} {'context':<9} {'marks':<28} {'F1':>5} {'time':>6}")
     for name, layers in (("minilm", ("layers.1", "layers.4")), ("smollm2", ("layers.15",))):
         model, tokenizer = load_model(name)
+        if name == "smollm2":
+            texts, tasks = texts[:1000], tasks[:1000]
         for layer in layers:
             for context in ("full", "isolated"):
                 start = time.perf_counter()
@@ -133,6 +175,8 @@ def offsets_across_models() -> None:
                 marks = " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T)
                 f1 = structure_scores(ts.step_tasks_, truth)["f1"]
                 print(f"  {name:<8} {layer:<10} {context:<9} {marks:<28} {f1:5.3f} {time.perf_counter() - start:5.0f}s")
+                if context == "full" or name == "smollm2":
+                    peer_rows(states, tasks, truth, f"{name} {layer} {context}")
 
 
 def more_data() -> None:
