@@ -87,8 +87,8 @@ class TaskStructure:
     Wide step states (hidden states) are reduced per step to `project` dims first, learned from the first batch:
     ``reduction="pca"`` keeps the top-variance directions; ``"supervised"`` the directions that predict the tasks,
     learned on a split of rows the tests then do not use, plus the top-variance directions of the rest; ``"auto"``
-    (the default) PCA where it keeps at least a tenth of what the full states predict for every task (measured on the
-    held-out split), else the supervised directions. PCA's top-variance dims also pass over faint content that
+    (the default) PCA where it keeps at least a tenth of what the full states predict for every task (cross-validated
+    on the learning rows, which the tests then also use), else the supervised directions. PCA's top-variance dims also pass over faint content that
     attention copies between steps, which the task directions read (and the tests then mark); the supervised dims
     find task facts that PCA drops (a number stated among distractors in a causal LM's state). A warning says when
     the kept dims carry less than a tenth of what the full states predict (`kept_share_`, `reduction_`).
@@ -99,12 +99,12 @@ class TaskStructure:
         alpha (`float`, *optional*, defaults to 0.05): level after correction.
         mode (`str`, *optional*, defaults to `"direct"`): `"pairwise"`, `"direct"` or `"both"`.
         correction (`str`, *optional*, defaults to `"bonferroni"`): `None`, `"bonferroni"` or `"fdr_bh"`.
-        project (`int` or `"auto"`, *optional*, defaults to `"auto"`): dims kept per step; `"auto"` keeps 8
-            when the states are wider, `None` keeps every dim.
+        project (`int`, `"auto"` or `None`, *optional*, defaults to `"auto"`): dims kept per step; `"auto"`
+            keeps 8 when the states are wider, `None` keeps every dim.
         reduction (`str`, *optional*, defaults to `"auto"`): how the `project` dims are chosen (see above):
-            `"pca"`, `"supervised"`, or `"auto"`: PCA unless its dims carry less than half of what the full states
-            predict for some task (held-out ridge R^2 on the learning rows; `KEEP_SHARE`), then the supervised
-            directions.
+            `"pca"`, `"supervised"`, or `"auto"`: PCA unless its dims carry less than a tenth of what the full
+            states predict for some task (cross-validated ridge R^2 on the learning rows; `KEEP_SHARE`), then the
+            supervised directions.
         conditioning (`str`, *optional*, defaults to `"auto"`): the direct test's conditioning set: `"band"` (the
             two neighbours), `"all"` (every other step) or `"auto"`: `"all"` where the band-screening check passes
             (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), else `"band"`: where steps mix in each
@@ -138,6 +138,7 @@ class TaskStructure:
             independent (Gaussian, on the tested dims).
         kept_share_ (`np.ndarray` of shape `(M * d_g,)` or `None`): per task column, the share of what the full
             states predict that the reduced states keep.
+        reduction_ (`str` or `None`): the reduction used, `"pca"` or `"supervised"` (`None`: no reduction).
         n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
 
     Examples:
@@ -396,9 +397,10 @@ class TaskStructure:
     def partial_fit(self, states: Any, tasks: Any) -> TaskStructure:
         """Add a batch of sequences and refit from the sufficient statistics of every row seen so far.
 
-        After each call the fitted attributes equal `fit` on all the rows passed so far (the reduction and the
-        features are the ones learned from the first batch). Until enough rows have come for the test, the
-        attributes are not set yet. Needs a sufficient-statistic test (`fisher_z`, `rff_z`); statistics stay
+        After each call the fitted attributes equal `fit` of an iterable of the same batches (the reduction and
+        the test's features are learned from the first batch, so `fit` of one concatenated array can differ where
+        a reduction or features are learned). Until enough rows have come for the test, the attributes are not set
+        yet. Needs a sufficient-statistic test (`fisher_z`, `rff_z`); statistics stay
         in this process (`fit` of an iterable sums them across processes).
 
         Args:
@@ -489,7 +491,7 @@ class TaskStructure:
         self.critical_pvalue_ = critical_pvalue(raw, self.alpha, self.correction)
         segment_tasks = np.zeros((N, M), dtype=bool)
         hit = adjusted < self.alpha
-        if chain:
+        if chain or (self.carryover_ and L == 1):  # at step level every step is tested either way
             hit &= k != v  # the direct tests decide through the chain rule below
             segment_tasks |= chain_segments(tested_p, L, self.critical_pvalue_, carryover=self.carryover_)
         segment_tasks[k[hit], i[hit]] = True

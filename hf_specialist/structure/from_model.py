@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._distributed import process_layout
+from .._arrays import as_task_array
 from .._validation import InputError, check_array
 from ..steps import StepRule
 from .discovery import TaskStructure
@@ -29,7 +30,8 @@ def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, ho
     from ..hooks import resolve_hook_points
 
     texts = _texts_from(texts, column)
-    tasks = check_array(tasks, "tasks", ndims=(1, 2, 3), expected="(n_sequences, M) or (n_sequences, M, d_g)")
+    tasks = check_array(as_task_array(tasks), "tasks", ndims=(1, 2, 3),
+                        expected="(n_sequences, M) or (n_sequences, M, d_g)")
     if len(tasks) != len(texts):
         raise InputError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:

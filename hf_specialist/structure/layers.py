@@ -49,7 +49,7 @@ class LayerSweep:
     """The structure at each hook point of a sweep.
 
     Attributes:
-        hook_points (`list[str]`): resolved hook points, shallow to deep.
+        hook_points (`list[str]`): resolved hook points, in the order given (`"layers.*"`: shallow to deep).
         structures (`dict[str, TaskStructure]`): the fitted structure per hook point.
         confidence (`dict[str, float]`): `structure_confidence` per hook point.
     """
@@ -59,7 +59,7 @@ class LayerSweep:
     confidence: dict[str, float] = field(default_factory=dict)
 
     def best(self) -> str:
-        """The hook point of highest confidence (the shallowest among ties)."""
+        """The hook point of highest confidence (the first listed among ties)."""
         return max(self.hook_points, key=lambda point: (self.confidence[point], -self.hook_points.index(point)))
 
     def table(self, task_names: Sequence[str] | None = None) -> str:
@@ -129,7 +129,14 @@ def sweep_layers(
     specs = [hook_points] if isinstance(hook_points, str) else list(hook_points)
     texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, specs, steps, pool, batch_size,
                                                     chunk_size, context)
+    points = list(dict.fromkeys(points))  # a hook point named twice is fitted once
+    structure_kwargs.setdefault("progress", False)
     structures = {point: TaskStructure(**structure_kwargs) for point in points}
+    from .streaming import require_statistics_test
+
+    prototype = next(iter(structures.values()))
+    prototype._validate()  # bad parameters fail before the first forward pass
+    require_statistics_test(prototype)
     from tqdm.auto import tqdm
 
     for start in tqdm(range(0, len(texts), chunk_size), desc="sweep layers", unit="chunk",

@@ -5,9 +5,12 @@ hundreds of dims, so each step is reduced to `k` dims first. Which `k` dims matt
 (PCA) of a causal LM's sentence state can miss the direction that states the task-relevant fact entirely (measured:
 a fact read at R^2 0.995 from the full 576-dim state and 0.03 from its top 8 PCA dims). `StepReduction` keeps
 
-- ``"supervised"`` (default): per step, the ridge directions that predict the tasks from that step's state, then
+- ``"supervised"``: per step, the ridge directions that predict the tasks from that step's state, then
   the top-variance directions of what they leave (so the conditioning sets keep the bulk of each step as well);
-- ``"pca"``: the top-variance directions only (the earlier default).
+- ``"pca"``: the top-variance directions only.
+
+`TaskStructure(reduction="auto")`, the default, keeps PCA unless its dims carry under a tenth of what the full
+states predict for some task, and then the supervised directions.
 
 The supervised directions are learned on rows that are then *not* used by the tests (a split): a direction fitted
 to predict a task on the same rows would correlate with it by chance, and the test would mark steps that do not
@@ -98,7 +101,9 @@ class StepReduction:
         targets = tasks.reshape(n, -1).astype(np.float64)
         targets = targets - targets.mean(0)
         targets = targets[:, targets.std(0) > 1e-12]
-        n_task_dirs = min(targets.shape[1], self.k - 1, d) if self.method == "supervised" else 0
+        n_task_dirs = min(targets.shape[1], d) if self.method == "supervised" else 0
+        if n_task_dirs >= self.k:  # one direction per task column, and one more of variance
+            self.k = min(n_task_dirs + 1, d)
         means, components = [], []
         for t in range(T):
             x = states[:, t].astype(np.float64)
@@ -144,12 +149,12 @@ class StepReduction:
         return shares
 
 
-def warn_if_signal_lost(shares: np.ndarray, k: int, method: str, threshold: float = 0.5) -> None:
+def warn_if_signal_lost(shares: np.ndarray, k: int, method: str, threshold: float = 0.1) -> None:
     """Warn when the kept dims carry less than `threshold` of what the full states predict for some task."""
     lost = np.flatnonzero(np.nan_to_num(shares, nan=1.0) < threshold)
     if len(lost):
         warnings.warn(
             f"The {k} dims kept per step ({method!r} reduction) carry only "
             f"{', '.join(f'{shares[j]:.2f}' for j in lost)} of what the full step states predict for task column(s) "
-            f"{lost.tolist()}: the tests may miss those tasks. Keep more dims (`project=`) or use "
-            "reduction='supervised'.", UserWarning, stacklevel=4)
+            f"{lost.tolist()}: the tests may miss those tasks. Keep more dims (`project=`)"
+            + (" or use reduction='supervised'." if method == "pca" else "."), UserWarning, stacklevel=4)

@@ -63,13 +63,21 @@ def fit_batches(structure: TaskStructure, batches: Iterable[tuple[Any, Any]]) ->
     if world > 1:  # every process takes the main process's layout, reduction and feature map
         import torch.distributed as dist
 
-        if first is None and is_main_process():
-            raise InputError("The main process got no batch; every process needs the layout of a first batch.")
-        if is_main_process():
-            first_rows = structure._setup(*structure._check_batch(*as_pair(first)))
-        box = [structure._shared() if is_main_process() else None]
+        box: list[Any] = [None]
+        if is_main_process():  # a bad first batch raises on every process, not only here (no process left waiting)
+            try:
+                if first is None:
+                    raise InputError("The main process got no batch; every process needs the layout of a first "
+                                     "batch.")
+                first_rows = structure._setup(*structure._check_batch(*as_pair(first)))
+                box = [("ok", structure._shared())]
+            except (InputError, ValueError, TypeError) as error:
+                box = [("error", f"{type(error).__name__}: {error}")]
         dist.broadcast_object_list(box, src=0)
-        structure._adopt(box[0])
+        status, payload = box[0]
+        if status == "error":
+            raise InputError(f"The main process's first batch was refused: {payload}")
+        structure._adopt(payload)
         if first is not None and first_rows is None:
             first_rows = structure._check_batch(*as_pair(first))
     elif first is None:
