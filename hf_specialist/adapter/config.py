@@ -51,6 +51,9 @@ class SpecialistConfig:
         hook_point (`str`, *optional*): where the states come from in the base model.
         base_model (`str`, *optional*): the base model id; `base_model_revision`, `base_model_type` and
             `base_hidden_size` record what the adapter was trained on.
+        context (`str`, *optional*, defaults to `"full"`): how the step states were extracted, `"full"` (whole
+            texts) or `"isolated"` (each step alone, `extract_steps(..., context="isolated")`); `SpecialistModel`
+            extracts the same way.
         step_rule (`str`, *optional*): how tokens became steps (`"token"` or a separator; `None` for per-text spans,
             which `SpecialistModel.encode_steps` then needs as `steps=`).
         pool (`str`, *optional*): how a step's tokens were pooled (`"mean"`, `"last"`, `"first"`).
@@ -86,6 +89,7 @@ class SpecialistConfig:
     step_rule: str | None = None
     pool: str | None = None
     max_length: int | None = None
+    context: str = "full"
     n_steps: int | None = None
     architecture: str = "specialist_vae"
     library_version: str = __version__
@@ -116,6 +120,9 @@ class SpecialistConfig:
             from ..hooks import check_hook_point_name
 
             check_hook_point_name(self.hook_point)
+        if self.context not in ("full", "isolated"):
+            raise InputError(f"`context` must be 'full' or 'isolated' (how the step states were extracted), got "
+                             f"{self.context!r}.")
         if self.step_rule is not None and (not isinstance(self.step_rule, str) or not self.step_rule):
             raise InputError(f"`step_rule` must be 'token' or a non-empty separator string, got {self.step_rule!r}.")
         for name in ("encoder_widths", "decoder_widths"):

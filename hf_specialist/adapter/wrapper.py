@@ -197,7 +197,8 @@ class SpecialistModel(nn.Module):
         self.check_texts(listed, rule, pad=pad)
         out = extract_steps(self.base_model, self.tokenizer, texts, hook_point=self.hook_point, steps=rule,
                             pool=cfg.pool or "mean", batch_size=batch_size, max_length=cfg.max_length,
-                            column=column, progress=progress, process_index=0, num_processes=1, pad_steps=pad)
+                            column=column, progress=progress, process_index=0, num_processes=1, pad_steps=pad,
+                            context=cfg.context)
         if not pad:
             return out
         states, mask = out

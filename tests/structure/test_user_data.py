@@ -76,3 +76,20 @@ def test_rff_z_is_calibrated_on_unlinked_tasks():
     assert marks == 0
     with pytest.raises(ValueError, match="`n_task_features` must be an int >= 1"):
         RandomFourierZ(n_task_features=0)
+
+
+def test_an_adapter_on_isolated_steps_is_served_on_isolated_steps(tmp_path):
+    from helpers import build_adapter
+
+    base = build_tiny_model("gpt2", n_layers=3)
+    texts = [f"alpha {k}. beta {k % 3}. gamma {k % 5}." for k in range(30)]
+    states = hfs.extract_steps(base, tokenizer(), texts, hook_point="layers.1", steps=". ", context="isolated")
+    __import__("torch").manual_seed(0)
+    adapter = build_adapter(d_in=32, n_tasks=1, hook_point="layers.1", step_rule=". ", pool="mean", context="isolated",
+                            base_model_type="gpt2", base_hidden_size=32)
+    hfs.train_specialist(adapter, states, states[:, :2, 0].sum(1, keepdims=True), sparsity=0.0, epochs=1, seed=0,
+                         progress=False)
+    folder = adapter.save_pretrained(tmp_path / "adapter")
+    specialist = hfs.SpecialistModel.from_pretrained(base, folder, tokenizer=tokenizer())
+    assert specialist.adapter.config.context == "isolated"
+    np.testing.assert_allclose(specialist.step_states(texts[:4]), states[:4], rtol=1e-5, atol=1e-6)
