@@ -52,3 +52,30 @@ def test_no_cycles_and_no_imports_of_an_enclosing_package():
         if name not in state:
             visit(name, [name])
     assert len(modules) > 30 and sum(map(len, edges.values())) > 30  # the graph was actually read
+
+
+# DESIGN.md §3: data flows one way, model -> hooks -> steps -> data -> structure -> adapter -> hub -> cli; the
+# leaves (`_*`) import nothing of ours but other leaves; the generators, scores, plots and demos come after the hub.
+ORDER = ["_leaves", "hooks", "steps", "data", "structure", "adapter", "hub", "metrics", "entities", "synthetic",
+         "plots", "models", "knowledge", "demo", "cli"]
+
+
+def _rank(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) == 1:  # the package's __init__: the public face, re-exports everything lazily
+        return None
+    top = parts[1]
+    return ORDER.index("_leaves") if top.startswith("_") else ORDER.index(top)
+
+
+def test_imports_follow_the_one_way_order():
+    modules = _modules()
+    assert all(_rank(name) is not None for name in modules if "." in name and name.count(".") >= 1), \
+        "a module outside DESIGN.md §3's order: add it to ORDER"
+    backwards = []
+    for name, targets in _import_edges(modules).items():
+        for target in targets:
+            a, b = _rank(name), _rank(target)
+            if a is not None and b is not None and b > a:
+                backwards.append(f"{name} -> {target}")
+    assert not backwards, f"imports against DESIGN.md §3's order: {sorted(backwards)}"

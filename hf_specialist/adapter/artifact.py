@@ -61,7 +61,7 @@ def write_artifact(folder: Path, adapter: Any, *, structure: Any | None = None, 
     has_heatmap = False
     if structure is not None:
         (folder / STRUCTURE_NAME).write_text(structure.to_json())
-        from ..plots import step_task_heatmap
+        from ..structure.figures import step_task_heatmap
 
         step_task_heatmap(structure.step_tasks_, folder / HEATMAP_NAME, task_names=adapter.config.task_names,
                           pvalues=getattr(structure, "step_pvalues_", None))

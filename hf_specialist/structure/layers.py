@@ -76,7 +76,7 @@ class LayerSweep:
 
     def plot(self, path: str | os.PathLike, task_names: Sequence[str] | None = None) -> Path:
         """A PNG per task panel: layers x steps of `-log10 p`, marked steps dotted."""
-        from ..plots import layer_sweep_heatmap
+        from .figures import layer_sweep_heatmap
 
         evidence = np.stack([-np.log10(np.clip(self.structures[p].step_pvalues_, 1e-300, 1.0))
                              for p in self.hook_points])  # (layers, M, T)
