@@ -305,7 +305,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
                       pvalues=getattr(structure, "step_pvalues_", None))
     print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}; decision: {structure.decision_}) "
           f"-> {path}")
-    print(structure.report(warn=False))
+    columns = cfg["task_columns"]
+    names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns or [])
+    print(structure.report(names if len(names) == structure.n_tasks_ else None, warn=False))
     if truth is not None:
         from .metrics import structure_scores
 

@@ -56,7 +56,11 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
     """A plain-text table (tasks x steps of `-log10 p`, marks starred) and the notes under it."""
     step_tasks = structure.step_tasks_
     T, M = step_tasks.shape
-    names = names or [f"task {i}" for i in range(M)]
+    names = list(names) if names is not None else [f"task {i}" for i in range(M)]
+    if len(names) != M:
+        from .._validation import InputError
+
+        raise InputError(f"`task_names` has {len(names)} names for {M} tasks; pass one name per task.")
     pvalues = getattr(structure, "step_pvalues_", None)
     width = max(len(n) for n in names)
     lines = [f"Task structure: {T} steps x {M} tasks, test {getattr(structure, 'test', '?')!s}, "
