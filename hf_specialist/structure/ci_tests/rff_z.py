@@ -50,10 +50,12 @@ class FourierFeatures:
 
     def transform(self, steps: np.ndarray, tasks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(n, T, d)`, `(n, M, d_g)` -> `(n, T, step_width)`, `(n, M, task_width)`."""
-        x = (steps - self.step_mean) / self.step_scale
         g = (tasks - self.task_mean) / self.task_scale
-        fx = np.sqrt(2.0) * np.cos(x @ self.step_freq + self.step_phase)
         fg = np.sqrt(2.0) * np.cos(g @ self.task_freq + self.task_phase)
+        if self.step_freq.shape[1] == 0:  # steps as they are (the test standardises its columns itself)
+            return steps, np.concatenate([g, fg], axis=-1)
+        x = (steps - self.step_mean) / self.step_scale
+        fx = np.sqrt(2.0) * np.cos(x @ self.step_freq + self.step_phase)
         return np.concatenate([x, fx], axis=-1), np.concatenate([g, fg], axis=-1)
 
 
@@ -71,7 +73,8 @@ class RandomFourierZ(FisherZ):
             featurised, and the test stays calibrated where states are Gaussian given their neighbours (the
             step features regressed on a few features of Z left dependence through Z: 2.8 false marks per fit on
             linear sums at n = 3,000 on evaluation seeds).
-        n_task_features (`int`, *optional*, defaults to 4): cosine features per task.
+        n_task_features (`int`, *optional*, defaults to 2): cosine features per task (2 and 4 gave the same F1
+            on development seeds 0-4 but for all-above, 0.33 vs 0.26; each feature widens the statistics).
         bandwidth (`float`, *optional*): the kernel bandwidth on standardised inputs; defaults to the median
             distance of a `d`-dim standard normal pair, `sqrt(2 d)`.
         Other arguments as in `FisherZ`.
@@ -79,7 +82,7 @@ class RandomFourierZ(FisherZ):
 
     name = "rff_z"
 
-    def __init__(self, *, n_features: int = 0, n_task_features: int = 4, bandwidth: float | None = None,
+    def __init__(self, *, n_features: int = 0, n_task_features: int = 2, bandwidth: float | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for label, value, low in (("n_features", n_features, 0), ("n_task_features", n_task_features, 1)):
