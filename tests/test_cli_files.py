@@ -13,17 +13,9 @@ from hf_specialist import synthetic
 from hf_specialist._arrays import as_task_array
 from hf_specialist._files import read_array, read_texts
 from hf_specialist.cli import main
-from helpers import build_adapter, build_tiny_model, tokenizer
+from helpers import build_adapter
 
 TEXTS = ["The cat sat. It was warm.", "A dog, a big one. It ran.", "Rain fell. We stayed in."]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    build_tiny_model("gpt2", n_layers=2).save_pretrained(folder)
-    tokenizer().save_pretrained(folder)
-    return folder
 
 
 def _write_all_formats(folder):

@@ -15,17 +15,8 @@ import yaml
 
 from hf_specialist import synthetic
 from hf_specialist.cli import main
-from helpers import build_tiny_model, tokenizer
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny_model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    build_tiny_model("gpt2", n_layers=2).save_pretrained(folder)
-    tokenizer().save_pretrained(folder)
-    return folder
 
 
 def test_the_readme_recipe_records_the_pipeline_and_reloads_in_a_fresh_process(tmp_path, tiny_model_folder):
