@@ -227,11 +227,21 @@ def iter_isolated_step_arrays(
     """Yield one `(T_i, d)` array per text whose step `t` is the pooled state of step `t`'s text run through the
     model on its own (`context="isolated"`): no step's state sees another step."""
     pieces = [text[a:b] for text, text_spans in zip(texts, spans) for a, b in text_spans]
+    owners = [(i, t) for i, text_spans in enumerate(spans) for t in range(len(text_spans))]
     counts = [len(s) for s in spans]
     single = iter_step_arrays(model, tokenizer, pieces, [[(0, len(p))] for p in pieces], hook_point, pool,
                               batch_size * max(1, round(sum(counts) / max(len(counts), 1))), max_length, progress)
     for count in counts:
-        yield np.concatenate([next(single) for _ in range(count)], axis=0)
+        try:
+            yield np.concatenate([next(single) for _ in range(count)], axis=0)
+        except InputError as error:  # name the user's text and step, not the index of the step's piece
+            import re
+
+            def owner(match: re.Match) -> str:
+                text, step = owners[int(match.group(1))]
+                return f"texts[{text}] step {step + 1} (encoded alone)"
+
+            raise InputError(re.sub(r"`texts\[(\d+)\]`", owner, str(error))) from None
 
 
 def extract_step_list(*args: Any, **kwargs: Any) -> list[np.ndarray]:

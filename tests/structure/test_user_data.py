@@ -93,3 +93,10 @@ def test_an_adapter_on_isolated_steps_is_served_on_isolated_steps(tmp_path):
     specialist = hfs.SpecialistModel.from_pretrained(base, folder, tokenizer=tokenizer())
     assert specialist.adapter.config.context == "isolated"
     np.testing.assert_allclose(specialist.step_states(texts[:4]), states[:4], rtol=1e-5, atol=1e-6)
+
+
+def test_isolated_errors_name_the_users_text_and_step():
+    model = build_tiny_model("gpt2", n_layers=2)
+    with pytest.raises(hfs.InputError, match=r"texts\[1\] step 2 \(encoded alone\)"):
+        hfs.extract_steps(model, tokenizer(), ["abc def", "ghi jkl"], hook_point="layers.1",
+                          steps=[[(0, 3), (4, 7)], [(0, 3), (3, 4)]], context="isolated")  # step 2 of text 1 is " "
