@@ -9,12 +9,14 @@ structure.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+import time
 from typing import Any
 
 import numpy as np
 
 from .._distributed import process_layout
 from .._arrays import as_task_array
+from .._progress import progress_lines, say
 from .._validation import InputError, check_array
 from ..steps import StepRule
 from .discovery import TaskStructure
@@ -100,11 +102,9 @@ def discover(
     shard = np.array_split(np.arange(len(texts)), world)[rank]
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        from tqdm.auto import tqdm
-
         starts = range(0, len(shard), chunk_size)
-        disable = True if rank else (None if progress is None else not progress)
-        for start in tqdm(starts, desc=f"discover at {point}", unit="chunk", disable=disable):
+        shown = False if rank else progress
+        for start in progress_lines(starts, len(starts), f"discover at {point}", shown):
             rows = shard[start : start + chunk_size]
             lo, hi = int(rows[0]), int(rows[-1]) + 1
             if context == "isolated":
@@ -115,4 +115,13 @@ def discover(
                                           point, pool, batch_size, max_length, progress=False)
             yield stack_steps(chunk, pad_steps=False), tasks[lo:hi]
 
-    return structure.fit(batches())
+    started = time.perf_counter()
+    structure.fit(batches())
+    if rank == 0 and progress is not False:
+        marks = "; ".join(f"task {i}: steps {','.join(str(t + 1) for t in np.flatnonzero(c)) or 'none'}"
+                          for i, c in enumerate(structure.step_tasks_.T))
+        say(f"discover at {point}: {len(texts)} texts x {structure.n_steps_} steps, {structure.n_tests_} CI tests "
+            f"({structure.test if isinstance(structure.test, str) else structure.test.name}, conditioning "
+            f"{structure.conditioning_}) in {time.perf_counter() - started:.1f} s; {marks}. "
+            "structure.report() has the evidence.")
+    return structure

@@ -137,10 +137,13 @@ def sweep_layers(
     prototype = next(iter(structures.values()))
     prototype._validate()  # bad parameters fail before the first forward pass
     require_statistics_test(prototype)
-    from tqdm.auto import tqdm
+    import time
 
-    for start in tqdm(range(0, len(texts), chunk_size), desc="sweep layers", unit="chunk",
-                      disable=None if progress is None else not progress):
+    from .._progress import progress_lines, say
+
+    started = time.perf_counter()
+    starts = range(0, len(texts), chunk_size)
+    for start in progress_lines(starts, len(starts), f"sweep {len(points)} hook points", progress):
         lo, hi = start, min(start + chunk_size, len(texts))
         per_text = list(iter_layer_step_arrays(model, tokenizer, texts[lo:hi], None if spans is None else spans[lo:hi],
                                                points, pool, batch_size, max_length, progress=False, context=context))
@@ -153,4 +156,7 @@ def sweep_layers(
     sweep = LayerSweep(points, structures, {p: structure_confidence(s) for p, s in structures.items()})
     if plot is not None:
         sweep.plot(plot)
+    if progress is not False:
+        say(f"sweep_layers: {len(texts)} texts, {len(points)} hook points in {time.perf_counter() - started:.1f} s; "
+            f"most confident {sweep.best()} ({sweep.confidence[sweep.best()]:.2f}). sweep.table() lists them all.")
     return sweep

@@ -100,3 +100,13 @@ def test_isolated_errors_name_the_users_text_and_step():
     with pytest.raises(hfs.InputError, match=r"texts\[1\] step 2 \(encoded alone\)"):
         hfs.extract_steps(model, tokenizer(), ["abc def", "ghi jkl"], hook_point="layers.1",
                           steps=[[(0, 3), (4, 7)], [(0, 3), (3, 4)]], context="isolated")  # step 2 of text 1 is " "
+
+
+def test_long_calls_print_lines_off_a_terminal_and_end_with_a_summary(capsys):
+    model = build_tiny_model("gpt2", n_layers=2)
+    texts, tasks, _ = synthetic.planted_text(n=400, T=4, M=1, seed=0)
+    hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=". ", chunk_size=100)
+    err = capsys.readouterr().err  # captured: not a terminal
+    assert "discover at layers.1: 2/4 chunks (50%)" in err and "400 texts x 4 steps" in err
+    hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=". ", chunk_size=100, progress=False)
+    assert capsys.readouterr().err == ""
