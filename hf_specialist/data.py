@@ -148,24 +148,9 @@ def iter_step_arrays(
     dtype: torch.dtype | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield one `(T_i, d)` float32 array per text, a batch of texts at a time (memory bounded by the batch)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with HiddenStateExtractor(model, [hook_point], dtype=dtype) as extractor, torch.inference_mode():
-            bar = tqdm(total=len(texts), desc=f"extract {hook_point}", unit="seq", disable=_quiet(progress))
-            for batch_index, batch_texts in enumerate(_batches(texts, batch_size)):
-                first = batch_index * batch_size
-                batch_spans = None if spans is None else spans[first : first + len(batch_texts)]
-                inputs, assign, counts = tokenize_steps(tokenizer, batch_texts, batch_spans, max_length, first)
-                hidden = extractor(**{k: v.to(device) for k, v in inputs.items()})[hook_point].float().cpu()
-                pooled = pool_steps(hidden, assign, pool).numpy()
-                for row, count in enumerate(counts):
-                    yield pooled[row, :count].copy()
-                bar.update(len(batch_texts))
-            bar.close()
-    finally:
-        model.train(was_training)
+    for row in iter_layer_step_arrays(model, tokenizer, texts, spans, [hook_point], pool, batch_size, max_length,
+                                      progress, dtype=dtype):
+        yield row[hook_point]
 
 
 def iter_layer_step_arrays(
@@ -179,26 +164,38 @@ def iter_layer_step_arrays(
     max_length: int | None = None,
     progress: bool | None = None,
     context: str = "full",
+    dtype: torch.dtype | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield, per text, `{hook point: (T_i, d)}` from ONE forward pass per batch through every hook point (the
-    model stops after the deepest). `context="isolated"` runs each step's text on its own."""
+    model stops after the deepest). `context="isolated"` runs each step's text on its own (an error about one of
+    those pieces names the user's text and step)."""
     if context == "isolated":
         pieces = [text[a:b] for text, text_spans in zip(texts, spans) for a, b in text_spans]
+        owners = [(i, t) for i, text_spans in enumerate(spans) for t in range(len(text_spans))]
         counts = [len(s) for s in spans]
         single = iter_layer_step_arrays(model, tokenizer, pieces, [[(0, len(p))] for p in pieces], hook_points, pool,
                                         batch_size * max(1, round(sum(counts) / max(len(counts), 1))), max_length,
-                                        progress)
+                                        progress, dtype=dtype)
         for count in counts:
-            parts = [next(single) for _ in range(count)]
+            try:
+                parts = [next(single) for _ in range(count)]
+            except InputError as error:  # name the user's text and step, not the index of the step's piece
+                import re
+
+                def owner(match: re.Match) -> str:
+                    text, step = owners[int(match.group(1))]
+                    return f"texts[{text}] step {step + 1} (encoded alone)"
+
+                raise InputError(re.sub(r"`texts\[(\d+)\]`", owner, str(error))) from None
             yield {point: np.concatenate([part[point] for part in parts]) for point in hook_points}
         return
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    label = hook_points[0] if len(hook_points) == 1 else f"{len(hook_points)} hook points"
     try:
-        with HiddenStateExtractor(model, hook_points) as extractor, torch.inference_mode():
-            bar = tqdm(total=len(texts), desc=f"extract {len(hook_points)} hook points", unit="seq",
-                       disable=_quiet(progress))
+        with HiddenStateExtractor(model, hook_points, dtype=dtype) as extractor, torch.inference_mode():
+            bar = tqdm(total=len(texts), desc=f"extract {label}", unit="seq", disable=_quiet(progress))
             for batch_index, batch_texts in enumerate(_batches(texts, batch_size)):
                 first = batch_index * batch_size
                 batch_spans = None if spans is None else spans[first : first + len(batch_texts)]
@@ -226,22 +223,9 @@ def iter_isolated_step_arrays(
 ) -> Iterator[np.ndarray]:
     """Yield one `(T_i, d)` array per text whose step `t` is the pooled state of step `t`'s text run through the
     model on its own (`context="isolated"`): no step's state sees another step."""
-    pieces = [text[a:b] for text, text_spans in zip(texts, spans) for a, b in text_spans]
-    owners = [(i, t) for i, text_spans in enumerate(spans) for t in range(len(text_spans))]
-    counts = [len(s) for s in spans]
-    single = iter_step_arrays(model, tokenizer, pieces, [[(0, len(p))] for p in pieces], hook_point, pool,
-                              batch_size * max(1, round(sum(counts) / max(len(counts), 1))), max_length, progress)
-    for count in counts:
-        try:
-            yield np.concatenate([next(single) for _ in range(count)], axis=0)
-        except InputError as error:  # name the user's text and step, not the index of the step's piece
-            import re
-
-            def owner(match: re.Match) -> str:
-                text, step = owners[int(match.group(1))]
-                return f"texts[{text}] step {step + 1} (encoded alone)"
-
-            raise InputError(re.sub(r"`texts\[(\d+)\]`", owner, str(error))) from None
+    for row in iter_layer_step_arrays(model, tokenizer, texts, spans, [hook_point], pool, batch_size, max_length,
+                                      progress, context="isolated"):
+        yield row[hook_point]
 
 
 def extract_step_list(*args: Any, **kwargs: Any) -> list[np.ndarray]:
