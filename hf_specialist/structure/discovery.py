@@ -39,6 +39,7 @@ from .statistics import SufficientStatistics
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
 
 AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
+AUTO_CHECK_ROWS = 2000  # rows of the first batch on which reduction="auto" measures PCA's kept share
 KEEP_SHARE = 0.1  # reduction="auto" keeps PCA's dims unless they carry less than this share of what the full
 # states predict for some task (held-out ridge R^2); then the supervised task directions
 
@@ -88,7 +89,7 @@ class TaskStructure:
     ``reduction="pca"`` keeps the top-variance directions; ``"supervised"`` the directions that predict the tasks,
     learned on a split of rows the tests then do not use, plus the top-variance directions of the rest; ``"auto"``
     (the default) PCA where it keeps at least a tenth of what the full states predict for every task (cross-validated
-    on the learning rows, which the tests then also use), else the supervised directions. PCA's top-variance dims also pass over faint content that
+    on up to 2,000 rows of the first batch, which the tests then also use), else the supervised directions. PCA's top-variance dims also pass over faint content that
     attention copies between steps, which the task directions read (and the tests then mark); the supervised dims
     find task facts that PCA drops (a number stated among distractors in a causal LM's state). A warning says when
     the kept dims carry less than a tenth of what the full states predict (`kept_share_`, `reduction_`).
@@ -103,8 +104,8 @@ class TaskStructure:
             keeps 8 when the states are wider, `None` keeps every dim.
         reduction (`str`, *optional*, defaults to `"auto"`): how the `project` dims are chosen (see above):
             `"pca"`, `"supervised"`, or `"auto"`: PCA unless its dims carry less than a tenth of what the full
-            states predict for some task (cross-validated ridge R^2 on the learning rows; `KEEP_SHARE`), then the
-            supervised directions.
+            states predict for some task (cross-validated ridge R^2 on up to `AUTO_CHECK_ROWS` rows of the first
+            batch; `KEEP_SHARE`), then the supervised directions.
         conditioning (`str`, *optional*, defaults to `"auto"`): the direct test's conditioning set: `"band"` (the
             two neighbours), `"all"` (every other step) or `"auto"`: `"all"` where the band-screening check passes
             (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), else `"band"`: where steps mix in each
@@ -272,13 +273,14 @@ class TaskStructure:
                                  f"reduction from; got {len(states)} (pass a larger first batch or chunk_size, or "
                                  "project=None).")
             if method == "auto":  # PCA unless it loses what the full states predict; then the task directions
-                pca = StepReduction(k, "pca", self.seed).fit(states[learn, :T], tasks[learn])
-                share = pca.kept_share(states[learn, :T], tasks[learn]) if len(learn) >= 30 else None
+                # PCA does not look at the tasks: learned from every row of the first batch, and its share measured
+                # on up to AUTO_CHECK_ROWS of them (a few hundred learning rows alone gave a noisy share)
+                pca = StepReduction(k, "pca", self.seed).fit(states[:, :T], tasks)
+                check = np.sort(np.random.default_rng(self.seed).permutation(len(states))[:AUTO_CHECK_ROWS])
+                share = pca.kept_share(states[check, :T], tasks[check]) if len(check) >= 30 else None
                 lost = share is not None and np.nanmin(np.append(share, 1.0)) < KEEP_SHARE
                 method = "supervised" if lost else "pca"
-                if not lost:  # PCA does not look at the tasks: learned from, and tested on, every row (one binary
-                    # choice read the learning rows' tasks)
-                    pca = StepReduction(k, "pca", self.seed).fit(states[:, :T], tasks)
+                if not lost:  # tested on every row (the one binary choice read the tasks)
                     learn = rest = np.arange(len(states))
                 self._reduction, self.kept_share_ = (None, None) if lost else (pca, share)
             if self._reduction is None:
