@@ -21,7 +21,9 @@ _LAZY: dict[str, str] = {
     "SpecialistTrainingArguments": "adapter.training_args",
     "TaskStructure": "structure.discovery",
     "discover": "structure.from_model",
+    "extract_padded_steps": "data",
     "extract_steps": "data",
+    "extract_steps_dataset": "data",
     "resolve_hook_points": "hooks",
     "sweep_layers": "structure.layers",
     "train_specialist": "adapter.lambda_path",
@@ -39,7 +41,9 @@ __all__ = [
     "TaskStructure",
     "__version__",
     "discover",
+    "extract_padded_steps",
     "extract_steps",
+    "extract_steps_dataset",
     "metrics",
     "resolve_hook_points",
     "sweep_layers",
@@ -72,7 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .adapter.lambda_path import train_specialist
     from .adapter.training_args import SpecialistTrainingArguments
     from .adapter.wrapper import SpecialistModel
-    from .data import extract_steps
+    from .data import extract_padded_steps, extract_steps, extract_steps_dataset
     from .structure.from_model import discover
     from .hooks import HiddenStateExtractor, resolve_hook_points
     from .structure.discovery import TaskStructure

@@ -158,7 +158,7 @@ def _listed(value: Any, kind: type) -> list[Any] | None:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Extract per-step hidden states from a model into a .npy file."""
-    from .data import extract_steps
+    from .data import extract_padded_steps, extract_steps
     from .hooks import resolve_hook_points
     from .models import load_model
 
@@ -173,11 +173,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
     steps = _separator(cfg["steps"])
     _check_steps(texts, steps, bool(cfg["pad"]))
     model, tokenizer = load_model(cfg["model"])
-    states = extract_steps(
-        model, tokenizer, texts, hook_point=cfg["hook_point"], steps=steps, pool=cfg["pool"],
-        batch_size=cfg["batch_size"], pad_steps=bool(cfg["pad"]), cache_dir=cfg["cache_dir"],
-    )  # texts with other step counts raise, as in Python, unless --pad asks for padding and a mask
-    array, mask = states if cfg["pad"] else (states, np.ones(states.shape[:2], dtype=bool))
+    # texts with other step counts raise, as in Python, unless --pad asks for padding and a mask
+    options = dict(hook_point=cfg["hook_point"], steps=steps, pool=cfg["pool"], batch_size=cfg["batch_size"],
+                   cache_dir=cfg["cache_dir"])
+    if cfg["pad"]:
+        array, mask = extract_padded_steps(model, tokenizer, texts, **options)
+    else:
+        array = extract_steps(model, tokenizer, texts, **options)
+        mask = np.ones(array.shape[:2], dtype=bool)
     out = Path(cfg["output"])
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, array)

@@ -117,16 +117,21 @@ def check_extraction(model: nn.Module, texts: list[str], hook_point: str, steps:
     return names[0], step_spans(texts, steps)
 
 
-def check_equal_steps(spans: list[list[tuple[int, int]]], texts: list[str], steps: StepRule) -> None:
-    """Refuse texts with different step counts before any forward pass, naming the first one that differs."""
+EQUAL_STEPS_REMEDY = ("Call `hfs.extract_padded_steps(...)` (same arguments) to pad them and get a step mask, or "
+                      "make every text produce the same number of steps.")
+
+
+def check_equal_steps(spans: list[list[tuple[int, int]]], texts: list[str], steps: StepRule,
+                      remedy: str = "Make every text produce the same number of steps.") -> None:
+    """Refuse texts with different step counts before any forward pass, naming the first one that differs;
+    `remedy` ends the message (what the caller's user can do instead)."""
     counts = [len(s) for s in spans]
     if len(set(counts)) > 1:
         first = Counter(counts).most_common(1)[0][0]
         bad = next(i for i, c in enumerate(counts) if c != first)
         raise InputError(
             f"Texts have different numbers of steps under the rule {steps!r}: most have {first}, texts[{bad}] has "
-            f"{counts[bad]} ({texts[bad][:80]!r}); range {min(counts)}..{max(counts)}. Pass `pad_steps=True` to pad "
-            "and get a step mask, or make every text produce the same number of steps."
+            f"{counts[bad]} ({texts[bad][:80]!r}); range {min(counts)}..{max(counts)}. {remedy}"
         )
 
 
@@ -279,6 +284,27 @@ def _load_arrow(path: Path) -> list[np.ndarray]:
     return [np.asarray(x, dtype=np.float32) for x in table["steps"]]
 
 
+_FORMS = ("array", "padded", "dataset")
+
+# arguments `extract_steps` took before each form had its own function: the function to call now
+_MOVED_ARGUMENTS = {
+    "pad_steps": "`pad_steps=True` is now `hfs.extract_padded_steps(...)`, which returns `(states, step_mask)`",
+    "as_dataset": "`as_dataset=True` is now `hfs.extract_steps_dataset(..., cache_dir=...)`, which returns the "
+                  "memory-mapped Arrow cache as a `datasets.Dataset`",
+}
+
+
+def _refuse_moved_arguments(given: dict[str, Any]) -> None:
+    """A clear migration error for `extract_steps(pad_steps=...)` / `(as_dataset=...)`; Python's own `TypeError`
+    for any other unknown keyword."""
+    unknown = sorted(set(given) - set(_MOVED_ARGUMENTS))
+    if unknown:
+        raise TypeError(f"extract_steps() got an unexpected keyword argument {unknown[0]!r}")
+    reasons = "; ".join(_MOVED_ARGUMENTS[name] for name in sorted(given))
+    raise InputError(f"extract_steps() no longer takes {', '.join(f'`{n}`' for n in sorted(given))}: it always "
+                     f"returns one `(n_sequences, T, d)` array. {reasons}.")
+
+
 def extract_steps(
     model: nn.Module,
     tokenizer: Any,
@@ -288,16 +314,20 @@ def extract_steps(
     pool: str = "mean",
     batch_size: int = 16,
     max_length: int | None = None,
-    pad_steps: bool = False,
+    *,
     column: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool | None = None,
     process_index: int | None = None,
     num_processes: int | None = None,
-    as_dataset: bool = False,
     context: str = "full",
-) -> np.ndarray | tuple[np.ndarray, np.ndarray] | Any:
+    **moved: Any,
+) -> np.ndarray:
     """Extract per-step hidden states `(n_sequences, T, d)` from a model.
+
+    Every text must produce the same number of steps; other counts raise an `InputError` naming the first text
+    that differs, before any forward pass. For texts of different step counts use `extract_padded_steps`, and for
+    a memory-mapped cache larger than memory `extract_steps_dataset`.
 
     Args:
         model (`nn.Module`): a `transformers` model (or `peft.PeftModel`) on the device to run on.
@@ -309,16 +339,13 @@ def extract_steps(
         pool (`str`, *optional*, defaults to `"mean"`): `"mean"`, `"last"` or `"first"` token of each step.
         batch_size (`int`, *optional*, defaults to 16): texts per forward pass; bounds memory.
         max_length (`int`, *optional*): truncate tokenised texts to this many tokens.
-        pad_steps (`bool`, *optional*, defaults to `False`): pad sequences with fewer steps and also return a
-            `(n_sequences, T)` step mask; otherwise different step counts raise.
+        column (`str`, *optional*): the text column when `texts` is a `datasets.Dataset` (default: its only string
+            column).
         cache_dir (`str`, *optional*): an Arrow cache keyed by model, revision, hook point, step rule and texts;
             reused when present. Under `accelerate launch` each process extracts its own shard and the shards are
             joined into one cache.
         progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
         process_index, num_processes (`int`, *optional*): override the `accelerate` process layout.
-        as_dataset (`bool`, *optional*, defaults to `False`): return the cache as a memory-mapped `datasets.Dataset`
-            (one row of `(T_i, d)` step states per text, column `"steps"`) instead of loading it into one array;
-            needs `cache_dir`. `train_specialist` reads it batch by batch.
         context (`str`, *optional*, defaults to `"full"`): `"full"` runs each text through the model whole, so a
             step's state also carries what attention brought in from the other steps (the question *where in the
             model* a task is read); `"isolated"` runs each step's text through the model on its own, so a step's
@@ -326,8 +353,117 @@ def extract_steps(
             leaks between steps at any layer). Needs separator or span steps.
 
     Returns:
-        `np.ndarray` of shape `(n_sequences, T, d)`, or `(states, step_mask)` when `pad_steps=True`.
+        `np.ndarray` of shape `(n_sequences, T, d)`, float32.
+
+    Raises:
+        InputError: bad input (a hook point that matches nothing, a step rule that matches nothing, texts with
+            different step counts, ...) before any forward pass; also for the removed `pad_steps=` and
+            `as_dataset=`, naming the function that replaces each.
     """
+    if moved:
+        _refuse_moved_arguments(moved)
+    return _extract(model, tokenizer, texts, "array", hook_point=hook_point, steps=steps, pool=pool,
+                    batch_size=batch_size, max_length=max_length, column=column, cache_dir=cache_dir,
+                    progress=progress, process_index=process_index, num_processes=num_processes, context=context)
+
+
+def extract_padded_steps(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str] | Any,
+    hook_point: str = "layers.-1",
+    steps: StepRule = "token",
+    pool: str = "mean",
+    batch_size: int = 16,
+    max_length: int | None = None,
+    *,
+    column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    process_index: int | None = None,
+    num_processes: int | None = None,
+    context: str = "full",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Extract per-step hidden states of texts with different step counts, padded, with a step mask.
+
+    The same extraction as `extract_steps` (same arguments, same cache), for texts whose step counts differ:
+    shorter texts are padded with zero states at the end.
+
+    Args:
+        model, tokenizer, texts, hook_point, steps, pool, batch_size, max_length, column, cache_dir, progress,
+        process_index, num_processes, context: as in `extract_steps`.
+
+    Returns:
+        `tuple[np.ndarray, np.ndarray]`: `states` of shape `(n_sequences, T, d)` (float32, `T` the largest step
+        count; padded steps are zeros) and `step_mask` of shape `(n_sequences, T)` (bool, `True` on real steps).
+    """
+    return _extract(model, tokenizer, texts, "padded", hook_point=hook_point, steps=steps, pool=pool,
+                    batch_size=batch_size, max_length=max_length, column=column, cache_dir=cache_dir,
+                    progress=progress, process_index=process_index, num_processes=num_processes, context=context)
+
+
+def extract_steps_dataset(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str] | Any,
+    hook_point: str = "layers.-1",
+    steps: StepRule = "token",
+    pool: str = "mean",
+    batch_size: int = 16,
+    max_length: int | None = None,
+    *,
+    cache_dir: str | os.PathLike,
+    column: str | None = None,
+    progress: bool | None = None,
+    process_index: int | None = None,
+    num_processes: int | None = None,
+    context: str = "full",
+) -> Any:
+    """Extract per-step hidden states into the Arrow cache and return it memory-mapped, for data past memory.
+
+    The cache is written batch by batch (memory bounded by one batch) and never loaded whole; `train_specialist`
+    reads its batches from disk. As with `extract_steps`, every text must produce the same number of steps (other
+    counts raise before any forward pass). Under `accelerate launch` / `torchrun` each process extracts its own shard and the
+    shards are joined into one cache.
+
+    Args:
+        model, tokenizer, texts, hook_point, steps, pool, batch_size, max_length, column, progress,
+        process_index, num_processes, context: as in `extract_steps`.
+        cache_dir (`str` or `os.PathLike`): where the Arrow cache lives (required); reused when present.
+
+    Returns:
+        `datasets.Dataset` in numpy format with one row per text and one column `"steps"` holding that text's
+        `(T, d)` float32 step states.
+    """
+    if cache_dir is None:
+        raise InputError("extract_steps_dataset returns the Arrow cache on disk: pass `cache_dir=` (a folder).")
+    return _extract(model, tokenizer, texts, "dataset", hook_point=hook_point, steps=steps, pool=pool,
+                    batch_size=batch_size, max_length=max_length, column=column, cache_dir=cache_dir,
+                    progress=progress, process_index=process_index, num_processes=num_processes, context=context)
+
+
+def _extract(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str] | Any,
+    form: str,
+    *,
+    hook_point: str,
+    steps: StepRule,
+    pool: str,
+    batch_size: int,
+    max_length: int | None,
+    column: str | None,
+    cache_dir: str | os.PathLike | None,
+    progress: bool | None,
+    process_index: int | None,
+    num_processes: int | None,
+    context: str,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray] | Any:
+    """The one extraction behind `extract_steps` (`form="array"`), `extract_padded_steps` (`"padded"`) and
+    `extract_steps_dataset` (`"dataset"`): checks, sharding, the cache, then the result in the form asked."""
+    if form not in _FORMS:  # pragma: no cover - private
+        raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
     texts = _texts_from(texts, column)
     hook_point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
     if context not in ("full", "isolated"):
@@ -335,8 +471,8 @@ def extract_steps(
     if context == "isolated" and spans is None:
         raise InputError("context='isolated' encodes each step on its own: pass a separator or per-text spans as "
                          "`steps`, not 'token'.")
-    if spans is not None and not pad_steps:
-        check_equal_steps(spans, texts, steps)
+    if spans is not None and form != "padded":
+        check_equal_steps(spans, texts, steps, remedy=EQUAL_STEPS_REMEDY)
 
     if process_index is None or num_processes is None:
         process_index, num_processes = process_layout()
@@ -344,18 +480,17 @@ def extract_steps(
     lo, hi = (int(shard[0]), int(shard[-1]) + 1) if len(shard) else (0, 0)
 
     ensure_pad_token(tokenizer)  # before the key: it is part of the tokenizer's identity
-    if as_dataset and cache_dir is None:
-        raise InputError("`as_dataset=True` returns the Arrow cache: pass `cache_dir=` too.")
     key_steps = steps if context == "full" else {"isolated": steps if isinstance(steps, str) else list(map(list, steps))}
     root = Path(cache_dir) / cache_key(model, tokenizer, hook_point, key_steps, pool, max_length, texts) \
         if cache_dir else None
 
     def result(per_sequence: list[np.ndarray] | None) -> Any:
-        if as_dataset:
+        if form == "dataset":
             import datasets
 
             return datasets.load_from_disk(str(root / "joined")).with_format("numpy")
-        return stack_steps(per_sequence if per_sequence is not None else _load_arrow(root / "joined"), pad_steps)
+        rows = per_sequence if per_sequence is not None else _load_arrow(root / "joined")
+        return stack_steps(rows, pad_steps=form == "padded")
 
     if root is not None and (root / "joined").exists():
         return result(None)
@@ -383,12 +518,10 @@ def extract_steps(
             join_shards(root, num_processes, expected_rows=len(texts))
         barrier()
         return result(None)
-    else:
-        from accelerate.utils import gather_object
+    from accelerate.utils import gather_object
 
-        per_sequence = gather_object([list(run(lo, hi))])
-        per_sequence = [x for part in per_sequence for x in part]
-    return stack_steps(per_sequence, pad_steps)
+    per_sequence = gather_object([list(run(lo, hi))])
+    return result([x for part in per_sequence for x in part])
 
 
 def join_shards(root: Path, num_processes: int, expected_rows: int) -> None:

@@ -146,8 +146,8 @@ def stack_steps(
             first_bad = next(i for i, c in enumerate(counts) if c != counts[0])
             raise InputError(
                 f"Sequences have different numbers of steps (sequence 0 has {counts[0]}, sequence {first_bad} has "
-                f"{counts[first_bad]}; range {min(counts)}..{max(counts)}). Pass `pad_steps=True` to pad and get a "
-                "step mask, or make every text produce the same number of steps."
+                f"{counts[first_bad]}; range {min(counts)}..{max(counts)}). Use `hfs.extract_padded_steps(...)` to pad "
+                "them and get a step mask, or make every text produce the same number of steps."
             )
         return np.stack(per_sequence).astype(np.float32)
     width = max(counts)

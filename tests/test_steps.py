@@ -44,10 +44,10 @@ def test_assignment_excludes_special_and_padding():
 def test_left_and_right_padding_agree(pool):
     model = build_tiny_model("gpt2")
     tok = tokenizer()
-    right = hfs.extract_steps(model, tok, TEXTS, hook_point="layers.2", steps=".", pool=pool, pad_steps=True)
+    right = hfs.extract_padded_steps(model, tok, TEXTS, hook_point="layers.2", steps=".", pool=pool)
     tok.padding_side = "left"
     try:
-        left = hfs.extract_steps(model, tok, TEXTS, hook_point="layers.2", steps=".", pool=pool, pad_steps=True)
+        left = hfs.extract_padded_steps(model, tok, TEXTS, hook_point="layers.2", steps=".", pool=pool)
     finally:
         tok.padding_side = "right"
     np.testing.assert_allclose(right[0], left[0], atol=1e-5)
@@ -77,8 +77,8 @@ def test_dataset_column_input():
 
     model = build_tiny_model("bert")
     ds = datasets.Dataset.from_dict({"text": TEXTS, "label": [0, 1]})
-    out = hfs.extract_steps(model, tokenizer(), ds, hook_point="layers.0", steps=".", pad_steps=True)
-    ref = hfs.extract_steps(model, tokenizer(), TEXTS, hook_point="layers.0", steps=".", pad_steps=True)
+    out = hfs.extract_padded_steps(model, tokenizer(), ds, hook_point="layers.0", steps=".")
+    ref = hfs.extract_padded_steps(model, tokenizer(), TEXTS, hook_point="layers.0", steps=".")
     np.testing.assert_array_equal(out[0], ref[0])
 
 

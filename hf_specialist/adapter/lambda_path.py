@@ -211,7 +211,7 @@ def train_specialist(
         adapter (`SpecialistAdapter`): the adapter; trained in place.
         states: `(rows, d_in)` or `(n_sequences, T, d_in)` hidden states (numpy or torch), or a memory-mapped
             `datasets.Dataset` with one `(T, d_in)` row of step states per sequence (the Arrow cache that
-            `extract_steps(..., cache_dir=..., as_dataset=True)` returns): batches are then read from disk and the
+            `extract_steps_dataset(..., cache_dir=...)` returns): batches are then read from disk and the
             states are never all in memory. Leave out with `texts`.
         tasks: `(rows, C)`, `(n_sequences, C)` (broadcast over steps) or `(n_sequences, T, C)` with
             `C = sum(config.task_dims)` target columns (class labels as integers).

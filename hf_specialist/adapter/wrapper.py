@@ -184,7 +184,7 @@ class SpecialistModel(nn.Module):
         Texts that do not fit the adapter raise first (`check_texts`). With `pad=True`, texts with fewer steps are
         padded to the trained step count and `(states, step_mask)` is returned, `step_mask` `(n, T)` bool.
         """
-        from ..data import extract_steps
+        from ..data import extract_padded_steps, extract_steps
 
         if self.tokenizer is None:
             raise InputError("Pass `tokenizer=` to `SpecialistModel.from_pretrained` to run on texts.")
@@ -195,13 +195,12 @@ class SpecialistModel(nn.Module):
                              "`SpecialistConfig(step_rule=...)`); pass `steps=` ('token', a separator, or spans).")
         listed = list(texts[column or "text"]) if hasattr(texts, "column_names") else texts
         self.check_texts(listed, rule, pad=pad)
-        out = extract_steps(self.base_model, self.tokenizer, texts, hook_point=self.hook_point, steps=rule,
-                            pool=cfg.pool or "mean", batch_size=batch_size, max_length=cfg.max_length,
-                            column=column, progress=progress, process_index=0, num_processes=1, pad_steps=pad,
-                            context=cfg.context)
+        options = dict(hook_point=self.hook_point, steps=rule, pool=cfg.pool or "mean", batch_size=batch_size,
+                       max_length=cfg.max_length, column=column, progress=progress, process_index=0,
+                       num_processes=1, context=cfg.context)
         if not pad:
-            return out
-        states, mask = out
+            return extract_steps(self.base_model, self.tokenizer, texts, **options)
+        states, mask = extract_padded_steps(self.base_model, self.tokenizer, texts, **options)
         expected = self.expected_steps
         if expected is not None and states.shape[1] < expected:
             extra = expected - states.shape[1]

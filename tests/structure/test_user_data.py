@@ -30,8 +30,7 @@ def test_step_rules_that_do_not_fit_fail_before_the_forward_pass():
         hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", steps=". ")
     with pytest.raises(ValueError, match=r"most have 3, texts\[2\] has 2 \(.m; n.\)"):
         hfs.extract_steps(model, tokenizer(), texts + ["m; n", "o; p; q"], hook_point="layers.1", steps="; ")
-    states, mask = hfs.extract_steps(model, tokenizer(), texts + ["m; n"], hook_point="layers.1", steps="; ",
-                                     pad_steps=True)
+    states, mask = hfs.extract_padded_steps(model, tokenizer(), texts + ["m; n"], hook_point="layers.1", steps="; ")
     assert states.shape[:2] == (3, 3) and mask.sum() == 8
 
 
