@@ -1,8 +1,11 @@
 """A small Hub-compatible HTTP server for offline tests, driven by the real `huggingface_hub` client.
 
 Implements what uploads and downloads use: repo create, repo info, branch create, preupload, LFS batch and PUT,
-NDJSON commits, resolve (HEAD/GET), tree and paths-info. Repos keep every commit, so old revisions stay
-downloadable by their commit sha; private repos answer 404 `RepoNotFound` without the right token.
+NDJSON commits, resolve (HEAD/GET), tree (one level, or recursive, with folder entries) and paths-info, for model
+repos (`/api/models/...`, `/<id>/resolve/...`) and dataset repos (`/api/datasets/...`, `/datasets/<id>/resolve/...`,
+what `datasets.push_to_hub` and `load_dataset("owner/name")` use). Repos keep every commit, so old revisions stay
+downloadable by their commit sha; private repos answer 404 `RepoNotFound` without the right token. Model repos are
+keyed by their id in `HubState.repos`, dataset repos by `"datasets/<id>"`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
 
 TOKEN = "hf_test_token"
-LFS_SUFFIXES = (".safetensors", ".png", ".bin")
+LFS_SUFFIXES = (".safetensors", ".png", ".bin", ".parquet", ".arrow")
+
+
+def repo_key(kind: str, repo_id: str) -> str:
+    """The key of a repo in `HubState.repos`: `kind` is the URL's `models` or `datasets`."""
+    return repo_id if kind == "models" else f"{kind}/{repo_id}"
 
 
 class HubState:
@@ -71,7 +79,7 @@ def make_handler(state: HubState, base_url: list[str]):
             return self.headers.get("Authorization", "") == f"Bearer {TOKEN}"
 
         def _repo(self, repo_id: str, write: bool = False):
-            repo = state.repos.get(repo_id)
+            repo = state.repos.get(repo_id)  # a key of `state.repos` (see `repo_key`)
             if repo is None or ((repo["private"] or write) and not self._authorized()):
                 self._error(404 if repo is None or not write else 401, "RepoNotFound", f"Repository {repo_id} not found")
                 return None
@@ -94,13 +102,31 @@ def make_handler(state: HubState, base_url: list[str]):
             sha = self._commit_for(repo, revision)
             return None if sha is None else (repo, sha)
 
-        def _entries(self, repo: dict, sha: str, paths: list[str] | None = None, prefix: str = ""):
+        def _entries(self, repo: dict, sha: str, paths: list[str] | None = None, prefix: str = "",
+                     recursive: bool = True):
+            """paths-info entries of `paths` (a folder among them gets a folder entry), or the tree under `prefix`:
+            its direct files and folders, or (`recursive`) every file and folder below it, as the Hub answers."""
             files = repo["commits"][sha]["files"]
+            prefix = prefix.strip("/")
+            folders = sorted({"/".join(path.split("/")[:i]) for path in files for i in range(1, path.count("/") + 1)})
             out = []
-            for path, content in sorted(files.items()):
-                if paths is not None and path not in paths:
+            for path in folders:
+                if paths is not None:
+                    if path not in paths:
+                        continue
+                elif prefix and not path.startswith(prefix + "/"):
                     continue
-                if paths is None and prefix and not path.startswith(prefix.rstrip("/") + "/"):
+                elif not recursive and path.count("/") != (prefix.count("/") + 1 if prefix else 0):
+                    continue
+                out.append({"type": "directory", "path": path,
+                            "oid": hashlib.sha1(f"{sha}:{path}".encode()).hexdigest()})
+            for path, content in sorted(files.items()):
+                if paths is not None:
+                    if path not in paths:
+                        continue
+                elif prefix and not path.startswith(prefix + "/"):
+                    continue
+                elif not recursive and path.count("/") != (prefix.count("/") + 1 if prefix else 0):
                     continue
                 lfs = path.endswith(LFS_SUFFIXES)
                 entry = {"type": "file", "path": path, "size": len(content), "oid": _etag(content, False)}
@@ -128,19 +154,24 @@ def make_handler(state: HubState, base_url: list[str]):
                 if path == "/api/repos/create":
                     payload = json.loads(body or b"{}")
                     repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+                    kind = {"dataset": "datasets", "model": "models", None: "models"}.get(payload.get("type"))
+                    if kind is None:
+                        return self._error(400, "BadRequest", f"repo type {payload.get('type')!r} is not served here")
                     if not self._authorized():
                         return self._error(401, "Unauthorized", "Invalid credentials")
-                    if repo_id in state.repos:
-                        message = "You already created this model repo"
-                        return self._json(409, {"error": message, "url": f"{base_url[0]}/{repo_id}"},
+                    key = repo_key(kind, repo_id)
+                    if key in state.repos:
+                        message = f"You already created this {payload.get('type') or 'model'} repo"
+                        return self._json(409, {"error": message, "url": f"{base_url[0]}/{key}"},
                                           {"X-Error-Code": "RepoExists", "X-Error-Message": message})
                     private = payload.get("visibility") == "private" or bool(payload.get("private"))
                     repo = {"private": private, "branches": {}, "commits": {}}
                     repo["branches"]["main"] = state.new_commit(repo, {}, None, "initial commit")
-                    state.repos[repo_id] = repo
-                    return self._json(200, {"url": f"{base_url[0]}/{repo_id}"})
-                m = re.match(r"^/api/models/(.+)/branch/([^/]+)$", path)
+                    state.repos[key] = repo
+                    return self._json(200, {"url": f"{base_url[0]}/{key}"})
+                m = re.match(r"^/api/(models|datasets)/(.+)/branch/([^/]+)$", path)
                 if m:
+                    m = _Shifted(m)
                     repo = self._repo(m.group(1), write=True)
                     if repo is None:
                         return None
@@ -150,8 +181,9 @@ def make_handler(state: HubState, base_url: list[str]):
                     payload = json.loads(body or b"{}")
                     repo["branches"][branch] = payload.get("startingPoint") or repo["branches"]["main"]
                     return self._json(200, {})
-                m = re.match(r"^/api/models/(.+)/preupload/([^/]+)$", path)
+                m = re.match(r"^/api/(models|datasets)/(.+)/preupload/([^/]+)$", path)
                 if m:
+                    m = _Shifted(m)
                     if self._repo(m.group(1), write=True) is None:
                         return None
                     files = json.loads(body)["files"]
@@ -168,8 +200,9 @@ def make_handler(state: HubState, base_url: list[str]):
                             entry["actions"] = {"upload": {"href": f"{base_url[0]}/lfs-upload/{obj['oid']}"}}
                         objects.append(entry)
                     return self._json(200, {"transfer": "basic", "objects": objects})
-                m = re.match(r"^/api/models/(.+)/commit/([^/]+)$", path)
+                m = re.match(r"^/api/(models|datasets)/(.+)/commit/([^/]+)$", path)
                 if m:
+                    m = _Shifted(m)
                     repo = self._repo(m.group(1), write=True)
                     if repo is None:
                         return None
@@ -197,10 +230,11 @@ def make_handler(state: HubState, base_url: list[str]):
                                 del files[key]
                     sha = state.new_commit(repo, files, parent, message)
                     repo["branches"][branch] = sha
-                    return self._json(200, {"commitUrl": f"{base_url[0]}/{m.group(1)}/commit/{sha}", "commitOid": sha,
+                    return self._json(200, {"commitUrl": f"{base_url[0]}/{m.key}/commit/{sha}", "commitOid": sha,
                                             "pullRequestUrl": None})
-                m = re.match(r"^/api/models/(.+)/paths-info/([^/]+)$", path)
+                m = re.match(r"^/api/(models|datasets)/(.+)/paths-info/([^/]+)$", path)
                 if m:
+                    m = _Shifted(m)
                     found = self._repo_at(m.group(1), m.group(2))
                     if found is None:
                         return None
@@ -229,24 +263,34 @@ def make_handler(state: HubState, base_url: list[str]):
             self._get_or_head()
 
         def _get_or_head(self):
-            path = urlparse(self.path).path
+            url = urlparse(self.path)
+            path, query = url.path, parse_qs(url.query)
             with state.lock:
-                m = re.match(r"^/api/models/(.+?)(?:/revision/([^/]+))?$", path)
+                m = re.match(r"^/api/(models|datasets)/(.+?)(?:/revision/([^/]+))?$", path)
                 if m and "/tree/" not in path:
+                    m = _Shifted(m)
                     found = self._repo_at(m.group(1), m.group(2) or "main")
                     if found is None:
                         return None
                     repo, sha = found
-                    return self._json(200, {"id": m.group(1), "modelId": m.group(1), "sha": sha, "private": repo["private"],
-                                            "siblings": [{"rfilename": p} for p in sorted(repo["commits"][sha]["files"])]})
-                m = re.match(r"^/api/models/(.+)/tree/([^/]+)(?:/(.*))?$", path)
+                    info = {"id": m.id, "sha": sha, "private": repo["private"],
+                            "siblings": [{"rfilename": p} for p in sorted(repo["commits"][sha]["files"])]}
+                    if m.kind == "models":
+                        info["modelId"] = m.id
+                    return self._json(200, info)
+                m = re.match(r"^/api/(models|datasets)/(.+)/tree/([^/]+)(?:/(.*))?$", path)
                 if m:
+                    m = _Shifted(m)
                     found = self._repo_at(m.group(1), m.group(2))
                     if found is None:
                         return None
                     repo, sha = found
-                    return self._json(200, self._entries(repo, sha, prefix=unquote(m.group(3) or "")))
-                m = re.match(r"^/(.+)/resolve/([^/]+)/(.+)$", path)
+                    recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
+                    prefix = unquote(m.group(3) or "").strip("/")
+                    if prefix and not any(p.startswith(prefix + "/") for p in repo["commits"][sha]["files"]):
+                        return self._error(404, "EntryNotFound", f"{prefix} is not a folder at {sha}")
+                    return self._json(200, self._entries(repo, sha, prefix=prefix, recursive=recursive))
+                m = re.match(r"^/((?:datasets/)?.+)/resolve/([^/]+)/(.+)$", path)
                 if m:
                     found = self._repo_at(m.group(1), m.group(2))
                     if found is None:
@@ -265,6 +309,18 @@ def make_handler(state: HubState, base_url: list[str]):
             return self._error(404, "NotFound", f"No route for {self.command} {path}")
 
     return Handler
+
+
+class _Shifted:
+    """A route match of `/api/(models|datasets)/<id>/...`: `group(1)` is the repo's key in `HubState.repos`
+    (see `repo_key`), `group(k)` the route's k-th group after the id; `kind` and `id` as in the URL."""
+
+    def __init__(self, match: re.Match) -> None:
+        self.kind, self.id, self._match = match.group(1), match.group(2), match
+        self.key = repo_key(self.kind, self.id)
+
+    def group(self, index: int):
+        return self.key if index == 1 else self._match.group(index + 1)
 
 
 class HubServer:

@@ -133,3 +133,38 @@ def test_cli_evaluate_refuses_states_with_another_step_count(tmp_path, capsys):
                  "--tasks", str(tmp_path / "g.npy")]) == 2
     assert ("error: states have 3 steps per sequence (shape (60, 3, 32)), but the adapter was trained on 4; extract "
             "them with the adapter's step rule ('. ')") in capsys.readouterr().err
+
+
+def test_the_cli_reads_texts_and_tasks_from_a_dataset_on_the_hub(hub_endpoint, tmp_path, tiny_model_folder, capsys):
+    """A dataset pushed with `datasets` to the (local) Hub, read by its id: texts by --text-column, tasks by
+    --task-columns, the same as from a local file."""
+    from hub_server import TOKEN
+
+    texts, tasks, truth = synthetic.planted_text(n=40, T=4, M=2, seed=0)
+    table = datasets.Dataset.from_dict({"id": list(range(40)), "conversation": texts, "sum_0": tasks[:, 0],
+                                        "sum_1": tasks[:, 1]})
+    table.push_to_hub("alice/conversations", token=TOKEN)
+    assert "datasets/alice/conversations" in hub_endpoint.state.repos  # a dataset repo, read through the Hub API
+    table.to_csv(str(tmp_path / "local.csv"), index=False)
+
+    assert read_texts("alice/conversations", "conversation") == texts
+    np.testing.assert_array_equal(read_array("alice/conversations", "tasks", ["sum_1", "sum_0"]), tasks[:, ::-1])
+    with pytest.raises(hfs.InputError, match=r"has the columns \['id', 'conversation', 'sum_0', 'sum_1'\]; name the "
+                                             r"one holding the texts \(--text-column\)"):
+        read_texts("alice/conversations")
+
+    for source, name in (("alice/conversations", "hub"), (str(tmp_path / "local.csv"), "local")):
+        assert main(["extract", "--model", str(tiny_model_folder), "--texts", source, "--text-column", "conversation",
+                     "--hook-point", "layers.1", "--steps", truth["separator"], "-o",
+                     str(tmp_path / f"{name}.npy")]) == 0
+        assert "extracted 40 sequences x 4 steps" in capsys.readouterr().out
+        assert main(["discover", "--states", str(tmp_path / f"{name}.npy"), "--tasks", source, "--task-columns",
+                     "sum_0,sum_1", "--project", "4", "-o", str(tmp_path / f"{name}.json")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "hub.npy"), np.load(tmp_path / "local.npy"))
+    hub, local = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("hub", "local"))
+    assert hub["step_tasks"] == local["step_tasks"]
+    # discover --model streams from the texts on the Hub too
+    assert main(["discover", "--model", str(tiny_model_folder), "--texts", "alice/conversations", "--text-column",
+                 "conversation", "--tasks", "alice/conversations", "--task-columns", "sum_0,sum_1", "--hook-point",
+                 "layers.1", "--steps", truth["separator"], "--project", "4", "-o", str(tmp_path / "streamed.json")]) == 0
+    assert json.loads((tmp_path / "streamed.json").read_text())["step_tasks"] == local["step_tasks"]

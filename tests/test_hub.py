@@ -11,25 +11,7 @@ import torch
 import hf_specialist as hfs
 from hf_specialist import synthetic
 from helpers import build_adapter, build_tiny_model
-from hub_server import TOKEN, HubServer
-
-
-@pytest.fixture(scope="module")
-def hub_endpoint(tmp_path_factory):
-    """A local Hub-compatible server; the real huggingface_hub client is pointed at it."""
-    from huggingface_hub import constants
-
-    server = HubServer().start()
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HF_ENDPOINT", server.url)
-    patch.setattr(constants, "ENDPOINT", server.url)
-    patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
-    patch.setattr(constants, "HF_HUB_OFFLINE", False)
-    patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    patch.setattr(constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf_cache")))
-    yield server
-    patch.undo()
-    server.stop()
+from hub_server import TOKEN
 
 
 @pytest.fixture
