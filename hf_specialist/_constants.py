@@ -12,3 +12,7 @@ CARD_MARKER = "<!-- hf_specialist:generated-card -->"
 FORBIDDEN_NAMES = ("adapter_config.json",)
 CHECKPOINT_PREFIX = "checkpoint-"
 LAMBDA_PATH_DIR = "lambda-path"  # checkpoints of the lambdas trained at once
+# set by `models.load_model` on the model it returns: the revision of the base's weights where `config._commit_hash`
+# has none (transformers >= 5 no longer sets it; the offline packaged models have no Hub commit); read by
+# `SpecialistConfig.record_base`
+BASE_REVISION_ATTRIBUTE = "_hf_specialist_revision"

@@ -232,13 +232,20 @@ def _pipeline_for_config(cfg: dict[str, Any]) -> dict[str, Any]:
     record = _pipeline_record(cfg["states"])
     fields = {name: cfg.get(name) if cfg.get(name) is not None else record.get(name)
               for name in ("hook_point", "step_rule", "pool", "max_length")}
-    base = cfg.get("base_model")
+    base = alias = cfg.get("base_model")
     if base in OFFLINE_MODELS:
         base = OFFLINE_MODELS[base][1]
     same_base = base is None or base == record.get("base_model")
     fields["base_model"] = base or record.get("base_model")
     for name in ("base_model_revision", "base_model_type", "base_hidden_size"):
         fields[name] = record.get(name) if same_base else None
+    if alias in OFFLINE_MODELS and not fields["base_model_revision"]:  # the installed package's, as load_model's
+        from .models import packaged_revision
+
+        try:
+            fields["base_model_revision"] = packaged_revision(alias)
+        except ValueError:  # the package is not installed: no revision to record
+            pass
     missing = [name for name in ("hook_point", "step_rule", "base_model") if fields[name] is None]
     if missing:
         print(f"warning: the adapter will record no {', '.join(missing)} (the states have no {PIPELINE_SUFFIX} from "

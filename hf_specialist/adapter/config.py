@@ -8,6 +8,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .._constants import BASE_REVISION_ATTRIBUTE
 from .._validation import InputError, InputTypeError
 from .._version import __version__
 
@@ -170,12 +171,15 @@ class SpecialistConfig:
         """Record what the adapter is trained on: the base model's id, revision, type and hidden size.
 
         Reads `model.config` (a `transformers` model, also inside a `peft.PeftModel`); leaves fields it cannot read.
+        The revision is the one `models.load_model` stamped on the model (a packaged model's
+        `"<package>==<version>@sha256:<weights digest>"`, a Hub model's commit), else `config._commit_hash`.
         """
         config = getattr(model, "config", None)
         if config is None:
             return
         self.base_model = getattr(config, "_name_or_path", None) or self.base_model
-        self.base_model_revision = getattr(config, "_commit_hash", None) or self.base_model_revision
+        self.base_model_revision = (getattr(model, BASE_REVISION_ATTRIBUTE, None) or getattr(config, "_commit_hash", None)
+                                    or self.base_model_revision)
         self.base_model_type = getattr(config, "model_type", None) or self.base_model_type
         for name in ("hidden_size", "n_embd", "d_model"):
             value = getattr(config, name, None)
