@@ -291,3 +291,21 @@ def test_specialist_model_one_line_and_mismatch(tmp_path, trained):
         hfs.SpecialistModel.from_pretrained(build_tiny_model("llama", hidden_size=64), folder)
     with pytest.raises(ValueError, match="type is 'llama', but the adapter was trained on a 'gpt2'"):
         hfs.SpecialistModel.from_pretrained(build_tiny_model("llama"), folder)
+
+
+def test_a_base_loaded_from_the_hub_records_the_commit_it_was_loaded_from(hub_endpoint, tiny_model_folder):
+    from huggingface_hub import HfApi
+
+    from hf_specialist.models import load_model
+
+    api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
+    api.create_repo("alice/tiny-base")
+    first = api.upload_folder(repo_id="alice/tiny-base", folder_path=str(tiny_model_folder)).oid
+    api.upload_file(repo_id="alice/tiny-base", path_or_fileobj=b"notes", path_in_repo="NOTES.md")
+    main = hub_endpoint.state.repos["alice/tiny-base"]["branches"]["main"]
+    assert main != first
+    for revision, expected in ((None, main), (first, first)):  # the branch's head, or the commit asked for
+        model, _ = load_model("alice/tiny-base", **({"revision": revision} if revision else {}))
+        config = hfs.SpecialistConfig(d_in=32)
+        config.record_base(model)
+        assert (config.base_model, config.base_model_revision) == ("alice/tiny-base", expected)
