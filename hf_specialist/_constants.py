@@ -4,6 +4,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 STRUCTURE_NAME = "structure.json"
 TRAINING_ARGS_NAME = "training_args.json"  # SpecialistTrainingArguments of the run that trained the adapter
+TRAINING_METRICS_NAME = "training_metrics.json"  # that run's held-out metrics of the kept model (the card's table)
 HEATMAP_NAME = "structure.png"
 README_NAME = "README.md"
 LORA_DIR = "lora"

@@ -32,6 +32,8 @@ from .._constants import (
     LORA_DIR,
     README_NAME,
     STRUCTURE_NAME,
+    TRAINING_ARGS_NAME,
+    TRAINING_METRICS_NAME,
     WEIGHTS_NAME,
 )
 from .._files import read_config, resolve_file
@@ -138,6 +140,22 @@ def load_structure(path_or_repo_id: str | os.PathLike, subfolder: str | None, re
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         return TaskStructure.from_dict(read_config(path))
+
+
+def load_training_record(path_or_repo_id: str | os.PathLike, subfolder: str | None, revision: str | None,
+                         token: str | bool | None, **download_kwargs: Any) -> tuple[Any | None, dict[str, float] | None]:
+    """The `SpecialistTrainingArguments` of `training_args.json` and the held-out metrics of
+    `training_metrics.json`, each `None` when the artifact has no such file (an adapter saved untrained)."""
+    from .training_args import SpecialistTrainingArguments
+
+    found = [resolve_file(path_or_repo_id, name, subfolder, revision, token, required=False, **download_kwargs)
+             for name in (TRAINING_ARGS_NAME, TRAINING_METRICS_NAME)]
+    args = None
+    if found[0] is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            args = SpecialistTrainingArguments.from_dict(read_config(found[0]))
+    return args, (read_config(found[1]) if found[1] is not None else None)
 
 
 def stale_repo_files(repo_files: list[str], folder: Path, subfolder: str | None, keep: list[str]) -> list[str]:

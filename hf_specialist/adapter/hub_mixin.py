@@ -4,6 +4,7 @@ subfolder) goes in its hooks `_save_pretrained` / `_from_pretrained`."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
@@ -14,11 +15,12 @@ import torch
 from huggingface_hub import ModelHubMixin
 
 from .._atomic import atomic_folder
-from .._constants import README_NAME, TRAINING_ARGS_NAME
+from .._constants import README_NAME, TRAINING_ARGS_NAME, TRAINING_METRICS_NAME
 from .._distributed import is_main_process, main_process_first_writes
 from .artifact import (
     keep_sibling_artifacts,
     load_structure,
+    load_training_record,
     load_weights,
     read_config_file,
     readme_to_keep,
@@ -38,6 +40,10 @@ class AdapterHubMixin(ModelHubMixin):
         training_args = getattr(self, "training_args_", None)  # set by train_specialist: how to reproduce the run
         if training_args is not None:
             training_args.to_json_file(Path(save_directory) / TRAINING_ARGS_NAME)
+        training_metrics = getattr(self, "training_metrics_", None)  # the kept model's held-out metrics
+        if training_metrics is not None:
+            (Path(save_directory) / TRAINING_METRICS_NAME).write_text(
+                json.dumps(training_metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def save_pretrained(  # type: ignore[override]
         self,
@@ -135,6 +141,11 @@ class AdapterHubMixin(ModelHubMixin):
         structure = load_structure(model_id, subfolder, revision, token, **download)
         if structure is not None:
             adapter.structure_ = structure
+        training_args, training_metrics = load_training_record(model_id, subfolder, revision, token, **download)
+        if training_args is not None:
+            adapter.training_args_ = training_args
+        if training_metrics is not None:
+            adapter.training_metrics_ = training_metrics
         adapter.source_ = {"path_or_repo_id": str(model_id), "revision": revision, "subfolder": subfolder}
         if device is not None:
             adapter.to(torch.device(device))
@@ -153,7 +164,8 @@ class AdapterHubMixin(ModelHubMixin):
         force_download: bool = False,
         local_files_only: bool = False,
     ) -> AdapterHubMixin:
-        """Load an adapter (with its `structure_` when saved) from a local folder or a Hub repo id.
+        """Load an adapter (with its `structure_`, and the `training_args_` and `training_metrics_` of the run that
+        trained it, when saved) from a local folder or a Hub repo id.
 
         The mixin's hook `_from_pretrained` does the work. It is called directly rather than through
         `ModelHubMixin.from_pretrained`, which first fetches a top-level `config.json`: an artifact of several

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import time
@@ -148,9 +149,9 @@ def unsettled_lambdas(path: list[dict[str, Any]], best: int) -> list[float]:
             and not r.get("settled", False)]
 
 
-def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[str, Any], *, lora: bool,
-                     config_sparsity: float | str) -> SpecialistTrainingArguments:
-    """`args` with keyword `overrides` on top, checked, and the run's defaults filled in."""
+def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[str, Any]) -> SpecialistTrainingArguments:
+    """`args` with keyword `overrides` on top, checked (the run's defaults are filled in later, by `resolved`, once
+    the data's size is known)."""
     import dataclasses
 
     if args is not None and not isinstance(args, SpecialistTrainingArguments):
@@ -162,9 +163,8 @@ def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[s
                         f"fields of SpecialistTrainingArguments: {sorted(names)}.")
     base = args if args is not None else SpecialistTrainingArguments()
     merged = dataclasses.replace(base, **overrides) if overrides else base
-    resolved = merged.resolved(lora=lora, config_sparsity=config_sparsity)
-    resolved.validate()
-    return resolved
+    merged.validate()
+    return merged
 
 
 def train_specialist(
@@ -255,9 +255,10 @@ def train_specialist(
     if tasks is None:
         raise ValueError("`tasks` is required: one target row per sequence (or per row/step).")
     cfg = adapter.config
-    run_args = _merge_arguments(args, overrides, lora=lora is not None, config_sparsity=cfg.sparsity)
+    requested = _merge_arguments(args, overrides)
+    run_args = requested.resolved(lora=lora is not None, config_sparsity=cfg.sparsity)  # the schedule: below
     started = time.perf_counter()
-    chosen, epochs, batch_size, seed = run_args.sparsity, run_args.epochs, run_args.batch_size, run_args.seed
+    chosen, batch_size, seed = run_args.sparsity, run_args.batch_size, run_args.seed
     mixed_precision, lambda_path = run_args.mixed_precision, run_args.lambda_path
     checkpoint_dir, resume, stop_after_steps = run_args.checkpoint_dir, run_args.resume, run_args.stop_after_steps
     validation_split = run_args.validation_split
@@ -311,7 +312,12 @@ def train_specialist(
             rows = (rows[:, None] * n_steps + torch.arange(n_steps)).reshape(-1)
         normaliser = dict(zip(("states", "tasks", "task_mask"), (x[rows] for x in prepared)))
 
-    options = dict(epochs=epochs, batch_size=batch_size, lr=run_args.lr, mask_lr=run_args.mask_lr,
+    # the schedule, now that the optimizer steps per epoch are known (`default_schedule`)
+    run_args = requested.resolved(lora=lora is not None, config_sparsity=cfg.sparsity,
+                                  steps_per_epoch=max(1, math.ceil(len(train_data) / batch_size)))
+    run_args.validate()
+    epochs, max_steps = run_args.epochs, run_args.max_steps
+    options = dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=run_args.lr, mask_lr=run_args.mask_lr,
                    rotation_lr=run_args.rotation_lr, lora_lr=run_args.lora_lr, weight_decay=run_args.weight_decay,
                    finetune_fraction=run_args.finetune_fraction, seed=seed, mixed_precision=mixed_precision,
                    gradient_accumulation_steps=run_args.gradient_accumulation_steps,
@@ -390,9 +396,10 @@ def train_specialist(
     if moving and len(lambdas) > 1 and is_main_process():  # a choice is claimed: say when it cannot be trusted
         warnings.warn(
             f"train_specialist: kept lambda {kept:.3g}, but the supports at lambda "
-            f"{', '.join(f'{x:.3g}' for x in moving)} were still changing when they were frozen (epochs={epochs}): "
+            f"{', '.join(f'{x:.3g}' for x in moving)} were still changing when they were frozen "
+            f"({f'max_steps={max_steps}' if max_steps is not None else f'epochs={epochs}'}): "
             "the run was too short for the supports to settle, so this lambda and support are not a reliable "
-            "choice. Train with more epochs.", UserWarning, stacklevel=2)
+            "choice. Train with more epochs (or max_steps).", UserWarning, stacklevel=2)
     final = {k2: v for k2, v in path[best].items() if k2 not in ("support", "sparsity", "within_tolerance", "settled")}
     seconds = time.perf_counter() - started
     summary = training_summary(adapter, path, best, selection, settled, seconds, multiple=len(lambdas) > 1)

@@ -107,25 +107,26 @@ def process_share(batch: torch.Tensor, process_index: int, num_processes: int) -
     return batch[process_index::num_processes]
 
 
-def support_settled(trace: list[Any], main_epochs: int, warmup_epochs: float) -> list[bool]:
+def support_settled(trace: list[Any], main_points: int, warmup_points: float) -> list[bool]:
     """Whether each model's support had stopped changing before it was frozen.
 
-    `trace` holds the support (`(n_tasks, d_latent)`, or `(n_models, n_tasks, d_latent)` for a stack) at the end of
-    each main epoch. A support counts as settled when it was the same at the ends of the last
-    `max(2, ceil(0.2 * main_epochs))` main epochs and of the epoch before them, all after the sparsity warm-up;
-    a run too short to show that is not settled.
+    `trace` holds the support (`(n_tasks, d_latent)`, or `(n_models, n_tasks, d_latent)` for a stack) at each of the
+    `main_points` trace points of the main phase (the end of each main epoch, or evenly spaced steps under
+    `max_steps`); `warmup_points` is the sparsity warm-up in the same units. A support counts as settled when it
+    was the same at the last `max(2, ceil(0.2 * main_points))` points and the point before them, all after the
+    warm-up; a run too short to show that is not settled.
     """
     if not trace:
         return []
     supports = [np.asarray(x, dtype=bool) for x in trace]
     stacked = supports[0].ndim == 3
     supports = [x if stacked else x[None] for x in supports]
-    tail = max(2, math.ceil(0.2 * main_epochs))
+    tail = max(2, math.ceil(0.2 * main_points))
     n_models = supports[0].shape[0]
-    window_start = main_epochs - tail - 1  # index of the first epoch end in the window
-    if len(supports) < main_epochs or window_start < 0 or window_start + 1 < warmup_epochs:
+    window_start = main_points - tail - 1  # index of the first trace point in the window
+    if len(supports) < main_points or window_start < 0 or window_start + 1 < warmup_points:
         return [False] * n_models
-    window = supports[window_start:main_epochs]
+    window = supports[window_start:main_points]
     return [all(np.array_equal(w[j], window[-1][j]) for w in window) for j in range(n_models)]
 
 
@@ -258,7 +259,7 @@ def train_one(
     sparsity: float | torch.Tensor,
     run_dir: Path | None,
     *,
-    epochs: int,
+    epochs: int | None,
     batch_size: int,
     lr: float,
     mask_lr: float,
@@ -275,6 +276,7 @@ def train_one(
     progress: bool | None,
     cpu: bool | None,
     log_every: float = 30.0,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train `module` (the adapter itself, a `JointLoraModel` holding it, or a `StackedAdapters`, one lambda per
     model) at a fixed lambda.
@@ -282,7 +284,10 @@ def train_one(
     `train_data` / `val_data` are batch sources (`batches.StateBatches` or `TextBatches`). A stack trains at its
     own `sparsities` (the `sparsity` argument is not used); `resume` refuses a checkpoint of other lambdas.
     `batch_size` is the global batch: each process trains on its share of every batch (`process_share`), so the
-    optimizer steps are the same in one process and in several. Returns the logged steps (one row per model and
+    optimizer steps are the same in one process and in several. The schedule is `epochs` passes, or `max_steps`
+    optimizer steps when given (the last pass partial): the penalty warms up over `config.sparsity_warmup` of the
+    main phase, then the support is frozen for the last `finetune_fraction`. The support is traced at the end of
+    every main epoch (with `max_steps`: at 20 evenly spaced steps of the main phase) for `support_settled`. Returns the logged steps (one row per model and
     logged step), the held-out metrics of the final model (`"final"`; a list with one dict per model for a stack),
     whether each model's support had settled before it was frozen (`"settled"`, a list) and the number of
     optimizer steps, or
@@ -295,8 +300,6 @@ def train_one(
     set_seed(seed)
     module.zero_grad(set_to_none=True)  # nothing left over from an earlier run on shared (LoRA) parameters
     adapter.support_frozen.fill_(False)
-    finetune_epochs = max(1, int(round(finetune_fraction * epochs))) if epochs > 1 else 0
-    main_epochs = epochs - finetune_epochs
 
     # after the support is frozen the mask logits take no part in the loss: DDP must not wait for their gradient
     accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
@@ -316,6 +319,16 @@ def train_one(
     raw = accelerator.unwrap_model(wrapped)
     rank, world = accelerator.process_index, accelerator.num_processes
     steps_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
+    if max_steps is not None:  # a step budget: main and fine-tune phases in steps, the support traced 20 times
+        total_steps = max_steps
+        main_steps = total_steps - (max(1, int(round(finetune_fraction * total_steps))) if total_steps > 1 else 0)
+        trace_every = max(1, main_steps // 20)
+    else:  # epochs: phases in whole epochs, the support traced at each main epoch's end
+        finetune_epochs = max(1, int(round(finetune_fraction * epochs))) if epochs > 1 else 0
+        total_steps, main_steps, trace_every = (epochs * steps_per_epoch, (epochs - finetune_epochs) * steps_per_epoch,
+                                                steps_per_epoch)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    main_points = main_steps // trace_every  # support trace points of the main phase
     stacked = isinstance(adapter, StackedAdapters)
     lambdas = [float(x) for x in adapter.sparsities] if stacked else [float(sparsity)]
     state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": [], "sparsity": lambdas, "support_trace": []}
@@ -328,21 +341,24 @@ def train_one(
     if stacked:  # each model's lambda, on the training device
         sparsity = raw.sparsities
     label = f"{adapter.n_models} lambdas at once" if stacked else f"lambda={sparsity:.3g}"
-    bar = TrainingProgress(epochs * steps_per_epoch, start_step, label, progress, log_every,
+    bar = TrainingProgress(total_steps, start_step, label, progress, log_every,
                            enabled=accelerator.is_main_process)
     state.setdefault("support_trace", [])
     device = accelerator.device
     interrupted = False
-    while state["epoch"] < epochs and not interrupted:
+    while state["global_step"] < total_steps and not interrupted:
         epoch = state["epoch"]
-        if epoch >= main_epochs and not bool(adapter.support_frozen):
-            adapter.freeze_support()
         # global batches (sizes differ by at most one), each split across the processes
         batches = epoch_batches(len(train_data), epoch, seed, batch_size)
         wrapped.train()
         for b in range(state["global_step"] - epoch * steps_per_epoch, steps_per_epoch):
+            step = state["global_step"]
+            if step >= total_steps:
+                break
+            if step >= main_steps and not bool(adapter.support_frozen):
+                adapter.freeze_support()
             rows = process_share(batches[b], rank, world)
-            ramp = (epoch + b / steps_per_epoch) / max(main_epochs * cfg.sparsity_warmup, 1e-9)
+            ramp = step / max(main_steps * cfg.sparsity_warmup, 1e-9)
             lam = sparsity * min(1.0, ramp)
             with accelerator.accumulate(wrapped), accelerator.autocast():
                 terms = wrapped(**train_data.batch(rows, device), sparsity=lam)
@@ -352,7 +368,10 @@ def train_one(
                     optimizer.optimizer.zero_grad(set_to_none=True)
             state["global_step"] += 1
             bar.update(epoch, epochs)
-            if state["global_step"] % 25 == 0 or (epoch == epochs - 1 and b == steps_per_epoch - 1):
+            if state["global_step"] <= main_steps and state["global_step"] % trace_every == 0:
+                # the support along the main phase: has it settled before the freeze?
+                state["support_trace"].append(np.asarray(adapter.task_support_).astype(int).tolist())
+            if state["global_step"] % 25 == 0 or state["global_step"] == total_steps:
                 records = _records(terms, adapter, sparsity, lam, state["global_step"])
                 state["history"] += records
                 bar.set_postfix(loss="/".join(f"{r['loss']:.3f}" for r in records),
@@ -366,9 +385,7 @@ def train_one(
             if stop_after_steps is not None and state["global_step"] - start_step >= stop_after_steps:
                 interrupted = True
                 break
-        if not interrupted:
-            if epoch < main_epochs:  # the support at the end of each main epoch: has it settled?
-                state["support_trace"].append(np.asarray(adapter.task_support_).astype(int).tolist())
+        if not interrupted and state["global_step"] == (epoch + 1) * steps_per_epoch:
             state["epoch"] += 1
     bar.close()
     barrier()
@@ -382,7 +399,7 @@ def train_one(
     else:
         final = evaluate_batches(adapter, val_data.evaluation_batches(raw))
         final.update(support_metrics(adapter.task_support_))
-    settled = support_settled(state["support_trace"], main_epochs, main_epochs * cfg.sparsity_warmup)
+    settled = support_settled(state["support_trace"], main_points, main_points * cfg.sparsity_warmup)
     if not settled:  # a single epoch, or a resumed run without a trace
         settled = [False] * (adapter.n_models if stacked else 1)
     return {"steps": state["history"], "final": final, "settled": settled,

@@ -2,15 +2,17 @@
 
 Usage:
     python recipes/benchmarks/speed.py [--seeds 2] [--first-seed 100] [--large-seeds 2] [--skip-train] [--skip-knn]
-        [--skip-query] [--profile]
+        [--skip-query] [--profile] [--rows 100000] [--old]
 
 Rows:
   1. one adapter training step per model (default widths, batch 256, d_in 24 and 576): one model alone (the old
      path, run once per lambda) and the six models of the default lambda path stacked (`StackedAdapters`, one
      vmapped step, divided by 6), against an L1 SAE of the same latent width (fused Adam everywhere);
-  2. the default `train_specialist` call (`sparsity="auto"`: a dense model and five lambdas, 100 epochs each) on
-     10,000 rows of 24-dim states (`synthetic.within_step_latents`, evaluation seeds): the lambdas one after another
-     (old) against all at once (new);
+  2. the default `train_specialist` call (`sparsity="auto"`: a dense model and five lambdas trained at once, on the
+     default schedule: 800 optimizer steps, at most 100 and at least one pass) against a plain L1 SAE of the same
+     latent width trained for 100 epochs with the same batch on the same training rows, side by side, on
+     `synthetic.within_step_latents` (evaluation seeds) at 24 dims with 10,000 and `--rows` (100,000) rows and at
+     SmolLM2's 576 dims with `--rows`; `--old` adds the old default (100 epochs) at 10,000 rows;
   3. one `knn_cmi` structure fit at n = 5,000, T = 8, M = 2 (nonlinear collider sequences, 30 permutations, as in
      the README's nonlinear row): the old path (k-d tree range counts, every null draw), the previous default
      (bitset box counts, null drawn in rounds that stop once the test is decided, the joint space searched with a
@@ -101,6 +103,48 @@ class _L1SAE(torch.nn.Module):
         return ((self.dec(f) - x) ** 2).sum(-1).mean() + l1 * f.abs().sum(-1).mean()
 
 
+def _train_sae(x: torch.Tensor, d_latent: int, epochs: int, batch_size: int, seed: int) -> float:
+    """Seconds of a plain L1 SAE trained for `epochs` passes over `x` in shuffled batches (fused Adam)."""
+    torch.manual_seed(seed)
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    sae = _L1SAE(x.shape[1], d_latent)
+    opt = _ADAM(sae.parameters(), lr=1e-3, fused=True)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for rows in torch.randperm(len(x)).split(batch_size):
+            loss = sae.loss((x[rows] - mean) / std, 0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+def _default_call_against_sae(d_in: int, n: int, seed: int, old: bool = False) -> dict:
+    """Row 2: the default `train_specialist` call on `within_step_latents(n, obs_dim=d_in)` and a 100-epoch SAE of the
+    adapter's latent width on its training rows (the 80% the call trains on), in this order, in one process."""
+    import warnings
+
+    states, tasks, truth = synthetic.within_step_latents(n=n, obs_dim=d_in, seed=seed)
+    config = SpecialistConfig(d_in=d_in, n_tasks=2, task_dims=truth["task_dims"])
+    out: dict = {}
+    runs = [("new", {})] + ([("old", {"epochs": 100})] if old else [])
+    for label, extra in runs:
+        adapter = SpecialistAdapter(config)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            history = train_specialist(adapter, states, tasks, progress=False, seed=seed, **extra)
+        out[label] = time.perf_counter() - start
+        if label == "new":
+            run = history["args"]
+            out.update(schedule=f"{run['max_steps']} steps" if run["max_steps"] else f"{run['epochs']} epochs",
+                       support=adapter.task_support_.sum(1).tolist(), true=truth["relevant"].sum(1).tolist(),
+                       **{"lambda": history["selected_sparsity"]})
+    train_rows = torch.as_tensor(states[: int(0.8 * n)], dtype=torch.float32)
+    out["sae"] = _train_sae(train_rows, config.d_latent, 100, 256, seed)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=2)
@@ -110,6 +154,8 @@ def main() -> None:
     parser.add_argument("--large-seeds", type=int, default=2, help="evaluation seeds of row 3b (n = 20,000)")
     parser.add_argument("--skip-query", action="store_true")
     parser.add_argument("--profile", action="store_true", help="also print row 5, the profiles")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the large cases of row 2")
+    parser.add_argument("--old", action="store_true", help="row 2: also the old default (100 epochs) at 10,000 rows")
     args = parser.parse_args()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
 
@@ -121,24 +167,17 @@ def main() -> None:
               f"new / old {t['stacked'] / t['single']:.2f}")
 
     if not args.skip_train:
-        print("\n2. Default train_specialist (sparsity='auto', 6 models x 100 epochs), 10,000 rows x 24 dims: one after "
-              "another (old) vs stacked (new)")
+        print("\n2. The default train_specialist call against a plain L1 SAE of the same latent width, 100 epochs, same "
+              "batch (256) and training rows, side by side (the default call's schedule: `default_schedule`)")
+        sizes = [(24, 10_000), (24, args.rows), (576, args.rows)]
         for seed in seeds:
-            states, tasks, truth = synthetic.within_step_latents(n=10_000, obs_dim=24, seed=seed)
-            row = {}
-            for label in ("old", "new"):
-                lambda_path.STACK_LAMBDAS = label == "new"
-                try:
-                    adapter = SpecialistAdapter(SpecialistConfig(d_in=24, n_tasks=2, task_dims=truth["task_dims"]))
-                    start = time.perf_counter()
-                    history = train_specialist(adapter, states, tasks, progress=False, seed=seed)
-                    seconds = time.perf_counter() - start
-                finally:
-                    lambda_path.STACK_LAMBDAS = True
-                row[label] = (seconds, history["selected_sparsity"], adapter.task_support_.sum(1))
-            print(f"  seed {seed}: old {row['old'][0]:6.1f} s (lambda {row['old'][1]:.3g}, support {row['old'][2]}) | "
-                  f"new {row['new'][0]:6.1f} s (lambda {row['new'][1]:.3g}, support {row['new'][2]}) | "
-                  f"new / old {row['new'][0] / row['old'][0]:.2f}")
+            for d_in, n in sizes:
+                row = _default_call_against_sae(d_in, n, seed, old=args.old and n <= 10_000)
+                old = (f" | old default (100 epochs) {row['old']:6.1f} s ({row['old'] / row['sae']:5.1f}x)"
+                       if "old" in row else "")
+                print(f"  seed {seed}, d_in {d_in:3d}, {n:7,d} rows: SAE {row['sae']:6.1f} s | default call "
+                      f"{row['new']:6.1f} s ({row['schedule']}) = {row['new'] / row['sae']:5.2f}x the SAE, lambda "
+                      f"{row['lambda']:.3g}, support {row['support']} (true {row['true']}){old}", flush=True)
 
     if not args.skip_knn:
         print("\n3. knn_cmi structure fit, n=5,000 T=8 M=2 nonlinear, 30 permutations")

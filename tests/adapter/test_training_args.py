@@ -33,6 +33,7 @@ def _linear_data(n=400, d=32, seed=0):
         (dict(checkpoint_every=5), r"checkpoint_every needs checkpoint_dir"),
         (dict(progress="yes"), r"progress must be a bool or None"),
         (dict(epochs=2, finetune_fraction=0.9), r"finetune_fraction must be a float in \[0, 1\) that leaves"),
+        (dict(max_steps=0), r"max_steps must be an int >= 1 or None; got 0"),
     ],
 )
 def test_arguments_are_validated_in_one_place(kwargs, match):
@@ -134,12 +135,12 @@ def test_a_choice_holds_only_when_the_kept_and_sparser_passing_supports_settled(
 def test_support_settled_needs_a_stable_tail_after_the_warmup():
     full, some = np.ones((2, 4), dtype=int), np.array([[1, 1, 0, 0], [0, 0, 1, 1]])
     stable = [full] * 3 + [some] * 7
-    assert support_settled(stable, main_epochs=10, warmup_epochs=3) == [True]
+    assert support_settled(stable, main_points=10, warmup_points=3) == [True]
     late = [full] * 8 + [some] * 2
-    assert support_settled(late, main_epochs=10, warmup_epochs=3) == [False]
-    assert support_settled([full, full], main_epochs=2, warmup_epochs=0.6) == [False]  # too short to tell
+    assert support_settled(late, main_points=10, warmup_points=3) == [False]
+    assert support_settled([full, full], main_points=2, warmup_points=0.6) == [False]  # too short to tell
     stack = [np.stack([a, b]) for a, b in zip(stable, late)]
-    assert support_settled(stack, main_epochs=10, warmup_epochs=3) == [True, False]
+    assert support_settled(stack, main_points=10, warmup_points=3) == [True, False]
 
 
 def test_short_run_warns_instead_of_claiming_a_choice():
@@ -147,6 +148,34 @@ def test_short_run_warns_instead_of_claiming_a_choice():
     with pytest.warns(UserWarning, match="too short for the supports to settle"):
         history = hfs.train_specialist(build_adapter(), x, y, epochs=2, lambda_path=[0.05], progress=False)
     assert history["settled"] is False and "train longer" in history["summary"]
+
+
+def test_default_schedule_is_a_step_budget_between_one_and_100_passes():
+    from hf_specialist.adapter.training_args import DEFAULT_MAX_STEPS, default_schedule
+
+    assert default_schedule(4) == (100, None)  # small data: the old 100 epochs (400 steps)
+    assert default_schedule(32) == (None, DEFAULT_MAX_STEPS)  # 10,000 rows: 800 steps, 25 passes
+    assert default_schedule(5000) == (None, 5000)  # at least one pass over the rows
+    assert default_schedule(32, lora=True) == (10, None)
+    args = hfs.SpecialistTrainingArguments()
+    assert args.resolved(steps_per_epoch=32).max_steps == DEFAULT_MAX_STEPS
+    assert hfs.SpecialistTrainingArguments(epochs=3).resolved(steps_per_epoch=32).max_steps is None
+
+
+def test_max_steps_ends_mid_epoch_and_is_recorded(tmp_path):
+    x, y = _linear_data()  # 320 training rows, 5 steps per epoch at batch 64
+    adapter = build_adapter()
+    history = hfs.train_specialist(adapter, x, y, max_steps=12, batch_size=64, sparsity=0.01, progress=False)
+    assert max(r["step"] for r in history["steps"]) == 12 and history["args"]["max_steps"] == 12
+    assert bool(adapter.support_frozen)  # the last 15% of the steps (2) trained with the support frozen
+    folder = adapter.save_pretrained(tmp_path / "a")
+    assert json.loads((folder / "training_args.json").read_text())["max_steps"] == 12
+
+
+def test_default_call_records_its_schedule():
+    x, y = _linear_data(n=600, d=8)  # 480 training rows: 2 steps per epoch at batch 256, 100 epochs = 200 steps
+    history = hfs.train_specialist(build_adapter(d_in=8), x, y, sparsity=0.01, progress=False)
+    assert history["args"]["epochs"] == 100 and history["args"]["max_steps"] is None
 
 
 def test_batches_do_not_depend_on_the_process_count():
@@ -211,9 +240,15 @@ def test_saved_artifact_holds_training_args_and_the_card_its_held_out_metrics(tm
     assert "| - | - |" not in card and "Held-out metrics of the training run" in card
     assert f"| `task_0/loss` | {history['final']['task_0']:.4g} |" in card and "task_1/r2" in card
     assert "standardised targets" in card
+    loaded = hfs.SpecialistAdapter.from_pretrained(folder)  # the run's record comes back with the weights
+    assert loaded.training_args_ == saved and loaded.training_metrics_ == adapter.training_metrics_
+    resaved = loaded.save_pretrained(tmp_path / "again")
+    assert f"| `task_0/loss` | {history['final']['task_0']:.4g} |" in (resaved / "README.md").read_text()
     untrained = build_adapter()
     untrained.save_pretrained(tmp_path / "b")
     assert not (tmp_path / "b" / "training_args.json").exists()
+    assert not (tmp_path / "b" / "training_metrics.json").exists()
+    assert not hasattr(hfs.SpecialistAdapter.from_pretrained(tmp_path / "b"), "training_metrics_")
 
 
 def test_lambda_path_plot_from_history(tmp_path):
