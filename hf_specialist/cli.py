@@ -445,18 +445,24 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the end-to-end demo on a real pretrained model shipped offline (MiniLM, or --model smollm2)."""
     from .demo import run_demo
+    from .knowledge import run_entities_demo
 
-    cfg = _merge(args, _load_recipe(args.recipe, "demo"), {
-        "model": "minilm", "n": 2000, "T": 8, "M": 2, "hook_point": None, "d_latent": 32, "epochs": 20,
-        "output": "outputs", "seed": 0, "data": "planted"})
-    if cfg["data"] == "entities":  # outcomes from what the model knows about the entities (RAVEL attributes)
-        from .knowledge import run_entities_demo
-
-        run_entities_demo(cfg["model"], n=cfg["n"], T=cfg["T"], hook_point=cfg["hook_point"], d_latent=cfg["d_latent"],
-                          epochs=cfg["epochs"], output_dir=str(Path(cfg["output"]) / "entities"), seed=cfg["seed"])
-        return EXIT_OK
-    run_demo(cfg["model"], n=cfg["n"], T=cfg["T"], M=cfg["M"], hook_point=cfg["hook_point"], d_latent=cfg["d_latent"],
-             epochs=cfg["epochs"], output_dir=cfg["output"], seed=cfg["seed"])
+    # both demos are one pipeline (`pipeline.run_pipeline`) with their own data and scoring; the flags' defaults
+    # are the chosen demo's own (read from its signature, never written twice)
+    recipe = _load_recipe(args.recipe, "demo")
+    data = args.data or recipe.get("data") or "planted"
+    runner = {"planted": run_demo, "entities": run_entities_demo}.get(data)
+    if runner is None:
+        raise BadInput(f"--data must be 'planted' or 'entities', got {data!r}")
+    defaults = api_defaults(run_demo, ("model", "n", "T", "M", "hook_point", "d_latent", "epochs", "seed"))
+    defaults.update(api_defaults(runner, [name for name in defaults if name != "M"]))
+    cfg = _merge(args, recipe, {**defaults, "output": api_defaults(run_demo, ["output_dir"])["output_dir"],
+                                "data": data})
+    options = {name: cfg[name] for name in ("n", "T", "hook_point", "d_latent", "epochs", "seed")}
+    if runner is run_entities_demo:  # outcomes from what the model knows about the entities (RAVEL attributes)
+        run_entities_demo(cfg["model"], output_dir=str(Path(cfg["output"]) / "entities"), **options)
+    else:
+        run_demo(cfg["model"], M=cfg["M"], output_dir=cfg["output"], **options)
     return EXIT_OK
 
 
@@ -582,18 +588,21 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="minilm (default) or smollm2")
+    from .demo import run_demo  # light: torch loads when the demo runs
+
+    default = api_defaults(run_demo, ("model", "n", "T", "M", "d_latent", "epochs", "seed", "output_dir"))
+    p.add_argument("--model", help=f"minilm, smollm2 or a local model folder (default {default['model']})")
     p.add_argument("--data", choices=["planted", "entities"],
                    help="planted: outcomes are numbers stated in the text (default); entities: outcomes from real "
                         "attributes of the occupations and cities named (RAVEL), which the model must know")
-    p.add_argument("--n", type=int, help="sequences (default 2000)")
-    p.add_argument("--T", type=int, help="sentences per sequence (default 8)")
-    p.add_argument("--M", type=int, help="tasks (default 2)")
-    p.add_argument("--hook-point", dest="hook_point")
-    p.add_argument("--d-latent", dest="d_latent", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--output", "-o", help="output folder (default ./outputs)")
+    p.add_argument("--n", type=int, help=f"sequences (default {default['n']})")
+    p.add_argument("--T", type=int, help=f"sentences per sequence (default {default['T']})")
+    p.add_argument("--M", type=int, help=f"tasks (default {default['M']}; planted only)")
+    p.add_argument("--hook-point", dest="hook_point", help="default: a middle layer of the offline models")
+    p.add_argument("--d-latent", dest="d_latent", type=int, help=f"latent dims (default {default['d_latent']})")
+    p.add_argument("--epochs", type=int, help=f"training epochs per model (default {default['epochs']})")
+    p.add_argument("--seed", type=int, help=f"default {default['seed']}")
+    p.add_argument("--output", "-o", help=f"output folder (default ./{default['output_dir']})")
 
 
 for _name, _func, _args in (

@@ -15,19 +15,16 @@ serving steps' states to the outcome, whose per-step projection is the block.
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .entities import entity_sequences, load_entities
+# DEFAULT_HOOK_POINTS is re-exported: it was defined here before the pipeline had its own module
+from .pipeline import DEFAULT_HOOK_POINTS, DEMO_D_LATENT, DEMO_EPOCHS, DemoData, DemoScores, PipelineRun  # noqa: F401
 
 OTHER_ATTRIBUTE = {"occupation": "Work Location", "city": "Timezone"}
 SURFACE = ("name", "time", "template")
-DEFAULT_HOOK_POINTS = {"minilm": "layers.3", "smollm2": "layers.15"}
 
 
 def _labels(values: np.ndarray, top: int = 4) -> np.ndarray:
@@ -141,77 +138,81 @@ def run_entities_demo(
     T: int = 8,
     tasks: tuple[str, ...] | None = None,
     hook_point: str | None = None,
-    d_latent: int = 32,
-    epochs: int = 20,
+    d_latent: int = DEMO_D_LATENT,
+    epochs: int = DEMO_EPOCHS,
     project: int = 32,
     output_dir: str = "outputs/entities",
     seed: int = 0,
     quiet: bool = False,
     base: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
-    """Extract -> discover -> train -> evaluate on entity texts; prints and writes the kept/dropped table."""
-    from . import plots
-    from .data import extract_steps
-    from .structure.discovery import TaskStructure
-    from .adapter.config import SpecialistConfig
-    from .adapter.lambda_path import train_specialist
-    from .adapter.model import SpecialistAdapter
-    from .entities import DEFAULT_TASKS
-    from .metrics import structure_scores
-    from .models import load_model
+    """Extract -> discover -> train -> evaluate on entity texts (`pipeline.run_pipeline`, the planted demo's
+    pipeline); prints and writes the kept/dropped table.
 
-    started = time.perf_counter()
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    Args:
+        model (`str`, *optional*, defaults to `"minilm"`): `"minilm"`, `"smollm2"` or a local model folder.
+        n, T (`int`): sequences and sentences per sequence.
+        tasks (`tuple[str, ...]`, *optional*): task names of `entities.TASKS` (default: `entities.DEFAULT_TASKS`).
+        hook_point (`str`, *optional*): where to read hidden states (default: a middle layer).
+        d_latent, epochs (`int`): adapter size and training epochs per model.
+        project (`int`, *optional*, defaults to 32): dims kept per step by the structure test. The attribute
+            directions are not the largest-variance ones: with `TaskStructure`'s 8, European cities were invisible on
+            MiniLM layers 2-4 (development seed 0).
+        output_dir (`str`, *optional*, defaults to `"outputs/entities"`): where everything is written.
+        seed (`int`, *optional*, defaults to 0): the seed of the texts, the structure, training and the probes.
+        quiet (`bool`, *optional*, defaults to `False`): no progress lines and no table.
+        base (`tuple`, *optional*): an already loaded `(model, tokenizer)`.
+
+    Returns:
+        `dict` with `structure` (scores), `table` (`kept_and_dropped`), `selected_sparsity` and the run's facts.
+
+    Raises:
+        RuntimeError: the structure finds no step for a task (the probes need each task's steps).
+    """
+    from .pipeline import run_pipeline
+
+    summary = run_pipeline(lambda: entities_data(n=n, T=T, tasks=tasks, seed=seed), score_entities, model,
+                           hook_point=hook_point, d_latent=d_latent, epochs=epochs,
+                           structure_options={"project": project}, require_every_task=True, output_dir=output_dir,
+                           seed=seed, quiet=quiet, base=base)
+    if not quiet:
+        print_table(summary)
+    return summary
+
+
+def entities_data(*, n: int, T: int, tasks: tuple[str, ...] | None, seed: int) -> DemoData:
+    """The entities demo's data: `entities.entity_sequences` (outcomes from what the model must know)."""
+    from .entities import DEFAULT_TASKS
+
     texts, outcomes, truth = entity_sequences(n=n, T=T, tasks=tasks or DEFAULT_TASKS, seed=seed)
-    base_model, tokenizer = base if base is not None else load_model(model)
-    hook_point = hook_point or DEFAULT_HOOK_POINTS.get(model, "layers.-1")
-    states = extract_steps(base_model, tokenizer, texts, hook_point=hook_point, steps=truth["separator"],
-                           batch_size=32, progress=False if quiet else None)
-    _say(quiet, f"[1/4] {n} texts of {T} sentences, tasks {truth['task_names']}; states {tuple(states.shape)} at "
-                f"{hook_point}")
-    # 32 dims per step: the attribute directions are not the largest-variance ones (with 8, European cities were
-    # invisible on MiniLM layers 2-4; development seed 0)
-    structure = TaskStructure(segment_length=truth["segment_length"], project=project, seed=seed).fit(states, outcomes)
-    scores = structure_scores(structure.step_tasks_, truth["step_tasks"])
-    _say(quiet, f"[2/4] structure F1 {scores['f1']:.3f} ({structure.n_tests_} tests)")
-    unfound = [truth["task_names"][i] for i in np.flatnonzero(~structure.step_tasks_.any(0))]
-    if unfound:
-        raise RuntimeError(f"The structure test found no step for {unfound} at {hook_point} with n={n}: the model's "
-                           "states there carry too little of the attribute for this many sequences (try more "
-                           "sequences, another layer, or a larger `project`).")
-    config = dict(d_in=states.shape[-1], d_latent=d_latent, n_tasks=len(truth["tasks"]), task_names=truth["task_names"],
-                  task_types=truth["task_types"], n_classes=truth["n_classes"], hook_point=hook_point,
-                  step_rule=truth["separator"], pool="mean")
-    specialist = SpecialistAdapter(SpecialistConfig(**config, sparsity="auto"))
-    specialist.config.record_base(base_model)
-    history = train_specialist(specialist, states, outcomes, structure.step_tasks_, epochs=epochs, seed=seed,
-                               progress=False)
-    generalist = SpecialistAdapter(SpecialistConfig(**config, sparsity=0.0))
-    train_specialist(generalist, states, outcomes, structure.step_tasks_, epochs=epochs, seed=seed, progress=False)
-    _say(quiet, f"[3/4] trained the specialist (lambda {history['selected_sparsity']:.3g}, support "
-                f"{specialist.task_support_.sum(1).tolist()}) and the generalist")
+    return DemoData(texts=texts, tasks=outcomes, truth=truth, task_names=truth["task_names"],
+                    task_types=truth["task_types"], n_classes=truth["n_classes"],
+                    dataset="hf_specialist/entity_sequences", title="entity tasks",
+                    description=f"{n} texts of {T} sentences, tasks {truth['task_names']}")
+
+
+def score_entities(run: PipelineRun) -> DemoScores:
+    """Scores of the entities demo: the kept/dropped table (`kept_and_dropped`) of the specialist's, the
+    generalist's and the supervised probe's blocks on each task's true steps."""
+    import torch
+
+    from . import plots
+
+    states, truth = run.states, run.data.truth
     blocks: dict[str, list[np.ndarray]] = {"specialist": [], "generalist (no l1)": []}
     for i in range(len(truth["tasks"])):
         steps = np.flatnonzero(truth["step_tasks"][:, i])
         h = torch.as_tensor(states[:, steps].reshape(-1, states.shape[-1]))
         with torch.no_grad():
-            blocks["specialist"].append(specialist.task_latents(h, task=i).numpy())
-            blocks["generalist (no l1)"].append(generalist.task_latents(h, task=i).numpy())
-    blocks["supervised probe"] = supervised_probe_blocks(states, outcomes, truth)
-    table = kept_and_dropped(blocks, states, truth, seed)
-    summary = {"model": model, "hook_point": hook_point, "n": n, "structure": scores, "table": table,
-               "selected_sparsity": history["selected_sparsity"], "seconds": time.perf_counter() - started}
-    specialist.save_pretrained(out / "adapter", structure=structure, metrics={f"structure/{k}": v for k, v in scores.items()},
-                               datasets=["hf_specialist/entity_sequences"])
-    plots.step_task_heatmap(structure.step_tasks_, out / "structure.png", truth=truth["step_tasks"],
-                            task_names=truth["task_names"], title=f"{model}: entity tasks")
-    plots.kept_dropped_bars(table, out / "kept_dropped.png", title=f"{model} {hook_point}: what each block keeps")
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    _say(quiet, f"[4/4] evaluated; wrote {out}")
-    if not quiet:
-        print_table(summary)
-    return summary
+            blocks["specialist"].append(run.specialist.task_latents(h, task=i).numpy())
+            blocks["generalist (no l1)"].append(run.generalist.task_latents(h, task=i).numpy())
+    blocks["supervised probe"] = supervised_probe_blocks(states, run.data.tasks, truth)
+    table = kept_and_dropped(blocks, states, truth, run.seed)
+    scores = run.structure_scores
+    summary = {"n": len(run.data.texts), "structure": scores, "table": table, "selected_sparsity": run.history["selected_sparsity"]}
+    return DemoScores(summary=summary, card_metrics={f"structure/{k}": v for k, v in scores.items()}, plots={
+        "kept_dropped.png": lambda path: plots.kept_dropped_bars(
+            table, path, title=f"{run.model} {run.hook_point}: what each block keeps")})
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -230,8 +231,3 @@ def print_table(summary: dict[str, Any]) -> None:
         chance = table["chance"][task]
         print(f"{task:16s} | {'full state: accuracy':20s} | {'':4s} | " + " | ".join(f"{full[f]:8.2f}" for f in factors))
         print(f"{task:16s} | {'chance':20s} | {'':4s} | " + " | ".join(f"{chance[f]:8.2f}" for f in factors))
-
-
-def _say(quiet: bool, message: str) -> None:
-    if not quiet:
-        print(message, flush=True)

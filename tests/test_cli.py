@@ -123,6 +123,41 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path):
     assert results["latents/r2_relevant"] == summary["latents/r2_relevant"]
 
 
+def test_both_demos_and_the_cli_run_the_one_pipeline(tmp_path, monkeypatch):
+    """`run_demo`, `run_entities_demo` and `hf-specialist demo [--data entities]` are one call of
+    `pipeline.run_pipeline`, differing only in the data maker, the scorer and the structure's `project`; the CLI's
+    defaults are the demo's signature's."""
+    import inspect
+
+    from hf_specialist import demo, knowledge, pipeline
+
+    shared = ("model", "hook_point", "d_latent", "epochs", "seed")
+    defaults = {name: p.default for name, p in inspect.signature(pipeline.run_pipeline).parameters.items()}
+    calls = []
+
+    def recorder(make_data, score, model="minilm", **options):
+        calls.append({"make_data": make_data, "score": score, "model": model, **options})
+        return {}
+
+    monkeypatch.setattr(pipeline, "run_pipeline", recorder)
+    monkeypatch.setattr(demo, "print_results", lambda summary: None)
+    monkeypatch.setattr(knowledge, "print_table", lambda summary: None)
+    assert main(["demo", "--n", "30", "--T", "4", "-o", str(tmp_path)]) == 0
+    assert main(["demo", "--data", "entities", "--n", "30", "-o", str(tmp_path)]) == 0
+    planted, entities = calls
+    assert planted["score"] is demo.score_planted and entities["score"] is knowledge.score_entities
+    for call in (planted, entities):
+        assert {k: call[k] for k in shared} == {k: defaults[k] for k in shared}  # one source of the defaults
+    assert planted.get("structure_options") is None  # TaskStructure's own defaults
+    assert entities["structure_options"] == {"project": 32} and entities["require_every_task"] is True
+    assert planted["output_dir"] == str(tmp_path) and entities["output_dir"] == str(tmp_path / "entities")
+    data = planted["make_data"]()
+    assert len(data.texts) == 30 and data.tasks.shape == (30, 2) and data.truth["step_tasks"].shape == (4, 2)
+    for runner in (demo.run_demo, knowledge.run_entities_demo):
+        signature = inspect.signature(runner).parameters
+        assert {k: signature[k].default for k in shared} == {k: defaults[k] for k in shared}
+
+
 def test_cli_discover_from_a_model_streams_and_matches_the_python_call(tmp_path):
     import hf_specialist as hfs
 

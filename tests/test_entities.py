@@ -1,6 +1,8 @@
 """Real-knowledge texts: the generator's truth is consistent, and on MiniLM the structure of a well-known attribute
 is found and the specialist drops the surface better than the generalist."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,9 @@ def test_minilm_finds_the_structure_and_the_specialist_drops_the_surface(tmp_pat
     assert surface[0] < surface[1] - 0.2  # the specialist block drops the people, times and phrasings
     assert row["own"] > 0.8  # and keeps what the model knows about the occupation
     assert (tmp_path / "kept_dropped.png").exists() and (tmp_path / "adapter" / "config.json").exists()
+    # the packaged base is recorded by its real id and the revision of its weights (package version, weights digest)
+    from hf_specialist.models import packaged_revision
+
+    config = json.loads((tmp_path / "adapter" / "config.json").read_text())
+    assert config["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert config["base_model_revision"] == packaged_revision("minilm")

@@ -57,7 +57,7 @@ def test_no_cycles_and_no_imports_of_an_enclosing_package():
 # DESIGN.md §3: data flows one way, model -> hooks -> steps -> data -> structure -> adapter -> hub -> cli; the
 # leaves (`_*`) import nothing of ours but other leaves; the generators, scores, plots and demos come after the hub.
 ORDER = ["_leaves", "hooks", "steps", "data", "structure", "adapter", "hub", "metrics", "entities", "synthetic",
-         "plots", "models", "knowledge", "demo", "cli"]
+         "plots", "models", "pipeline", "knowledge", "demo", "cli"]
 
 
 def _rank(module: str) -> int | None:
