@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,7 +180,8 @@ def best_matching(latents: np.ndarray, target: np.ndarray, k: int, train_rows: n
     return latents[:, np.argsort(scores)[::-1][: max(1, k)]]
 
 
-def run_seed(seed: int, n: int, epochs: int, block_size: int = 2, overlap: int = 0) -> dict[str, dict[str, float]]:
+def run_seed(seed: int, n: int, epochs: int | None, block_size: int = 2, overlap: int = 0) -> dict[str, dict[str, float]]:
+    """Every method on one seed. `epochs=None`: ours on the default schedule, the baselines 100 epochs."""
     obs, tasks, truth = synthetic.within_step_latents(n=n, n_tasks=2, block_size=block_size, overlap=overlap,
                                                       n_irrelevant=4, obs_dim=32, seed=seed)
     d_latent, widths = 10, [128, 128]
@@ -188,6 +190,7 @@ def run_seed(seed: int, n: int, epochs: int, block_size: int = 2, overlap: int =
     cols = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
     out: dict[str, dict[str, float]] = {}
     supports = {}
+    baseline_epochs = epochs if epochs is not None else 100
     h = torch.as_tensor(obs, dtype=torch.float32)
     for name, sparsity in (("ours (l1, auto)", "auto"), ("generalist (no l1)", 0.0)):
         cfg = SpecialistConfig(d_in=32, d_latent=d_latent, n_tasks=2, task_dims=truth["task_dims"],
@@ -212,11 +215,11 @@ def run_seed(seed: int, n: int, epochs: int, block_size: int = 2, overlap: int =
 
     unsupervised = {
         "PCA": PCA(n_components=d_latent, random_state=seed).fit_transform((obs - obs.mean(0)) / obs.std(0)),
-        "autoencoder": fit_unsupervised(PlainAutoencoder(32, d_latent, widths), obs, epochs, seed),
+        "autoencoder": fit_unsupervised(PlainAutoencoder(32, d_latent, widths), obs, baseline_epochs, seed),
     }
     saes = {
-        "L1 SAE": fit_unsupervised(SparseAutoencoder(32, 4 * 32), obs, epochs, seed, l1=0.05),
-        "TopK SAE": fit_unsupervised(TopKSparseAutoencoder(32, 4 * 32, k=8), obs, epochs, seed),
+        "L1 SAE": fit_unsupervised(SparseAutoencoder(32, 4 * 32), obs, baseline_epochs, seed, l1=0.05),
+        "TopK SAE": fit_unsupervised(TopKSparseAutoencoder(32, 4 * 32, k=8), obs, baseline_epochs, seed),
     }
     k = [int(max(1, s)) for s in supports["ours (l1, auto)"]]
     # every baseline gets the labels ours gets (the task values on the training rows) and ours' block size k
@@ -226,7 +229,7 @@ def run_seed(seed: int, n: int, epochs: int, block_size: int = 2, overlap: int =
         "L1 SAE + sparse probe": lambda i: sparse_probe(saes["L1 SAE"], tasks[:, cols[i]], k[i], train_rows),
         "TopK SAE + sparse probe": lambda i: sparse_probe(saes["TopK SAE"], tasks[:, cols[i]], k[i], train_rows),
         "linear probe (PLS)": lambda i: linear_probe(obs, tasks[:, cols[i]], k[i], train_rows),
-        "MLP probe bottleneck": lambda i: fit_probe(obs, tasks[:, cols[i]], k[i], train_rows, epochs, seed, widths),
+        "MLP probe bottleneck": lambda i: fit_probe(obs, tasks[:, cols[i]], k[i], train_rows, baseline_epochs, seed, widths),
     }
     for name, block in blocks.items():
         scores = [block_r2(block(i), latents[:, relevant[i]], latents[:, irrelevant], seed=seed) for i in range(2)]
@@ -236,24 +239,37 @@ def run_seed(seed: int, n: int, epochs: int, block_size: int = 2, overlap: int =
     return out
 
 
-def supports_table(seeds: range, n: int, epochs: int, block_size: int, overlap: int) -> None:
+def _schedule(run: dict) -> str:
+    return f"{run['max_steps']} steps" if run.get("max_steps") else f"{run['epochs']} epochs"
+
+
+def default_call(seed: int, n: int, epochs: int | None, block_size: int, overlap: int) -> tuple[Any, dict, dict]:
+    """The default `train_specialist` call of the supports table on one seed: `(adapter, history, truth)`. Also run
+    under `torchrun` by `latents_processes.py`."""
+    obs, tasks, truth = synthetic.within_step_latents(n=n, n_tasks=2, block_size=block_size, overlap=overlap,
+                                                      n_irrelevant=4, obs_dim=32, seed=seed)
+    torch.manual_seed(seed)
+    cfg = SpecialistConfig(d_in=32, d_latent=10, n_tasks=2, task_dims=truth["task_dims"],
+                           encoder_widths=[128, 128], decoder_widths=[128, 128])
+    adapter = SpecialistAdapter(cfg)
+    history = train_specialist(adapter, obs, tasks, epochs=epochs, seed=seed, progress=False)
+    return adapter, history, truth
+
+
+def supports_table(seeds: range, n: int, epochs: int | None, block_size: int, overlap: int) -> None:
     """The default `train_specialist` call per seed: the support per task against the true one, and the lambda."""
     print(f"Supports of the default call (sparsity='auto'), n={n}, epochs={epochs}, block {block_size}, overlap "
           f"{overlap}, seeds {seeds.start}..{seeds.stop - 1}")
     exact = 0
     for seed in seeds:
-        obs, tasks, truth = synthetic.within_step_latents(n=n, n_tasks=2, block_size=block_size, overlap=overlap,
-                                                          n_irrelevant=4, obs_dim=32, seed=seed)
-        cfg = SpecialistConfig(d_in=32, d_latent=10, n_tasks=2, task_dims=truth["task_dims"],
-                               encoder_widths=[128, 128], decoder_widths=[128, 128])
-        adapter = SpecialistAdapter(cfg)
         start = time.perf_counter()
-        history = train_specialist(adapter, obs, tasks, epochs=epochs, seed=seed, progress=False)
+        adapter, history, truth = default_call(seed, n, epochs, block_size, overlap)
         size = adapter.task_support_.sum(1)
         ok = all(size[i] == truth["relevant"][i].sum() for i in range(2))
         exact += ok
         print(f"  seed {seed}: support {size.tolist()} (true {truth['relevant'].sum(1).tolist()}), lambda "
-              f"{history.get('selected_sparsity')}, {'exact' if ok else 'NOT exact'}, {time.perf_counter() - start:.0f} s")
+              f"{history.get('selected_sparsity'):.3g}, {'exact' if ok else 'NOT exact'}, "
+              f"{time.perf_counter() - start:.0f} s, schedule {_schedule(history['args'])}")
     print(f"  exact on {exact}/{len(seeds)} seeds")
 
 
@@ -330,7 +346,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--n", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every model; default: ours on train_specialist's default schedule "
+                             "(800 steps, 1-100 passes), the baselines 100")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--skip-quality", action="store_true", help="only the throughput part")
