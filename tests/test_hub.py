@@ -58,7 +58,7 @@ def test_local_round_trip_layout_and_structure(tmp_path, trained, structure):
     folder = adapter.save_pretrained(tmp_path / "art", structure=structure, metrics={"adapter/explained_variance": 0.9})
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["README.md", "config.json", "model.safetensors", "structure.json", "structure.png",
-                     "training_args.json"]  # the adapter was trained: its arguments are saved beside it
+                     "training_args.json", "training_metrics.json"]  # trained: its arguments and metrics beside it
     assert not (folder / "adapter_config.json").exists()
     config = json.loads((folder / "config.json").read_text())
     assert config["hook_point"] == "layers.1" and set(config["versions"]) == {"hf_specialist", "torch", "transformers"}
@@ -154,7 +154,7 @@ def test_push_load_update_and_old_revision(hub_endpoint, trained, structure):
     api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
     files = sorted(api.list_repo_files(repo))
     assert files == ["README.md", "config.json", "model.safetensors", "structure.json", "structure.png",
-                     "training_args.json"]
+                     "training_args.json", "training_metrics.json"]
     first = api.model_info(repo).sha
     assert first in url
     assert len(hub_endpoint.state.repos[repo]["commits"]) == 2  # the initial commit + one push
@@ -204,8 +204,8 @@ def test_save_and_push_options(tmp_path, hub_endpoint, trained):
     card = (adapter.save_pretrained(tmp_path / "carded") / "README.md").read_text()
     assert card.count("model_hub_mixin") <= 1 and "hf_specialist" in card
     folder = adapter.save_pretrained(tmp_path / "plain", card=False)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors",
-                                                        "training_args.json"]  # no card of any kind
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "training_args.json",
+                                                        "training_metrics.json"]  # no card of any kind
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['strucutre'\]"):
         adapter.save_pretrained(tmp_path / "typo", strucutre=None)
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['strucutre'\]"):
@@ -217,7 +217,8 @@ def test_save_and_push_options(tmp_path, hub_endpoint, trained):
     api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
     assert api.model_info(repo).sha in url
     assert sorted(api.list_repo_files(repo)) == ["layers.1/README.md", "layers.1/config.json",
-                                                 "layers.1/model.safetensors", "layers.1/training_args.json"]
+                                                 "layers.1/model.safetensors", "layers.1/training_args.json",
+                                                 "layers.1/training_metrics.json"]
     _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, subfolder="layers.1"), h)
     # cached now: loads offline although the repo has no top-level config.json
     _same(adapter, hfs.SpecialistAdapter.from_pretrained(repo, subfolder="layers.1", local_files_only=True), h)
@@ -238,7 +239,7 @@ def test_push_deletes_stale_files_in_the_same_commit_and_keeps_a_user_readme(hub
     commits = len(hub_endpoint.state.repos[repo]["commits"])
     adapter.push_to_hub(repo, token=TOKEN, structure=None)  # the adapter holds no structure now
     assert len(hub_endpoint.state.repos[repo]["commits"]) == commits + 1  # deletions and uploads in one commit
-    files = sorted(f for f in api.list_repo_files(repo) if f != ".gitattributes" and "training_args" not in f)
+    files = sorted(f for f in api.list_repo_files(repo) if f != ".gitattributes" and "/training_" not in "/" + f)
     assert files == ["README.md", "config.json", "layers.2/config.json", "model.safetensors"]
     assert open(hf_hub_download(repo, "README.md", force_download=True)).read() == "# Mine\n"
     loaded = hfs.SpecialistAdapter.from_pretrained(repo)
@@ -256,7 +257,7 @@ def test_push_to_a_subfolder_deletes_only_within_it(hub_endpoint, trained, struc
     adapter.push_to_hub(repo, token=TOKEN, subfolder="layers.3", structure=structure)
     api.upload_file(path_or_fileobj=b"notes", path_in_repo="notes.txt", repo_id=repo)
     adapter.push_to_hub(repo, token=TOKEN, subfolder="layers.1")
-    files = sorted(f for f in api.list_repo_files(repo) if f != ".gitattributes" and "training_args" not in f)
+    files = sorted(f for f in api.list_repo_files(repo) if f != ".gitattributes" and "/training_" not in "/" + f)
     assert [f for f in files if f.startswith("layers.1/")] == ["layers.1/README.md", "layers.1/config.json",
                                                                "layers.1/model.safetensors"]
     assert "layers.3/structure.json" in files and "notes.txt" in files
