@@ -150,12 +150,16 @@ def load_training_record(path_or_repo_id: str | os.PathLike, subfolder: str | No
 
     found = [resolve_file(path_or_repo_id, name, subfolder, revision, token, required=False, **download_kwargs)
              for name in (TRAINING_ARGS_NAME, TRAINING_METRICS_NAME)]
-    args = None
-    if found[0] is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
+    args = metrics = None
+    try:  # a record the weights do not need: one that does not parse warns and is left out
+        if found[0] is not None:
             args = SpecialistTrainingArguments.from_dict(read_config(found[0]))
-    return args, (read_config(found[1]) if found[1] is not None else None)
+        if found[1] is not None:
+            metrics = read_config(found[1])
+    except (ValueError, TypeError) as err:
+        warnings.warn(f"Could not read the training record of {path_or_repo_id} ({err}); the adapter loads "
+                      "without `training_args_` / `training_metrics_`.", UserWarning, stacklevel=3)
+    return args, metrics
 
 
 def stale_repo_files(repo_files: list[str], folder: Path, subfolder: str | None, keep: list[str]) -> list[str]:

@@ -149,7 +149,8 @@ def unsettled_lambdas(path: list[dict[str, Any]], best: int) -> list[float]:
             and not r.get("settled", False)]
 
 
-def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[str, Any]) -> SpecialistTrainingArguments:
+def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[str, Any], *,
+                     lora: bool = False) -> SpecialistTrainingArguments:
     """`args` with keyword `overrides` on top, checked (the run's defaults are filled in later, by `resolved`, once
     the data's size is known)."""
     import dataclasses
@@ -163,7 +164,8 @@ def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[s
                         f"fields of SpecialistTrainingArguments: {sorted(names)}.")
     base = args if args is not None else SpecialistTrainingArguments()
     merged = dataclasses.replace(base, **overrides) if overrides else base
-    merged.validate()
+    # before any work: `finetune_fraction` against the shortest schedule a default run can get
+    merged.validate(n_epochs=DEFAULT_LORA_EPOCHS if lora else DEFAULT_EPOCHS)
     return merged
 
 
@@ -255,7 +257,9 @@ def train_specialist(
     if tasks is None:
         raise ValueError("`tasks` is required: one target row per sequence (or per row/step).")
     cfg = adapter.config
-    requested = _merge_arguments(args, overrides)
+    requested = _merge_arguments(args, overrides, lora=lora is not None)
+    for stale in ("training_args_", "training_metrics_"):  # a loaded adapter's record of an earlier run
+        adapter.__dict__.pop(stale, None)
     run_args = requested.resolved(lora=lora is not None, config_sparsity=cfg.sparsity)  # the schedule: below
     started = time.perf_counter()
     chosen, batch_size, seed = run_args.sparsity, run_args.batch_size, run_args.seed
@@ -313,9 +317,9 @@ def train_specialist(
         normaliser = dict(zip(("states", "tasks", "task_mask"), (x[rows] for x in prepared)))
 
     # the schedule, now that the optimizer steps per epoch are known (`default_schedule`)
+    batches = max(1, math.ceil(len(train_data) / batch_size))
     run_args = requested.resolved(lora=lora is not None, config_sparsity=cfg.sparsity,
-                                  steps_per_epoch=max(1, math.ceil(len(train_data) / batch_size)))
-    run_args.validate()
+                                  steps_per_epoch=math.ceil(batches / run_args.gradient_accumulation_steps))
     epochs, max_steps = run_args.epochs, run_args.max_steps
     options = dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=run_args.lr, mask_lr=run_args.mask_lr,
                    rotation_lr=run_args.rotation_lr, lora_lr=run_args.lora_lr, weight_decay=run_args.weight_decay,

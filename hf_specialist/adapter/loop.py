@@ -318,25 +318,39 @@ def train_one(
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     raw = accelerator.unwrap_model(wrapped)
     rank, world = accelerator.process_index, accelerator.num_processes
-    steps_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
-    if max_steps is not None:  # a step budget: main and fine-tune phases in steps, the support traced 20 times
-        total_steps = max_steps
-        main_steps = total_steps - (max(1, int(round(finetune_fraction * total_steps))) if total_steps > 1 else 0)
+    steps_per_epoch = max(1, math.ceil(len(train_data) / batch_size))  # batches; `global_step` counts batches
+    if max_steps is not None:  # optimizer steps: main and fine-tune phases in batches, the support traced 20 times
+        total_steps = max_steps * gradient_accumulation_steps
+        finetune = max(1, int(round(finetune_fraction * max_steps))) if max_steps > 1 else 0
+        main_steps = total_steps - finetune * gradient_accumulation_steps
         trace_every = max(1, main_steps // 20)
-    else:  # epochs: phases in whole epochs, the support traced at each main epoch's end
+    elif epochs is not None:  # epochs: phases in whole epochs, the support traced at each main epoch's end
         finetune_epochs = max(1, int(round(finetune_fraction * epochs))) if epochs > 1 else 0
         total_steps, main_steps, trace_every = (epochs * steps_per_epoch, (epochs - finetune_epochs) * steps_per_epoch,
                                                 steps_per_epoch)
+    else:
+        raise ValueError("train_one needs `epochs` or `max_steps`.")
     epochs = math.ceil(total_steps / steps_per_epoch)
-    main_points = main_steps // trace_every  # support trace points of the main phase
+    main_points = math.ceil(main_steps / trace_every)  # support trace points of the main phase (the last at the freeze)
+    schedule = {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "main_steps": main_steps,
+                "trace_every": trace_every}
     stacked = isinstance(adapter, StackedAdapters)
     lambdas = [float(x) for x in adapter.sparsities] if stacked else [float(sparsity)]
-    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": [], "sparsity": lambdas, "support_trace": []}
+    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": [], "sparsity": lambdas, "support_trace": [],
+                             "schedule": schedule}
     if resume and run_dir is not None:
         found = latest_checkpoint(run_dir)
         if found is not None:
             check_checkpoint_lambdas(found, lambdas)
             state = load_checkpoint(found, raw, optimizer, process_index=rank)
+            saved = state.get("schedule", schedule)  # checkpoints written before the schedule was recorded
+            if saved != schedule:
+                raise ValueError(f"`resume=True` found a checkpoint in {found} written under another schedule "
+                                 f"({saved}) than this call's ({schedule}): resume with the same data, batch_size, "
+                                 "epochs / max_steps and validation_split, or use a new `checkpoint_dir`.")
+            state["schedule"] = schedule
+            state["epoch"] = state["global_step"] // steps_per_epoch
+            accelerator.step = state["global_step"] % gradient_accumulation_steps  # the accumulation window
     start_step = state["global_step"]
     if stacked:  # each model's lambda, on the training device
         sparsity = raw.sparsities
@@ -368,7 +382,8 @@ def train_one(
                     optimizer.optimizer.zero_grad(set_to_none=True)
             state["global_step"] += 1
             bar.update(epoch, epochs)
-            if state["global_step"] <= main_steps and state["global_step"] % trace_every == 0:
+            if state["global_step"] <= main_steps and (state["global_step"] % trace_every == 0
+                                                        or state["global_step"] == main_steps):
                 # the support along the main phase: has it settled before the freeze?
                 state["support_trace"].append(np.asarray(adapter.task_support_).astype(int).tolist())
             if state["global_step"] % 25 == 0 or state["global_step"] == total_steps:

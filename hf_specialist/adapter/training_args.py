@@ -64,8 +64,9 @@ class SpecialistTrainingArguments:
         epochs (`int`, *optional*): passes over the training rows per trained model. `None` (with `max_steps`
             `None`): 800 optimizer steps, at most 100 and at least one pass (`default_schedule`); 10 epochs when a
             LoRA on the base is trained jointly (each step then runs the base model).
-        max_steps (`int`, *optional*): optimizer steps per trained model; when set it wins over `epochs` (the last
-            pass may be partial), as in `transformers.TrainingArguments`.
+        max_steps (`int`, *optional*): optimizer steps (updates: each `gradient_accumulation_steps` batches) per
+            trained model; when set it wins over `epochs` (the last pass may be partial), as in
+            `transformers.TrainingArguments`.
         batch_size (`int`, *optional*, defaults to 256): rows (steps) per optimizer step, **in total over all
             processes**: under `torchrun` each of P processes takes its `1/P` share of every batch, so one and two
             processes take the same optimizer steps over the same rows. With the sequence readout a batch holds
@@ -86,7 +87,8 @@ class SpecialistTrainingArguments:
             within `config.sparsity_tolerance` (relative, plus 0.02) of the dense model's loss.
         validation_split (`float`, *optional*, defaults to 0.2): share of sequences held out (for `"auto"` and the
             reported metrics); the split depends on `seed` only, never on the process count.
-        finetune_fraction (`float`, *optional*, defaults to 0.15): share of epochs trained with the support frozen.
+        finetune_fraction (`float`, *optional*, defaults to 0.15): share of the schedule (epochs, or steps with
+            `max_steps`) trained with the support frozen.
         seed (`int`, *optional*, defaults to 0): seeds the initialisation, the split, the batch order and the noise.
         mixed_precision (`str`, *optional*, defaults to `"no"`): `"no"`, `"fp16"` or `"bf16"` (accelerate).
         gradient_accumulation_steps (`int`, *optional*, defaults to 1): batches per optimizer step.
@@ -120,7 +122,8 @@ class SpecialistTrainingArguments:
     selection: str = field(default="one_se_margin", metadata=_help(
         "how sparsity='auto' picks: one_se_margin, one_se or tolerance (see select_lambda)", str))
     validation_split: float = field(default=0.2, metadata=_help("held-out share of sequences", float))
-    finetune_fraction: float = field(default=0.15, metadata=_help("share of epochs with the support frozen", float))
+    finetune_fraction: float = field(default=0.15, metadata=_help(
+        "share of the schedule (epochs, or steps with max_steps) trained with the support frozen", float))
     seed: int = field(default=0, metadata=_help("seed of initialisation, split, batch order and noise", int))
     mixed_precision: str = field(default="no", metadata=_help("no, fp16 or bf16", str))
     gradient_accumulation_steps: int = field(default=1, metadata=_help("batches per optimizer step", int))

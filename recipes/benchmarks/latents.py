@@ -2,7 +2,7 @@
 supervision on the same observations.
 
 Usage:
-    python recipes/benchmarks/latents.py [--seeds 5] [--first-seed 100] [--n 5000] [--epochs 100]
+    python recipes/benchmarks/latents.py [--seeds 5] [--first-seed 100] [--n 5000] [--epochs E]
     python recipes/benchmarks/latents.py --block-size 3 --overlap 1   # overlapping supports: each task reads two
         latents of its own and one that the other task also reads ("exact" = each task keeps 3)
 
@@ -258,7 +258,8 @@ def default_call(seed: int, n: int, epochs: int | None, block_size: int, overlap
 
 def supports_table(seeds: range, n: int, epochs: int | None, block_size: int, overlap: int) -> None:
     """The default `train_specialist` call per seed: the support per task against the true one, and the lambda."""
-    print(f"Supports of the default call (sparsity='auto'), n={n}, epochs={epochs}, block {block_size}, overlap "
+    print(f"Supports of the default call (sparsity='auto'), n={n}, "
+          f"{'default schedule' if epochs is None else f'epochs={epochs}'}, block {block_size}, overlap "
           f"{overlap}, seeds {seeds.start}..{seeds.stop - 1}")
     exact = 0
     for seed in seeds:

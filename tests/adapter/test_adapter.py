@@ -228,12 +228,16 @@ def test_classification_task_trains():
     assert (logits.argmax(-1).numpy() == labels).mean() > 0.8
 
 
-@pytest.mark.parametrize("sparsity, run_dir", [(0.05, "run-00"), ("auto", "lambda-path")])
-def test_checkpoint_resume_matches_uninterrupted(tmp_path, sparsity, run_dir):
+@pytest.mark.parametrize("sparsity, run_dir, schedule", [
+    (0.05, "run-00", {"epochs": 4}), ("auto", "lambda-path", {"epochs": 4}),
+    (0.05, "run-00", {"max_steps": 14}),  # 4 batches per epoch: stopped mid-epoch 3, ends mid-epoch 4
+    ("auto", "lambda-path", {"max_steps": 7, "gradient_accumulation_steps": 2}),  # 14 batches, stopped at 10
+])
+def test_checkpoint_resume_matches_uninterrupted(tmp_path, sparsity, run_dir, schedule):
     rng = np.random.default_rng(1)
     states = rng.normal(size=(300, 32)).astype(np.float32)
     tasks = rng.normal(size=(300, 2))
-    kwargs = dict(sparsity=sparsity, lambda_path=[0.05, 0.3], epochs=4, batch_size=64, seed=3, progress=False)
+    kwargs = dict(sparsity=sparsity, lambda_path=[0.05, 0.3], batch_size=64, seed=3, progress=False, **schedule)
     torch.manual_seed(0)
     reference = build_adapter()
     init = {k: v.clone() for k, v in reference.state_dict().items()}
@@ -254,7 +258,13 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path, sparsity, run_dir):
     assert history["path"] == expected["path"]
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
-    if sparsity == "auto":  # finished runs are kept; only the new lambda trains
+    if "max_steps" in schedule:  # the schedule is recorded in each checkpoint: another one is refused
+        with pytest.raises(ValueError, match="written under another schedule"):
+            hfs.train_specialist(build_adapter(), states, tasks, checkpoint_dir=tmp_path / "again", checkpoint_every=5,
+                                 stop_after_steps=10, **kwargs)
+            hfs.train_specialist(build_adapter(), states, tasks, checkpoint_dir=tmp_path / "again", resume=True,
+                                 **{**kwargs, "batch_size": 48})
+    if sparsity == "auto" and "max_steps" not in schedule:  # finished runs are kept; only the new lambda trains
         longer = hfs.train_specialist(build_adapter(), states, tasks, checkpoint_dir=tmp_path, resume=True,
                                       **{**kwargs, "lambda_path": [0.05, 0.3, 1.0]})
         assert longer["path"][:3] == expected["path"] and longer["path"][3]["sparsity"] == 1.0

@@ -34,6 +34,7 @@ def _linear_data(n=400, d=32, seed=0):
         (dict(progress="yes"), r"progress must be a bool or None"),
         (dict(epochs=2, finetune_fraction=0.9), r"finetune_fraction must be a float in \[0, 1\) that leaves"),
         (dict(max_steps=0), r"max_steps must be an int >= 1 or None; got 0"),
+        (dict(max_steps=2, finetune_fraction=0.9), r"leaves at least one step before the support is frozen"),
     ],
 )
 def test_arguments_are_validated_in_one_place(kwargs, match):
@@ -244,6 +245,16 @@ def test_saved_artifact_holds_training_args_and_the_card_its_held_out_metrics(tm
     assert loaded.training_args_ == saved and loaded.training_metrics_ == adapter.training_metrics_
     resaved = loaded.save_pretrained(tmp_path / "again")
     assert f"| `task_0/loss` | {history['final']['task_0']:.4g} |" in (resaved / "README.md").read_text()
+    record = json.loads((folder / "training_args.json").read_text())
+    record.pop("max_steps")  # written before the field existed: still loads
+    (folder / "training_args.json").write_text(json.dumps(record))
+    assert hfs.SpecialistAdapter.from_pretrained(folder).training_args_.epochs == 2
+    (folder / "training_args.json").write_text(json.dumps({**record, "epochs": -1}))  # a record that does not parse
+    with pytest.warns(UserWarning, match="Could not read the training record"):
+        assert not hasattr(hfs.SpecialistAdapter.from_pretrained(folder), "training_args_")
+    retrained = hfs.SpecialistAdapter.from_pretrained(tmp_path / "again")
+    hfs.train_specialist(retrained, x, y, sparsity=0.01, epochs=2, batch_size=64, stop_after_steps=1, progress=False)
+    assert not hasattr(retrained, "training_metrics_")  # an unfinished run leaves no record of the earlier one
     untrained = build_adapter()
     untrained.save_pretrained(tmp_path / "b")
     assert not (tmp_path / "b" / "training_args.json").exists()
