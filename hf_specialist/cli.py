@@ -166,7 +166,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         args,
         _load_recipe(args.recipe, "extract"),
         {"model": "minilm", "texts": None, "hook_point": "layers.3", "steps": ". ", "pool": "mean", "batch_size": 16,
-         "output": "outputs/states.npy", "cache_dir": None, "text_column": None, "pad": False},
+         "output": "outputs/states.npy", "cache_dir": None, "text_column": None, "pad": False, "context": "full"},
     )
     _check_model_name(cfg["model"])
     texts = _read_lines(cfg["texts"], cfg["text_column"]) if cfg["texts"] else _example_texts()
@@ -175,7 +175,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(cfg["model"])
     # texts with other step counts raise, as in Python, unless --pad asks for padding and a mask
     options = dict(hook_point=cfg["hook_point"], steps=steps, pool=cfg["pool"], batch_size=cfg["batch_size"],
-                   cache_dir=cfg["cache_dir"])
+                   cache_dir=cfg["cache_dir"], context=cfg["context"])
     if cfg["pad"]:
         array, mask = extract_padded_steps(model, tokenizer, texts, **options)
     else:
@@ -187,7 +187,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if cfg["pad"]:
         np.save(out.with_name(out.stem + "_mask.npy"), mask)
     _write_pipeline_record(out, model, hook_point=resolve_hook_points(model, cfg["hook_point"])[0], step_rule=steps,
-                           pool=cfg["pool"], max_length=None)
+                           pool=cfg["pool"], max_length=None, context=cfg["context"])
     print(f"extracted {array.shape[0]} sequences x {array.shape[1]} steps x {array.shape[2]} dims "
           f"from {cfg['model']} at {cfg['hook_point']} -> {out}")
     norms = np.linalg.norm(array, axis=-1)
@@ -202,7 +202,7 @@ PIPELINE_SUFFIX = ".pipeline.json"
 
 def _write_pipeline_record(states_path: Path, model: Any, **pipeline: Any) -> Path:
     """Beside `states.npy`, `states.pipeline.json`: how the states were made (the base's real id, revision, type and
-    hidden size; hook point, step rule, pooling, max_length), so that `train` records them in the adapter."""
+    hidden size; hook point, step rule, pooling, max_length, context), so that `train` records them in the adapter."""
     from .adapter.config import SpecialistConfig
 
     base = SpecialistConfig(d_in=1)
@@ -231,7 +231,9 @@ def _pipeline_for_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     record = _pipeline_record(cfg["states"])
     fields = {name: cfg.get(name) if cfg.get(name) is not None else record.get(name)
-              for name in ("hook_point", "step_rule", "pool", "max_length")}
+              for name in ("hook_point", "step_rule", "pool", "max_length", "context")}
+    if fields["context"] is None:  # states from elsewhere (or an older extract): the config's default, "full"
+        del fields["context"]
     base = alias = cfg.get("base_model")
     if base in OFFLINE_MODELS:
         base = OFFLINE_MODELS[base][1]
@@ -487,6 +489,9 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pad", action="store_true", default=None,
                    help="pad texts with fewer steps (and write a _mask.npy beside the output); without it they are "
                         "an error")
+    p.add_argument("--context", choices=["full", "isolated"],
+                   help="full (default): whole texts through the model; isolated: each step alone (no content leaks "
+                        "between steps; recorded, so the trained adapter reads texts the same way)")
     p.add_argument("--output", "-o", help="output .npy (with --pad, a _mask.npy is written beside it)")
 
 

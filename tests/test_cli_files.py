@@ -84,6 +84,21 @@ def test_cli_extract_and_discover_from_a_csv(tmp_path, tiny_model_folder, capsys
     out = capsys.readouterr().out
     assert code == 0 and "extracted 3 sequences x 2 steps" in out
     assert np.load(tmp_path / "states.npy").shape == (3, 2, 32) and not (tmp_path / "states_mask.npy").exists()
+    assert json.loads((tmp_path / "states.pipeline.json").read_text())["context"] == "full"
+
+    # --context isolated: each step through the model alone, recorded so the trained adapter reads texts that way
+    assert main(["extract", "--model", str(tiny_model_folder), "--texts", str(tmp_path / "data.csv"),
+                 "--hook-point", "layers.1", "--context", "isolated", "--output", str(tmp_path / "iso.npy")]) == 0
+    isolated = np.load(tmp_path / "iso.npy")
+    from hf_specialist.models import load_model
+
+    model, tokenizer = load_model(str(tiny_model_folder))
+    texts = list(TEXTS)
+    np.testing.assert_allclose(isolated, hfs.extract_steps(model, tokenizer, texts, hook_point="layers.1", steps=". ",
+                                                           context="isolated"), atol=1e-5)
+    from hf_specialist import cli
+
+    assert cli._pipeline_for_config({"states": str(tmp_path / "iso.npy")})["context"] == "isolated"  # what train records
 
     states, tasks, truth = synthetic.collider_sequences(n=3000, T=4, M=2, seed=0)
     np.save(tmp_path / "s.npy", states)
