@@ -352,7 +352,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise BadInput(str(err)) from err
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
-    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", _task_columns(args, cfg))
+    columns = _task_columns(args, cfg)
+    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", columns)
     structure = None
     if cfg["structure"]:
         file = Path(cfg["structure"])
@@ -362,9 +363,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     sparsity = cfg["sparsity"] if cfg["sparsity"] == "auto" else float(cfg["sparsity"])
     n_tasks = tasks.shape[-1] if tasks.ndim > 1 else 1
     task_types, n_classes = _listed(cfg["task_types"], str), _listed(cfg["n_classes"], int)
+    names = _listed(columns, str) if columns else None  # tasks named by their columns (summary, card, evaluate)
     try:
         config = SpecialistConfig(d_in=int(states.shape[-1]), d_latent=cfg["d_latent"], n_tasks=n_tasks,
                                   sparsity=sparsity, task_types=task_types, n_classes=n_classes,
+                                  task_names=names if names and len(names) == n_tasks else None,
                                   **_pipeline_for_config(cfg))  # hook point, step rule, pooling, base id, revision
     except ValueError as err:
         raise BadInput(str(err)) from err
@@ -393,7 +396,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_source(cfg["adapter"], "folder", namespace_required=True)  # a missing folder fails here, no Hub call
     adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
-    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", _task_columns(args, cfg))
+    columns = _task_columns(args, cfg)
+    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", columns)
     structure = getattr(adapter, "structure_", None)
     expected = structure.step_tasks_.shape[0] if structure is not None else adapter.config.n_steps
     if states.ndim == 3 and expected is not None and states.shape[1] != expected:

@@ -108,6 +108,11 @@ def test_cli_extract_and_discover_from_a_csv(tmp_path, tiny_model_folder, capsys
                  "--task-columns", "g0,g1", "--output", str(tmp_path / "structure.json")]) == 0
     expected = hfs.TaskStructure(segment_length=2).fit(states, tasks).step_tasks_
     np.testing.assert_array_equal(json.loads((tmp_path / "structure.json").read_text())["step_tasks"], expected)
+    # train names the tasks by their columns (the summary, the card and `evaluate` show them)
+    assert main(["train", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "tasks.csv"),
+                 "--task-columns", "g0,g1", "--sparsity", "0", "--epochs", "1", "--no-progress",
+                 "--output", str(tmp_path / "adapter")]) == 0
+    assert hfs.SpecialistAdapter.from_pretrained(tmp_path / "adapter").config.task_names == ["g0", "g1"]
 
 
 def test_cli_blank_lines_and_uneven_steps_are_errors_as_in_python(tmp_path, tiny_model_folder, capsys):
