@@ -134,15 +134,30 @@ def task_outcomes(tasks: list[EntityTask], entities: np.ndarray, step_tasks: np.
 
 
 def _assignment(n_segments: int, tasks: list[EntityTask], rng: np.random.Generator,
-                min_segments: int = 2) -> tuple[np.ndarray, list[str]]:
-    """Segment x task marks with one entity type per segment (a sentence names one entity)."""
+                min_segments: int = 2, attempts: int = 100) -> tuple[np.ndarray, list[str]]:
+    """Segment x task marks with one entity type per segment (a sentence names one entity).
+
+    The tasks draw their segments in a random order; a draw that leaves a later task fewer than `min_segments`
+    segments of its entity type is drawn again (the first draw that fits is kept, so a seed always gives the same
+    assignment). Raises `ValueError` when `attempts` draws all fail (too few segments for the tasks).
+    """
+    for _ in range(attempts):
+        drawn = _draw_assignment(n_segments, tasks, rng, min_segments)
+        if drawn is not None:
+            return drawn
+    raise ValueError(f"{n_segments} segments cannot give every task {min_segments} segments with one entity type "
+                     "each; use a larger T.")
+
+
+def _draw_assignment(n_segments: int, tasks: list[EntityTask], rng: np.random.Generator,
+                     min_segments: int) -> tuple[np.ndarray, list[str]] | None:
+    """One draw of `_assignment`, or `None` when a task is left too few segments of its type."""
     kinds: list[str | None] = [None] * n_segments
     marks = np.zeros((n_segments, len(tasks)), dtype=bool)
     for i in rng.permutation(len(tasks)):
         free = [k for k in range(n_segments) if kinds[k] in (None, tasks[i].kind)]
         if len(free) < min_segments:
-            raise ValueError(f"{n_segments} segments cannot give every task {min_segments} segments with one entity "
-                             "type each; use a larger T.")
+            return None
         count = int(rng.integers(min_segments, max(min_segments, len(free) // 2) + 1))
         for k in rng.choice(free, size=count, replace=False):
             marks[k, i] = True
