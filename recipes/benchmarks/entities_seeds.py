@@ -2,7 +2,7 @@
 surface on *every* seed (issue 24's target: own >= 0.9 and surface <= 0.1, min and max over seeds)?
 
 Usage:
-    python recipes/benchmarks/entities_seeds.py [--model minilm] [--seeds 10] [--first-seed 100] [--n 2000]
+    python recipes/benchmarks/entities_seeds.py [--model minilm] [--seeds 10] [--first-seed 100] [--n 2000] [--epochs E]
 
 Per seed: `knowledge.run_entities_demo` (extract -> discover -> train with `sparsity="auto"` -> entity-disjoint
 probes; the demo's own settings: `project=32`, `d_latent=32`, 20 epochs = 1,000 optimizer steps at n = 2,000), the
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=100, help="evaluation seeds (0 was development)")
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo's, 20)")
     parser.add_argument("--own", type=float, default=0.9, help="target: own attribute kept at least")
     parser.add_argument("--surface", type=float, default=0.1, help="target: surface kept at most")
     args = parser.parse_args()
@@ -41,7 +42,9 @@ def main() -> None:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
             try:
-                summary = run_entities_demo(args.model, n=args.n, seed=seed, output_dir=out, quiet=True, base=base)
+                extra = {} if args.epochs is None else {"epochs": args.epochs}
+                summary = run_entities_demo(args.model, n=args.n, seed=seed, output_dir=out, quiet=True, base=base,
+                                            **extra)
             except RuntimeError as err:  # the structure found no step for a task: the probes cannot run
                 print(f"  seed {seed}: {err}", flush=True)
                 continue
