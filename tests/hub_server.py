@@ -109,24 +109,19 @@ def make_handler(state: HubState, base_url: list[str]):
             files = repo["commits"][sha]["files"]
             prefix = prefix.strip("/")
             folders = sorted({"/".join(path.split("/")[:i]) for path in files for i in range(1, path.count("/") + 1)})
-            out = []
-            for path in folders:
+            def selected(path: str) -> bool:
                 if paths is not None:
-                    if path not in paths:
-                        continue
-                elif prefix and not path.startswith(prefix + "/"):
-                    continue
-                elif not recursive and path.count("/") != (prefix.count("/") + 1 if prefix else 0):
-                    continue
+                    return path in paths
+                if prefix and not path.startswith(prefix + "/"):
+                    return False
+                return recursive or path.count("/") == (prefix.count("/") + 1 if prefix else 0)
+
+            out = []
+            for path in filter(selected, folders):
                 out.append({"type": "directory", "path": path,
                             "oid": hashlib.sha1(f"{sha}:{path}".encode()).hexdigest()})
             for path, content in sorted(files.items()):
-                if paths is not None:
-                    if path not in paths:
-                        continue
-                elif prefix and not path.startswith(prefix + "/"):
-                    continue
-                elif not recursive and path.count("/") != (prefix.count("/") + 1 if prefix else 0):
+                if not selected(path):
                     continue
                 lfs = path.endswith(LFS_SUFFIXES)
                 entry = {"type": "file", "path": path, "size": len(content), "oid": _etag(content, False)}
