@@ -287,7 +287,8 @@ def train_one(
     optimizer steps are the same in one process and in several. The schedule is `epochs` passes, or `max_steps`
     optimizer steps when given (the last pass partial): the penalty warms up over `config.sparsity_warmup` of the
     main phase, then the support is frozen for the last `finetune_fraction`. The support is traced at the end of
-    every main epoch (with `max_steps`: at 20 evenly spaced steps of the main phase) for `support_settled`. Returns the logged steps (one row per model and
+    every main epoch (with `max_steps`: at 20 evenly spaced steps of the main phase) for `support_settled`.
+    Returns the logged steps (one row per model and
     logged step), the held-out metrics of the final model (`"final"`; a list with one dict per model for a stack),
     whether each model's support had settled before it was frozen (`"settled"`, a list) and the number of
     optimizer steps, or
