@@ -92,8 +92,10 @@ def lambda_path_plot(history: Mapping[str, Any], path: str | os.PathLike,
                      task_names: Sequence[str] | None = None) -> Path:
     """The lambda path of `train_specialist(..., sparsity="auto")` from its returned `history`, as a PNG.
 
-    Left: held-out loss per task against lambda with one standard error as error bars, and the rule's threshold
-    per task (dashed) when the one-standard-error rule chose; right: support size per task. The kept lambda is
+    Left: the held-out loss that the rule compares per task (`lambda_path.selection_loss`: standardised squared
+    error, or the normalised Brier score of a classification task) against lambda with one standard error as error
+    bars, and the rule's threshold per task (dashed) when the one-standard-error rule chose (none for a task that
+    did not vote); right: support size per task. The kept lambda is
     marked. The dense model (lambda 0) sits at the left edge of the log axis, labelled "0".
 
     Args:
@@ -104,6 +106,8 @@ def lambda_path_plot(history: Mapping[str, Any], path: str | os.PathLike,
     Returns:
         `Path` of the PNG.
     """
+    from .adapter.lambda_path import selection_loss
+
     records = list(history.get("path") or [])
     if not records:
         raise ValueError("`history` has no lambda path to plot (`history['path']` is empty).")
@@ -120,10 +124,9 @@ def lambda_path_plot(history: Mapping[str, Any], path: str | os.PathLike,
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for i, name in enumerate(names):
-        losses = [r[f"task_{i}"] for r in records]
-        errors = [r.get(f"task_{i}/se", 0.0) for r in records]
+        losses, errors, _ = zip(*(selection_loss(r, i) for r in records))
         ax1.errorbar(x, losses, yerr=errors, marker="o", capsize=3, color=f"C{i % 10}", label=name)
-        if thresholds is not None and i < len(thresholds):
+        if thresholds is not None and i < len(thresholds) and thresholds[i] is not None:
             ax1.axhline(thresholds[i], color=f"C{i % 10}", linestyle="--", linewidth=0.8)
         sizes = np.asarray([np.asarray(r["support"])[i].sum() for r in records])
         ax2.plot(x, sizes, marker="o", color=f"C{i % 10}", label=name)
@@ -138,7 +141,7 @@ def lambda_path_plot(history: Mapping[str, Any], path: str | os.PathLike,
                               for t in ticks], rotation=30)
         ax.minorticks_off()
         ax.set_xlabel("lambda (l1 on the task x latent mask)")
-    ax1.set_ylabel("held-out loss (± 1 s.e.)")
+    ax1.set_ylabel("held-out loss, 1 = the null (± 1 s.e.)")
     ax2.set_ylabel("support size (latents)")
     ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)

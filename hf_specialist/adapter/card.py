@@ -30,7 +30,7 @@ def versions() -> dict[str, str]:
 
 def named_metrics(config: Any, metrics: dict[str, Any]) -> dict[str, Any]:
     """Metrics under readable names: `task_i...` becomes `<task name>/loss`, `/loss_se`, `/r2`, `/accuracy`,
-    `/rows`; other names (`adapter/...`, `latents/...`) stay."""
+    `/brier`, `/brier_se`, `/null`, `/rows`; other names (`adapter/...`, `latents/...`) stay."""
     renamed = {}
     for key, value in metrics.items():
         head, _, tail = key.partition("/")
@@ -67,6 +67,10 @@ def metric_meaning(config: Any, key: str) -> str:
                 "loss_se": f"standard error of {name}'s loss (how much it would move with another sample)",
                 "r2": f"R^2 of {name} (1 = perfect, 0 = no better than the training mean)",
                 "accuracy": f"share of {name}'s labels predicted right",
+                "brier": f"Brier score of {name} over that of predicting the class shares (0 = perfect, 1 = no "
+                         "better than the shares; what the lambda choice compares)",
+                "brier_se": f"standard error of {name}'s normalised Brier score",
+                "null": f"loss of predicting the training mean of {name} (the loss's no-information level)",
                 "rows": f"held-out rows (or sequences) that count for {name}"}.get(part, "")
     return ""
 

@@ -34,7 +34,7 @@ from .stacked import StackedAdapters
 from .training_args import DEFAULT_EPOCHS, DEFAULT_LORA_EPOCHS, SpecialistTrainingArguments
 
 __all__ = ["DEFAULT_EPOCHS", "DEFAULT_LORA_EPOCHS", "auto_lambda_path", "select_lambda", "select_sparsest",
-           "train_specialist", "training_summary", "unsettled_lambdas"]
+           "selection_loss", "train_specialist", "training_summary", "unsettled_lambdas"]
 # train the lambdas left as one `StackedAdapters` (frozen base only); `False` runs them one after another, the old
 # path that `recipes/benchmarks/speed.py` times beside the new one
 STACK_LAMBDAS = True
@@ -45,16 +45,33 @@ def auto_lambda_path(n_values: int = 5, low: float = 3e-3, high: float = 0.3) ->
     return [float(x) for x in np.geomspace(low, high, n_values)]
 
 
+def selection_loss(record: dict[str, Any], task: int) -> tuple[float, float, float]:
+    """The held-out number that `select_lambda` compares for one task of one trained model, its standard error, and
+    the same number for a model that knows nothing (the null).
+
+    Regression: the standardised mean squared error (`task_i`; the null `task_i/null` is predicting the training
+    mean, about 1). Classification: the Brier score over that of predicting the class shares (`task_i/brier`, null
+    1) where the record has it, else the cross-entropy (null unknown: infinite). Why not the cross-entropy that training minimises: a held-out cross-entropy is
+    dominated by the few confidently wrong rows, so models with the same accuracy and the same support differ by
+    more than their supports explain (entities demo, development seeds 0-2: 0.08-0.23 among models of one support
+    pattern); the Brier score is a proper score too, bounded per row, and on the same scale as the regression loss.
+    """
+    if f"task_{task}/brier" in record:
+        return float(record[f"task_{task}/brier"]), float(record.get(f"task_{task}/brier_se", 0.0)), 1.0
+    return (float(record[f"task_{task}"]), float(record.get(f"task_{task}/se", 0.0)),
+            float(record.get(f"task_{task}/null", math.inf)))
+
+
 def select_sparsest(path: list[dict[str, Any]], tolerance: float, n_tasks: int) -> int:
     """Index of the sparsest trained model whose held-out task losses stay within tolerance of the dense one's.
 
     The first entry is the dense model (or the only model). Marks each entry with `within_tolerance`.
     """
-    dense = [path[0][f"task_{i}"] for i in range(n_tasks)]
+    dense = [selection_loss(path[0], i)[0] for i in range(n_tasks)]
     allowed = [d * (1 + tolerance) + 0.02 for d in dense]
     best = 0
     for index, record in enumerate(path):
-        losses = [record[f"task_{i}"] for i in range(n_tasks)]
+        losses = [selection_loss(record, i)[0] for i in range(n_tasks)]
         ok = all(loss <= limit for loss, limit in zip(losses, allowed)) and all(any(row) for row in record["support"])
         record["within_tolerance"] = bool(ok)
         if ok and record["adapter/support_size"] <= path[best]["adapter/support_size"]:
@@ -67,16 +84,20 @@ def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_
     """Index of the model that `sparsity="auto"` keeps, and the thresholds it used.
 
     `path` holds one record per trained model (the dense model first) with its held-out loss `task_i`, the standard
-    error of that mean `task_i/se` per task, `adapter/support_size`, `support` and `settled` (whether its support
-    had stopped changing before it was frozen). Every record is marked with `within_tolerance`: whether its
-    losses passed the rule's thresholds.
+    error of that mean `task_i/se` per task (and for classification the Brier score `task_i/brier` with
+    `task_i/brier_se`), `adapter/support_size`, `support` and `settled` (whether its support had stopped changing
+    before it was frozen). Every record is marked with `within_tolerance`: whether its losses passed the rule's
+    thresholds. "Loss" below is `selection_loss`: the standardised squared error for regression, the normalised
+    Brier score for classification.
 
     Rules (`SpecialistTrainingArguments.selection`):
         `"one_se_margin"` (default): per task, the best model is the one with the lowest held-out loss. A model
         passes when every task's loss is at most `best + max(se_best, tolerance * best + 0.02)` (one standard
         error of the best loss, or the effect-size margin of `config.sparsity_tolerance` when that is larger) and
         every task keeps at least one latent. The sparsest model that passes is kept (smallest total support; on
-        a tie, the larger lambda).
+        a tie, the larger lambda). A task that even its best model predicts no better than the null (a loss above
+        `null - 2 se`: R^2 or Brier skill not above zero) has no held-out evidence about which latents it needs, so
+        it does not vote (its threshold is `None`, its index in `"uninformative"`); it must still keep a latent.
         `"one_se"`: the same with one standard error alone (glmnet's `lambda.1se`, held-out rows for folds).
         `"tolerance"`: the earlier rule (`select_sparsest`): within `tolerance` (relative, plus 0.02) of the
         *dense* model's loss.
@@ -111,14 +132,18 @@ def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_
         return best, {"rule": "tolerance", "tolerance": tolerance}
     if rule not in ("one_se", "one_se_margin"):
         raise ValueError(f"`rule` must be 'one_se_margin', 'one_se' or 'tolerance', got {rule!r}.")
-    losses = np.array([[record[f"task_{i}"] for i in range(n_tasks)] for record in path], dtype=float)
-    errors = np.array([[record.get(f"task_{i}/se", 0.0) for i in range(n_tasks)] for record in path], dtype=float)
+    scored = np.array([[selection_loss(record, i) for i in range(n_tasks)] for record in path], dtype=float)
+    losses, errors = scored[..., 0], scored[..., 1]
     nonempty = np.array([all(any(row) for row in record["support"]) for record in path])
     pool = np.where(nonempty[:, None], losses, np.inf)
     best_rows = pool.argmin(0)
     base, noise = losses[best_rows, np.arange(n_tasks)], errors[best_rows, np.arange(n_tasks)]
+    null = scored[best_rows, np.arange(n_tasks), 2]
     margin = noise if rule == "one_se" else np.maximum(noise, tolerance * base + 0.02)
-    thresholds = base + margin
+    # a task that even its best model predicts no better than the null (within two standard errors) has no
+    # held-out evidence about which latents it needs: its differences between models are noise, so it does not vote
+    uninformative = base > null - 2.0 * noise
+    thresholds = np.where(uninformative, np.inf, base + margin)
     passed = [bool(np.all(losses[k] <= thresholds + 1e-12)) and bool(nonempty[k]) for k in range(len(path))]
     for record, ok in zip(path, passed):
         record["within_tolerance"] = ok
@@ -135,8 +160,8 @@ def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_
             chosen = index
     if chosen is None:  # no model keeps every task: the best on average
         chosen = int(pool.mean(1).argmin())
-    return chosen, {"rule": rule, "best": [int(b) for b in best_rows], "thresholds": [float(t) for t in thresholds],
-                    "tolerance": tolerance}
+    return chosen, {"rule": rule, "best": [int(b) for b in best_rows], "thresholds": [None if math.isinf(t) else float(t) for t in thresholds],
+                    "tolerance": tolerance, "uninformative": [int(i) for i in np.flatnonzero(uninformative)]}
 
 
 def unsettled_lambdas(path: list[dict[str, Any]], best: int) -> list[float]:
@@ -198,7 +223,9 @@ def train_specialist(
     held-out loss is, for every task, within `max(one standard error, a margin)` of the best model's (see `select_lambda` for the rule and why). Users have no ground truth to tune lambda against;
     held-out task loss is what they do have. When the kept model's support, or that of a sparser model that passed
     the rule's thresholds, was still changing when it was frozen, a `UserWarning` says the run was too short for
-    the supports to settle (`history["settled"]` is then `False`): train longer before trusting the choice.
+    the supports to settle (`history["settled"]` is then `False`): train longer before trusting the choice. A task
+    that no model predicts better than the null on held-out rows does not vote in the choice, and a `UserWarning`
+    names it (`history["selection"]["uninformative"]`).
 
     Progress: a tqdm bar when stderr is a terminal, otherwise a line on stderr every 10% (and at least every
     `args.log_every` seconds); a one-paragraph summary at the end (`history["summary"]`); `progress=False` is quiet.
@@ -404,6 +431,13 @@ def train_specialist(
             f"({f'max_steps={max_steps}' if max_steps is not None else f'epochs={epochs}'}): "
             "the run was too short for the supports to settle, so this lambda and support are not a reliable "
             "choice. Train with more epochs (or max_steps).", UserWarning, stacklevel=2)
+    unpredicted = [cfg.task_names[i] for i in selection.get("uninformative", [])]
+    if unpredicted and len(lambdas) > 1 and is_main_process():
+        warnings.warn(
+            f"train_specialist: no trained model predicts {', '.join(unpredicted)} better than the null on held-out "
+            "rows (R^2 or Brier skill not above zero by two standard errors), so these tasks did not vote in the "
+            "lambda choice and their latents are not backed by held-out evidence. Check the task's steps and the "
+            "hook point (a layer whose states carry the task), or give more sequences.", UserWarning, stacklevel=2)
     final = {k2: v for k2, v in path[best].items() if k2 not in ("support", "sparsity", "within_tolerance", "settled")}
     seconds = time.perf_counter() - started
     summary = training_summary(adapter, path, best, selection, settled, seconds, multiple=len(lambdas) > 1)
@@ -446,6 +480,9 @@ def training_summary(adapter: SpecialistAdapter, path: list[dict[str, Any]], bes
                      + (f", {score}" if score else ""))
     tail = "" if settled or not multiple else (
         " Supports were still changing when they were frozen: train longer before trusting this choice.")
+    unpredicted = [cfg.task_names[i] for i in selection.get("uninformative", [])]
+    if unpredicted and multiple:
+        tail += f" Not predicted better than the null, so not voting in the choice: {', '.join(unpredicted)}."
     return (f"{head} Support and held-out metrics per task: " + "; ".join(parts)
             + f". Reconstruction explains {record['adapter/explained_variance']:.3f} of the input variance. "
             + f"Time {seconds:.1f} s." + tail)

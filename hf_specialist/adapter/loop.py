@@ -40,8 +40,11 @@ def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float
     Per task: `task_i`, the mean loss over its rows (standardised MSE or cross-entropy); `task_i/se`, the standard
     error of that mean (the spread of the per-row losses over the square root of the row count: how much the number
     would move with another held-out sample); `task_i/r2` for regression (1 - MSE / mean squared deviation of the
-    held-out targets from the training mean, i.e. R^2 against predicting the training mean) or `task_i/accuracy`
-    for classification; `task_i/n` the held-out rows. Also `adapter/explained_variance` of the reconstruction.
+    held-out targets from the training mean, i.e. R^2 against predicting the training mean) and `task_i/null`
+    (that mean squared deviation: the loss of predicting the training mean) or, for
+    classification, `task_i/accuracy` and `task_i/brier` (the mean Brier score over that of predicting the
+    held-out class shares: 0 is perfect, 1 is no better than the class shares) with its standard error
+    `task_i/brier_se`; `task_i/n` the held-out rows. Also `adapter/explained_variance` of the reconstruction.
     """
     was_training = adapter.training
     adapter.eval()
@@ -49,6 +52,8 @@ def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float
     cfg = adapter.config
     n_tasks = cfg.n_tasks
     sums, squares, counts, scores = np.zeros(n_tasks), np.zeros(n_tasks), np.zeros(n_tasks), np.zeros(n_tasks)
+    brier_sums, brier_squares = np.zeros(n_tasks), np.zeros(n_tasks)
+    label_counts: dict[int, np.ndarray] = {}
     sq_total, count, first, second = 0.0, 0, None, None
     for h, t, m in chunks:
         h, t, m = h.to(device), t.to(device), m.to(device)
@@ -65,6 +70,12 @@ def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float
             squares[i] += float((losses**2).sum())
             counts[i] += int(rows.sum())
             scores[i] += float(terms[f"task_{i}/score"][rows].double().sum())
+            if f"task_{i}/brier" in terms:
+                brier = terms[f"task_{i}/brier"][rows].double()
+                brier_sums[i] += float(brier.sum())
+                brier_squares[i] += float((brier**2).sum())
+                seen = terms[f"task_{i}/labels"][rows].double().sum(0).cpu().numpy()
+                label_counts[i] = seen if i not in label_counts else label_counts[i] + seen
     adapter.train(was_training)
     var_total = float((second - first**2 / max(count, 1)).sum())
     out: dict[str, float] = {}
@@ -76,8 +87,15 @@ def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float
         out[f"task_{i}/se"] = float(np.sqrt(spread / n))
         if cfg.task_types[i] == "regression":
             out[f"task_{i}/r2"] = float(1.0 - sums[i] / max(scores[i], 1e-12))
+            out[f"task_{i}/null"] = float(scores[i] / n)  # the loss of predicting the training mean
         else:
             out[f"task_{i}/accuracy"] = float(scores[i] / n)
+            shares = label_counts.get(i, np.ones(1)) / n
+            null = max(1.0 - float((shares**2).sum()), 1e-12)  # the Brier score of predicting the class shares
+            brier = brier_sums[i] / n
+            brier_spread = max(brier_squares[i] / n - brier**2, 0.0) * n / max(n - 1, 1.0)
+            out[f"task_{i}/brier"] = float(brier / null)
+            out[f"task_{i}/brier_se"] = float(np.sqrt(brier_spread / n) / null)
         out[f"task_{i}/n"] = int(counts[i])
     out["adapter/explained_variance"] = 1.0 - sq_total / max(var_total, 1e-12)
     return out

@@ -260,7 +260,9 @@ class SpecialistAdapter(
         `per_row=True` (held-out evaluation) also, per task, `"task_i/per_row"` (each row's loss), `"task_i/rows"`
         (which rows count) and `"task_i/score"`: each row's squared standardised target deviation from 0 summed
         over its columns divided by their count (regression: for R^2) or whether the argmax is right
-        (classification: for accuracy).
+        (classification: for accuracy); for classification also `"task_i/brier"` (each row's Brier score, the
+        squared distance of the predicted class probabilities from the one-hot label) and `"task_i/labels"` (the
+        one-hot labels, for the Brier score of predicting the class frequencies).
         """
         sequence = h.ndim == 3
         if sequence:
@@ -295,8 +297,14 @@ class SpecialistAdapter(
             weight = rows.to(per_row.dtype)
             value = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
             if per_row_terms is not None:
-                score = ((target**2).mean(-1) if self.config.task_types[i] == "regression"
-                         else (out.argmax(-1) == tasks[:, cols.start].long()).to(per_row.dtype))
+                if self.config.task_types[i] == "regression":
+                    score = (target**2).mean(-1)
+                else:
+                    labels = tasks[:, cols.start].long().clamp(min=0)
+                    score = (out.argmax(-1) == labels).to(per_row.dtype)
+                    onehot = nn.functional.one_hot(labels, out.shape[-1]).to(out.dtype)
+                    per_row_terms[f"task_{i}/brier"] = ((out.softmax(-1) - onehot) ** 2).sum(-1).detach()
+                    per_row_terms[f"task_{i}/labels"] = onehot
                 per_row_terms.update({f"task_{i}/per_row": per_row.detach(), f"task_{i}/rows": rows,
                                       f"task_{i}/score": score.detach()})
             terms[f"task_{i}"] = value.detach()

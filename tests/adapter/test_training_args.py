@@ -120,6 +120,56 @@ def test_default_rule_adds_a_margin_to_the_best_loss():
         select_lambda(path, 2, "median")
 
 
+def test_held_out_brier_score_of_a_classification_task_matches_sklearn():
+    from hf_specialist.adapter.loop import evaluate
+
+    rng = np.random.default_rng(0)
+    adapter = build_adapter(n_tasks=2, task_types=["regression", "classification"], n_classes=[1, 3],
+                            task_readout="step")
+    x = torch.as_tensor(rng.normal(size=(300, 32)), dtype=torch.float32)
+    labels = rng.integers(0, 3, size=300)
+    y = torch.as_tensor(np.stack([rng.normal(size=300), labels], axis=1), dtype=torch.float32)
+    mask = torch.ones(300, 2, dtype=torch.bool)
+    metrics = evaluate(adapter, x, y, mask, batch_size=64)  # several chunks: the sums must add up
+    adapter.eval()
+    with torch.no_grad():
+        terms = adapter.loss_terms(x, y, mask, 0.0, per_row=True)
+        probs = adapter.predict(x, task=1).softmax(-1).numpy()
+    per_row = ((probs - np.eye(3)[labels]) ** 2).sum(1)
+    shares = np.bincount(labels, minlength=3) / 300
+    null = 1 - (shares**2).sum()
+    np.testing.assert_allclose(metrics["task_1/brier"], per_row.mean() / null, rtol=1e-5)
+    np.testing.assert_allclose(metrics["task_1/brier_se"], per_row.std(ddof=1) / np.sqrt(300) / null, rtol=1e-4)
+    np.testing.assert_allclose(terms["task_1/brier"].numpy(), per_row, rtol=1e-5)
+    assert "task_0/brier" not in metrics  # regression keeps its standardised squared error
+
+
+def test_rule_compares_classification_tasks_on_the_brier_score():
+    from hf_specialist.adapter.lambda_path import selection_loss
+
+    # cross-entropy says the sparse model lost task 0 (a few confidently wrong rows); Brier says it did not
+    path = [_record(0.0, [0.08], [0.02], [8]), _record(0.1, [0.20], [0.05], [2])]
+    path[0].update({"task_0/brier": 0.10, "task_0/brier_se": 0.010})
+    path[1].update({"task_0/brier": 0.11, "task_0/brier_se": 0.011})
+    assert selection_loss(path[1], 0) == (0.11, 0.011, 1.0)  # the null of a normalised Brier score is 1
+    best, selection = select_lambda(path, 1)
+    assert best == 1 and selection["thresholds"] == pytest.approx([0.10 + 0.03])
+    without = [{k: v for k, v in r.items() if "brier" not in k} for r in path]  # old records: the loss
+    assert select_lambda(without, 1)[0] == 0
+
+
+def test_a_task_no_model_predicts_does_not_vote():
+    # task 1 is noise for every model (loss about its null 1): its differences between models say nothing
+    path = [_record(0.0, [0.05, 1.01], [0.004, 0.07], [8, 8]), _record(0.1, [0.055, 1.15], [0.004, 0.08], [2, 2])]
+    for record in path:
+        record["task_0/null"], record["task_1/null"] = 1.0, 1.0
+    best, selection = select_lambda(path, 2)
+    assert best == 1 and selection["uninformative"] == [1] and selection["thresholds"][1] is None
+    path[0]["task_1"], path[1]["task_1"] = 0.60, 0.90  # now it is predicted (0.60 < 1 - 2 x 0.07): it votes again
+    best, selection = select_lambda(path, 2)
+    assert best == 0 and selection["uninformative"] == []
+
+
 def test_a_choice_holds_only_when_the_kept_and_sparser_passing_supports_settled():
     from hf_specialist.adapter.lambda_path import unsettled_lambdas
 
