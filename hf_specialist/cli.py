@@ -598,6 +598,7 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     from .demo import run_demo  # light: torch loads when the demo runs
+    from .knowledge import run_entities_demo
 
     default = api_defaults(run_demo, ("model", "n", "T", "M", "d_latent", "epochs", "seed", "output_dir"))
     p.add_argument("--model", help=f"minilm, smollm2 or a local model folder (default {default['model']})")
@@ -609,7 +610,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--M", type=int, help=f"tasks (default {default['M']}; planted only)")
     p.add_argument("--hook-point", dest="hook_point", help="default: a middle layer of the offline models")
     p.add_argument("--d-latent", dest="d_latent", type=int, help=f"latent dims (default {default['d_latent']})")
-    p.add_argument("--epochs", type=int, help=f"training epochs per model (default {default['epochs']})")
+    p.add_argument("--epochs", type=int, help=f"training epochs per model (default {default['epochs']} planted, "
+                                                f"{api_defaults(run_entities_demo, ['epochs'])['epochs']} entities)")
     p.add_argument("--seed", type=int, help=f"default {default['seed']}")
     p.add_argument("--output", "-o", help=f"output folder (default ./{default['output_dir']})")
 

@@ -125,8 +125,8 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path):
 
 def test_both_demos_and_the_cli_run_the_one_pipeline(tmp_path, monkeypatch):
     """`run_demo`, `run_entities_demo` and `hf-specialist demo [--data entities]` are one call of
-    `pipeline.run_pipeline`, differing only in the data maker, the scorer and the structure's `project`; the CLI's
-    defaults are the demo's signature's."""
+    `pipeline.run_pipeline`, differing only in the data maker, the scorer, the structure's `project` and the entities'
+    epochs; the CLI's defaults are the demo's signature's."""
     import inspect
 
     from hf_specialist import demo, knowledge, pipeline
@@ -146,16 +146,19 @@ def test_both_demos_and_the_cli_run_the_one_pipeline(tmp_path, monkeypatch):
     assert main(["demo", "--data", "entities", "--n", "30", "-o", str(tmp_path)]) == 0
     planted, entities = calls
     assert planted["score"] is demo.score_planted and entities["score"] is knowledge.score_entities
-    for call in (planted, entities):
-        assert {k: call[k] for k in shared} == {k: defaults[k] for k in shared}  # one source of the defaults
+    expected = {"planted": {k: defaults[k] for k in shared},  # one source of the defaults
+                "entities": {**{k: defaults[k] for k in shared}, "epochs": knowledge.ENTITIES_EPOCHS}}
+    assert knowledge.ENTITIES_EPOCHS != defaults["epochs"]  # the entities data's one training choice of its own
+    for name, call in (("planted", planted), ("entities", entities)):
+        assert {k: call[k] for k in shared} == expected[name]
     assert planted.get("structure_options") is None  # TaskStructure's own defaults
     assert entities["structure_options"] == {"project": 32} and entities["require_every_task"] is True
     assert planted["output_dir"] == str(tmp_path) and entities["output_dir"] == str(tmp_path / "entities")
     data = planted["make_data"]()
     assert len(data.texts) == 30 and data.tasks.shape == (30, 2) and data.truth["step_tasks"].shape == (4, 2)
-    for runner in (demo.run_demo, knowledge.run_entities_demo):
+    for name, runner in (("planted", demo.run_demo), ("entities", knowledge.run_entities_demo)):
         signature = inspect.signature(runner).parameters
-        assert {k: signature[k].default for k in shared} == {k: defaults[k] for k in shared}
+        assert {k: signature[k].default for k in shared} == expected[name]
 
 
 def test_cli_discover_from_a_model_streams_and_matches_the_python_call(tmp_path):
