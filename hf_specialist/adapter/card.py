@@ -67,10 +67,11 @@ def metric_meaning(config: Any, key: str) -> str:
                 "loss_se": f"standard error of {name}'s loss (how much it would move with another sample)",
                 "r2": f"R^2 of {name} (1 = perfect, 0 = no better than the training mean)",
                 "accuracy": f"share of {name}'s labels predicted right",
-                "brier": f"Brier score of {name} over that of predicting the class shares (0 = perfect, 1 = no "
-                         "better than the shares; what the lambda choice compares)",
+                "brier": f"Brier score of {name} over that of predicting the held-out class shares (0 = perfect, "
+                         "1 = no better than the shares; what the lambda choice compares)",
                 "brier_se": f"standard error of {name}'s normalised Brier score",
-                "null": f"loss of predicting the training mean of {name} (the loss's no-information level)",
+                "null": f"loss of predicting the training mean of {name} (the loss's no-information level; a "
+                        "classification task's is 1 on its Brier score)",
                 "rows": f"held-out rows (or sequences) that count for {name}"}.get(part, "")
     return ""
 

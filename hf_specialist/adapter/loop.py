@@ -40,10 +40,10 @@ def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float
     Per task: `task_i`, the mean loss over its rows (standardised MSE or cross-entropy); `task_i/se`, the standard
     error of that mean (the spread of the per-row losses over the square root of the row count: how much the number
     would move with another held-out sample); `task_i/r2` for regression (1 - MSE / mean squared deviation of the
-    held-out targets from the training mean, i.e. R^2 against predicting the training mean) and `task_i/null`
-    (that mean squared deviation: the loss of predicting the training mean) or, for
-    classification, `task_i/accuracy` and `task_i/brier` (the mean Brier score over that of predicting the
-    held-out class shares: 0 is perfect, 1 is no better than the class shares) with its standard error
+    held-out targets from the training mean, i.e. R^2 against predicting the training mean) and `task_i/null` (that
+    mean squared deviation: the loss of predicting the training mean) or, for classification, `task_i/accuracy` and
+    `task_i/brier` (the mean Brier score over that of predicting the held-out class shares: 0 is perfect, 1 is no
+    better than the class shares; absent when every held-out row has one class) with its standard error
     `task_i/brier_se`; `task_i/n` the held-out rows. Also `adapter/explained_variance` of the reconstruction.
     """
     was_training = adapter.training
@@ -91,11 +91,12 @@ def evaluate_batches(adapter: SpecialistAdapter, chunks: Any) -> dict[str, float
         else:
             out[f"task_{i}/accuracy"] = float(scores[i] / n)
             shares = label_counts.get(i, np.ones(1)) / n
-            null = max(1.0 - float((shares**2).sum()), 1e-12)  # the Brier score of predicting the class shares
-            brier = brier_sums[i] / n
-            brier_spread = max(brier_squares[i] / n - brier**2, 0.0) * n / max(n - 1, 1.0)
-            out[f"task_{i}/brier"] = float(brier / null)
-            out[f"task_{i}/brier_se"] = float(np.sqrt(brier_spread / n) / null)
+            null = 1.0 - float((shares**2).sum())  # the Brier score of predicting the class shares
+            if null > 1e-6:  # one class in every held-out row leaves nothing to normalise by: no Brier score
+                brier = brier_sums[i] / n
+                brier_spread = max(brier_squares[i] / n - brier**2, 0.0) * n / max(n - 1, 1.0)
+                out[f"task_{i}/brier"] = float(brier / null)
+                out[f"task_{i}/brier_se"] = float(np.sqrt(brier_spread / n) / null)
         out[f"task_{i}/n"] = int(counts[i])
     out["adapter/explained_variance"] = 1.0 - sq_total / max(var_total, 1e-12)
     return out

@@ -142,6 +142,9 @@ def test_held_out_brier_score_of_a_classification_task_matches_sklearn():
     np.testing.assert_allclose(metrics["task_1/brier_se"], per_row.std(ddof=1) / np.sqrt(300) / null, rtol=1e-4)
     np.testing.assert_allclose(terms["task_1/brier"].numpy(), per_row, rtol=1e-5)
     assert "task_0/brier" not in metrics  # regression keeps its standardised squared error
+    one_class = y.clone()
+    one_class[:, 1] = 2
+    assert "task_1/brier" not in evaluate(adapter, x, one_class, mask)  # nothing to normalise by: no Brier score
 
 
 def test_rule_compares_classification_tasks_on_the_brier_score():
@@ -156,6 +159,10 @@ def test_rule_compares_classification_tasks_on_the_brier_score():
     assert best == 1 and selection["thresholds"] == pytest.approx([0.10 + 0.03])
     without = [{k: v for k, v in r.items() if "brier" not in k} for r in path]  # old records: the loss
     assert select_lambda(without, 1)[0] == 0
+    for record in path:
+        record["task_0/accuracy"] = 0.9
+    mixed = [without[0] | {"task_0/accuracy": 0.9}, path[1]]  # a resumed path begun before the Brier score
+    assert select_lambda(mixed, 1)[0] == 0  # one scale for every record: the loss
 
 
 def test_a_task_no_model_predicts_does_not_vote():

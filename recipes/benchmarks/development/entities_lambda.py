@@ -1,9 +1,10 @@
-"""Why the entities demo keeps a small lambda on some draws: the demo's data, states and structure per development
-seed (cached), then `train_specialist` with `sparsity="auto"`, printing the whole lambda path (held-out loss and
-its standard error per task, the rule's thresholds, support per task, settled, passed).
+"""Why the entities demo kept a small lambda on some draws: the demo's data, states and structure per development
+seed (cached), then `train_specialist` with `sparsity="auto"`, printing the whole lambda path: per task what the rule
+compares (`selection_loss`: the standardised squared error or the normalised Brier score) ± its standard error, the
+rule's thresholds, the support per task, whether it settled and whether it passed.
 
 Usage:
-    python recipes/benchmarks/development/entities_lambda.py --seeds 0 1 2 [--model minilm] [--epochs 20]
+    python recipes/benchmarks/development/entities_lambda.py --seeds 0 2 3 4 [--model minilm] [--epochs 20]
         [--max-steps N] [--selection one_se_margin] [--cache /tmp/entdev]
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_specialist.adapter.config import SpecialistConfig
-from hf_specialist.adapter.lambda_path import train_specialist
+from hf_specialist.adapter.lambda_path import selection_loss, train_specialist
 from hf_specialist.adapter.model import SpecialistAdapter
 from hf_specialist.data import extract_steps
 from hf_specialist.knowledge import entities_data
@@ -34,7 +35,8 @@ def states_for(seed: int, model: str, cache: Path, base=None):
     base = base or load_model(model)
     states = extract_steps(base[0], base[1], data.texts, hook_point=DEFAULT_HOOK_POINTS[model],
                            steps=data.truth["separator"], batch_size=32, progress=False)
-    structure = TaskStructure(segment_length=data.truth["segment_length"], seed=seed, project=32).fit(states, data.tasks)
+    structure = TaskStructure(segment_length=data.truth["segment_length"], seed=seed, project=32)
+    structure.fit(states, data.tasks)
     np.savez(path, states=states, step_tasks=structure.step_tasks_)
     return data, states, structure.step_tasks_, base
 
@@ -63,7 +65,7 @@ def main() -> None:
               f"thresholds {[None if t is None else round(t, 3) for t in history['selection'].get('thresholds', [])]}, "
               f"not voting {history['selection'].get('uninformative', [])}")
         for record in history["path"]:
-            losses = " ".join(f"{record[f'task_{i}']:.3f}±{record.get(f'task_{i}/se', 0):.3f}"
+            losses = " ".join("{:.3f}±{:.3f}".format(*selection_loss(record, i)[:2])
                               for i in range(len(data.task_names)))
             metric = " ".join(f"{record.get(f'task_{i}/accuracy', record.get(f'task_{i}/r2', float('nan'))):.3f}"
                               for i in range(len(data.task_names)))
