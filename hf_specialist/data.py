@@ -22,7 +22,8 @@ from ._atomic import atomic_folder
 from ._validation import InputError, InputTypeError
 from ._distributed import barrier, process_layout
 from .hooks import HiddenStateExtractor, resolve_hook_points
-from .steps import POOLING_MODES, StepRule, ensure_pad_token, pool_steps, stack_steps, step_spans, tokenize_steps
+from .steps import (POOLING_MODES, StepRule, ensure_pad_token, pool_steps, stack_steps, step_spans, token_step_counts,
+                    tokenize_steps)
 
 CACHE_FORMAT_VERSION = 2
 
@@ -121,11 +122,15 @@ EQUAL_STEPS_REMEDY = ("Call `hfs.extract_padded_steps(...)` (same arguments) to 
                       "make every text produce the same number of steps.")
 
 
-def check_equal_steps(spans: list[list[tuple[int, int]]], texts: list[str], steps: StepRule,
-                      remedy: str = "Make every text produce the same number of steps.") -> None:
+def check_equal_steps(spans: list[list[tuple[int, int]]] | None, texts: list[str], steps: StepRule,
+                      remedy: str = "Make every text produce the same number of steps.", tokenizer: Any = None,
+                      max_length: int | None = None) -> None:
     """Refuse texts with different step counts before any forward pass, naming the first one that differs;
-    `remedy` ends the message (what the caller's user can do instead)."""
-    counts = [len(s) for s in spans]
+    `remedy` ends the message (what the caller's user can do instead). Token steps (`spans=None`) are counted with
+    `tokenizer` (skipped without one)."""
+    if spans is None and tokenizer is None:
+        return
+    counts = [len(s) for s in spans] if spans is not None else token_step_counts(tokenizer, texts, max_length)
     if len(set(counts)) > 1:
         first = Counter(counts).most_common(1)[0][0]
         bad = next(i for i, c in enumerate(counts) if c != first)
@@ -471,8 +476,8 @@ def _extract(
     if context == "isolated" and spans is None:
         raise InputError("context='isolated' encodes each step on its own: pass a separator or per-text spans as "
                          "`steps`, not 'token'.")
-    if spans is not None and form != "padded":
-        check_equal_steps(spans, texts, steps, remedy=EQUAL_STEPS_REMEDY)
+    if form != "padded":
+        check_equal_steps(spans, texts, steps, remedy=EQUAL_STEPS_REMEDY, tokenizer=tokenizer, max_length=max_length)
 
     if process_index is None or num_processes is None:
         process_index, num_processes = process_layout()

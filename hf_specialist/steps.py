@@ -168,6 +168,15 @@ def ensure_pad_token(tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def token_step_counts(tokenizer: Any, texts: Sequence[str], max_length: int | None = None) -> list[int]:
+    """Each text's number of steps under `steps="token"`: its content tokens (no special tokens), after truncation
+    to `max_length`, exactly as `tokenize_steps` counts them; tokenises without running any model."""
+    ensure_pad_token(tokenizer)
+    encoded = tokenizer(list(texts), truncation=max_length is not None, max_length=max_length,
+                        return_special_tokens_mask=True)
+    return [len(mask) - int(sum(mask)) for mask in encoded["special_tokens_mask"]]
+
+
 def tokenize_steps(
     tokenizer: Any,
     texts: Sequence[str],

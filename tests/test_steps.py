@@ -82,11 +82,30 @@ def test_dataset_column_input():
     np.testing.assert_array_equal(out[0], ref[0])
 
 
-def test_bad_inputs():
+def test_bad_inputs(tmp_path):
     model = build_tiny_model("gpt2")
     tok = tokenizer()
     with pytest.raises(ValueError, match="different numbers of steps"):
         hfs.extract_steps(model, tok, ["a. b. c", "d. e"], hook_point="layers.0", steps=".")
+    from hf_specialist.steps import token_step_counts
+
+    uneven = ["hello there world", "hi"]
+    counts = token_step_counts(tok, uneven)
+    assert counts[0] != counts[1]
+    forwards = []
+    handle = model.register_forward_hook(lambda *args: forwards.append(1))
+    try:  # token steps of different counts are refused before any forward pass, in every form that stacks them
+        with pytest.raises(ValueError, match=rf"under the rule 'token': .*texts\[\d\] has"):
+            hfs.extract_steps(model, tok, uneven, hook_point="layers.0")
+        with pytest.raises(ValueError, match="different numbers of steps"):
+            hfs.extract_steps_dataset(model, tok, uneven, hook_point="layers.0", cache_dir=str(tmp_path))
+        with pytest.raises(ValueError, match="different numbers of steps"):
+            hfs.discover(model, tok, uneven, np.zeros((2, 1)), hook_point="layers.0")
+    finally:
+        handle.remove()
+    assert not forwards
+    states, mask = hfs.extract_padded_steps(model, tok, uneven, hook_point="layers.0")  # padding is the way out
+    assert mask.sum(1).tolist() == counts
     with pytest.raises(ValueError, match=r"`texts\[1\]` is empty"):
         hfs.extract_steps(model, tok, ["hello", "  "], hook_point="layers.0")
     with pytest.raises(ValueError, match=r"`texts\[0\]` has no step"):

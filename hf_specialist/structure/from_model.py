@@ -23,8 +23,9 @@ from .discovery import TaskStructure
 
 
 def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, hook_points: Any, steps: StepRule,
-                      pool: str, batch_size: int, chunk_size: int,
-                      context: str) -> tuple[list[str], np.ndarray, list[str], list[list[tuple[int, int]]] | None]:
+                      pool: str, batch_size: int, chunk_size: int, context: str, tokenizer: Any = None,
+                      max_length: int | None = None,
+                      ) -> tuple[list[str], np.ndarray, list[str], list[list[tuple[int, int]]] | None]:
     """The checks `discover` and `sweep_layers` share, before any forward pass: texts, one task row per text, the
     chunk size, the context and the step rule (one step count for every text). Returns the texts, the tasks, the
     resolved hook points and the step spans."""
@@ -44,8 +45,7 @@ def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, ho
     _, spans = check_extraction(model, texts, points[0], steps, pool, batch_size)
     if context == "isolated" and spans is None:
         raise InputError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
-    if spans is not None:
-        check_equal_steps(spans, texts, steps)
+    check_equal_steps(spans, texts, steps, tokenizer=tokenizer, max_length=max_length)  # token steps: counted
     return texts, tasks, points, spans
 
 
@@ -93,7 +93,7 @@ def discover(
         raise InputError("Pass either `structure=` or TaskStructure keyword arguments, not both.")
     structure = structure if structure is not None else TaskStructure(**structure_kwargs)
     texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, [hook_point], steps, pool,
-                                                    batch_size, chunk_size, context)
+                                                    batch_size, chunk_size, context, tokenizer, max_length)
     if len(points) != 1:
         raise InputError(f"`hook_point` must resolve to exactly one hook point, got {points}; to fit several layers "
                          "at once use hfs.sweep_layers.")

@@ -128,7 +128,7 @@ def sweep_layers(
 
     specs = [hook_points] if isinstance(hook_points, str) else list(hook_points)
     texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, specs, steps, pool, batch_size,
-                                                    chunk_size, context)
+                                                    chunk_size, context, tokenizer, max_length)
     points = list(dict.fromkeys(points))  # a hook point named twice is fitted once
     structure_kwargs.setdefault("progress", False)
     structures = {point: TaskStructure(**structure_kwargs) for point in points}
