@@ -18,6 +18,9 @@ chosen on seeds 0-4 (see docs/structure.md).
    1,024) at 2,000 and 16,000 texts, MiniLM `layers.3`, full context vs isolated.
 7. (`--only 7`) The streaming nonlinear test's cost: rff_z vs fisher_z streamed over 1,000,000 sequences (T = 20,
    M = 4, batches of 50,000 from one stream), fit time without data generation and peak memory growth.
+8. (`--only 8`) Where table 1's errors of `carryover=True` on the action model fall: each wrong cell, and whether
+   the truth there is a gap of one step between two runs of a task or the last step after a run (patterns whose lit
+   steps are the same under either answer).
 4. (`--smollm2`) Distractor-rich sentences on SmolLM2-135M `layers.15` (each sentence states one number in words
    among distractor phrases; three tasks on runs at odd offsets), n = 1,000: the default (supervised) reduction vs
    the earlier PCA one, full context and isolated.
@@ -252,6 +255,29 @@ def linear_runs() -> None:
             print(f"  {label:<28} {name:<36} {acc:8.3f} {mcc:6.3f} {f1:6.3f}  ({low:.3f})")
 
 
+def carryover_errors() -> None:
+    print("8. Where carryover=True errs on the action model (table 1's draws: T=20, M=4, n=5,000), seeds", EVAL_SEEDS)
+    kinds: dict[str, int] = {}
+    for seed in EVAL_SEEDS:
+        assignment = synthetic.random_runs(20, 4, seed)
+        states, tasks, truth = synthetic.collider_sequences(n=5000, T=20, M=4, segment_length=1, assignment=assignment,
+                                                            carry_actions=True, seed=seed)
+        estimate, true = hfs.TaskStructure(carryover=True).fit(states, tasks).step_tasks_, truth["step_tasks"]
+        last = len(true) - 1
+        for t, i in zip(*np.nonzero(estimate != true)):
+            # a run, one quiet step, a run: lights the same steps as one run through the quiet step
+            gap = 0 < t < last and true[t - 1, i] and true[t + 1, i] and not true[t, i]
+            # the step after a run that ends one before the last: carry-over or a mark, no later step tells
+            after_run = t == last and true[t - 1, i] and not true[t, i]
+            where = ("gap of one between two runs" if gap else "last step, after a run" if after_run
+                     else "elsewhere (the evidence)")
+            kinds[where] = kinds.get(where, 0) + 1
+            print(f"  seed {seed}: step {t + 1}, task {i}: {'false mark' if estimate[t, i] else 'miss'} at {where}; "
+                  f"truth {''.join(str(int(v)) for v in true[:, i])}")
+    cells = len(EVAL_SEEDS) * 20 * 4
+    print(f"  {sum(kinds.values())} wrong cells of {cells}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
+
+
 def conversations() -> None:
     from hf_specialist.models import load_model
 
@@ -299,10 +325,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-text", action="store_true", help="skip table 2 (MiniLM)")
     parser.add_argument("--smollm2", action="store_true", help="also table 4 (SmolLM2, about 10 minutes on 2 cores)")
-    parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7"), help="run one table")
+    parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7", "8"), help="run one table")
     args = parser.parse_args()
     tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
-              "5": offsets_across_models, "6": more_data, "7": streaming_cost}
+              "5": offsets_across_models, "6": more_data, "7": streaming_cost, "8": carryover_errors}
     if args.only:
         tables[args.only]()
         return
