@@ -21,6 +21,8 @@ chosen on seeds 0-4 (see docs/structure.md).
 8. (`--only 8`) Where table 1's errors of `carryover=True` on the action model fall: each wrong cell, and whether
    the truth there is a gap of one step between two runs of a task or the last step after a run (patterns whose lit
    steps are the same under either answer).
+9. (`--only 9`) Table 3's max and all-above draws (fisher_z, the default) by how many steps serve a task: steps
+   found, false marks, and for all-above the share of positive rows (each step's only evidence).
 4. (`--smollm2`) Distractor-rich sentences on SmolLM2-135M `layers.15` (each sentence states one number in words
    among distractor phrases; three tasks on runs at odd offsets), n = 1,000: the default (supervised) reduction vs
    the earlier PCA one, full context and isolated.
@@ -278,6 +280,28 @@ def carryover_errors() -> None:
     print(f"  {sum(kinds.values())} wrong cells of {cells}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
 
 
+def nonlinear_by_run_length() -> None:
+    print("9. Table 3's max and all-above draws by steps per task (fisher_z, n=3,000, T=12, M=3), seeds", EVAL_SEEDS)
+    for outcome in ("max", "all_above"):
+        found: dict[int, list[int]] = {}
+        positives: dict[int, list[float]] = {}
+        false = 0
+        for seed in EVAL_SEEDS:
+            states, tasks, truth = synthetic.collider_sequences(n=3000, T=12, M=3, outcome=outcome, seed=seed)
+            estimate, true = hfs.TaskStructure(segment_length=2).fit(states, tasks).step_tasks_, truth["step_tasks"]
+            false += int((estimate & ~true).sum())
+            for i in range(true.shape[1]):
+                k = int(true[:, i].sum())
+                found.setdefault(k, [0, 0])
+                found[k][0] += int((estimate[:, i] & true[:, i]).sum())
+                found[k][1] += k
+                positives.setdefault(k, []).append(float(tasks[:, i].mean()))
+        for k, (hit, total) in sorted(found.items()):
+            share = f", positive rows {np.mean(positives[k]):.3f}" if outcome == "all_above" else ""
+            print(f"  {outcome:<10} tasks on {k} steps: {hit}/{total} steps found{share}")
+        print(f"  {outcome:<10} false marks: {false} in {len(EVAL_SEEDS)} fits")
+
+
 def conversations() -> None:
     from hf_specialist.models import load_model
 
@@ -325,10 +349,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-text", action="store_true", help="skip table 2 (MiniLM)")
     parser.add_argument("--smollm2", action="store_true", help="also table 4 (SmolLM2, about 10 minutes on 2 cores)")
-    parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7", "8"), help="run one table")
+    parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7", "8", "9"), help="run one table")
     args = parser.parse_args()
     tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
-              "5": offsets_across_models, "6": more_data, "7": streaming_cost, "8": carryover_errors}
+              "5": offsets_across_models, "6": more_data, "7": streaming_cost, "8": carryover_errors,
+              "9": nonlinear_by_run_length}
     if args.only:
         tables[args.only]()
         return
