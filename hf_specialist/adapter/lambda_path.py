@@ -135,13 +135,11 @@ def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_
         return best, {"rule": "tolerance", "tolerance": tolerance}
     if rule not in ("one_se", "one_se_margin"):
         raise ValueError(f"`rule` must be 'one_se_margin', 'one_se' or 'tolerance', got {rule!r}.")
-    path_scores = [[selection_loss(record, i) for i in range(n_tasks)] for record in path]
-    if any(f"task_{i}/brier" in r for r in path for i in range(n_tasks)) and not all(
-            f"task_{i}/brier" in r for r in path for i in range(n_tasks) if f"task_{i}/accuracy" in r):
-        # a resumed path whose earlier records predate the Brier score: compare every record on its loss
-        path_scores = [[selection_loss({k: v for k, v in r.items() if "/brier" not in k}, i) for i in range(n_tasks)]
-                       for r in path]
-    scored = np.array(path_scores, dtype=float)
+    # one scale per task: where some records lack the Brier score (a resumed path begun before it), the loss for all
+    brier_everywhere = [all(f"task_{i}/brier" in r for r in path) for i in range(n_tasks)]
+    scored = np.array([[selection_loss(r if brier_everywhere[i] else {k: v for k, v in r.items()
+                                                                        if not k.startswith(f"task_{i}/brier")}, i)
+                        for i in range(n_tasks)] for r in path], dtype=float)
     losses, errors = scored[..., 0], scored[..., 1]
     nonempty = np.array([all(any(row) for row in record["support"]) for record in path])
     pool = np.where(nonempty[:, None], losses, np.inf)
