@@ -45,7 +45,7 @@ def auto_lambda_path(n_values: int = 5, low: float = 3e-3, high: float = 0.3) ->
     return [float(x) for x in np.geomspace(low, high, n_values)]
 
 
-def selection_loss(record: dict[str, Any], task: int) -> tuple[float, float, float]:
+def selection_loss(record: dict[str, Any], task: int, brier: bool = True) -> tuple[float, float, float]:
     """The held-out number that `select_lambda` compares for one task of one trained model, its standard error, and
     the same number for a model that knows nothing (the null).
 
@@ -55,9 +55,10 @@ def selection_loss(record: dict[str, Any], task: int) -> tuple[float, float, flo
     cross-entropy that training minimises: a held-out cross-entropy is dominated by the few confidently wrong rows,
     so models with the same accuracy and the same support differ by more than their supports explain (entities demo,
     development seeds 0 and 2-4: 0.08-0.23 among models of one support pattern); the Brier score is a proper score
-    too, bounded per row, and on the same scale as the regression loss.
+    too, bounded per row, and on the same scale as the regression loss. `brier=False` reads the loss even where the
+    record has a Brier score (to compare with records that lack one).
     """
-    if f"task_{task}/brier" in record:
+    if brier and f"task_{task}/brier" in record:
         return float(record[f"task_{task}/brier"]), float(record.get(f"task_{task}/brier_se", 0.0)), 1.0
     return (float(record[f"task_{task}"]), float(record.get(f"task_{task}/se", 0.0)),
             float(record.get(f"task_{task}/null", math.inf)))
@@ -137,9 +138,7 @@ def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_
         raise ValueError(f"`rule` must be 'one_se_margin', 'one_se' or 'tolerance', got {rule!r}.")
     # one scale per task: where some records lack the Brier score (a resumed path begun before it), the loss for all
     brier_everywhere = [all(f"task_{i}/brier" in r for r in path) for i in range(n_tasks)]
-    scored = np.array([[selection_loss(r if brier_everywhere[i] else {k: v for k, v in r.items()
-                                                                        if not k.startswith(f"task_{i}/brier")}, i)
-                        for i in range(n_tasks)] for r in path], dtype=float)
+    scored = np.array([[selection_loss(r, i, brier_everywhere[i]) for i in range(n_tasks)] for r in path], dtype=float)
     losses, errors = scored[..., 0], scored[..., 1]
     nonempty = np.array([all(any(row) for row in record["support"]) for record in path])
     pool = np.where(nonempty[:, None], losses, np.inf)
