@@ -4,7 +4,8 @@ sequences.
 Each step index is a random variable observed once per sequence. The estimator runs one direct test per step and
 task (and, in the paper's pairwise mode, one test per pair of segments), controls the family, and turns the
 rejections into marks (`decision.py`). With a sufficient-statistic test it streams (`streaming.py`); wide states
-are reduced per step first (`reduction.py`); the conditioning sets and test batches are planned in `planning.py`.
+are reduced per step first (`reduction.py`); the conditioning sets and test batches are planned in `planning.py`;
+`diagnostics.py` measures what the data say about the fit's assumptions.
 """
 
 from __future__ import annotations
@@ -32,16 +33,14 @@ from .ci_tests import CITest, get_ci_test
 from .decision import chain_segments
 from .multitest import adjust_pvalues, critical_pvalue
 from .planning import _band_markov_pvalues, band_markov_pvalues, build_test_batches
-from .reduction import StepReduction, learning_rows, warn_if_signal_lost
+from .diagnostics import step_r2, temporal_pvalues
+from .reduction import choose_reduction
 from .serialization import structure_from_dict, structure_to_dict
 from .statistics import SufficientStatistics
 
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
 
 AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
-AUTO_CHECK_ROWS = 2000  # rows of the first batch on which reduction="auto" measures PCA's kept share
-KEEP_SHARE = 0.1  # reduction="auto" keeps PCA's dims unless they carry less than this share of what the full
-# states predict for some task (held-out ridge R^2); then the supervised task directions
 
 
 def _joined(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,8 +103,8 @@ class TaskStructure:
             keeps 8 when the states are wider, `None` keeps every dim.
         reduction (`str`, *optional*, defaults to `"auto"`): how the `project` dims are chosen (see above):
             `"pca"`, `"supervised"`, or `"auto"`: PCA unless its dims carry less than a tenth of what the full
-            states predict for some task (cross-validated ridge R^2 on up to `AUTO_CHECK_ROWS` rows of the first
-            batch; `KEEP_SHARE`), then the supervised directions.
+            states predict for some task (cross-validated ridge R^2 on up to 2,000 rows of the first batch;
+            `structure.reduction.choose_reduction`), then the supervised directions.
         conditioning (`str`, *optional*, defaults to `"auto"`): the direct test's conditioning set: `"band"` (the
             two neighbours), `"all"` (every other step) or `"auto"`: `"all"` where the band-screening check passes
             (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), else `"band"`: where steps mix in each
@@ -264,33 +263,8 @@ class TaskStructure:
         k = self._kept_dims(states.shape[2])
         self._reduction, self.kept_share_, self.reduction_ = None, None, None
         if k is not None:
-            method = self.reduction
-            learn, rest = learning_rows(len(states), "supervised" if method == "auto" else method, self.seed)
-            needed = k if method == "pca" else max(k, 20)
-            if len(learn) < needed:
-                raise InputError(f"project={k} with reduction={method!r} needs a first batch of at least "
-                                 f"{needed if method == 'pca' else 2 * needed} sequences to learn the "
-                                 f"reduction from; got {len(states)} (pass a larger first batch or chunk_size, or "
-                                 "project=None).")
-            if method == "auto":  # PCA unless it loses what the full states predict; then the task directions
-                # PCA does not look at the tasks: learned from every row of the first batch, and its share measured
-                # on up to AUTO_CHECK_ROWS of them (a few hundred learning rows alone gave a noisy share)
-                pca = StepReduction(k, "pca", self.seed).fit(states[:, :T], tasks)
-                check = np.sort(np.random.default_rng(self.seed).permutation(len(states))[:AUTO_CHECK_ROWS])
-                share = pca.kept_share(states[check, :T], tasks[check]) if len(check) >= 30 else None
-                lost = share is not None and np.nanmin(np.append(share, 1.0)) < KEEP_SHARE
-                method = "supervised" if lost else "pca"
-                if not lost:  # tested on every row (the one binary choice read the tasks)
-                    learn = rest = np.arange(len(states))
-                self._reduction, self.kept_share_ = (None, None) if lost else (pca, share)
-            if self._reduction is None:
-                self._reduction = StepReduction(k, method, self.seed).fit(states[learn, :T], tasks[learn])
-                check = learn if method == "pca" else rest[: max(len(learn), 200)]
-                if len(check) >= 30:
-                    self.kept_share_ = self._reduction.kept_share(states[check, :T], tasks[check])
-            if self.kept_share_ is not None:
-                warn_if_signal_lost(self.kept_share_, k, method, KEEP_SHARE)
-            self.reduction_ = method
+            self._reduction, self.kept_share_, self.reduction_, rest = choose_reduction(
+                states[:, :T], tasks, k, self.reduction, self.seed)
             states, tasks = states[rest], tasks[rest]
         test = self._test_instance()
         self._features = None
@@ -442,7 +416,7 @@ class TaskStructure:
         chain = self.decision_ == "chain"
         direct_steps = np.arange(T) if chain else rep
         self.conditioning_ = self._choose_conditioning(n, T, d, rep, ci, d_g)
-        self.temporal_pvalues_ = _temporal_pvalues(ci, n, T, d)
+        self.temporal_pvalues_ = temporal_pvalues(ci, n, T, d)
         groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
         chunk = None if getattr(ci, "supports_statistics", False) else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)
@@ -460,7 +434,7 @@ class TaskStructure:
                                                              result.pvalue)):
                         store.append(value)
                     bar.update(len(result.pvalue))
-        self.step_r2_ = _step_r2(getattr(ci, "cov_", None), M, T, d, d_g, T_full)
+        self.step_r2_ = step_r2(getattr(ci, "cov_", None), M, T, d, d_g, T_full)
         pair_where, pair_stat, pair_p = _joined(results[False])
         step_where, step_stat, step_p = _joined(results[True])
         tested_p = np.full((M, len(direct_steps)), np.nan)
@@ -606,46 +580,3 @@ class TaskStructure:
         changed = {k: v for k, v in self.get_params().items() if v != type(self)().__dict__.get(k)}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
-
-def _step_r2(cov: np.ndarray | None, M: int, T: int, d: int, d_g: int, T_full: int) -> np.ndarray | None:
-    """`(M, T_full)` share of each task's variance that each tested step's (reduced) state predicts on its own
-    (linear R^2, averaged over a task's dims; NaN for dropped steps), from a Gaussian test's covariance; `None`
-    for tests without one."""
-    if cov is None:
-        return None
-    x = np.arange(T)[:, None] * d + np.arange(d)  # (T, d)
-    out = np.full((M, T_full), np.nan)
-    for i in range(M):
-        y = np.tile(T * d + i * d_g + np.arange(d_g), (T, 1))
-        out[i, :T] = np.clip(1.0 - _residual_variance(cov, y, x) / np.maximum(cov[y, y].mean(1), 1e-12), 0.0, 1.0)
-    return out
-
-
-def _residual_variance(cov: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Mean over `y`'s columns of `Var(y_j | z)` per test: `y (B, q)`, `z (B, k)` column indices."""
-    var_y = cov[y, y]  # (B, q)
-    if z.shape[1] == 0:
-        return var_y.mean(1)
-    czz = cov[z[:, :, None], z[:, None, :]] + 1e-10 * np.eye(z.shape[1])
-    czy = cov[z[:, :, None], y[:, None, :]]  # (B, k, q)
-    explained = (czy * np.linalg.solve(czz, czy)).sum(1)  # (B, q)
-    return (var_y - explained).mean(1)
-
-
-def _temporal_pvalues(ci: CITest, n: int, T: int, d: int) -> np.ndarray | None:
-    """Gaussian p-values that consecutive steps are independent (`(T - 1,)`), from the test's covariance."""
-    from scipy import stats
-
-    from .ci_tests import bartlett_statistic
-
-    cov = getattr(ci, "cov_", None)
-    if cov is None or T < 2:
-        return None
-    out = np.ones(T - 1)
-    for t in range(T - 1):
-        a, b = np.arange(t * d, (t + 1) * d), np.arange((t + 1) * d, (t + 2) * d)
-        joint = np.linalg.slogdet(cov[np.ix_(np.r_[a, b], np.r_[a, b])] + 1e-10 * np.eye(2 * d))[1]
-        log_lambda = joint - np.linalg.slogdet(cov[np.ix_(a, a)] + 1e-10 * np.eye(d))[1] \
-            - np.linalg.slogdet(cov[np.ix_(b, b)] + 1e-10 * np.eye(d))[1]
-        out[t] = stats.chi2.sf(bartlett_statistic(np.array([log_lambda]), n, d, d, 0)[0], df=d * d)
-    return out

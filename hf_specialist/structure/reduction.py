@@ -29,6 +29,9 @@ REDUCTIONS = ("supervised", "pca")
 LEARN_FRACTION = 0.25  # share of the first batch's rows that learns the supervised directions
 MIN_LEARN_ROWS = 256  # ... but at least this many (or half the batch when it is smaller)
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)  # relative to the mean eigenvalue of the step's covariance
+AUTO_CHECK_ROWS = 2000  # rows of the first batch on which reduction="auto" measures PCA's kept share
+KEEP_SHARE = 0.1  # reduction="auto" keeps PCA's dims unless they carry less than this share of what the full
+# states predict for some task (held-out ridge R^2); then the supervised task directions
 
 
 def learning_rows(n: int, method: str, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -157,4 +160,46 @@ def warn_if_signal_lost(shares: np.ndarray, k: int, method: str, threshold: floa
             f"The {k} dims kept per step ({method!r} reduction) carry only "
             f"{', '.join(f'{shares[j]:.2f}' for j in lost)} of what the full step states predict for task column(s) "
             f"{lost.tolist()}: the tests may miss those tasks. Keep more dims (`project=`)"
-            + (" or use reduction='supervised'." if method == "pca" else "."), UserWarning, stacklevel=4)
+            + (" or use reduction='supervised'." if method == "pca" else "."), UserWarning, stacklevel=5)
+
+
+def choose_reduction(states: np.ndarray, tasks: np.ndarray, k: int, method: str,
+                     seed: int | None) -> tuple[StepReduction, np.ndarray | None, str, np.ndarray]:
+    """Learn the per-step reduction to `k` dims from a first batch `(n, T, d)` with tasks `(n, M, d_g)`.
+
+    `method` is ``"pca"``, ``"supervised"`` or ``"auto"``: PCA unless its dims carry less than `KEEP_SHARE` of what
+    the full states predict for some task (measured on up to `AUTO_CHECK_ROWS` rows), then the supervised
+    directions. Warns when the kept dims carry little of what the full states predict.
+
+    Returns:
+        `(reduction, kept_share, method_used, test_rows)`: the fitted `StepReduction`, its kept share per task
+        column (`None` when too few rows measured it), ``"pca"`` or ``"supervised"``, and the rows of the batch
+        left for the tests (every row, except those that learned supervised directions).
+    """
+    n = len(states)
+    learn, rest = learning_rows(n, "supervised" if method == "auto" else method, seed)
+    needed = k if method == "pca" else max(k, 20)
+    if len(learn) < needed:
+        raise InputError(f"project={k} with reduction={method!r} needs a first batch of at least "
+                         f"{needed if method == 'pca' else 2 * needed} sequences to learn the reduction from; got "
+                         f"{n} (pass a larger first batch or chunk_size, or project=None).")
+    reduction, share = None, None
+    if method == "auto":  # PCA unless it loses what the full states predict; then the task directions
+        # PCA does not look at the tasks: learned from every row of the first batch, and its share measured on up to
+        # AUTO_CHECK_ROWS of them (a few hundred learning rows alone gave a noisy share)
+        pca = StepReduction(k, "pca", seed).fit(states, tasks)
+        check = np.sort(np.random.default_rng(seed).permutation(n)[:AUTO_CHECK_ROWS])
+        pca_share = pca.kept_share(states[check], tasks[check]) if len(check) >= 30 else None
+        lost = pca_share is not None and np.nanmin(np.append(pca_share, 1.0)) < KEEP_SHARE
+        method = "supervised" if lost else "pca"
+        if not lost:  # tested on every row (the one binary choice read the tasks)
+            learn = rest = np.arange(n)
+            reduction, share = pca, pca_share
+    if reduction is None:
+        reduction = StepReduction(k, method, seed).fit(states[learn], tasks[learn])
+        check = learn if method == "pca" else rest[: max(len(learn), 200)]
+        if len(check) >= 30:
+            share = reduction.kept_share(states[check], tasks[check])
+    if share is not None:
+        warn_if_signal_lost(share, k, method, KEEP_SHARE)
+    return reduction, share, method, rest
