@@ -3,7 +3,10 @@ benchmark's data (`latents.py --supports-only`), in this process and under `torc
 
 Usage:
     python recipes/benchmarks/latents_processes.py [--seeds 10] [--first-seed 100] [--n 5000] [--block-size 2]
-        [--overlap 0]
+        [--overlap 0] [--dump FOLDER]
+
+`--dump FOLDER` keeps both trained lambda paths per seed (`seed-<seed>.json`: [one process's, two processes'])
+so that `development/lambda_processes.py --from-dumps FOLDER` can apply other rules to them (development seeds).
 
 Per evaluation seed: the kept lambda and the support per task in each layout, whether they are the same (the lambda and
 the task x latent support exactly: the same seed gives the same initialisation), and whether the support is exact. `batch_size` is the global batch
@@ -31,7 +34,8 @@ from latents import default_call  # noqa: E402
 def _choice(adapter, history, truth) -> dict:
     support = adapter.task_support_.astype(int)
     return {"lambda": history["selected_sparsity"], "support": support.tolist(),
-            "exact": bool((support.sum(1) == truth["relevant"].sum(1)).all()), "settled": history["settled"]}
+            "exact": bool((support.sum(1) == truth["relevant"].sum(1)).all()), "settled": history["settled"],
+            "path": history["path"]}
 
 
 def main() -> None:
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--block-size", type=int, default=2)
     parser.add_argument("--overlap", type=int, default=0)
+    parser.add_argument("--dump", default=None, help="keep both trained lambda paths per seed in this folder")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # under torchrun: write rank 0's choice here
     parser.add_argument("child_case", nargs="?", help=argparse.SUPPRESS)  # with --child: the seed and case, JSON
     args = parser.parse_args()
@@ -56,7 +61,7 @@ def main() -> None:
             Path(args.child).write_text(json.dumps(choice))
         return
     print(f"One process against two (torchrun), default call, n={args.n}, block {args.block_size}, overlap "
-          f"{args.overlap}, evaluation seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
+          f"{args.overlap}, {'evaluation' if args.first_seed >= 100 else 'development'} seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
     same = exact = 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         with tempfile.TemporaryDirectory() as out:
@@ -72,6 +77,9 @@ def main() -> None:
             warnings.simplefilter("ignore")
             one = _choice(*default_call(seed, **case))
         # the same initialisation and seed: the same latents, not only the same pattern up to a permutation
+        if args.dump:
+            Path(args.dump).mkdir(parents=True, exist_ok=True)
+            Path(args.dump, f"seed-{seed}.json").write_text(json.dumps([one["path"], two["path"]]))
         agree = np.isclose(one["lambda"], two["lambda"]) and one["support"] == two["support"]
         same += agree
         exact += one["exact"] and two["exact"]

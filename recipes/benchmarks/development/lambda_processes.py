@@ -29,7 +29,7 @@ from hf_specialist.adapter.lambda_path import select_lambda, unsettled_lambdas
 CASE = Path(__file__).resolve().parents[3] / "tests" / "distributed" / "lambda_choice_case.py"
 
 
-RULES = ("one_se_margin", "one_se", "tolerance")
+RULES = ("one_se_margin", "one_se_margin+smallest", "one_se", "tolerance")
 
 
 def pattern(support):
@@ -38,7 +38,12 @@ def pattern(support):
 
 def kept(path, rule):
     trial = copy.deepcopy(path)
-    best, _ = select_lambda(trial, 2, rule, 0.1)
+    base, _, tie = rule.partition("+")
+    best, _ = select_lambda(trial, 2, base, 0.1)
+    if tie == "smallest":  # among the passing models of the kept support size, the smallest lambda
+        tied = [k for k, r in enumerate(trial) if r.get("within_tolerance")
+                and r["adapter/support_size"] == trial[best]["adapter/support_size"]]
+        best = min(tied, key=lambda k: trial[k]["sparsity"]) if tied else best
     return (trial[best]["sparsity"], pattern(trial[best]["support"]), np.asarray(trial[best]["support"]).sum(1).tolist(),
             bool(unsettled_lambdas(trial, best)))
 
