@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ci_tests import CITest
+from .ci_tests import CITest, bartlett_statistic
 
 
 def step_r2(cov: np.ndarray | None, M: int, T: int, d: int, d_g: int, T_full: int) -> np.ndarray | None:
     """`(M, T_full)` share of each task's variance that each tested step's (reduced) state predicts on its own
     (linear R^2, averaged over a task's dims; NaN for dropped steps), from a Gaussian test's covariance; `None`
-    for tests without one."""
+    for tests without one.
+
+    Args:
+        cov (`np.ndarray`, *optional*): correlation matrix of `[steps (T * d) | tasks (M * d_g)]`.
+        M, T, d, d_g, T_full (`int`): tasks, tested steps, dims per step and per task, steps before any drop.
+    """
     if cov is None:
         return None
     x = np.arange(T)[:, None] * d + np.arange(d)  # (T, d)
@@ -35,10 +40,13 @@ def _residual_variance(cov: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndar
 
 
 def temporal_pvalues(ci: CITest, n: int, T: int, d: int) -> np.ndarray | None:
-    """Gaussian p-values that consecutive steps are independent (`(T - 1,)`), from the test's covariance."""
-    from scipy import stats
+    """Gaussian p-values that consecutive steps are independent (`(T - 1,)`), from the test's covariance.
 
-    from .ci_tests import bartlett_statistic
+    Args:
+        ci (`CITest`): a fitted test; `None` is returned when it has no covariance (`cov_`).
+        n, T, d (`int`): sequences, tested steps and dims per step.
+    """
+    from scipy import stats
 
     cov = getattr(ci, "cov_", None)
     if cov is None or T < 2:
@@ -47,7 +55,7 @@ def temporal_pvalues(ci: CITest, n: int, T: int, d: int) -> np.ndarray | None:
     for t in range(T - 1):
         a, b = np.arange(t * d, (t + 1) * d), np.arange((t + 1) * d, (t + 2) * d)
         joint = np.linalg.slogdet(cov[np.ix_(np.r_[a, b], np.r_[a, b])] + 1e-10 * np.eye(2 * d))[1]
-        log_lambda = joint - np.linalg.slogdet(cov[np.ix_(a, a)] + 1e-10 * np.eye(d))[1] \
-            - np.linalg.slogdet(cov[np.ix_(b, b)] + 1e-10 * np.eye(d))[1]
+        log_lambda = (joint - np.linalg.slogdet(cov[np.ix_(a, a)] + 1e-10 * np.eye(d))[1]
+                      - np.linalg.slogdet(cov[np.ix_(b, b)] + 1e-10 * np.eye(d))[1])
         out[t] = stats.chi2.sf(bartlett_statistic(np.array([log_lambda]), n, d, d, 0)[0], df=d * d)
     return out

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._arrays import as_task_array
+from .._warnings import warn_user
 from .._validation import (
     InputError,
     InstanceOf,
@@ -31,9 +32,9 @@ from .._validation import (
 )
 from .ci_tests import CITest, get_ci_test
 from .decision import chain_segments
+from .diagnostics import step_r2, temporal_pvalues
 from .multitest import adjust_pvalues, critical_pvalue
 from .planning import _band_markov_pvalues, band_markov_pvalues, build_test_batches
-from .diagnostics import step_r2, temporal_pvalues
 from .reduction import choose_reduction
 from .serialization import structure_from_dict, structure_to_dict
 from .statistics import SufficientStatistics
@@ -490,13 +491,11 @@ class TaskStructure:
     def _warn_leakage(self) -> None:
         """Say at fit time when a task lights every step or every step predicts it alone (content mixed between
         steps): the marks then do not say which part of the input serves the task."""
-        import warnings
-
         from .report import structure_warnings
 
         for message in structure_warnings(self):
             if "leak" in message or "mixed" in message:
-                warnings.warn(message, UserWarning, stacklevel=4)
+                warn_user(message)
 
     def _choose_decision(self, ci: CITest) -> str:
         """`"chain"` or `"representative"`; `"auto"` is the chain for sufficient-statistic tests."""

@@ -19,11 +19,10 @@ serve it. The unsupervised PCA does not look at the tasks and may reuse its rows
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from .._validation import InputError
+from .._warnings import warn_user
 
 REDUCTIONS = ("supervised", "pca")
 LEARN_FRACTION = 0.25  # share of the first batch's rows that learns the supervised directions
@@ -152,24 +151,32 @@ class StepReduction:
         return shares
 
 
-def warn_if_signal_lost(shares: np.ndarray, k: int, method: str, threshold: float = 0.1) -> None:
-    """Warn when the kept dims carry less than `threshold` of what the full states predict for some task."""
+def warn_if_signal_lost(shares: np.ndarray, k: int, method: str, threshold: float = KEEP_SHARE) -> None:
+    """Warn (at the user's call) when the kept dims carry less than `threshold` of what the full states predict for
+    some task."""
     lost = np.flatnonzero(np.nan_to_num(shares, nan=1.0) < threshold)
     if len(lost):
-        warnings.warn(
+        warn_user(
             f"The {k} dims kept per step ({method!r} reduction) carry only "
             f"{', '.join(f'{shares[j]:.2f}' for j in lost)} of what the full step states predict for task column(s) "
             f"{lost.tolist()}: the tests may miss those tasks. Keep more dims (`project=`)"
-            + (" or use reduction='supervised'." if method == "pca" else "."), UserWarning, stacklevel=5)
+            + (" or use reduction='supervised'." if method == "pca" else "."))
 
 
 def choose_reduction(states: np.ndarray, tasks: np.ndarray, k: int, method: str,
                      seed: int | None) -> tuple[StepReduction, np.ndarray | None, str, np.ndarray]:
     """Learn the per-step reduction to `k` dims from a first batch `(n, T, d)` with tasks `(n, M, d_g)`.
 
-    `method` is ``"pca"``, ``"supervised"`` or ``"auto"``: PCA unless its dims carry less than `KEEP_SHARE` of what
-    the full states predict for some task (measured on up to `AUTO_CHECK_ROWS` rows), then the supervised
-    directions. Warns when the kept dims carry little of what the full states predict.
+    Warns when the kept dims carry little of what the full states predict.
+
+    Args:
+        states (`np.ndarray` of shape `(n, T, d)`): the first batch's step states (the tested steps).
+        tasks (`np.ndarray` of shape `(n, M, d_g)`): its task variables.
+        k (`int`): dims kept per step.
+        method (`str`): ``"pca"``, ``"supervised"`` or ``"auto"``: PCA unless its dims carry less than
+            `KEEP_SHARE` of what the full states predict for some task (measured on up to `AUTO_CHECK_ROWS` rows),
+            then the supervised directions.
+        seed (`int`, *optional*): seed of the learning split and the measured rows.
 
     Returns:
         `(reduction, kept_share, method_used, test_rows)`: the fitted `StepReduction`, its kept share per task

@@ -60,8 +60,9 @@ def main() -> None:
         if os.environ.get("RANK") == "0":
             Path(args.child).write_text(json.dumps(choice))
         return
+    kind = "evaluation" if args.first_seed >= 100 else "development"
     print(f"One process against two (torchrun), default call, n={args.n}, block {args.block_size}, overlap "
-          f"{args.overlap}, {'evaluation' if args.first_seed >= 100 else 'development'} seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
+          f"{args.overlap}, {kind} seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
     same = exact = 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         with tempfile.TemporaryDirectory() as out:

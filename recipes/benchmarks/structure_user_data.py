@@ -14,8 +14,9 @@ chosen on seeds 0-4 (see docs/structure.md).
 3. Nonlinear outcomes (sum / max / threshold / all_above, n = 3,000, T = 12, M = 3, segments of 2): fisher_z vs rff_z.
 5. (`--only 5`) My own planted templates with tasks on runs at random offsets (T = 8, M = 3), n = 2,000: MiniLM
    `layers.1`, `layers.4` and SmolLM2 `layers.15`, full context vs isolated, defaults.
-6. (`--only 6`) More data never hurts: the project's planted text through `hfs.discover` (streamed in chunks of
-   1,024) at 2,000 and 16,000 texts, MiniLM `layers.3`, full context vs isolated.
+6. (`--only 6 [--texts 2000 16000 64000]`) More data never hurts: the project's planted text through `hfs.discover`
+   (streamed in chunks of 1,024) at 2,000 and 16,000 texts (or those given), MiniLM `layers.3`, full context vs
+   isolated.
 7. (`--only 7`) The streaming nonlinear test's cost: rff_z vs fisher_z streamed over 1,000,000 sequences (T = 20,
    M = 4, batches of 50,000 from one stream), fit time without data generation and peak memory growth.
 8. (`--only 8`) Where table 1's errors of `carryover=True` on the action model fall: each wrong cell, and whether
@@ -184,13 +185,13 @@ def offsets_across_models() -> None:
                     peer_rows(states, tasks, truth, f"{name} {layer} {context}")
 
 
-def more_data() -> None:
+def more_data(sizes: tuple[int, ...] = (2000, 16000)) -> None:
     from hf_specialist.models import load_model
 
     print("6. Planted text (synthetic.planted_text, T=8, M=2, seed 100) through hfs.discover, MiniLM layers.3")
     print(f"  {'texts':>7} {'context':<9} {'F1':>5} {'marks':<24} {'time':>6}")
     model, tokenizer = load_model("minilm")
-    for n in (2000, 16000):
+    for n in sizes:
         texts, tasks, truth = synthetic.planted_text(n=n, T=8, M=2, seed=100)
         for context in ("full", "isolated"):
             start = time.perf_counter()
@@ -350,9 +351,12 @@ def main() -> None:
     parser.add_argument("--skip-text", action="store_true", help="skip table 2 (MiniLM)")
     parser.add_argument("--smollm2", action="store_true", help="also table 4 (SmolLM2, about 10 minutes on 2 cores)")
     parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7", "8", "9"), help="run one table")
+    parser.add_argument("--texts", type=int, nargs="+", default=[2000, 16000],
+                        help="table 6: numbers of texts (64000 takes about 40 minutes on 2 cores)")
     args = parser.parse_args()
     tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
-              "5": offsets_across_models, "6": more_data, "7": streaming_cost, "8": carryover_errors,
+              "5": offsets_across_models,
+              "6": lambda: more_data(tuple(args.texts)), "7": streaming_cost, "8": carryover_errors,
               "9": nonlinear_by_run_length}
     if args.only:
         tables[args.only]()

@@ -1,5 +1,7 @@
 """Streaming and sufficient statistics: partial_fit and fit of batches equal fit on the same rows."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -87,6 +89,21 @@ def test_supervised_reduction_learns_on_rows_the_tests_do_not_use():
     # no task at all: the held-out split keeps the test calibrated (no mark from directions fitted to noise)
     noise = rng.normal(size=(n, 2))
     assert not hfs.TaskStructure(project=4).fit(states, noise).step_tasks_.any()
+
+
+def test_reduction_warning_names_the_users_line_on_every_path():
+    rng = np.random.default_rng(0)
+    n, T, d = 1200, 4, 20
+    content = rng.normal(size=(n, T))
+    states = rng.normal(size=(n, T, d)) * np.linspace(3.0, 1.0, d) + 0.6 * content[:, :, None] * np.eye(d)[-1]
+    tasks = content[:, :1]
+    fits = {"fit(array)": lambda ts: ts.fit(states, tasks),
+            "fit(iterable)": lambda ts: ts.fit([(states[:600], tasks[:600]), (states[600:], tasks[600:])]),
+            "partial_fit": lambda ts: ts.partial_fit(states, tasks)}
+    for name, fit in fits.items():
+        with pytest.warns(UserWarning, match="carry only") as caught:
+            fit(hfs.TaskStructure(project=4, reduction="pca"))
+        assert {Path(w.filename).name for w in caught if "carry only" in str(w.message)} == {Path(__file__).name}, name
 
 
 def test_projection_is_learned_from_the_first_batch():

@@ -1,11 +1,12 @@
-"""Development seeds only (0-4): how large is a leaked step's dependence on a task, against a serving step's?
+"""Development seeds only (0-2; texts of seeds 0 and 1): how large is a leaked step's dependence on a task, against
+a serving step's?
 
 Per case, the default `TaskStructure` fit and, per task and step, the effect behind each direct test: the partial
 R^2 that the test's statistic implies (Bartlett: `1 - exp(-statistic / m)`, `m = n - 1 - |Z| - (p + q + 1) / 2`),
 i.e. the share of the task's variance left by the conditioning set that the step's (reduced) state explains.
 Printed: the smallest effect among the steps that truly serve a task, the largest among those that do not, and the
-marks. A minimum-effect test (`s_t` explains at most `delta` of the task: not a serving step) separates the two
-when the first is above the second; the script prints which `delta` would.
+marks. A minimum-effect test (`s_t` explains at most `delta` of the task: not a serving step) could separate the two
+only where the first is above the second.
 
 Usage: OMP_NUM_THREADS=1 python recipes/benchmarks/development/structure_effect_sizes.py [CASE ...]
        cases: colliders, nonlinear, offsets, conversations, planted
