@@ -521,9 +521,10 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--carryover", choices=["auto", "true", "false"],
                    help="whether a step's state carries the previous step's action (the paper's model); auto: "
                         "false at step level, true for segments")
-    p.add_argument("--reduction", choices=["supervised", "pca"],
-                   help="how --project dims are chosen per step (default supervised: task directions learned on a "
-                        "held-out quarter of the first batch, then top variance)")
+    p.add_argument("--reduction", choices=["auto", "supervised", "pca"],
+                   help="how --project dims are chosen per step: pca (top variance), supervised (task directions "
+                        "learned on a held-out quarter of the first batch, then top variance) or auto (default): pca "
+                        "unless its dims keep under a tenth of what the full states predict for some task")
     p.add_argument("--test", choices=["fisher_z", "rff_z", "knn_cmi", "neural_cmi"])
     p.add_argument("--alpha", type=float)
     p.add_argument("--mode", choices=["pairwise", "direct", "both"])

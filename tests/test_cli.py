@@ -22,6 +22,19 @@ def test_planted_text_has_the_structure_it_claims():
     np.testing.assert_array_equal(truth["step_tasks"][::2], truth["step_tasks"][1::2])  # segments of two
 
 
+def test_cli_discover_takes_every_reduction_the_api_takes(tmp_path):
+    states, tasks, _ = synthetic.collider_sequences(n=1200, T=4, M=2, state_dim=3, obs_dim=12, seed=0)
+    np.save(tmp_path / "s.npy", states)
+    np.save(tmp_path / "g.npy", tasks)
+    for reduction in ("auto", "supervised", "pca"):
+        out = tmp_path / f"{reduction}.json"
+        assert main(["discover", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "g.npy"), "--project",
+                     "4", "--reduction", reduction, "--output", str(out)]) == 0
+        saved = json.loads(out.read_text())
+        assert saved["params"]["reduction"] == reduction
+        assert saved["reduction_used"] in (("pca", "supervised") if reduction == "auto" else (reduction,))
+
+
 def test_cli_pipeline_on_a_small_recipe(tmp_path):
     states, tasks, truth = synthetic.collider_sequences(n=3000, T=6, M=2, seed=0)
     np.save(tmp_path / "s.npy", states)
