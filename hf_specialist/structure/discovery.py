@@ -89,9 +89,9 @@ class TaskStructure:
     ``reduction="pca"`` keeps the top-variance directions; ``"supervised"`` the directions that predict the tasks,
     learned on a split of rows the tests then do not use, plus the top-variance directions of the rest; ``"auto"``
     (the default) PCA where it keeps at least a tenth of what the full states predict for every task (cross-validated
-    on up to 2,000 rows of the first batch, which the tests then also use), else the supervised directions. PCA's top-variance dims also pass over faint content that
-    attention copies between steps, which the task directions read (and the tests then mark); the supervised dims
-    find task facts that PCA drops (a number stated among distractors in a causal LM's state). A warning says when
+    on up to 2,000 rows of the first batch, which the tests then also use), else the supervised directions. PCA's
+    top-variance dims also pass over faint content that attention copies between steps, which the task directions
+    read (and the tests then mark); the supervised dims find task facts that PCA drops (a number stated among distractors in a causal LM's state). A warning says when
     the kept dims carry less than a tenth of what the full states predict (`kept_share_`, `reduction_`).
 
     Args:
