@@ -153,6 +153,28 @@ def _listed(value: Any, kind: type) -> list[Any] | None:
         raise BadInput(f"could not read {value!r} as a list of {kind.__name__}: {err}") from err
 
 
+def _classes_from_labels(tasks: np.ndarray, task_types: list[str]) -> list[int]:
+    """Classes per task read from the labels when `--n-classes` is not given: `max label + 1` (at least 2) for each
+    classification column, whose labels must be whole numbers from 0; 0 for regression."""
+    columns = tasks.reshape(-1, tasks.shape[-1]) if tasks.ndim > 1 else tasks.reshape(-1, 1)
+    if len(task_types) != columns.shape[1]:
+        raise BadInput(f"--task-types names {len(task_types)} task(s) but the tasks have {columns.shape[1]} "
+                       "column(s); give one type per task column.")
+    out = []
+    for i, kind in enumerate(task_types):
+        if kind != "classification":
+            out.append(0)
+            continue
+        labels = columns[:, i]
+        if not np.all(np.isfinite(labels)) or np.any(labels < 0) or np.any(labels != np.round(labels)):
+            raise BadInput(f"task {i} is a classification task but its labels are not whole numbers from 0 "
+                           f"(found e.g. {labels[(labels < 0) | (labels != np.round(labels))][:3].tolist()}); encode the "
+                           "classes as 0, 1, 2, ... or pass --n-classes.")
+        out.append(max(2, int(labels.max()) + 1))
+    print(f"classes per task read from the labels: {out} (pass --n-classes to set them)")
+    return out
+
+
 # --- subcommands ------------------------------------------------------------------------------------
 
 
@@ -363,6 +385,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     sparsity = cfg["sparsity"] if cfg["sparsity"] == "auto" else float(cfg["sparsity"])
     n_tasks = tasks.shape[-1] if tasks.ndim > 1 else 1
     task_types, n_classes = _listed(cfg["task_types"], str), _listed(cfg["n_classes"], int)
+    if n_classes is None and task_types and "classification" in task_types:
+        n_classes = _classes_from_labels(tasks, task_types)
     names = _listed(columns, str) if columns else None  # tasks named by their columns (summary, card, evaluate)
     try:
         config = SpecialistConfig(d_in=int(states.shape[-1]), d_latent=cfg["d_latent"], n_tasks=n_tasks,
@@ -549,7 +573,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsity", help="'auto' (default) or a lambda; 0 trains the generalist")
     p.add_argument("--task-types", dest="task_types",
                    help="comma-separated 'regression' / 'classification' per task (default: all regression)")
-    p.add_argument("--n-classes", dest="n_classes", help="comma-separated classes per task (0 for regression)")
+    p.add_argument("--n-classes", dest="n_classes",
+                   help="comma-separated classes per task (0 for regression; default: read from the labels)")
     p.add_argument("--step-rule", dest="step_rule", help="how the states' steps were made (recorded for reloading)")
     p.add_argument("--pool", choices=["mean", "last", "first"])
     p.add_argument("--hook-point", dest="hook_point")

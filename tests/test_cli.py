@@ -35,6 +35,23 @@ def test_cli_discover_takes_every_reduction_the_api_takes(tmp_path):
         assert saved["reduction_used"] in (("pca", "supervised") if reduction == "auto" else (reduction,))
 
 
+def test_cli_train_reads_the_classes_from_the_labels(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(300, 16)).astype(np.float32)
+    labels = np.stack([rows[:, :2].sum(1), (rows[:, 2:4] > 0).sum(1)], 1)  # regression, 3 classes
+    np.save(tmp_path / "h.npy", rows)
+    np.save(tmp_path / "y.npy", labels)
+    common = ["train", "--states", str(tmp_path / "h.npy"), "--task-types", "regression,classification",
+              "--sparsity", "0.01", "--epochs", "2", "--d-latent", "4"]
+    assert main([*common, "--tasks", str(tmp_path / "y.npy"), "--output", str(tmp_path / "adapter")]) == 0
+    assert "classes per task read from the labels: [0, 3]" in capsys.readouterr().out
+    assert json.loads((tmp_path / "adapter" / "config.json").read_text())["n_classes"] == [0, 3]
+    np.save(tmp_path / "bad.npy", labels + [0.0, 0.5])
+    assert main([*common, "--tasks", str(tmp_path / "bad.npy"), "--output", str(tmp_path / "bad")]) == 2
+    assert "task 1 is a classification task but its labels are not whole numbers" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_cli_pipeline_on_a_small_recipe(tmp_path):
     states, tasks, truth = synthetic.collider_sequences(n=3000, T=6, M=2, seed=0)
     np.save(tmp_path / "s.npy", states)
