@@ -167,9 +167,9 @@ def _classes_from_labels(tasks: np.ndarray, task_types: list[str]) -> list[int]:
             continue
         labels = columns[:, i]
         if not np.all(np.isfinite(labels)) or np.any(labels < 0) or np.any(labels != np.round(labels)):
-            raise BadInput(f"task {i} is a classification task but its labels are not whole numbers from 0 "
-                           f"(found e.g. {labels[(labels < 0) | (labels != np.round(labels))][:3].tolist()}); encode the "
-                           "classes as 0, 1, 2, ... or pass --n-classes.")
+            odd = labels[(labels < 0) | (labels != np.round(labels))][:3].tolist()
+            raise BadInput(f"task {i} is a classification task but its labels are not whole numbers from 0 (found e.g. "
+                           f"{odd}); encode the classes as 0, 1, 2, ... or pass --n-classes.")
         out.append(max(2, int(labels.max()) + 1))
     print(f"classes per task read from the labels: {out} (pass --n-classes to set them)")
     return out
@@ -443,7 +443,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     width = max(len(k) for k in named)
     for key, value in named.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        print(f"{key:{width}s} {shown:>10s}  {metric_meaning(adapter.config, key)}")
+        print(f"{key:{width}s} {shown:>10s}  {metric_meaning(adapter.config, key, held_out=False)}")
     if cfg["output"]:
         _save_json(cfg["output"], named)
     return EXIT_OK

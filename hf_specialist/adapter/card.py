@@ -42,9 +42,12 @@ def named_metrics(config: Any, metrics: dict[str, Any]) -> dict[str, Any]:
     return renamed
 
 
-def metric_meaning(config: Any, key: str) -> str:
-    """One line saying what the metric `key` (a `named_metrics` name) measures and on what scale."""
+def metric_meaning(config: Any, key: str, held_out: bool = True) -> str:
+    """One line saying what the metric `key` (a `named_metrics` name) measures and on what scale; `held_out=False`
+    for metrics on rows the caller chose (`hf-specialist evaluate`), which may include training rows."""
     import math
+
+    where = "held-out " if held_out else ""
 
     fixed = {
         "adapter/explained_variance": "share of the input variance the reconstruction keeps (1 = all)",
@@ -63,7 +66,7 @@ def metric_meaning(config: Any, key: str) -> str:
             unit = "mean squared error on standardised targets (0 = perfect, 1 = predicting the mean)"
         else:
             unit = f"cross-entropy in nats (0 = perfect, {math.log(config.n_classes[i]):.2f} = uniform guess)"
-        return {"loss": f"held-out loss of {name}: {unit}",
+        return {"loss": f"{where}loss of {name}: {unit}",
                 "loss_se": f"standard error of {name}'s loss (how much it would move with another sample)",
                 "r2": f"R^2 of {name} (1 = perfect, 0 = no better than the training mean)",
                 "accuracy": f"share of {name}'s labels predicted right",
@@ -72,7 +75,7 @@ def metric_meaning(config: Any, key: str) -> str:
                 "brier_se": f"standard error of {name}'s normalised Brier score",
                 "null": f"loss of predicting the training mean of {name} (the loss's no-information level; a "
                         "classification task's is 1 on its Brier score)",
-                "rows": f"held-out rows (or sequences) that count for {name}"}.get(part, "")
+                "rows": f"{where}rows (or sequences) that count for {name}"}.get(part, "")
     return ""
 
 
@@ -83,7 +86,8 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
 
     cfg = adapter.config
     trained = getattr(adapter, "training_metrics_", None)
-    if metrics is None and trained:  # by default the held-out metrics of the run that trained the adapter
+    held_out = metrics is None and bool(trained)
+    if held_out:  # by default the held-out metrics of the run that trained the adapter
         metrics, source = named_metrics(cfg, trained), (
             "Held-out metrics of the training run (`train_specialist`, on the held-out share of the sequences; "
             "`training_args.json` holds the run's arguments).")
@@ -110,7 +114,8 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
         f"| {task} | {cfg.task_types[i]} | {int(support[i].sum())} | {', '.join(str(j) for j in support[i].nonzero()[0]) or '-'} |"
         for i, task in enumerate(cfg.task_names)
     )
-    metrics_rows = "\n".join(f"| `{k}` | {v:.4g} | {metric_meaning(cfg, k)} |" for k, v in metrics.items()
+    metrics_rows = "\n".join(f"| `{k}` | {v:.4g} | {metric_meaning(cfg, k, held_out)} |"
+                             for k, v in metrics.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool)) or "| - | - | - |"
     if structure is not None:
         steps = structure.step_tasks_

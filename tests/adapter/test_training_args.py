@@ -297,7 +297,7 @@ def test_saved_artifact_holds_training_args_and_the_card_its_held_out_metrics(tm
     card = (folder / "README.md").read_text()
     assert "| - | - |" not in card and "Held-out metrics of the training run" in card
     assert f"| `task_0/loss` | {history['final']['task_0']:.4g} |" in card and "task_1/r2" in card
-    assert "standardised targets" in card
+    assert "standardised targets" in card and "held-out loss of task_0" in card
     loaded = hfs.SpecialistAdapter.from_pretrained(folder)  # the run's record comes back with the weights
     assert loaded.training_args_ == saved and loaded.training_metrics_ == adapter.training_metrics_
     resaved = loaded.save_pretrained(tmp_path / "again")
@@ -346,6 +346,7 @@ def test_cli_evaluate_prints_named_metrics_with_their_meaning(tmp_path, capsys):
                  str(tmp_path / "y.npy"), "--output", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
     assert "task_0/loss" in out and "mean squared error on standardised targets" in out
+    assert "held-out" not in out  # evaluate's rows are the caller's, not the training run's held-out share
     assert not [line for line in out.splitlines() if line.startswith("task_0 ")]  # no bare `task_0 0.0412`
     assert "task_1/r2" in json.loads((tmp_path / "m.json").read_text())
     assert main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"),
