@@ -219,7 +219,7 @@ def score_entities(run: PipelineRun) -> DemoScores:
     unvoting = [run.data.task_names[i] for i in run.history["selection"].get("uninformative", [])]
     summary = {"n": len(run.data.texts), "structure": scores, "table": table,
                "selected_sparsity": run.history["selected_sparsity"], "settled": run.history["settled"],
-               "not_voting": unvoting}
+               "not_voting": unvoting, "settle_retries": len(run.history.get("settle_retries", []))}
     return DemoScores(summary=summary, card_metrics={f"structure/{k}": v for k, v in scores.items()}, plots={
         "kept_dropped.png": lambda path: plots.kept_dropped_bars(
             table, path, title=f"{run.model} {run.hook_point}: what each block keeps")})

@@ -11,6 +11,7 @@ spread-out code). The same path runs for precomputed states and for joint traini
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -185,8 +186,6 @@ def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[s
                      lora: bool = False) -> SpecialistTrainingArguments:
     """`args` with keyword `overrides` on top, checked (the run's defaults are filled in later, by `resolved`, once
     the data's size is known)."""
-    import dataclasses
-
     if args is not None and not isinstance(args, SpecialistTrainingArguments):
         raise TypeError(f"`args` must be a SpecialistTrainingArguments, got {type(args).__name__}.")
     names = {f.name for f in dataclasses.fields(SpecialistTrainingArguments)}
@@ -229,8 +228,10 @@ def train_specialist(
     same seed and one is kept by `select_lambda` (`args.selection`): by default the sparsest model whose
     held-out loss is, for every task, within `max(one standard error, a margin)` of the best model's (see `select_lambda` for the rule and why). Users have no ground truth to tune lambda against;
     held-out task loss is what they do have. When the kept model's support, or that of a sparser model that passed
-    the rule's thresholds, was still changing when it was frozen, a `UserWarning` says the run was too short for
-    the supports to settle (`history["settled"]` is then `False`): train longer before trusting the choice. A task
+    the rule's thresholds, was still changing when it was frozen, the whole path is trained again with twice the
+    schedule (`args.settle_retries` times, default once; `history["settle_retries"]` lists the schedules that were
+    too short); if the supports still move, a `UserWarning` says the run was too short for them to settle
+    (`history["settled"]` is then `False`): train longer before trusting the choice. A task
     that no model predicts better than the null on held-out rows does not vote in the choice, and a `UserWarning`
     names it (`history["selection"]["uninformative"]`).
 
@@ -276,7 +277,9 @@ def train_specialist(
         size, support, `settled`, and `within_tolerance`: whether the rule accepted it), `"selected_sparsity"`,
         `"selection"` (the rule and its thresholds), `"settled"`, `"final"` (held-out metrics of the kept model),
         `"summary"` (the closing paragraph), `"seconds"`, `"args"` (the arguments used, as a dict),
-        `"config_changes"`, `"lora_model"` with `lora`, or `"interrupted_at"` when `stop_after_steps` stopped it.
+        `"config_changes"`, `"settle_retries"` when the path was trained again (per too-short attempt: its schedule
+        and the lambdas whose supports still moved), `"lora_model"` with `lora`, or `"interrupted_at"` when
+        `stop_after_steps` stopped it.
     """
     if not isinstance(adapter, SpecialistAdapter):
         raise TypeError(f"`adapter` must be a SpecialistAdapter, got {type(adapter).__name__}.")
@@ -428,13 +431,35 @@ def train_specialist(
     if peft_model is not None and lora is not None:
         peft_model.eval()
     kept = path[best]["sparsity"]
-    moving = unsettled_lambdas(path, best)
+    moving = _agree(unsettled_lambdas(path, best))
     settled = not moving
+    budget = f"max_steps={max_steps}" if max_steps is not None else f"epochs={epochs}"
+    if (moving and len(lambdas) > 1 and run_args.settle_retries > 0 and joint is None
+            and (steps_left is None or steps_left >= 1)):
+        # too short for the supports to settle: the whole path again, twice as long (each lambda from the same
+        # seed, so this is the run the user would get by asking for the longer schedule)
+        longer = dataclasses.replace(
+            requested, settle_retries=run_args.settle_retries - 1,
+            epochs=None if epochs is None else 2 * epochs, max_steps=None if max_steps is None else 2 * max_steps,
+            checkpoint_dir=None if root is None else str(root / f"settle-retry-{run_args.settle_retries}"),
+            stop_after_steps=steps_left)
+        if run_args.progress is not False and is_main_process():
+            _say(f"train_specialist: the supports at lambda {', '.join(f'{x:.3g}' for x in moving)} were still "
+                 f"changing when they were frozen ({budget}); training the lambda path again with twice the "
+                 f"schedule (settle_retries={run_args.settle_retries}).")
+        out = train_specialist(adapter, states, tasks, task_mask, texts=texts, base_model=base_model,
+                               tokenizer=tokenizer, steps=steps, pool=pool, max_length=max_length, args=longer)
+        out["seconds"] = time.perf_counter() - started
+        out["config_changes"] = {**config_changes, **out["config_changes"]}
+        out["settle_retries"] = [{"schedule": budget, "unsettled": moving}] + out.get("settle_retries", [])
+        if "summary" in out:
+            out["summary"] += (f" (Trained twice as long because the supports at lambda "
+                               f"{', '.join(f'{x:.3g}' for x in moving)} had not settled with {budget}.)")
+        return out
     if moving and len(lambdas) > 1 and is_main_process():  # a choice is claimed: say when it cannot be trusted
         warnings.warn(
             f"train_specialist: kept lambda {kept:.3g}, but the supports at lambda "
-            f"{', '.join(f'{x:.3g}' for x in moving)} were still changing when they were frozen "
-            f"({f'max_steps={max_steps}' if max_steps is not None else f'epochs={epochs}'}): "
+            f"{', '.join(f'{x:.3g}' for x in moving)} were still changing when they were frozen ({budget}): "
             "the run was too short for the supports to settle, so this lambda and support are not a reliable "
             "choice. Train with more epochs (or max_steps).", UserWarning, stacklevel=2)
     unpredicted = [cfg.task_names[i] for i in selection.get("uninformative", [])]

@@ -85,6 +85,10 @@ class SpecialistTrainingArguments:
             task, within `max(one standard error, config.sparsity_tolerance x + 0.02)` of the best model's;
             `"one_se"`: within one standard error alone (glmnet's `lambda.1se`); `"tolerance"`: the earlier rule,
             within `config.sparsity_tolerance` (relative, plus 0.02) of the dense model's loss.
+        settle_retries (`int`, *optional*, defaults to 1): with `"auto"`, when the kept support (or a sparser one
+            that passed the rule) was still changing when it was frozen, train the whole lambda path again with
+            twice the schedule, up to this many times, before warning that the choice is not reliable; `0` only
+            warns. Not with a LoRA on the base.
         validation_split (`float`, *optional*, defaults to 0.2): share of sequences held out (for `"auto"` and the
             reported metrics); the split depends on `seed` only, never on the process count.
         finetune_fraction (`float`, *optional*, defaults to 0.15): share of the schedule (epochs, or steps with
@@ -121,6 +125,8 @@ class SpecialistTrainingArguments:
         "comma-separated lambdas tried by sparsity='auto'", "float_list"))
     selection: str = field(default="one_se_margin", metadata=_help(
         "how sparsity='auto' picks: one_se_margin, one_se or tolerance (see select_lambda)", str))
+    settle_retries: int = field(default=1, metadata=_help(
+        "times sparsity='auto' trains the path again with twice the schedule when the supports had not settled", int))
     validation_split: float = field(default=0.2, metadata=_help("held-out share of sequences", float))
     finetune_fraction: float = field(default=0.15, metadata=_help(
         "share of the schedule (epochs, or steps with max_steps) trained with the support frozen", float))
@@ -173,6 +179,8 @@ class SpecialistTrainingArguments:
                 not isinstance(self.lambda_path, list) or not self.lambda_path
                 or not all(_is_number(x) and x > 0 for x in self.lambda_path)):
             raise bad("lambda_path", "a non-empty list of floats > 0 or None")
+        if not _is_int(self.settle_retries) or self.settle_retries < 0:
+            raise bad("settle_retries", "an int >= 0")
         if self.selection not in SELECTION_RULES:
             raise bad("selection", f"one of {SELECTION_RULES}")
         if not _is_number(self.validation_split) or not 0 < self.validation_split < 1:

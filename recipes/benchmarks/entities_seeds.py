@@ -54,7 +54,8 @@ def main() -> None:
             surface = max((row[f] for f in SURFACE if not math.isnan(row[f])), default=float("nan"))
             rows.setdefault(task, []).append((row["own"], surface, row["dims"]))
             parts.append(f"{task} dims {row['dims']} own {row['own']:.2f} surface {surface:.2f}")
-        flags = ("" if summary["settled"] else ", NOT settled") + (
+        retried = summary.get("settle_retries", 0)
+        flags = ("" if summary["settled"] else ", NOT settled") + (f", trained again x{retried}" if retried else "") + (
             f", not voting: {','.join(summary['not_voting'])}" if summary["not_voting"] else "")
         print(f"  seed {seed}: F1 {summary['structure']['f1']:.3f}, lambda {summary['selected_sparsity']:.3g}{flags} | "
               + " | ".join(parts) + f" | {time.perf_counter() - start:.0f} s", flush=True)

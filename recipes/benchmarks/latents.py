@@ -269,7 +269,9 @@ def supports_table(seeds: range, n: int, epochs: int | None, block_size: int, ov
         ok = all(size[i] == truth["relevant"][i].sum() for i in range(2))
         exact += ok
         print(f"  seed {seed}: support {size.tolist()} (true {truth['relevant'].sum(1).tolist()}), lambda "
-              f"{history.get('selected_sparsity'):.3g}, {'exact' if ok else 'NOT exact'}, "
+              f"{history.get('selected_sparsity'):.3g}, {'exact' if ok else 'NOT exact'}"
+              f"{', trained again (supports had not settled)' if history.get('settle_retries') else ''}"
+              f"{'' if history['settled'] else ', NOT settled'}, "
               f"{time.perf_counter() - start:.0f} s, schedule {_schedule(history['args'])}")
     print(f"  exact on {exact}/{len(seeds)} seeds")
 

@@ -204,8 +204,24 @@ def test_support_settled_needs_a_stable_tail_after_the_warmup():
 def test_short_run_warns_instead_of_claiming_a_choice():
     x, y = _linear_data()
     with pytest.warns(UserWarning, match="too short for the supports to settle"):
-        history = hfs.train_specialist(build_adapter(), x, y, epochs=2, lambda_path=[0.05], progress=False)
+        history = hfs.train_specialist(build_adapter(), x, y, epochs=2, lambda_path=[0.05], progress=False,
+                                       settle_retries=0)
     assert history["settled"] is False and "train longer" in history["summary"]
+    assert "settle_retries" not in history
+
+
+@pytest.mark.filterwarnings("ignore:train_specialist")
+def test_unsettled_path_is_trained_again_twice_as_long(capsys):
+    x, y = _linear_data()
+    history = hfs.train_specialist(build_adapter(), x, y, epochs=2, lambda_path=[0.05], settle_retries=1)
+    assert history["settle_retries"][0]["schedule"] == "epochs=2" and history["settle_retries"][0]["unsettled"]
+    assert history["args"]["epochs"] == 4 and history["args"]["settle_retries"] == 0
+    assert "training the lambda path again with twice the schedule" in capsys.readouterr().err
+    assert "Trained twice as long" in history["summary"]
+    same = hfs.train_specialist(build_adapter(), x, y, epochs=4, lambda_path=[0.05], settle_retries=0,
+                                progress=False)  # the retry is the run asked for at the longer schedule
+    assert same["selected_sparsity"] == history["selected_sparsity"]
+    assert [r["task_0"] for r in same["path"]] == [r["task_0"] for r in history["path"]]
 
 
 def test_default_schedule_is_a_step_budget_between_one_and_100_passes():
