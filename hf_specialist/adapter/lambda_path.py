@@ -277,9 +277,9 @@ def train_specialist(
         size, support, `settled`, and `within_tolerance`: whether the rule accepted it), `"selected_sparsity"`,
         `"selection"` (the rule and its thresholds), `"settled"`, `"final"` (held-out metrics of the kept model),
         `"summary"` (the closing paragraph), `"seconds"`, `"args"` (the arguments used, as a dict),
-        `"config_changes"`, `"settle_retries"` when the path was trained again (per too-short attempt: its schedule
-        and the lambdas whose supports still moved), `"lora_model"` with `lora`, or `"interrupted_at"` when
-        `stop_after_steps` stopped it.
+        `"config_changes"`, `"settle_retries"` when the path was trained again (per too-short attempt: its
+        `"schedule"`, the lambdas whose supports still moved (`"unsettled"`) and its `"path"`; `"steps"` then holds
+        every attempt's steps), `"lora_model"` with `lora`, or `"interrupted_at"` when `stop_after_steps` stopped it.
     """
     if not isinstance(adapter, SpecialistAdapter):
         raise TypeError(f"`adapter` must be a SpecialistAdapter, got {type(adapter).__name__}.")
@@ -441,7 +441,7 @@ def train_specialist(
         longer = dataclasses.replace(
             requested, settle_retries=run_args.settle_retries - 1,
             epochs=None if epochs is None else 2 * epochs, max_steps=None if max_steps is None else 2 * max_steps,
-            checkpoint_dir=None if root is None else str(root / f"settle-retry-{run_args.settle_retries}"),
+            checkpoint_dir=None if root is None else str(root / "settle-retry"),
             stop_after_steps=steps_left)
         if run_args.progress is not False and is_main_process():
             _say(f"train_specialist: the supports at lambda {', '.join(f'{x:.3g}' for x in moving)} were still "
@@ -449,12 +449,15 @@ def train_specialist(
                  f"schedule (settle_retries={run_args.settle_retries}).")
         out = train_specialist(adapter, states, tasks, task_mask, texts=texts, base_model=base_model,
                                tokenizer=tokenizer, steps=steps, pool=pool, max_length=max_length, args=longer)
+        attempt = {"schedule": budget, "unsettled": moving, "path": path}
+        out["settle_retries"] = [attempt] + out.get("settle_retries", [])
+        out["steps"] = history_steps + out["steps"]
+        if "interrupted_at" in out:  # stopped inside the retry: a resumed call finds both paths on disk
+            return out
         out["seconds"] = time.perf_counter() - started
         out["config_changes"] = {**config_changes, **out["config_changes"]}
-        out["settle_retries"] = [{"schedule": budget, "unsettled": moving}] + out.get("settle_retries", [])
-        if "summary" in out:
-            out["summary"] += (f" (Trained twice as long because the supports at lambda "
-                               f"{', '.join(f'{x:.3g}' for x in moving)} had not settled with {budget}.)")
+        out["summary"] += (f" The path was trained {2 ** len(out['settle_retries'])}x the first schedule ({budget}) "
+                           f"because the supports had not settled; {out['seconds']:.1f} s in all.")
         return out
     if moving and len(lambdas) > 1 and is_main_process():  # a choice is claimed: say when it cannot be trusted
         warnings.warn(

@@ -217,11 +217,32 @@ def test_unsettled_path_is_trained_again_twice_as_long(capsys):
     assert history["settle_retries"][0]["schedule"] == "epochs=2" and history["settle_retries"][0]["unsettled"]
     assert history["args"]["epochs"] == 4 and history["args"]["settle_retries"] == 0
     assert "training the lambda path again with twice the schedule" in capsys.readouterr().err
-    assert "Trained twice as long" in history["summary"]
+    assert "trained 2x the first schedule (epochs=2)" in history["summary"]
+    assert len(history["settle_retries"][0]["path"]) == 2  # the first attempt's dense and sparse models
     same = hfs.train_specialist(build_adapter(), x, y, epochs=4, lambda_path=[0.05], settle_retries=0,
                                 progress=False)  # the retry is the run asked for at the longer schedule
     assert same["selected_sparsity"] == history["selected_sparsity"]
     assert [r["task_0"] for r in same["path"]] == [r["task_0"] for r in history["path"]]
+
+
+@pytest.mark.filterwarnings("ignore:train_specialist")
+def test_retry_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    x, y = _linear_data()
+    kwargs = dict(epochs=2, lambda_path=[0.05], settle_retries=1, progress=False, seed=0)
+    torch.manual_seed(0)
+    expected = hfs.train_specialist(reference := build_adapter(), x, y, **kwargs)
+    assert expected["settle_retries"]  # 2 epochs (4 steps) were too short here: the path ran again at 4 epochs
+    first_steps = 4  # 2 epochs of 2 batches (320 training rows, batch 256)
+    torch.manual_seed(0)
+    stopped = hfs.train_specialist(build_adapter(), x, y, checkpoint_dir=tmp_path, checkpoint_every=1,
+                                   stop_after_steps=first_steps + 2, **kwargs)  # inside the retry
+    assert "interrupted_at" in stopped and (tmp_path / "settle-retry").is_dir()
+    torch.manual_seed(0)
+    resumed = hfs.train_specialist(adapter := build_adapter(), x, y, checkpoint_dir=tmp_path, checkpoint_every=1,
+                                   resume=True, **kwargs)
+    assert resumed["path"] == expected["path"] and resumed["selected_sparsity"] == expected["selected_sparsity"]
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(adapter.state_dict()[key], value, msg=key)
 
 
 def test_default_schedule_is_a_step_budget_between_one_and_100_passes():

@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--selection", default="one_se_margin")
+    parser.add_argument("--settle-retries", type=int, default=0,
+                        help="train the path again, twice as long, when supports had not settled (default 0: the "
+                             "schedule as given; the library's default is 1)")
     parser.add_argument("--cache", default="/tmp/entdev")
     parser.add_argument("--save", default=None, help="folder for each seed's history (json)")
     args = parser.parse_args()
@@ -60,7 +63,8 @@ def main() -> None:
                                   task_names=data.task_names, task_types=data.task_types, n_classes=data.n_classes)
         adapter = SpecialistAdapter(config)
         history = train_specialist(adapter, states, data.tasks, step_tasks, epochs=args.epochs,
-                                   max_steps=args.max_steps, seed=seed, selection=args.selection, progress=False)
+                                   max_steps=args.max_steps, seed=seed, selection=args.selection, progress=False,
+                                   settle_retries=args.settle_retries)
         print(f"seed {seed}: kept lambda {history['selected_sparsity']:.3g}, settled {history['settled']}, "
               f"thresholds {[None if t is None else round(t, 3) for t in history['selection'].get('thresholds', [])]}, "
               f"not voting {history['selection'].get('uninformative', [])}")

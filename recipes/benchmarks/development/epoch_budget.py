@@ -35,7 +35,8 @@ for n in args.n:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                history = train_specialist(adapter, states, tasks, epochs=args.epochs, progress=False, seed=seed)
+                history = train_specialist(adapter, states, tasks, epochs=args.epochs, progress=False, seed=seed,
+                                           settle_retries=0)  # the schedule asked for, no retry
             run = history["args"]
             schedule = f"epochs={run['epochs']}" if run["max_steps"] is None else f"max_steps={run['max_steps']}"
             size = adapter.task_support_.sum(1).tolist()

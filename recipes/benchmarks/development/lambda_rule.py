@@ -74,7 +74,8 @@ if __name__ == "__main__":
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            history = hfs.train_specialist(adapter, states, tasks, epochs=epochs, seed=seed, progress=False)
+            history = hfs.train_specialist(adapter, states, tasks, epochs=epochs, seed=seed, progress=False,
+                                            settle_retries=0)  # EPOCHS as given (a retry doubles them)
         want = truth["relevant"].sum(1).tolist()
         if os.environ.get("DUMP_DIR"):  # the trained paths, to compare rules without training again
             Path(os.environ["DUMP_DIR"]).mkdir(parents=True, exist_ok=True)
