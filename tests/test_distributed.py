@@ -40,12 +40,17 @@ def test_extraction_with_cache_equals_one_process(two_process_run):
         sorted(q.name for q in p.iterdir()) == ["joined"] for p in (two_process_run / "cache").iterdir())
 
 
-@pytest.mark.parametrize("tag", ["fixed", "auto", "resumed", "joint", "lora"])
+@pytest.mark.parametrize("tag", ["fixed", "auto", "retried", "resumed", "joint", "lora"])
 def test_every_process_ends_with_identical_weights(two_process_run, tag):
     first, second = (load_file(str(two_process_run / f"rank{r}-{tag}.safetensors")) for r in (0, 1))
     assert first.keys() == second.keys() and first
     for key in first:
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+
+
+def test_both_processes_train_an_unsettled_path_again_alike(two_process_run):
+    first, second = (json.loads((two_process_run / f"rank{r}-retried.json").read_text()) for r in (0, 1))
+    assert first == second and first["retries"] == ["epochs=2"] and first["epochs"] == 4
 
 
 def test_resume_under_two_processes_matches_uninterrupted(two_process_run):

@@ -88,6 +88,14 @@ dump("auto", auto)
 (OUT / f"rank{RANK}-auto.json").write_text(json.dumps({"selected": history["selected_sparsity"]}))
 
 torch.manual_seed(0)
+retried = build_adapter()  # 2 epochs are too short here: the path is trained again at 4 in every process
+history = hfs.train_specialist(retried, x, y, lambda_path=[0.05], epochs=2, settle_retries=1, progress=False, seed=0)
+dump("retried", retried)
+(OUT / f"rank{RANK}-retried.json").write_text(json.dumps({
+    "selected": history["selected_sparsity"], "retries": [r["schedule"] for r in history.get("settle_retries", [])],
+    "epochs": history["args"]["epochs"]}))
+
+torch.manual_seed(0)
 interrupted = build_adapter()
 init = {k: v.clone() for k, v in interrupted.state_dict().items()}
 out = hfs.train_specialist(interrupted, x, y, sparsity=0.05, checkpoint_dir=OUT / "resume-ckpt", checkpoint_every=5,
