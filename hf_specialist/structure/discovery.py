@@ -91,8 +91,9 @@ class TaskStructure:
     (the default) PCA where it keeps at least a tenth of what the full states predict for every task (cross-validated
     on up to 2,000 rows of the first batch, which the tests then also use), else the supervised directions. PCA's
     top-variance dims also pass over faint content that attention copies between steps, which the task directions
-    read (and the tests then mark); the supervised dims find task facts that PCA drops (a number stated among distractors in a causal LM's state). A warning says when
-    the kept dims carry less than a tenth of what the full states predict (`kept_share_`, `reduction_`).
+    read (and the tests then mark); the supervised dims find task facts that PCA drops (a number stated among
+    distractors in a causal LM's state). A warning says when the kept dims carry less than a tenth of what the full
+    states predict (`kept_share_`, `reduction_`).
 
     Args:
         segment_length (`int`, *optional*, defaults to 1): `L`, steps per segment; 1 marks each step on its own.
