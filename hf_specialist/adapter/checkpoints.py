@@ -68,8 +68,9 @@ def rng_state() -> dict[str, torch.Tensor]:
 def gather_rng_states() -> list[dict[str, torch.Tensor]]:
     """Every process's `rng_state()`, in process order (a collective: call on every process).
 
-    The processes' streams differ as soon as their shares of a batch differ in size (each draws noise for its own
-    rows), so a checkpoint must hold each one's state for a resumed run to draw what the uninterrupted run drew.
+    The adapter draws the global batch's noise in every process (`batch_share`), but other modules draw for their
+    own rows (a LoRA's dropout on the base), so the streams can differ and a checkpoint holds each one's state for a
+    resumed run to draw what the uninterrupted run drew.
     """
     import torch.distributed as dist
 

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._distributed import barrier, is_main_process
+from .batch_share import BatchShare, sharing
 from .checkpoints import (check_checkpoint_lambdas, gather_rng_states, latest_checkpoint, load_checkpoint,
                           save_checkpoint)
 from .model import SpecialistAdapter
@@ -118,12 +119,20 @@ def epoch_batches(n: int, epoch: int, seed: int, batch_size: int) -> list[torch.
 def process_share(batch: torch.Tensor, process_index: int, num_processes: int) -> torch.Tensor:
     """This process's rows of a global batch (every `num_processes`-th row). A batch too small to give every process
     two rows is wrapped around first (as `DistributedSampler` pads), so no process gets an empty or one-row batch."""
+    return process_batch_share(batch, process_index, num_processes)[0]
+
+
+def process_batch_share(batch: torch.Tensor, process_index: int,
+                        num_processes: int) -> tuple[torch.Tensor, BatchShare | None]:
+    """`(rows, share)`: this process's rows of a global batch (`process_share`) and, with several processes, the
+    `BatchShare` under which the adapter trains on them as on the whole batch (`None` in one process)."""
     if num_processes == 1:
-        return batch
+        return batch, None
     need = 2 * num_processes
     if len(batch) < need:
         batch = batch[torch.arange(need) % len(batch)]
-    return batch[process_index::num_processes]
+    positions = torch.arange(process_index, len(batch), num_processes)
+    return batch[positions], BatchShare(positions=positions, global_rows=len(batch), world=num_processes)
 
 
 def support_settled(trace: list[Any], main_points: int, warmup_points: float) -> list[bool]:
@@ -391,10 +400,10 @@ def train_one(
                 break
             if step >= main_steps and not bool(adapter.support_frozen):
                 adapter.freeze_support()
-            rows = process_share(batches[b], rank, world)
+            rows, share = process_batch_share(batches[b], rank, world)
             ramp = step / max(main_steps * cfg.sparsity_warmup, 1e-9)
             lam = sparsity * min(1.0, ramp)
-            with accelerator.accumulate(wrapped), accelerator.autocast():
+            with accelerator.accumulate(wrapped), accelerator.autocast(), sharing(share):
                 terms = wrapped(**train_data.batch(rows, device), sparsity=lam)
                 accelerator.backward(terms["loss"].sum())  # a stack's models are independent: one sum, own grads
                 optimizer.step()
@@ -412,8 +421,8 @@ def train_one(
                 bar.set_postfix(loss="/".join(f"{r['loss']:.3f}" for r in records),
                                 support="/".join(str(r["adapter/support_size"]) for r in records))
             if checkpoint_every and run_dir is not None and state["global_step"] % checkpoint_every == 0:
-                # every process's RNG states: shares of a batch differ by a row, so the processes' noise draws
-                # (and streams) differ, and each must resume its own
+                # every process's RNG states: the adapter's draws are the same in every process (`batch_share`),
+                # but a LoRA's dropout on the base draws for its own rows, and each process must resume its own
                 rng_states = gather_rng_states()
                 if is_main_process():
                     save_checkpoint(run_dir, raw, optimizer, state, rng_states=rng_states)

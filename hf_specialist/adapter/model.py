@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .._validation import InputError
+from .batch_share import active_share, global_batch_norm, randn_rows, sum_over_processes
 from .card import CARD_TAGS
 from .config import SpecialistConfig
 from .hub_mixin import AdapterHubMixin
@@ -189,12 +190,12 @@ class SpecialistAdapter(
 
     def _head_inputs(self, z: torch.Tensor) -> torch.Tensor:
         """`(n, d_latent)` -> `(n_tasks, n, d_latent)` masked, standardised latents."""
-        zs = self.latent_norm(z)
+        zs = global_batch_norm(z, self.latent_norm)
         if bool(self.support_frozen):
             return self.support[:, None, :] * zs[None]
         if self.training:
             m = self.mask[:, None, :]
-            return m * zs[None] + (1 - m) * torch.randn(m.shape[0], *zs.shape, device=zs.device, dtype=zs.dtype)
+            return m * zs[None] + (1 - m) * randn_rows((m.shape[0], *zs.shape), 1, zs.device, zs.dtype)
         return (self.mask > self.config.mask_threshold).to(zs.dtype)[:, None, :] * zs[None]
 
     def _task_output(self, index: int, inputs: torch.Tensor, step_weights: torch.Tensor | None) -> torch.Tensor:
@@ -272,16 +273,24 @@ class SpecialistAdapter(
         x = self.normalize(h)
         mean, logvar = self._posterior(x)
         if self.config.variational and self.training:
-            z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+            z = mean + randn_rows(tuple(mean.shape), 0, mean.device, mean.dtype) * torch.exp(0.5 * logvar)
         else:
             z = mean
-        recon = ((self.decoder(z) - x) ** 2).mean()
+        # a process's share of a global batch: means over the global batch's rows (`batch_share`)
+        share = active_share() if self.training else None
+        row_scale = share.row_scale() if share is not None else 1.0
+        recon = ((self.decoder(z) - x) ** 2).mean() * row_scale
         # heads read the posterior mean: the task fit is not blurred by the reconstruction's sampling noise
         kl = (
-            0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1).mean()
+            0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1).mean() * row_scale
             if self.config.variational
             else torch.zeros((), device=h.device)
         )
+        task_rows = task_mask.to(torch.float32).sum(0)  # each task's rows: the denominators of its mean
+        if share is None:
+            task_rows = task_rows.clamp(min=1.0)
+        else:  # the global batch's rows, over the process count (DDP averages the processes' gradients)
+            task_rows = sum_over_processes(task_rows).clamp(min=1.0) / share.world
         inputs = self._head_inputs(self.rotation(mean))
         terms: dict[str, torch.Tensor] = {}
         per_row_terms: dict[str, torch.Tensor] | None = {} if per_row else None
@@ -295,7 +304,7 @@ class SpecialistAdapter(
             else:
                 per_row = nn.functional.cross_entropy(out, tasks[:, cols.start].long().clamp(min=0), reduction="none")
             weight = rows.to(per_row.dtype)
-            value = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
+            value = (per_row * weight).sum() / task_rows[i]
             if per_row_terms is not None:
                 if self.config.task_types[i] == "regression":
                     score = (target**2).mean(-1)
