@@ -552,9 +552,10 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", choices=["fisher_z", "rff_z", "knn_cmi", "neural_cmi"])
     p.add_argument("--alpha", type=float)
     p.add_argument("--mode", choices=["pairwise", "direct", "both"])
-    p.add_argument("--conditioning", choices=["auto", "band", "all"],
-                   help="direct test given the two neighbours, every other step, or (auto, default) every other step "
-                        "where the states pass the band check")
+    p.add_argument("--conditioning", choices=["auto", "band", "all", "band+all"],
+                   help="direct test given the two neighbours, every other step, or both (a step marked only where "
+                        "both reject); auto (default): every other step where the states pass the band check, "
+                        "else both")
     p.add_argument("--decision", choices=["auto", "chain", "representative"],
                    help="mark segments from every step's direct test by the Markov chain rule, or from each "
                         "segment's end step alone (halves the tests); auto (default): chain for fisher_z")

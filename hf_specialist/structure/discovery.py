@@ -52,6 +52,23 @@ def _joined(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.n
     return np.concatenate(where).astype(np.int64), np.concatenate(statistic), np.concatenate(pvalue)
 
 
+BAND_AND_ALL_ROWS = 10  # `conditioning="auto"` tests under both sets from this many sequences per column
+
+
+def _weakest_direct_tests(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], M: int,
+                          S: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(pvalues, statistics)`, each `(M, S)`, of the direct tests run under one or more conditioning sets: per test
+    the largest p-value and its statistic (an intersection-union test: it rejects only where every set rejects, and
+    keeps its level whenever one of the sets makes the null true). A test that did not run is NaN."""
+    pvalues = np.full((len(parts), M, S), np.nan)
+    statistics = np.full((len(parts), M, S), np.nan)
+    for k, (where, statistic, pvalue) in enumerate(parts):
+        pvalues[k, where[:, 0], where[:, 1]] = pvalue
+        statistics[k, where[:, 0], where[:, 1]] = statistic
+    pick = np.argmax(np.where(np.isnan(pvalues), -np.inf, pvalues), axis=0)[None]
+    return np.take_along_axis(pvalues, pick, 0)[0], np.take_along_axis(statistics, pick, 0)[0]
+
+
 class TaskStructure:
     """Discover which steps of a sequence serve which task (the paper's Algorithm 1 at step level, plus segments).
 
@@ -63,8 +80,9 @@ class TaskStructure:
       step): `s_t ⫫̸ g_i | Z_t` holds exactly when step `t`'s content enters `g_i`, with `Z_t` the two neighbours
       (``conditioning="band"``; also valid for sequences without temporal dependence or cut ones) or every
       other step (``"all"``: it also blocks content that attention copies from far steps into `s_t`, and has
-      more power, since the other serving steps explain part of `g_i`). Marks are the rejections
-      (``carryover=False``).
+      more power, since the other serving steps explain part of `g_i`). Where the states mix content between
+      steps, each set fails somewhere (below), and ``"auto"`` requires both (``"band+all"``). Marks are the
+      rejections (``carryover=False``).
     - **A step's state carries the previous step's action** (the paper's model: `s_{t+1} = F(s_t, a_t)`): the
       path `s_t <- a_{t-1} -> g_i` is not blocked by any set of states, so the step *after* a run serving
       `g_i` is dependent too. The paper avoids that with segments of `L >= 2` steps whose end step represents
@@ -108,10 +126,14 @@ class TaskStructure:
             states predict for some task (cross-validated ridge R^2 on up to 2,000 rows of the first batch;
             `structure.reduction.choose_reduction`), then the supervised directions.
         conditioning (`str`, *optional*, defaults to `"auto"`): the direct test's conditioning set: `"band"` (the
-            two neighbours), `"all"` (every other step) or `"auto"`: `"all"` where the band-screening check passes
-            (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), else `"band"`: where steps mix in each
-            other's content, each conditioned step is a collider of its own content and the tested step's, and
-            conditioning on every step opens those paths. Pairwise tests always use the band.
+            two neighbours), `"all"` (every other step), `"band+all"` (both: a step is marked only where both
+            tests reject; its p-value is the larger one) or `"auto"`: `"all"` where the band-screening check passes
+            (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), else `"band+all"` (from
+            `n >= 10 * (T * d + d_g)`; below, `"band"`). Where steps mix in each other's content, the two sets
+            fail in opposite ways: the band does not block content copied from a far step into the tested one
+            (attention), and every other step opens collider paths (each conditioned step mixes its own content
+            with the tested step's). Requiring both keeps the level whenever either set makes the null true (an
+            intersection-union test). Pairwise tests always use the band; knn_cmi and neural_cmi use the band.
         carryover (`bool` or `"auto"`, *optional*, defaults to `"auto"`): whether a step's state carries the
             previous step's action (see above); `"auto"`: `True` for segments, `False` at step level.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
@@ -162,7 +184,7 @@ class TaskStructure:
         "correction": [Options(None, "bonferroni", "fdr_bh")],
         "project": [Options(None, "auto"), Interval(int, 1, None)],
         "reduction": [Options("auto", "supervised", "pca")],
-        "conditioning": [Options("auto", "band", "all")],
+        "conditioning": [Options("auto", "band", "all", "band+all")],
         "carryover": [Options("auto", True, False)],
         "representative": [Options("end", "start")],
         "decision": [Options("auto", "chain", "representative")],
@@ -313,7 +335,7 @@ class TaskStructure:
         d, d_g = self._widths()
         T = self._tested_steps()
         needed = max(ci.min_samples, 4 * d + d_g + d * 2 + 5)
-        if self.conditioning == "all":
+        if self.conditioning in ("all", "band+all"):
             needed = max(needed, T * d + d_g + 10)
         return needed
 
@@ -321,8 +343,8 @@ class TaskStructure:
         needed = self._min_samples(ci)
         if n < needed:
             d, _ = self._widths()
-            if self.conditioning == "all":
-                raise InputError(f"conditioning='all' conditions on {(self._tested_steps() - 1) * d} dims but only {n} "
+            if self.conditioning in ("all", "band+all"):
+                raise InputError(f"conditioning={self.conditioning!r} conditions on {(self._tested_steps() - 1) * d} dims but only {n} "
                                  "sequences are left for the tests; use conditioning='band', a smaller `project`, or "
                                  "more sequences.")
             raise InputError(
@@ -419,30 +441,32 @@ class TaskStructure:
         direct_steps = np.arange(T) if chain else rep
         self.conditioning_ = self._choose_conditioning(n, T, d, rep, ci, d_g)
         self.temporal_pvalues_ = temporal_pvalues(ci, n, T, d)
-        groups = build_test_batches(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
+        # "band+all": every direct test runs under both sets (the second adds no pairwise tests)
+        conditionings = ("band", "all") if self.conditioning_ == "band+all" else (self.conditioning_,)
+        groups = [(*batch, "pair" if not batch[4] else f"direct {c}")
+                  for c, mode in zip(conditionings, (self.mode, "direct"))
+                  for batch in build_test_batches(rep, T, d, M, d_g, mode, c, direct_steps)]
         chunk = None if getattr(ci, "supports_statistics", False) else max(1, getattr(ci, "batch_tests", 8))
         n_tests = sum(len(g[3]) for g in groups)
-        family = (M * N if self.mode != "pairwise" else 0) + sum(len(g[3]) for g in groups if not g[4])
+        family = (M * N if self.mode != "pairwise" else 0) + sum(len(g[3]) for g in groups if g[5] == "pair")
         if ci.stop_below is None:  # a permutation null may stop once a p-value is far below the smallest critical value
             ci.stop_below = 0.02 * self.alpha / max(family, 1)
-        results: dict[bool, list[list[np.ndarray]]] = {False: [[], [], []], True: [[], [], []]}
+        results: dict[str, list[list[np.ndarray]]] = {k: [[], [], []] for k in
+                                                      ("pair", *(f"direct {c}" for c in conditionings))}
         disable = None if self.progress is None else not self.progress
         with tqdm(total=n_tests, desc=f"CI tests ({ci.name})", unit="test", disable=disable) as bar:
-            for x, y, z, index, direct in groups:
+            for x, y, z, index, _, kind in groups:
                 step = chunk or len(x)
                 for start in range(0, len(x), step):
                     result = ci.test_batch(x[start : start + step], y[start : start + step], z[start : start + step])
-                    for store, value in zip(results[direct], (index[start : start + step], result.statistic,
-                                                             result.pvalue)):
+                    for store, value in zip(results[kind], (index[start : start + step], result.statistic,
+                                                           result.pvalue)):
                         store.append(value)
                     bar.update(len(result.pvalue))
         self.step_r2_ = step_r2(getattr(ci, "cov_", None), M, T, d, d_g, T_full)
-        pair_where, pair_stat, pair_p = _joined(results[False])
-        step_where, step_stat, step_p = _joined(results[True])
-        tested_p = np.full((M, len(direct_steps)), np.nan)
-        tested_stat = np.full((M, len(direct_steps)), np.nan)
-        tested_p[step_where[:, 0], step_where[:, 1]] = step_p
-        tested_stat[step_where[:, 0], step_where[:, 1]] = step_stat
+        pair_where, pair_stat, pair_p = _joined(results["pair"])
+        tested_p, tested_stat = _weakest_direct_tests([_joined(results[f"direct {c}"]) for c in conditionings],
+                                                      M, len(direct_steps))
         self.step_pvalues_ = np.full((M, T_full), np.nan)
         self.step_statistics_ = np.full((M, T_full), np.nan)
         self.step_pvalues_[:, direct_steps] = tested_p
@@ -510,7 +534,9 @@ class TaskStructure:
         """The direct test's conditioning set; for `"auto"`, `"all"` only where the band-screening check passes
         (a Markov sequence: no content leaks between non-adjacent steps) with enough sequences for it to see mild
         mixing (`n >= 100 * (T * d + d_g)`; with fewer it missed mixing that conditioning on every step then
-        turned into false marks). The check also runs for `report()` whenever `n > 4 T d`."""
+        turned into false marks), else both sets (`"band+all"`) where every other step leaves at least
+        `BAND_AND_ALL_ROWS` sequences per column, else the band. The check also runs for `report()` whenever
+        `n > 4 T d`."""
         self.markov_pvalue_ = None
         cov = getattr(ci, "cov_", None)
         if cov is not None and len(rep) >= 2 and n > 4 * T * d and self.mode != "pairwise":
@@ -518,10 +544,12 @@ class TaskStructure:
                                                        "bonferroni").min())
         if self.conditioning != "auto":
             return self.conditioning
-        if (self.mode == "pairwise" or cov is None or n < 100 * (T * d + d_g)
-                or self.markov_pvalue_ is None):
+        if self.mode == "pairwise" or cov is None:
             return "band"
-        return "all" if self.markov_pvalue_ >= self.alpha else "band"
+        width = T * d + d_g
+        if n >= 100 * width and self.markov_pvalue_ is not None and self.markov_pvalue_ >= self.alpha:
+            return "all"
+        return "band+all" if n >= BAND_AND_ALL_ROWS * width else "band"
 
     # -- results ----------------------------------------------------------------------------------
     def task_mask(self, n_sequences: int | None = None) -> np.ndarray:

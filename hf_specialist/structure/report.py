@@ -30,8 +30,8 @@ def structure_warnings(structure: Any) -> list[str]:
     for i, column in enumerate(structure.step_tasks_.T):
         if T > 2 and column.all():
             out.append(f"task {i} is marked on every step: content may leak between steps (attention carries "
-                       "each step's content into the others). Try an earlier layer (hfs.sweep_layers), "
-                       "conditioning='all', or extract_steps(..., context='isolated').")
+                       "each step's content into the others). Try an earlier layer (hfs.sweep_layers) or "
+                       "extract_steps(..., context='isolated').")
         elif not column.any():
             out.append(f"task {i} is marked on no step: no step's state predicts it beyond the others at this "
                        "level (or the reduction lost it: see kept_share_).")
@@ -81,7 +81,7 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
         lines.append(f"Neighbours screen each step from the far steps: p = {markov:.3g} "
                      + ("(holds: a Markov sequence)." if markov >= structure.alpha else
                         "(fails: content leaks between non-adjacent steps, as attention does; conditioning on every "
-                        "other step blocks it)."))
+                        "other step as well as on the neighbours, conditioning='band+all', blocks it)."))
     temporal = getattr(structure, "temporal_pvalues_", None)
     if temporal is not None:
         dependent = int((temporal < structure.alpha / max(len(temporal), 1)).sum())

@@ -10,8 +10,10 @@ so that `development/lambda_processes.py --from-dumps FOLDER` can apply other ru
 
 Per evaluation seed: the kept lambda and the support per task in each layout, whether they are the same (the lambda and
 the task x latent support exactly: the same seed gives the same initialisation), and whether the support is exact. `batch_size` is the global batch
-and the split and batch order depend on the seed only, so the two layouts take the same optimizer steps; they differ
-only by floating-point reduction order (two processes average two half-batch gradients).
+and the split and batch order depend on the seed only, so the two layouts take the same optimizer steps, and every
+process trains its share with the global batch's noise, batch-norm statistics and loss weights
+(`hf_specialist/adapter/batch_share.py`); they differ only by floating-point reduction order (two processes sum two
+half-batch gradients).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def test_auto_conditioning_uses_all_steps_only_where_the_band_check_passes():
     states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=8,
                                                        n_irrelevant=2, seed=0)
     mixed = hfs.TaskStructure(segment_length=2, project=4, reduction="pca").fit(states, tasks)
-    assert mixed.conditioning_ == "band" and mixed.markov_pvalue_ < 0.05
+    assert mixed.conditioning_ == "band+all" and mixed.markov_pvalue_ < 0.05
     np.testing.assert_array_equal(mixed.step_tasks_, step_tasks)
     # no check where it cannot help: the paper's pairwise test, a nonlinear test, too few sequences for all steps
     small = synthetic.collider_sequences(n=60, T=8, M=2, seed=0)[:2]
@@ -100,8 +100,35 @@ def test_auto_conditioning_uses_all_steps_only_where_the_band_check_passes():
     states, tasks, _ = synthetic.collider_step_latents(n=2000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=32,
                                                        n_irrelevant=2, seed=0)
     ts = hfs.TaskStructure(segment_length=2, project=8, reduction="pca").fit(states, tasks)
-    assert ts.conditioning_ == "band"
+    assert ts.conditioning_ == "band+all"
     np.testing.assert_array_equal(ts.step_tasks_, step_tasks)
+
+
+def _echoed_steps(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scalar steps whose states also carry the content of the step three before (as attention copies content):
+    task 0 reads steps 2 and 3, task 1 step 7; steps 5, 6 and 10 echo them."""
+    rng = np.random.default_rng(seed)
+    content = rng.normal(size=(n, 10))
+    states = content.copy()
+    states[:, 3:] += 0.6 * content[:, :-3]
+    tasks = np.stack([content[:, 1] + content[:, 2], content[:, 6]], 1) + 0.5 * rng.normal(size=(n, 2))
+    truth = np.zeros((10, 2), dtype=bool)
+    truth[[1, 2], 0] = truth[6, 1] = True
+    return states, tasks, truth
+
+
+def test_band_and_all_marks_a_step_only_where_both_sets_reject():
+    states, tasks, truth = _echoed_steps(5000, 0)
+    band = hfs.TaskStructure(conditioning="band").fit(states, tasks)
+    every = hfs.TaskStructure(conditioning="all").fit(states, tasks)
+    both = hfs.TaskStructure(conditioning="band+all").fit(states, tasks)
+    # an intersection-union test: each p-value is the larger of the two sets'
+    np.testing.assert_allclose(both.step_pvalues_, np.maximum(band.step_pvalues_, every.step_pvalues_))
+    assert (band.step_tasks_ & ~truth).any()  # the neighbours do not block the echo of a far step
+    np.testing.assert_array_equal(both.step_tasks_, truth)
+    auto = hfs.TaskStructure().fit(states, tasks)  # the band check sees the echo
+    assert auto.conditioning_ == "band+all" and auto.markov_pvalue_ < 0.05
+    np.testing.assert_array_equal(auto.step_tasks_, truth)
 
 
 def test_no_false_positives_when_tasks_are_unrelated(global_random_seed):
