@@ -2,7 +2,7 @@
 
 Usage:
     python recipes/benchmarks/structure.py [--seeds 10] [--first-seed 100] [--n 10000] [--quick]
-        [--runtime-only | --nonlinear-only | --sample-efficiency-only]
+        [--runtime-only | --nonlinear-only | --outcomes-only | --context-only | --sample-efficiency-only]
 
 Seeds: development draws 0-9 chose the defaults (the chain decision for fisher_z, the n >= 100 (T d + d_g) rule of
 the band check, knn_cmi's automatic k, the lambda tolerance of the adapter); the tables report evaluation draws
@@ -138,15 +138,19 @@ def context_rows(seeds: int) -> None:
           "observations, project=4; F1 mean ± std over seeds)")
     assignment = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool)
     step_tasks = np.repeat(assignment, 2, axis=0)
-    for context in (0.0, 0.1, 0.2):
-        scores: dict[str, list[float]] = {"auto (default)": [], "band": [], "all": []}
-        for seed in seed_range(seeds):
-            states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=context, step_tasks=step_tasks,
-                                                               obs_dim=8, n_irrelevant=2, seed=seed)
-            for conditioning in scores:
-                pred = TaskStructure(segment_length=2, conditioning=conditioning.split()[0], project=4).fit(states, tasks).step_tasks_
-                scores[conditioning].append(structure_scores(pred, step_tasks)["f1"])
-        print(f"  context {context:.1f}: " + " | ".join(f"{c} {np.mean(v):.3f} ± {np.std(v):.3f}" for c, v in scores.items()))
+    for segment_length in (2, 1):
+        for context in (0.0, 0.1, 0.2):
+            scores: dict[str, list[float]] = {"auto (default)": [], "band": [], "all": [], "band+all": []}
+            for seed in seed_range(seeds):
+                states, tasks, _ = synthetic.collider_step_latents(n=5000, T=8, context=context,
+                                                                   step_tasks=step_tasks, obs_dim=8, n_irrelevant=2,
+                                                                   seed=seed)
+                for conditioning in scores:
+                    pred = TaskStructure(segment_length=segment_length, conditioning=conditioning.split()[0],
+                                         project=4).fit(states, tasks).step_tasks_
+                    scores[conditioning].append(structure_scores(pred, step_tasks)["f1"])
+            print(f"  {'segments of 2' if segment_length == 2 else 'step level   '}, context {context:.1f}: "
+                  + " | ".join(f"{c} {np.mean(v):.3f} ± {np.std(v):.3f}" for c, v in scores.items()), flush=True)
 
 
 def runtime_rows() -> None:
@@ -208,6 +212,7 @@ def sample_efficiency_rows(seeds: int, sizes: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--context-only", action="store_true", help="only the rows of steps that mix content")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="fewer seeds and smaller nonlinear runs")
     parser.add_argument("--runtime-only", action="store_true", help="only the runtime rows (run them on a quiet machine)")
@@ -227,6 +232,9 @@ def main() -> None:
         return
     if args.nonlinear_only:
         nonlinear_rows(min(args.seeds, 3 if args.quick else 5), args.quick)
+        return
+    if args.context_only:
+        context_rows(min(args.seeds, 5))
         return
     if args.outcomes_only:
         outcome_rows(min(args.seeds, 3 if args.quick else 5))
