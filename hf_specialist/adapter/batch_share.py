@@ -12,7 +12,9 @@ task rows). While a `BatchShare` is active (`sharing`), the adapter instead
   `torch.func.vmap` for stacked models);
 - divides each loss mean by the global batch's counts and scales it by the process count, so DDP's average is the
   global batch's mean.
-What is left between one and several processes is float rounding (sums in another order).
+What is left between one and several processes is float rounding (sums in another order). With a LoRA on the base
+model, the base's and the LoRA's dropout draw for each process's own tokens first, so the processes' generators part
+and the global draws differ between layouts: such runs are valid but not the same as one process's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 _ACTIVE: list[BatchShare] = []
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BatchShare:
     """This process's rows of a global batch.
 
@@ -72,7 +74,10 @@ def randn_rows(shape: tuple[int, ...], row_dim: int, device: torch.device, dtype
     share = active_share()
     if share is None:
         return torch.randn(shape, device=device, dtype=dtype)
-    per_row = shape[row_dim] // len(share.positions)
+    per_row, left = divmod(shape[row_dim], len(share.positions))
+    if left:
+        raise ValueError(f"noise of shape {shape} runs over {shape[row_dim]} rows at dim {row_dim}, not a multiple "
+                         f"of this process's {len(share.positions)} batch rows.")
     rows = (share.positions.to(device)[:, None] * per_row + torch.arange(per_row, device=device)).reshape(-1)
     full = list(shape)
     full[row_dim] = share.global_rows * per_row
@@ -123,12 +128,16 @@ def global_batch_norm(z: torch.Tensor, norm: torch.nn.BatchNorm1d) -> torch.Tens
     share = active_share()
     if share is None or share.world == 1 or not norm.training:
         return norm(z)
+    if norm.momentum is None:
+        raise ValueError("global_batch_norm follows a BatchNorm1d with a momentum; a cumulative average "
+                         "(momentum=None) is not supported.")
     count = float(share.global_rows * (z.shape[0] // len(share.positions)))
-    mean = sum_over_processes(z.sum(0)) / count
-    variance = sum_over_processes(((z - mean) ** 2).sum(0)) / count  # two passes: no cancellation
+    z32 = z.float()  # statistics in float32 whatever autocast runs the layers in, as BatchNorm keeps them
+    mean = sum_over_processes(z32.sum(0)) / count
+    variance = sum_over_processes(((z32 - mean) ** 2).sum(0)) / count  # two passes: no cancellation
     with torch.no_grad():
-        momentum = norm.momentum if norm.momentum is not None else 0.1
-        norm.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
-        norm.running_var.mul_(1 - momentum).add_(momentum * variance.detach() * count / max(count - 1.0, 1.0))
+        norm.running_mean.mul_(1 - norm.momentum).add_(norm.momentum * mean.detach())
+        norm.running_var.mul_(1 - norm.momentum).add_(
+            norm.momentum * variance.detach() * count / max(count - 1.0, 1.0))
         norm.num_batches_tracked.add_(1)
-    return (z - mean) / torch.sqrt(variance + norm.eps)
+    return ((z32 - mean) / torch.sqrt(variance + norm.eps)).to(z.dtype)

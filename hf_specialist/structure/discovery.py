@@ -128,8 +128,8 @@ class TaskStructure:
         conditioning (`str`, *optional*, defaults to `"auto"`): the direct test's conditioning set: `"band"` (the
             two neighbours), `"all"` (every other step), `"band+all"` (both: a step is marked only where both
             tests reject; its p-value is the larger one) or `"auto"`: `"all"` where the band-screening check passes
-            (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), else `"band+all"` (from
-            `n >= 10 * (T * d + d_g)`; below, `"band"`). Where steps mix in each other's content, the two sets
+            (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), `"band+all"` where it fails (from
+            `n >= 10 * (T * d + d_g)`), else `"band"`. Where steps mix in each other's content, the two sets
             fail in opposite ways: the band does not block content copied from a far step into the tested one
             (attention), and every other step opens collider paths (each conditioned step mixes its own content
             with the tested step's). Requiring both keeps the level whenever either set makes the null true (an
@@ -344,9 +344,9 @@ class TaskStructure:
         if n < needed:
             d, _ = self._widths()
             if self.conditioning in ("all", "band+all"):
-                raise InputError(f"conditioning={self.conditioning!r} conditions on {(self._tested_steps() - 1) * d} dims but only {n} "
-                                 "sequences are left for the tests; use conditioning='band', a smaller `project`, or "
-                                 "more sequences.")
+                raise InputError(f"conditioning={self.conditioning!r} conditions on {(self._tested_steps() - 1) * d} "
+                                 f"dims but only {n} sequences are left for the tests; use conditioning='band', a "
+                                 "smaller `project`, or more sequences.")
             raise InputError(
                 f"`states` leaves {n} sequences for the tests but the {ci.name} test with these dimensions needs at "
                 f"least {needed}; pass more sequences (or a smaller `project`)."
@@ -442,7 +442,8 @@ class TaskStructure:
         self.conditioning_ = self._choose_conditioning(n, T, d, rep, ci, d_g)
         self.temporal_pvalues_ = temporal_pvalues(ci, n, T, d)
         # "band+all": every direct test runs under both sets (the second adds no pairwise tests)
-        conditionings = ("band", "all") if self.conditioning_ == "band+all" else (self.conditioning_,)
+        both = self.conditioning_ == "band+all" and self.mode != "pairwise"  # pairwise tests use the band
+        conditionings = ("band", "all") if both else ("band",) if self.mode == "pairwise" else (self.conditioning_,)
         groups = [(*batch, "pair" if not batch[4] else f"direct {c}")
                   for c, mode in zip(conditionings, (self.mode, "direct"))
                   for batch in build_test_batches(rep, T, d, M, d_g, mode, c, direct_steps)]
@@ -534,9 +535,9 @@ class TaskStructure:
         """The direct test's conditioning set; for `"auto"`, `"all"` only where the band-screening check passes
         (a Markov sequence: no content leaks between non-adjacent steps) with enough sequences for it to see mild
         mixing (`n >= 100 * (T * d + d_g)`; with fewer it missed mixing that conditioning on every step then
-        turned into false marks), else both sets (`"band+all"`) where every other step leaves at least
-        `BAND_AND_ALL_ROWS` sequences per column, else the band. The check also runs for `report()` whenever
-        `n > 4 T d`."""
+        turned into false marks); where the check fails (content leaks), both sets (`"band+all"`) when every
+        other step leaves at least `BAND_AND_ALL_ROWS` sequences per column; else the band. The check runs
+        whenever `n > 4 T d` (also for `report()`)."""
         self.markov_pvalue_ = None
         cov = getattr(ci, "cov_", None)
         if cov is not None and len(rep) >= 2 and n > 4 * T * d and self.mode != "pairwise":
@@ -547,8 +548,10 @@ class TaskStructure:
         if self.mode == "pairwise" or cov is None:
             return "band"
         width = T * d + d_g
-        if n >= 100 * width and self.markov_pvalue_ is not None and self.markov_pvalue_ >= self.alpha:
-            return "all"
+        if self.markov_pvalue_ is None:
+            return "band"
+        if self.markov_pvalue_ >= self.alpha:
+            return "all" if n >= 100 * width else "band"
         return "band+all" if n >= BAND_AND_ALL_ROWS * width else "band"
 
     # -- results ----------------------------------------------------------------------------------

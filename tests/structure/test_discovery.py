@@ -100,7 +100,7 @@ def test_auto_conditioning_uses_all_steps_only_where_the_band_check_passes():
     states, tasks, _ = synthetic.collider_step_latents(n=2000, T=8, context=0.1, step_tasks=step_tasks, obs_dim=32,
                                                        n_irrelevant=2, seed=0)
     ts = hfs.TaskStructure(segment_length=2, project=8, reduction="pca").fit(states, tasks)
-    assert ts.conditioning_ == "band+all"
+    assert ts.conditioning_ == "band"
     np.testing.assert_array_equal(ts.step_tasks_, step_tasks)
 
 
