@@ -465,6 +465,12 @@ def train_specialist(
             f"{', '.join(f'{x:.3g}' for x in moving)} were still changing when they were frozen ({budget}): "
             "the run was too short for the supports to settle, so this lambda and support are not a reliable "
             "choice. Train with more epochs (or max_steps).", UserWarning, stacklevel=2)
+    if kept == 0.0 and len(lambdas) > 1 and is_main_process():  # the dense reference won: nothing was pruned
+        warnings.warn(
+            "train_specialist: every lambda of the path lost more held-out accuracy than the dense model's "
+            "tolerance allows, so the dense model (lambda 0) was kept: no latent was pruned and the blocks are not "
+            "specialists. See history['path'] for each lambda's held-out losses; a longer schedule, more "
+            "sequences or smaller lambdas (`lambda_path`) may let a sparse model pass.", UserWarning, stacklevel=2)
     unpredicted = [cfg.task_names[i] for i in selection.get("uninformative", [])]
     if unpredicted and len(lambdas) > 1 and is_main_process():
         warnings.warn(
@@ -518,6 +524,8 @@ def training_summary(adapter: SpecialistAdapter, path: list[dict[str, Any]], bes
                      + (f", {score}" if score else ""))
     tail = "" if settled or not multiple else (
         " Supports were still changing when they were frozen: train longer before trusting this choice.")
+    if multiple and record["sparsity"] == 0.0:
+        tail += " No lambda stayed within the tolerance: the dense model was kept and nothing was pruned."
     unpredicted = [cfg.task_names[i] for i in selection.get("uninformative", [])]
     if unpredicted and multiple:
         tail += f" Not predicted better than the null, so not voting in the choice: {', '.join(unpredicted)}."

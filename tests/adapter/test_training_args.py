@@ -210,6 +210,23 @@ def test_short_run_warns_instead_of_claiming_a_choice():
     assert "settle_retries" not in history
 
 
+def test_keeping_the_dense_model_says_that_nothing_was_pruned(monkeypatch):
+    from hf_specialist.adapter import lambda_path
+
+    real = lambda_path.select_lambda
+
+    def dense_wins(path, *args, **kwargs):  # as when every lambda lost more than the tolerance allows
+        _, selection = real(path, *args, **kwargs)
+        return 0, selection
+
+    monkeypatch.setattr(lambda_path, "select_lambda", dense_wins)
+    x, y = _linear_data()
+    with pytest.warns(UserWarning, match="the dense model \\(lambda 0\\) was kept"):
+        history = hfs.train_specialist(build_adapter(), x, y, epochs=4, lambda_path=[0.05], progress=False,
+                                       settle_retries=0)
+    assert history["selected_sparsity"] == 0.0 and "nothing was pruned" in history["summary"]
+
+
 @pytest.mark.filterwarnings("ignore:train_specialist")
 def test_unsettled_path_is_trained_again_twice_as_long(capsys):
     x, y = _linear_data()
