@@ -122,7 +122,8 @@ def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_
         - 2,000 rows, 60 epochs, 2 tasks with blocks of 2: exact supports on 10/10 seeds with `"one_se_margin"`
           and `"tolerance"`, 5/10 with `"one_se"`; with one latent shared by the two blocks: 10/10, 10/10, 4/10.
         - 1,000 rows, 25 epochs (too short): no rule is exact on any seed; `"one_se_margin"` warns on all 10.
-        - 1,200 rows, one process against two (torchrun): at the default 100 epochs the same lambda and support
+        - 1,200 rows, one process against two (torchrun; measured before `batch_share` made two processes train
+          what one trains): at the default 100 epochs the same lambda and support
           pattern on 9/10 seeds with every rule, and the same exact support on 10/10 with `"one_se_margin"` (on
           seed 4 lambda 0.3 over-pruned in one process only, so 0.0949 was kept there, with the same support);
           at 40 epochs, too short on several seeds, the same choice on 7/10 (`"one_se_margin"`, `"tolerance"`)
