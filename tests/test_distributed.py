@@ -97,7 +97,12 @@ def test_two_processes_train_the_weights_one_process_trains(two_process_run, tag
     single = build_adapter()
     kwargs = dict(epochs=4, batch_size=32, seed=0, progress=False)
     if tag == "fixed":
-        hfs.train_specialist(single, x, y, sparsity=0.05, **kwargs)
+        history = hfs.train_specialist(single, x, y, sparsity=0.05, **kwargs)
+        # the logged terms are the whole batch's in both layouts
+        logged = json.loads((two_process_run / "rank0-fixed-steps.json").read_text())
+        assert [r["step"] for r in logged] == [r["step"] for r in history["steps"]]
+        for key in ("loss", "recon", "task_0", "task_1"):
+            np.testing.assert_allclose([r[key] for r in logged], [r[key] for r in history["steps"]], atol=1e-5)
     else:
         hfs.train_specialist(single, x, y, lambda_path=[0.01, 0.3], **kwargs)
     two = load_file(str(two_process_run / f"rank0-{tag}.safetensors"))

@@ -141,3 +141,23 @@ def global_batch_norm(z: torch.Tensor, norm: torch.nn.BatchNorm1d) -> torch.Tens
             norm.momentum * variance.detach() * count / max(count - 1.0, 1.0))
         norm.num_batches_tracked.add_(1)
     return ((z32 - mean) / torch.sqrt(variance + norm.eps)).to(z.dtype)
+
+
+def whole_batch_terms(terms: dict[str, torch.Tensor], share: BatchShare | None) -> dict[str, torch.Tensor]:
+    """Loss terms of the whole global batch from each process's (a collective: call on every process). Under a share
+    each process's term is its part of the global mean times the process count, so their mean over processes is
+    the global batch's value; without a share the terms are returned as they are."""
+    if share is None or share.world == 1:
+        return terms
+    import torch.distributed as dist
+
+    names = list(terms)
+    flat = torch.cat([terms[k].detach().float().reshape(-1) for k in names])
+    dist.all_reduce(flat)
+    flat /= share.world
+    out, start = {}, 0
+    for k in names:
+        size = terms[k].numel()
+        out[k] = flat[start : start + size].reshape(terms[k].shape)
+        start += size
+    return out

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._distributed import barrier, is_main_process
-from .batch_share import BatchShare, sharing
+from .batch_share import BatchShare, sharing, whole_batch_terms
 from .checkpoints import (check_checkpoint_lambdas, gather_rng_states, latest_checkpoint, load_checkpoint,
                           save_checkpoint)
 from .model import SpecialistAdapter
@@ -416,7 +416,7 @@ def train_one(
                 # the support along the main phase: has it settled before the freeze?
                 state["support_trace"].append(np.asarray(adapter.task_support_).astype(int).tolist())
             if state["global_step"] % 25 == 0 or state["global_step"] == total_steps:
-                records = _records(terms, adapter, sparsity, lam, state["global_step"])
+                records = _records(whole_batch_terms(terms, share), adapter, sparsity, lam, state["global_step"])
                 state["history"] += records
                 bar.set_postfix(loss="/".join(f"{r['loss']:.3f}" for r in records),
                                 support="/".join(str(r["adapter/support_size"]) for r in records))

@@ -77,8 +77,9 @@ kwargs = dict(epochs=4, batch_size=32, seed=0, progress=False)
 
 torch.manual_seed(0)
 fixed = build_adapter()
-hfs.train_specialist(fixed, x, y, sparsity=0.05, **kwargs)
+fixed_history = hfs.train_specialist(fixed, x, y, sparsity=0.05, **kwargs)
 dump("fixed", fixed)
+(OUT / f"rank{RANK}-fixed-steps.json").write_text(json.dumps(fixed_history["steps"]))
 fixed.save_pretrained(OUT / "artifact")
 
 torch.manual_seed(0)
