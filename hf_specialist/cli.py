@@ -554,8 +554,8 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["pairwise", "direct", "both"])
     p.add_argument("--conditioning", choices=["auto", "band", "all", "band+all"],
                    help="direct test given the two neighbours, every other step, or both (a step marked only where "
-                        "both reject); auto (default): every other step where the states pass the band check, "
-                        "else both")
+                        "both reject); auto (default): every other step where the states pass the band check (n >= "
+                        "100 (T d + d_g)), both where it fails (n >= 10 (T d + d_g)), else the two neighbours")
     p.add_argument("--decision", choices=["auto", "chain", "representative"],
                    help="mark segments from every step's direct test by the Markov chain rule, or from each "
                         "segment's end step alone (halves the tests); auto (default): chain for fisher_z")

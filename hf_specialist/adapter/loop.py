@@ -242,7 +242,8 @@ def _check_process_layout(num_processes: int) -> None:
 
 def _sync_from_main(module: torch.nn.Module, adapter: SpecialistAdapter) -> None:
     """Copy the main process's trained parameters and the adapter's buffers to every process (DDP keeps parameters
-    in step, but each process's last forward updates its own normalisation statistics); a frozen base is left."""
+    in step, and the batch-norm statistics agree up to rounding (`batch_share`); the copy makes them
+    bit-identical); a frozen base is left."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

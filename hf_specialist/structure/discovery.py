@@ -148,14 +148,15 @@ class TaskStructure:
         segment_tasks_ (`np.ndarray` of shape `(N, M)`, bool): segment `k` serves task `i` (`N = T` at step level).
         step_tasks_ (`np.ndarray` of shape `(T, M)`, bool): the marks per step.
         step_pvalues_, step_statistics_ (`np.ndarray` of shape `(M, T)`): raw p-value and statistic of every
-            tested step's direct test (NaN where a step was not tested).
+            tested step's direct test (NaN where a step was not tested); under `"band+all"` the larger p-value of
+            the two sets and the statistic that goes with it.
         step_r2_ (`np.ndarray` of shape `(M, T)` or `None`): the share of each task's variance that each step's
             (reduced) state predicts on its own; high on every step means content leaks between steps.
         critical_pvalue_ (`float`): the raw p-value a single direct test must fall below under `correction`.
         pvalues_ (`np.ndarray`): adjusted p-values; `(M, N)` for `"direct"`, `(M, N, N)` for `"pairwise"` and
             `"both"` (the diagonal holds the direct tests).
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
-        n_tests_ (`int`): CI tests run.
+        n_tests_ (`int`): CI tests run (under `"band+all"` both sets' tests).
         conditioning_ (`str`), carryover_ (`bool`), decision_ (`str`): what the fit used.
         markov_pvalue_ (`float` or `None`): adjusted p-value of the band-screening check (`None` when not run).
         temporal_pvalues_ (`np.ndarray` of shape `(T - 1,)` or `None`): p-value that steps `t` and `t+1` are

@@ -1,5 +1,5 @@
-"""Which CI tests a fit runs: the conditioning sets (band or every other step), the band check that chooses
-between them, and the batches of equal-shaped tests over the columns of `[steps (T * d) | tasks (M * d_g)]`."""
+"""Which CI tests a fit runs: the conditioning sets (band or every other step; `"band+all"` runs both as two
+sets of batches, joined in `discovery`), the band check that chooses between them, and the batches of equal-shaped tests over the columns of `[steps (T * d) | tasks (M * d_g)]`."""
 
 from __future__ import annotations
 

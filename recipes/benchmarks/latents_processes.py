@@ -12,8 +12,8 @@ Per evaluation seed: the kept lambda and the support per task in each layout, wh
 the task x latent support exactly: the same seed gives the same initialisation), and whether the support is exact. `batch_size` is the global batch
 and the split and batch order depend on the seed only, so the two layouts take the same optimizer steps, and every
 process trains its share with the global batch's noise, batch-norm statistics and loss weights
-(`hf_specialist/adapter/batch_share.py`); they differ only by floating-point reduction order (two processes sum two
-half-batch gradients).
+(`hf_specialist/adapter/batch_share.py`); they differ only by floating-point reduction order (DDP averages the two
+processes' rescaled half-batch gradients).
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from hf_specialist.structure.baselines import BASELINES
 from hf_specialist.structure.ci_tests import KnnCMI, NeuralCMI
 
 OURS = {
-    # mode="direct", conditioning="auto" (all steps where the band check passes), decision="auto" (for fisher_z the
+    # mode="direct", conditioning="auto" (all steps where the band check passes, band+all where it fails),
+    # decision="auto" (for fisher_z the
     # chain: every step's test, explained by segment marks on the Markov chain), bonferroni, alpha=0.05
     "ours (default)": {},
     "ours end step": {"decision": "representative"},  # each segment's end-step test alone
@@ -133,7 +134,8 @@ def outcome_rows(seeds: int) -> None:
 
 
 def context_rows(seeds: int) -> None:
-    """Steps that see each other's content (as attention does): the band against conditioning on all steps."""
+    """Steps that see each other's content (as attention does): auto, band, all and band+all, with segments of 2
+    and at step level."""
     print("\nSteps that mix in each other's content (collider_step_latents, n=5000, T=8, 4 segments, 8-dim "
           "observations, project=4; F1 mean ± std over seeds)")
     assignment = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool)

@@ -1,6 +1,6 @@
-"""Development draws only (seeds 0-4; texts of seeds 0 and 1): `conditioning="auto"` where the band check fails or
-cannot be trusted, the band alone (before) against the band and every other step together (`"band+all"`, a step
-marked only where both tests reject).
+"""Development draws only (seeds 0-4; texts of seeds 0 and 1): `conditioning="auto"` where the band check ran and
+failed (from n >= 10 (T d + d_g)), the band alone (before) against the band and every other step together
+(`"band+all"`, a step marked only where both tests reject).
 
     OMP_NUM_THREADS=1 python recipes/benchmarks/development/structure_band_and_all.py [CASE ...]
     cases: texts, mixing, colliders, outcomes, linear
