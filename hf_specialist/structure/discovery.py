@@ -442,9 +442,12 @@ class TaskStructure:
         direct_steps = np.arange(T) if chain else rep
         self.conditioning_ = self._choose_conditioning(n, T, d, rep, ci, d_g)
         self.temporal_pvalues_ = temporal_pvalues(ci, n, T, d)
-        # "band+all": every direct test runs under both sets (the second adds no pairwise tests)
-        both = self.conditioning_ == "band+all" and self.mode != "pairwise"  # pairwise tests use the band
-        conditionings = ("band", "all") if both else ("band",) if self.mode == "pairwise" else (self.conditioning_,)
+        if self.mode == "pairwise":  # pairwise tests use the band
+            conditionings = ("band",)
+        elif self.conditioning_ == "band+all":  # every direct test under both sets; the second adds no pairwise tests
+            conditionings = ("band", "all")
+        else:
+            conditionings = (self.conditioning_,)
         groups = [(*batch, "pair" if not batch[4] else f"direct {c}")
                   for c, mode in zip(conditionings, (self.mode, "direct"))
                   for batch in build_test_batches(rep, T, d, M, d_g, mode, c, direct_steps)]
