@@ -61,6 +61,10 @@ def main() -> None:
         choice = _choice(*default_call(**child))
         if os.environ.get("RANK") == "0":
             Path(args.child).write_text(json.dumps(choice))
+        import torch.distributed as dist
+
+        dist.barrier()  # a clean teardown: exiting with the gloo group alive can abort at interpreter exit
+        dist.destroy_process_group()
         return
     kind = "evaluation" if args.first_seed >= 100 else "development"
     print(f"One process against two (torchrun), default call, n={args.n}, block {args.block_size}, overlap "

@@ -38,3 +38,5 @@ if __name__ == "__main__":  # under `torchrun --nproc_per_node 2`: each process 
     Path(sys.argv[1], f"rank{os.environ['RANK']}-choice.json").write_text(json.dumps({
         "selected": history["selected_sparsity"], "support": adapter.task_support_.astype(int).tolist(),
         "settled": history["settled"], "path": history["path"]}))
+    torch.distributed.barrier()  # a clean teardown: exiting with the gloo group alive can abort at interpreter exit
+    torch.distributed.destroy_process_group()

@@ -38,3 +38,6 @@ found = sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() 
 loaded = hfs.SpecialistAdapter.from_pretrained(folder)  # readable at once by every process
 same = all(torch.equal(loaded.state_dict()[k], v) for k, v in adapter.state_dict().items())
 (OUT / f"rank{RANK}-saved.json").write_text(json.dumps({"files": found, "same": same}))
+
+torch.distributed.barrier()  # a clean teardown: exiting with the gloo group alive can abort at interpreter exit
+torch.distributed.destroy_process_group()

@@ -123,3 +123,6 @@ dump("joint", joint)
 joint.save_pretrained(OUT / "joint-artifact", lora_model=history["lora_model"])
 
 (OUT / f"rank{RANK}-writes.json").write_text(json.dumps(WRITES))
+
+torch.distributed.barrier()  # a clean teardown: exiting with the gloo group alive can abort at interpreter exit
+torch.distributed.destroy_process_group()
