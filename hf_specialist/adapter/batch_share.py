@@ -36,11 +36,14 @@ class BatchShare:
         positions (`torch.Tensor`): this process's positions in the global batch (every `world`-th, from its rank).
         global_rows (`int`): the global batch's rows (after any wrap-around padding).
         world (`int`): the number of processes.
+        group (*optional*): the process group of the share's collectives; one apart from DDP's, so that they never
+            interleave with DDP's gradient buckets (`None`: the default group).
     """
 
     positions: torch.Tensor
     global_rows: int
     world: int
+    group: object = None
 
     def row_scale(self) -> float:
         """The factor that turns this process's mean over its rows into its part of the global batch's mean under
@@ -84,16 +87,21 @@ def randn_rows(shape: tuple[int, ...], row_dim: int, device: torch.device, dtype
     return torch.randn(full, device=device, dtype=dtype).index_select(row_dim, rows)
 
 
+def _all_reduce(x: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    share = active_share()
+    dist.all_reduce(x, group=None if share is None else share.group)
+
+
 class _SumOverProcesses(torch.autograd.Function):
     """`all_reduce(SUM)` with its gradient (the sum of every process's gradient) and a vmap rule (the collective is
     element-wise, so a stack of models reduces as one tensor)."""
 
     @staticmethod
     def forward(x: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         total = x.detach().clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total)
+        _all_reduce(total)
         return total
 
     @staticmethod
@@ -102,10 +110,8 @@ class _SumOverProcesses(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         total = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total)
+        _all_reduce(total)
         return total
 
     @staticmethod
@@ -153,7 +159,7 @@ def whole_batch_terms(terms: dict[str, torch.Tensor], share: BatchShare | None) 
 
     names = list(terms)
     flat = torch.cat([terms[k].detach().float().reshape(-1) for k in names])
-    dist.all_reduce(flat)
+    dist.all_reduce(flat, group=share.group)
     flat /= share.world
     out, start = {}, 0
     for k in names:

@@ -122,8 +122,8 @@ def process_share(batch: torch.Tensor, process_index: int, num_processes: int) -
     return process_batch_share(batch, process_index, num_processes)[0]
 
 
-def process_batch_share(batch: torch.Tensor, process_index: int,
-                        num_processes: int) -> tuple[torch.Tensor, BatchShare | None]:
+def process_batch_share(batch: torch.Tensor, process_index: int, num_processes: int,
+                        group: Any = None) -> tuple[torch.Tensor, BatchShare | None]:
     """`(rows, share)`: this process's rows of a global batch (`process_share`) and, with several processes, the
     `BatchShare` under which the adapter trains on them as on the whole batch (`None` in one process)."""
     if num_processes == 1:
@@ -132,7 +132,8 @@ def process_batch_share(batch: torch.Tensor, process_index: int,
     if len(batch) < need:
         batch = batch[torch.arange(need) % len(batch)]
     positions = torch.arange(process_index, len(batch), num_processes)
-    return batch[positions], BatchShare(positions=positions, global_rows=len(batch), world=num_processes)
+    return batch[positions], BatchShare(positions=positions, global_rows=len(batch), world=num_processes,
+                                        group=group)
 
 
 def support_settled(trace: list[Any], main_points: int, warmup_points: float) -> list[bool]:
@@ -348,6 +349,11 @@ def train_one(
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     raw = accelerator.unwrap_model(wrapped)
     rank, world = accelerator.process_index, accelerator.num_processes
+    share_group = None
+    if world > 1:  # the batch share's collectives on a group of their own, apart from DDP's gradient buckets
+        import torch.distributed as dist
+
+        share_group = dist.new_group()
     steps_per_epoch = max(1, math.ceil(len(train_data) / batch_size))  # batches; `global_step` counts batches
     if max_steps is not None:  # optimizer steps: main and fine-tune phases in batches, the support traced 20 times
         total_steps = max_steps * gradient_accumulation_steps
@@ -401,7 +407,7 @@ def train_one(
                 break
             if step >= main_steps and not bool(adapter.support_frozen):
                 adapter.freeze_support()
-            rows, share = process_batch_share(batches[b], rank, world)
+            rows, share = process_batch_share(batches[b], rank, world, share_group)
             ramp = step / max(main_steps * cfg.sparsity_warmup, 1e-9)
             lam = sparsity * min(1.0, ramp)
             with accelerator.accumulate(wrapped), accelerator.autocast(), sharing(share):
@@ -434,6 +440,10 @@ def train_one(
             state["epoch"] += 1
     bar.close()
     barrier()
+    if share_group is not None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group(share_group)
     if interrupted:
         return {"interrupted_at": state["global_step"], "steps": state["history"]}
     _sync_from_main(raw, adapter)
