@@ -10,13 +10,15 @@ chosen on seeds 0-4 (see docs/structure.md).
    `carryover=True`; beside them the old default (segments of 2).
 2. Six-sentence support conversations of my own templates (refund = items x price from sentences 2 and 3, a product;
    satisfaction = the sum of the ratings in sentences 5 and 6), MiniLM `layers.3` and `layers.-1`, n = 1,500:
-   full context vs `context="isolated"`, defaults; and the old route (segments of 2, `project=8` PCA).
+   full context vs `context="isolated"`, defaults; and the old route (segments of 2, `project=8` PCA); beside them
+   the do-it-yourself peers (causal-learn's `fisherz` and `rcit`, when installed; see `peer_marks`).
 3. Nonlinear outcomes (sum / max / threshold / all_above, n = 3,000, T = 12, M = 3, segments of 2): fisher_z vs rff_z.
 5. (`--only 5`) My own planted templates with tasks on runs at random offsets (T = 8, M = 3), n = 2,000: MiniLM
-   `layers.1`, `layers.4` and SmolLM2 `layers.15`, full context vs isolated, defaults.
-6. (`--only 6 [--texts 2000 16000 64000]`) More data never hurts: the project's planted text through `hfs.discover`
-   (streamed in chunks of 1,024) at 2,000 and 16,000 texts (or those given), MiniLM `layers.3`, full context vs
-   isolated.
+   `layers.1`, `layers.4` and SmolLM2 `layers.15`, full context vs isolated, defaults (in full context `causal` as
+   `hfs.discover` sets it from the model: `hfs.hooks.is_causal`, True for SmolLM2).
+6. (`--only 6 [--texts 2000 16000 64000] [--model smollm2]`) More data never hurts: the project's planted text
+   through `hfs.discover` (streamed in chunks of 1,024) at 2,000 and 16,000 texts (or those given), MiniLM
+   `layers.3` (or SmolLM2 `layers.15`), full context vs isolated.
 7. (`--only 7`) The streaming nonlinear test's cost: rff_z vs fisher_z streamed over 1,000,000 sequences (T = 20,
    M = 4, batches of 50,000 from one stream), fit time without data generation and peak memory growth.
 8. (`--only 8`) Where table 1's errors of `carryover=True` on the action model fall: each wrong cell, and whether
@@ -26,7 +28,8 @@ chosen on seeds 0-4 (see docs/structure.md).
    found, false marks, and for all-above the share of positive rows (each step's only evidence).
 4. (`--smollm2`) Distractor-rich sentences on SmolLM2-135M `layers.15` (each sentence states one number in words
    among distractor phrases; three tasks on runs at odd offsets), n = 1,000: the default (supervised) reduction vs
-   the earlier PCA one, full context and isolated.
+   the earlier PCA one, full context (`causal=True`, as `hfs.discover` sets it for a decoder) and isolated, and the
+   causal-learn peers.
 """
 
 from __future__ import annotations
@@ -96,13 +99,15 @@ def smollm2_distractors() -> None:
         start = time.perf_counter()
         states = hfs.extract_steps(model, tokenizer, texts, hook_point="layers.15", steps=". ", batch_size=32,
                                    context=context)
+        causal = hfs.hooks.is_causal(model, "layers.15") if context == "full" else None  # as `discover` sets it
         for name, kwargs in (("default (supervised, 8 dims)", {}), ("PCA, 8 dims (before)", {"reduction": "pca"}),
                              ("PCA, 32 dims", {"reduction": "pca", "project": 32})):
-            ts = hfs.TaskStructure(**kwargs).fit(states, tasks)
+            ts = hfs.TaskStructure(causal=causal, **kwargs).fit(states, tasks)
             marks = [",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T]
             f1 = structure_scores(ts.step_tasks_, truth)["f1"]
             print(f"  {context:<9} {name:<32} {marks[0]:<10} {marks[1]:<10} {marks[2]:<10} {f1:5.3f} "
                   f"{time.perf_counter() - start:5.0f}s")
+        peer_rows(states, tasks, truth, f"{context}")
 
 
 OBJECTS = ["parcels", "tickets", "apples", "coins", "candles", "shirts"]
@@ -177,7 +182,8 @@ def offsets_across_models() -> None:
                 start = time.perf_counter()
                 states = hfs.extract_steps(model, tokenizer, texts, hook_point=layer, steps=". ", batch_size=32,
                                            context=context)
-                ts = hfs.TaskStructure().fit(states, tasks)
+                causal = hfs.hooks.is_causal(model, layer) if context == "full" else None  # as `discover` sets it
+                ts = hfs.TaskStructure(causal=causal).fit(states, tasks)
                 marks = " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T)
                 f1 = structure_scores(ts.step_tasks_, truth)["f1"]
                 print(f"  {name:<8} {layer:<10} {context:<9} {marks:<28} {f1:5.3f} {time.perf_counter() - start:5.0f}s")
@@ -185,18 +191,22 @@ def offsets_across_models() -> None:
                     peer_rows(states, tasks, truth, f"{name} {layer} {context}")
 
 
-def more_data(sizes: tuple[int, ...] = (2000, 16000)) -> None:
+MORE_DATA_LAYERS = {"minilm": "layers.3", "smollm2": "layers.15"}
+
+
+def more_data(sizes: tuple[int, ...] = (2000, 16000), model_name: str = "minilm") -> None:
     from hf_specialist.models import load_model
 
-    print("6. Planted text (synthetic.planted_text, T=8, M=2, seed 100) through hfs.discover, MiniLM layers.3")
+    layer = MORE_DATA_LAYERS[model_name]
+    print(f"6. Planted text (synthetic.planted_text, T=8, M=2, seed 100) through hfs.discover, {model_name} {layer}")
     print(f"  {'texts':>7} {'context':<9} {'F1':>5} {'marks':<24} {'time':>6}")
-    model, tokenizer = load_model("minilm")
+    model, tokenizer = load_model(model_name)
     for n in sizes:
         texts, tasks, truth = synthetic.planted_text(n=n, T=8, M=2, seed=100)
         for context in ("full", "isolated"):
             start = time.perf_counter()
-            ts = hfs.discover(model, tokenizer, texts, tasks, hook_point="layers.3", steps=". ", context=context,
-                              batch_size=64)
+            ts = hfs.discover(model, tokenizer, texts, tasks, hook_point=layer, steps=". ", context=context,
+                              batch_size=64 if model_name == "minilm" else 32)
             marks = " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T)
             f1 = structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"]
             print(f"  {n:>7,} {context:<9} {f1:5.3f} {marks:<24} {time.perf_counter() - start:5.0f}s")
@@ -327,6 +337,7 @@ def conversations() -> None:
                 f1 = structure_scores(ts.step_tasks_, truth)["f1"]
                 print(f"  {layer:<10} {name:<44} {marks[0]:<14} {marks[1]:<14} {f1:5.3f} "
                       f"{time.perf_counter() - start:5.0f}s")
+            peer_rows(states, tasks, truth, f"{layer} {context}")
 
 
 def nonlinear() -> None:
@@ -353,10 +364,12 @@ def main() -> None:
     parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7", "8", "9"), help="run one table")
     parser.add_argument("--texts", type=int, nargs="+", default=[2000, 16000],
                         help="table 6: numbers of texts (64000 takes about 40 minutes on 2 cores)")
+    parser.add_argument("--model", choices=tuple(MORE_DATA_LAYERS), default="minilm",
+                        help="table 6: the model (its middle layer: MiniLM layers.3, SmolLM2 layers.15)")
     args = parser.parse_args()
     tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
               "5": offsets_across_models,
-              "6": lambda: more_data(tuple(args.texts)), "7": streaming_cost, "8": carryover_errors,
+              "6": lambda: more_data(tuple(args.texts), args.model), "7": streaming_cost, "8": carryover_errors,
               "9": nonlinear_by_run_length}
     if args.only:
         tables[args.only]()
