@@ -53,8 +53,9 @@ class TaskStructure:
       (``conditioning="band"``; also valid for sequences without temporal dependence or cut ones) or every
       other step (``"all"``: it also blocks content that attention copies from far steps into `s_t`, and has
       more power, since the other serving steps explain part of `g_i`). Where the states mix content between
-      steps, each set fails somewhere (below), and ``"auto"`` requires both (``"band+all"``). Marks are the
-      rejections (``carryover=False``).
+      steps, each set fails somewhere (below), and ``"auto"`` requires both (``"band+all"``); with ``causal=True``
+      (a decoder's states, in which step `t` reads only steps `<= t`) also the test given every earlier step
+      (``"band+all+past"``), which later steps cannot bias. Marks are the rejections (``carryover=False``).
     - **A step's state carries the previous step's action** (the paper's model: `s_{t+1} = F(s_t, a_t)`): the
       path `s_t <- a_{t-1} -> g_i` is not blocked by any set of states, so the step *after* a run serving
       `g_i` is dependent too. The paper avoids that with segments of `L >= 2` steps whose end step represents
@@ -101,11 +102,18 @@ class TaskStructure:
             two neighbours), `"all"` (every other step), `"band+all"` (both: a step is marked only where both
             tests reject; its p-value is the larger one) or `"auto"`: `"all"` where the band-screening check passes
             (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), `"band+all"` where it fails (from
-            `n >= 10 * (T * d + d_g)`), else `"band"`. Where steps mix in each other's content, the two sets
-            fail in opposite ways: the band does not block content copied from a far step into the tested one
-            (attention), and every other step opens collider paths (each conditioned step mixes its own content
-            with the tested step's). Requiring both keeps the level whenever either set makes the null true (an
-            intersection-union test). Pairwise tests always use the band; knn_cmi and neural_cmi use the band.
+            `n >= 10 * (T * d + d_g)`; `"band+all+past"` with `causal=True`), else `"band"`. `"past"` is every
+            earlier step. Where steps mix in each other's content, the band and every other step fail in opposite
+            ways: the band does not block content copied from a far step into the tested one (attention), and
+            every other step opens collider paths (each conditioned step mixes its own content with the tested
+            step's; the later neighbour is in the band too). In causal states no earlier step holds the tested
+            step's content, so the past opens no such path. Requiring every set keeps the level whenever one of
+            them makes the null true (an intersection-union test). Pairwise tests always use the band; knn_cmi and
+            neural_cmi use the band.
+        causal (`bool`, *optional*): whether each step's state reads only its own and earlier steps (a decoder's
+            hidden states in full context; `hfs.hooks.is_causal(model, hook_point)` measures it, and
+            `hfs.discover` / `hfs.sweep_layers` set it from the model). `None` (unknown) and `False` leave
+            `"auto"` without the past.
         carryover (`bool` or `"auto"`, *optional*, defaults to `"auto"`): whether a step's state carries the
             previous step's action (see above); `"auto"`: `True` for segments, `False` at step level.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
@@ -120,15 +128,15 @@ class TaskStructure:
         segment_tasks_ (`np.ndarray` of shape `(N, M)`, bool): segment `k` serves task `i` (`N = T` at step level).
         step_tasks_ (`np.ndarray` of shape `(T, M)`, bool): the marks per step.
         step_pvalues_, step_statistics_ (`np.ndarray` of shape `(M, T)`): raw p-value and statistic of every
-            tested step's direct test (NaN where a step was not tested); under `"band+all"` the larger p-value of
-            the two sets and the statistic that goes with it.
+            tested step's direct test (NaN where a step was not tested); under several sets (`"band+all"`) the
+            largest p-value of the sets and the statistic that goes with it.
         step_r2_ (`np.ndarray` of shape `(M, T)` or `None`): the share of each task's variance that each step's
             (reduced) state predicts on its own; high on every step means content leaks between steps.
         critical_pvalue_ (`float`): the raw p-value a single direct test must fall below under `correction`.
         pvalues_ (`np.ndarray`): adjusted p-values; `(M, N)` for `"direct"`, `(M, N, N)` for `"pairwise"` and
             `"both"` (the diagonal holds the direct tests).
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
-        n_tests_ (`int`): CI tests run (under `"band+all"` both sets' tests).
+        n_tests_ (`int`): CI tests run (under several sets, every set's tests).
         conditioning_ (`str`), carryover_ (`bool`), decision_ (`str`): what the fit used.
         markov_pvalue_ (`float` or `None`): adjusted p-value of the band-screening check (`None` when not run).
         temporal_pvalues_ (`np.ndarray` of shape `(T - 1,)` or `None`): p-value that steps `t` and `t+1` are
@@ -157,7 +165,8 @@ class TaskStructure:
         "correction": [Options(None, "bonferroni", "fdr_bh")],
         "project": [Options(None, "auto"), Interval(int, 1, None)],
         "reduction": [Options("auto", "supervised", "pca")],
-        "conditioning": [Options("auto", "band", "all", "band+all")],
+        "conditioning": [Options("auto", "band", "all", "past", "band+all", "band+all+past")],
+        "causal": [Options(None, True, False)],
         "carryover": [Options("auto", True, False)],
         "representative": [Options("end", "start")],
         "decision": [Options("auto", "chain", "representative")],
@@ -177,6 +186,7 @@ class TaskStructure:
         project: int | str | None = "auto",
         reduction: str = "auto",
         conditioning: str = "auto",
+        causal: bool | None = None,
         carryover: bool | str = "auto",
         representative: str = "end",
         decision: str = "auto",
@@ -192,6 +202,7 @@ class TaskStructure:
         self.project = project
         self.reduction = reduction
         self.conditioning = conditioning
+        self.causal = causal
         self.carryover = carryover
         self.representative = representative
         self.decision = decision
@@ -242,7 +253,7 @@ class TaskStructure:
         d, d_g = self._layout.widths()
         T = self._layout.tested_steps
         needed = max(ci.min_samples, 4 * d + d_g + d * 2 + 5)
-        if self.conditioning in ("all", "band+all"):
+        if self.conditioning not in ("auto", "band"):
             needed = max(needed, T * d + d_g + 10)
         return needed
 
@@ -250,7 +261,7 @@ class TaskStructure:
         needed = self._min_samples(ci)
         if n < needed:
             d, _ = self._layout.widths()
-            if self.conditioning in ("all", "band+all"):
+            if self.conditioning not in ("auto", "band"):
                 raise InputError(f"conditioning={self.conditioning!r} conditions on "
                                  f"{(self._layout.tested_steps - 1) * d} dims but only {n} sequences are left for the "
                                  "tests; use conditioning='band', a smaller `project`, or more sequences.")
@@ -345,7 +356,7 @@ class TaskStructure:
         chain = self.decision_ == "chain"
         direct_steps = np.arange(T) if chain else rep
         self.conditioning_, self.markov_pvalue_ = choose_conditioning(self.conditioning, self.mode, ci, n, T, d, d_g,
-                                                                      rep, self.alpha)
+                                                                      rep, self.alpha, self.causal)
         self.temporal_pvalues_ = temporal_pvalues(ci, n, T, d)
         batches = plan_tests(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
         family = (M * N if self.mode != "pairwise" else 0) + sum(len(b.where) for b in batches if b.kind == "pair")

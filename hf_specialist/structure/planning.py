@@ -1,5 +1,5 @@
-"""Which CI tests a fit runs: the decision rule, the conditioning sets (band or every other step; `"band+all"` runs
-both as two sets of batches, joined in `execution`), the band check that chooses between them, and the batches of
+"""Which CI tests a fit runs: the decision rule, the conditioning sets (the band, every other step or every earlier
+step; `"band+all"` and `"band+all+past"` run each as its own batches, joined in `execution`), the band check that chooses between them, and the batches of
 equal-shaped tests over the columns of `[steps (T * d) | tasks (M * d_g)]`."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
     Direct tests run on `direct_steps` (defaults to `rep`): `where` holds `(task, j, j)` with `j` the position in
     `direct_steps`; `direct` says which kind a batch is. Columns index the data matrix
     `[states (T * d) | tasks (M * d_g)]`. With `conditioning="all"` a direct test conditions on every other step
-    instead of the two neighbours.
+    instead of the two neighbours, with `"past"` on every earlier step (none for the first).
     """
     N = len(rep)
     direct_steps = rep if direct_steps is None else np.asarray(direct_steps, dtype=np.int64)
@@ -106,7 +106,13 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
             z = np.concatenate([np.tile(z_steps, (M, 1)), np.repeat(task_cols, P, axis=0)], axis=1)
             where = np.stack([np.repeat(np.arange(M), P), np.tile(k[rows], M), np.tile(v[rows], M)], axis=1)
             batches.append((x, y, z, where, False))
-    if mode in ("direct", "both") and conditioning == "all":
+    if mode in ("direct", "both") and conditioning == "past":
+        for j, r in enumerate(direct_steps):
+            x = np.tile(_columns(np.array([[r]]), d), (M, 1))
+            z = np.tile(_columns(np.arange(r)[None], d), (M, 1))
+            where = np.stack([np.arange(M), np.full(M, j), np.full(M, j)], axis=1)
+            batches.append((x, task_cols, z, where, True))
+    elif mode in ("direct", "both") and conditioning == "all":
         others = np.array([[t for t in range(T) if t != r] for r in direct_steps], dtype=np.int64).reshape(S, T - 1)
         x = np.tile(_columns(direct_steps[:, None], d), (M, 1))
         y = np.repeat(task_cols, S, axis=0)
@@ -136,19 +142,20 @@ class PlannedBatch(NamedTuple):
 
 
 def direct_conditionings(mode: str, conditioning: str) -> tuple[str, ...]:
-    """The conditioning sets the direct tests run under: both for `"band+all"`; pairwise tests use the band."""
+    """The conditioning sets the direct tests run under (each of a `+`-joined `conditioning`); pairwise tests use
+    the band."""
     if mode == "pairwise":
         return ("band",)
-    return ("band", "all") if conditioning == "band+all" else (conditioning,)
+    return tuple(conditioning.split("+"))
 
 
 def plan_tests(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str, conditioning: str,
                direct_steps: np.ndarray) -> list[PlannedBatch]:
-    """Every test of a fit: `mode`'s tests under the first conditioning set, and the direct tests again under the
-    second one where `conditioning` is `"band+all"` (see `build_test_batches` for the arguments)."""
+    """Every test of a fit: `mode`'s tests under the first conditioning set, and the direct tests again under each
+    further one of a `+`-joined `conditioning` (see `build_test_batches` for the arguments)."""
     sets = direct_conditionings(mode, conditioning)
     return [PlannedBatch(x, y, z, where, f"direct {c}" if direct else "pair")
-            for c, mode_of_set in zip(sets, (mode, "direct"))
+            for c, mode_of_set in zip(sets, (mode,) + ("direct",) * (len(sets) - 1))
             for x, y, z, where, direct in build_test_batches(rep, T, d, M, d_g, mode_of_set, c, direct_steps)]
 
 
@@ -162,14 +169,15 @@ def choose_decision(mode: str, decision: str, ci: CITest) -> str:
 
 
 def choose_conditioning(requested: str, mode: str, ci: CITest, n: int, T: int, d: int, d_g: int, rep: np.ndarray,
-                        alpha: float) -> tuple[str, float | None]:
+                        alpha: float, causal: bool | None = None) -> tuple[str, float | None]:
     """The direct test's conditioning set, and the band-screening check's adjusted p-value (`None` where not run).
 
     For `"auto"`: `"all"` only where the check passes (a Markov sequence: no content leaks between non-adjacent
     steps) with enough sequences for it to see mild mixing (`n >= ALL_ROWS * (T * d + d_g)`; with fewer it missed
     mixing that conditioning on every step then turned into false marks); where the check fails (content leaks),
-    both sets (`"band+all"`) when every other step leaves at least `BAND_AND_ALL_ROWS` sequences per column; else
-    the band. The check runs whenever `n > 4 T d` (also for `report()`), from the Gaussian test's covariance.
+    both sets (`"band+all"`) when every other step leaves at least `BAND_AND_ALL_ROWS` sequences per column, and
+    with `causal` states (each reads only its own and earlier steps) also every earlier step (`"band+all+past"`);
+    else the band. The check runs whenever `n > 4 T d` (also for `report()`), from the Gaussian test's covariance.
     """
     markov = None
     cov = getattr(ci, "cov_", None)
@@ -182,4 +190,6 @@ def choose_conditioning(requested: str, mode: str, ci: CITest, n: int, T: int, d
     width = T * d + d_g
     if markov >= alpha:
         return ("all" if n >= ALL_ROWS * width else "band"), markov
-    return ("band+all" if n >= BAND_AND_ALL_ROWS * width else "band"), markov
+    if n < BAND_AND_ALL_ROWS * width:
+        return "band", markov
+    return ("band+all+past" if causal else "band+all"), markov
