@@ -552,10 +552,12 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", choices=["fisher_z", "rff_z", "knn_cmi", "neural_cmi"])
     p.add_argument("--alpha", type=float)
     p.add_argument("--mode", choices=["pairwise", "direct", "both"])
-    p.add_argument("--conditioning", choices=["auto", "band", "all", "band+all"],
-                   help="direct test given the two neighbours, every other step, or both (a step marked only where "
-                        "both reject); auto (default): every other step where the states pass the band check (n >= "
-                        "100 (T d + d_g)), both where it fails (n >= 10 (T d + d_g)), else the two neighbours")
+    p.add_argument("--conditioning", choices=["auto", "band", "all", "past", "band+all", "band+all+past"],
+                   help="direct test given the two neighbours, every other step, every earlier step, or several (a "
+                        "step marked only where each rejects); auto (default): every other step where the states "
+                        "pass the band check (n >= 100 (T d + d_g)), the neighbours and every other step where it "
+                        "fails (n >= 10 (T d + d_g); and every earlier step for a decoder's states), else the two "
+                        "neighbours")
     p.add_argument("--decision", choices=["auto", "chain", "representative"],
                    help="mark segments from every step's direct test by the Markov chain rule, or from each "
                         "segment's end step alone (halves the tests); auto (default): chain for fisher_z")

@@ -404,3 +404,39 @@ def _accepts(module: nn.Module, name: str) -> bool:
         return name in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def is_causal(model: nn.Module, hook_point: str, n_tokens: int = 8) -> bool:
+    """Whether the states at `hook_point` read only their own and earlier tokens (a decoder's causal attention).
+
+    Measured, not looked up: the model runs twice on `n_tokens` token ids that differ only in their second half,
+    and the first half's states must come out the same (to float tolerance). An encoder (bidirectional attention)
+    changes them. `TaskStructure(causal=...)` uses the answer where content leaks between steps.
+
+    Args:
+        model (`nn.Module`): a `transformers` model (or `peft.PeftModel`).
+        hook_point (`str`): one hook point (`resolve_hook_points`).
+        n_tokens (`int`, *optional*, defaults to 8): length of the probe.
+
+    Returns:
+        `True` when the first half's states did not move.
+    """
+    points = resolve_hook_points(model, hook_point)
+    if len(points) != 1:
+        raise InputError(f"`hook_point` must resolve to one hook point, got {points}.")
+    vocab = config_int(model, ("vocab_size",)) or 1000
+    device = next(model.parameters()).device
+    half = n_tokens // 2
+    first = torch.arange(n_tokens, device=device)[None] % max(vocab - 20, 2) + 10
+    second = first.clone()
+    second[:, half:] = (first[:, half:] + 7) % max(vocab - 20, 2) + 10
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), HiddenStateExtractor(model, points) as extractor:
+            states = [extractor(input_ids=ids, attention_mask=torch.ones_like(ids))[points[0]].float()
+                      for ids in (first, second)]
+    finally:
+        model.train(was_training)
+    scale = float(states[0].abs().max()) or 1.0
+    return bool(torch.allclose(states[0][:, :half], states[1][:, :half], atol=1e-4 * scale, rtol=0))

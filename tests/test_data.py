@@ -63,7 +63,8 @@ def test_discover_from_the_model_equals_fit_on_extracted_states():
     streamed = hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=". ", chunk_size=70,
                             batch_size=32, project=None)
     states = hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", steps=". ")
-    whole = hfs.TaskStructure(project=None).fit(states, tasks)
+    assert streamed.causal is True  # measured on the model: GPT-2's states read only earlier tokens
+    whole = hfs.TaskStructure(project=None, causal=True).fit(states, tasks)
     np.testing.assert_array_equal(streamed.step_tasks_, whole.step_tasks_)
     np.testing.assert_allclose(streamed.pvalues_, whole.pvalues_, rtol=1e-6)
     with pytest.raises(ValueError, match="one row per text"):

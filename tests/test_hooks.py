@@ -196,3 +196,15 @@ def test_models_that_number_positions_from_ids_keep_their_own(arch):
     with hfs.HiddenStateExtractor(model, "layers.1") as ex, torch.no_grad():
         torch.testing.assert_close(ex(input_ids=ids, attention_mask=torch.ones_like(ids))["layers.1"], reference[2],
                                    rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_is_causal_measures_whether_states_read_later_tokens(arch):
+    from helpers import DECODERS, MOE
+
+    model = build_tiny_model(arch)
+    expected = arch in DECODERS + MOE or arch == "peft_gpt2"  # encoders and encoder-decoders' encoders attend both ways
+    assert hfs.hooks.is_causal(model, "layers.1") is expected
+    assert hfs.hooks.is_causal(model, "embed") is True  # before any attention, no token reads another
+    with pytest.raises(hfs.InputError, match="one hook point"):
+        hfs.hooks.is_causal(model, "layers.*")

@@ -1,8 +1,13 @@
-"""From direct-test p-values of every step to segment marks: the chain (Viterbi) rule of `decision="chain"`."""
+"""From test results to segment marks: the multiple-testing family of a fit (`family_marks`) and the chain
+(Viterbi) rule of `decision="chain"` (`chain_segments`)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from .multitest import adjust_pvalues, critical_pvalue
 
 RUN_START, MARK = 1e-6, 1e-9  # tie-breaking costs, as shares of one lit step's cost
 
@@ -75,3 +80,65 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
         marks[k] = state.astype(bool)
         state = back[k, np.arange(M), state]
     return marks
+
+
+class FamilyMarks(NamedTuple):
+    """The family's results, `(M, N)` for direct mode and `(M, N, N)` with pairwise tests (the diagonal holds the
+    direct tests; symmetric), and the segment marks `(N, M)`."""
+
+    pvalues: np.ndarray
+    statistics: np.ndarray
+    raw_pvalues: np.ndarray
+    critical_pvalue: float
+    segment_tasks: np.ndarray
+
+
+def family_marks(step_pvalues: np.ndarray, step_statistics: np.ndarray,
+                 pairs: tuple[np.ndarray, np.ndarray, np.ndarray], rep: np.ndarray, segment_length: int, mode: str,
+                 alpha: float, correction: str | None, *, chain: bool, carryover: bool) -> FamilyMarks:
+    """Correct the family of one fit's tests and mark the segments.
+
+    The family is each segment's representative direct test (unless `mode="pairwise"`) and every pairwise test.
+    A pairwise rejection marks the task in both segments; a direct one in its segment. With `chain` (or carry-over
+    at step level) the direct tests decide through `chain_segments` on every step's p-value instead.
+
+    Args:
+        step_pvalues, step_statistics (`np.ndarray` of shape `(M, T_full)`): every tested step's direct test (NaN
+            where not tested).
+        pairs: the pairwise tests' `(where (B, 3), statistic, pvalue)`, `where` holding `(task, k, v)`.
+        rep (`np.ndarray` of shape `(N,)`): each segment's representative step.
+        segment_length (`int`): `L`.
+        mode, alpha, correction: as in `TaskStructure`.
+        chain (`bool`): the chain decision rule.
+        carryover (`bool`): whether a marked segment also lights the next step (`chain_segments`).
+    """
+    M, N, L = step_pvalues.shape[0], len(rep), segment_length
+    pair_where, pair_stat, pair_p = pairs
+    if mode != "pairwise":  # the representative direct tests, as (task, k, k) rows of the family
+        rep_where = np.stack([np.repeat(np.arange(M), N), np.tile(np.arange(N), M), np.tile(np.arange(N), M)], 1)
+        rep_stat, rep_p = step_statistics[:, rep].ravel(), step_pvalues[:, rep].ravel()
+    else:
+        rep_where, rep_stat, rep_p = np.zeros((0, 3), dtype=np.int64), np.zeros(0), np.zeros(0)
+    where = np.concatenate([rep_where, pair_where])
+    statistic = np.concatenate([rep_stat, pair_stat])
+    raw = np.concatenate([rep_p, pair_p])
+    adjusted = adjust_pvalues(raw, correction)
+
+    shape = (M, N) if mode == "direct" else (M, N, N)
+    pvalues, statistics, raw_pvalues = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    i, k, v = where.T
+    index = (i, k) if mode == "direct" else (i, k, v)
+    statistics[index], raw_pvalues[index], pvalues[index] = statistic, raw, adjusted
+    critical = critical_pvalue(raw, alpha, correction)
+    segment_tasks = np.zeros((N, M), dtype=bool)
+    hit = adjusted < alpha
+    if chain or (carryover and L == 1):  # at step level every step is tested either way
+        hit &= k != v  # the direct tests decide through the chain rule below
+        segment_tasks |= chain_segments(step_pvalues[:, : N * L], L, critical, carryover=carryover)
+    segment_tasks[k[hit], i[hit]] = True
+    segment_tasks[v[hit], i[hit]] = True
+    if mode != "direct":
+        upper = np.triu_indices(N, 1)
+        for arr in (pvalues, statistics, raw_pvalues):
+            arr[:, upper[1], upper[0]] = arr[:, upper[0], upper[1]]
+    return FamilyMarks(pvalues, statistics, raw_pvalues, critical, segment_tasks)

@@ -1,72 +1,44 @@
 """Algorithm 1 (Theorem 1): which steps (or segments) of a sequence serve which task, from CI tests across
 sequences.
 
-Each step index is a random variable observed once per sequence. The estimator runs one direct test per step and
-task (and, in the paper's pairwise mode, one test per pair of segments), controls the family, and turns the
-rejections into marks (`decision.py`). With a sufficient-statistic test it streams (`streaming.py`); wide states
-are reduced per step first (`reduction.py`); the conditioning sets and test batches are planned in `planning.py`;
-`diagnostics.py` measures what the data say about the fit's assumptions.
+Each step index is a random variable observed once per sequence. `TaskStructure` is the estimator's interface and
+runs one fit in order: what every batch shares is learned from the first batch (`layout.py`: shapes, the per-step
+reduction of `reduction.py`, the test's features); the tests are planned (`planning.py`: decision rule,
+conditioning sets, batches of equal-shaped tests), run (`execution.py`), corrected as one family and turned into
+marks (`decision.py`). With a sufficient-statistic test it streams (`streaming.py`); `diagnostics.py` measures
+what the data say about the fit's assumptions and `report.py` prints them.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .._arrays import as_task_array
 from .._warnings import warn_user
 from .._validation import (
     InputError,
     InstanceOf,
     Interval,
     Options,
-    check_array,
-    check_consistent_length,
     check_is_fitted,
     validate_params,
 )
 from .ci_tests import CITest, get_ci_test
-from .decision import chain_segments
+from .decision import chain_segments, family_marks
 from .diagnostics import step_r2, temporal_pvalues
+from .execution import no_tests, run_tests, weakest_direct_tests
+from .layout import BatchLayout, as_batch, check_segments
 from .multitest import adjust_pvalues, critical_pvalue
-from .planning import _band_markov_pvalues, band_markov_pvalues, build_test_batches
-from .reduction import choose_reduction
+from .planning import band_markov_pvalues, choose_conditioning, choose_decision, direct_conditionings, plan_tests
 from .serialization import structure_from_dict, structure_to_dict
 from .statistics import SufficientStatistics
 
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
 
 AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
-
-
-def _joined(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenate the collected `(where, statistic, pvalue)` chunks of one kind of test (empty when none ran)."""
-    where, statistic, pvalue = parts
-    if not where:
-        return np.zeros((0, 3), dtype=np.int64), np.zeros(0), np.zeros(0)
-    return np.concatenate(where).astype(np.int64), np.concatenate(statistic), np.concatenate(pvalue)
-
-
-BAND_AND_ALL_ROWS = 10  # `conditioning="auto"` tests under both sets from this many sequences per column
-
-
-def _weakest_direct_tests(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], M: int,
-                          S: int) -> tuple[np.ndarray, np.ndarray]:
-    """`(pvalues, statistics)`, each `(M, S)`, of the direct tests run under one or more conditioning sets: per test
-    the largest p-value and its statistic (an intersection-union test: it rejects only where every set rejects, and
-    keeps its level whenever one of the sets makes the null true). A test that did not run is NaN."""
-    pvalues = np.full((len(parts), M, S), np.nan)
-    statistics = np.full((len(parts), M, S), np.nan)
-    for k, (where, statistic, pvalue) in enumerate(parts):
-        pvalues[k, where[:, 0], where[:, 1]] = pvalue
-        statistics[k, where[:, 0], where[:, 1]] = statistic
-    pick = np.argmax(np.where(np.isnan(pvalues), -np.inf, pvalues), axis=0)[None]
-    return np.take_along_axis(pvalues, pick, 0)[0], np.take_along_axis(statistics, pick, 0)[0]
 
 
 class TaskStructure:
@@ -81,8 +53,9 @@ class TaskStructure:
       (``conditioning="band"``; also valid for sequences without temporal dependence or cut ones) or every
       other step (``"all"``: it also blocks content that attention copies from far steps into `s_t`, and has
       more power, since the other serving steps explain part of `g_i`). Where the states mix content between
-      steps, each set fails somewhere (below), and ``"auto"`` requires both (``"band+all"``). Marks are the
-      rejections (``carryover=False``).
+      steps, each set fails somewhere (below), and ``"auto"`` requires both (``"band+all"``); with ``causal=True``
+      (a decoder's states, in which step `t` reads only steps `<= t`) also the test given every earlier step
+      (``"band+all+past"``), which later steps cannot bias. Marks are the rejections (``carryover=False``).
     - **A step's state carries the previous step's action** (the paper's model: `s_{t+1} = F(s_t, a_t)`): the
       path `s_t <- a_{t-1} -> g_i` is not blocked by any set of states, so the step *after* a run serving
       `g_i` is dependent too. The paper avoids that with segments of `L >= 2` steps whose end step represents
@@ -129,11 +102,18 @@ class TaskStructure:
             two neighbours), `"all"` (every other step), `"band+all"` (both: a step is marked only where both
             tests reject; its p-value is the larger one) or `"auto"`: `"all"` where the band-screening check passes
             (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), `"band+all"` where it fails (from
-            `n >= 10 * (T * d + d_g)`), else `"band"`. Where steps mix in each other's content, the two sets
-            fail in opposite ways: the band does not block content copied from a far step into the tested one
-            (attention), and every other step opens collider paths (each conditioned step mixes its own content
-            with the tested step's). Requiring both keeps the level whenever either set makes the null true (an
-            intersection-union test). Pairwise tests always use the band; knn_cmi and neural_cmi use the band.
+            `n >= 10 * (T * d + d_g)`; `"band+all+past"` with `causal=True`), else `"band"`. `"past"` is every
+            earlier step. Where steps mix in each other's content, the band and every other step fail in opposite
+            ways: the band does not block content copied from a far step into the tested one (attention), and
+            every other step opens collider paths (each conditioned step mixes its own content with the tested
+            step's; the later neighbour is in the band too). In causal states no earlier step holds the tested
+            step's content, so the past opens no such path. Requiring every set keeps the level whenever one of
+            them makes the null true (an intersection-union test). Pairwise tests always use the band; knn_cmi and
+            neural_cmi use the band.
+        causal (`bool`, *optional*): whether each step's state reads only its own and earlier steps (a decoder's
+            hidden states in full context; `hfs.hooks.is_causal(model, hook_point)` measures it, and
+            `hfs.discover` / `hfs.sweep_layers` set it from the model). `None` (unknown) and `False` leave
+            `"auto"` without the past.
         carryover (`bool` or `"auto"`, *optional*, defaults to `"auto"`): whether a step's state carries the
             previous step's action (see above); `"auto"`: `True` for segments, `False` at step level.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
@@ -148,15 +128,15 @@ class TaskStructure:
         segment_tasks_ (`np.ndarray` of shape `(N, M)`, bool): segment `k` serves task `i` (`N = T` at step level).
         step_tasks_ (`np.ndarray` of shape `(T, M)`, bool): the marks per step.
         step_pvalues_, step_statistics_ (`np.ndarray` of shape `(M, T)`): raw p-value and statistic of every
-            tested step's direct test (NaN where a step was not tested); under `"band+all"` the larger p-value of
-            the two sets and the statistic that goes with it.
+            tested step's direct test (NaN where a step was not tested); under several sets (`"band+all"`) the
+            largest p-value of the sets and the statistic that goes with it.
         step_r2_ (`np.ndarray` of shape `(M, T)` or `None`): the share of each task's variance that each step's
             (reduced) state predicts on its own; high on every step means content leaks between steps.
         critical_pvalue_ (`float`): the raw p-value a single direct test must fall below under `correction`.
         pvalues_ (`np.ndarray`): adjusted p-values; `(M, N)` for `"direct"`, `(M, N, N)` for `"pairwise"` and
             `"both"` (the diagonal holds the direct tests).
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
-        n_tests_ (`int`): CI tests run (under `"band+all"` both sets' tests).
+        n_tests_ (`int`): CI tests run (under several sets, every set's tests).
         conditioning_ (`str`), carryover_ (`bool`), decision_ (`str`): what the fit used.
         markov_pvalue_ (`float` or `None`): adjusted p-value of the band-screening check (`None` when not run).
         temporal_pvalues_ (`np.ndarray` of shape `(T - 1,)` or `None`): p-value that steps `t` and `t+1` are
@@ -185,7 +165,8 @@ class TaskStructure:
         "correction": [Options(None, "bonferroni", "fdr_bh")],
         "project": [Options(None, "auto"), Interval(int, 1, None)],
         "reduction": [Options("auto", "supervised", "pca")],
-        "conditioning": [Options("auto", "band", "all", "band+all")],
+        "conditioning": [Options("auto", "band", "all", "past", "band+all", "band+all+past")],
+        "causal": [Options(None, True, False)],
         "carryover": [Options("auto", True, False)],
         "representative": [Options("end", "start")],
         "decision": [Options("auto", "chain", "representative")],
@@ -205,6 +186,7 @@ class TaskStructure:
         project: int | str | None = "auto",
         reduction: str = "auto",
         conditioning: str = "auto",
+        causal: bool | None = None,
         carryover: bool | str = "auto",
         representative: str = "end",
         decision: str = "auto",
@@ -220,6 +202,7 @@ class TaskStructure:
         self.project = project
         self.reduction = reduction
         self.conditioning = conditioning
+        self.causal = causal
         self.carryover = carryover
         self.representative = representative
         self.decision = decision
@@ -239,39 +222,12 @@ class TaskStructure:
 
     # -- input ------------------------------------------------------------------------------------
     def _check_batch(self, states: Any, tasks: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Shape and value checks of one batch, as `(n, T, d)` states and `(n, M, d_g)` tasks."""
-        states = check_array(states, "states", ndims=(2, 3), expected="(n_sequences, T) or (n_sequences, T, d)")
-        tasks = check_array(as_task_array(tasks), "tasks", ndims=(1, 2, 3),
-                            expected="(n_sequences, M) or (n_sequences, M, d_g)")
-        check_consistent_length(states=states, tasks=tasks)
-        if states.ndim == 2:
-            states = states[:, :, None]
-        if tasks.ndim == 1:
-            tasks = tasks[:, None, None]
-        elif tasks.ndim == 2:
-            tasks = tasks[:, :, None]
-        layout = getattr(self, "_layout", None)
-        if layout is not None and (states.shape[1:], tasks.shape[1:]) != layout:
-            raise InputError(
-                f"This batch has states of shape (n, {', '.join(map(str, states.shape[1:]))}) and tasks (n, "
-                f"{', '.join(map(str, tasks.shape[1:]))}), but earlier batches had (n, {', '.join(map(str, layout[0]))})"
-                f" and (n, {', '.join(map(str, layout[1]))}); every batch needs the same steps, dims and tasks."
-            )
+        """Shape and value checks of one batch, as `(n, T, d)` states and `(n, M, d_g)` tasks; after the first
+        batch, also against its layout."""
+        states, tasks = as_batch(states, tasks)
+        if getattr(self, "_layout", None) is not None:
+            self._layout.check(states, tasks)
         return states, tasks
-
-    def _check_layout(self, states: np.ndarray) -> None:
-        """Checks of the parameters against the first batch's layout (before any work)."""
-        T, L = states.shape[1], self.segment_length
-        if T < 2:
-            raise InputError(f"`states` has T={T} step per sequence; structure discovery needs at least 2 steps (did "
-                             "the step rule split the texts?).")
-        if T % L and not self.drop_last:
-            raise InputError(
-                f"`states` has T={T} steps, which is not a multiple of segment_length={L}. Pass "
-                f"drop_last=True to drop the last {T % L} steps, or choose another segment_length."
-            )
-        if T // L < (2 if self.mode == "pairwise" else 1):
-            raise InputError(f"`states` has {T // L} segment(s) of length {L}; mode={self.mode!r} needs at least 2.")
 
     def _kept_dims(self, d: int) -> int | None:
         """Dims kept per step (`None`: every dim)."""
@@ -279,75 +235,36 @@ class TaskStructure:
         return None if k is None or d <= k else int(k)
 
     def _setup(self, states: np.ndarray, tasks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Learn what every batch shares from the first batch: the layout, the per-step reduction and the test's
-        feature map. Returns the rows of the batch left for the tests (all of them, except the rows that
-        learned supervised directions)."""
-        self._check_layout(states)
-        self._layout = (states.shape[1:], tasks.shape[1:])
-        T = self._tested_steps()
-        k = self._kept_dims(states.shape[2])
-        self._reduction, self.kept_share_, self.reduction_ = None, None, None
-        if k is not None:
-            self._reduction, self.kept_share_, self.reduction_, rest = choose_reduction(
-                states[:, :T], tasks, k, self.reduction, self.seed)
-            states, tasks = states[rest], tasks[rest]
-        test = self._test_instance()
-        self._features = None
-        if hasattr(test, "feature_map"):
-            self._features = test.feature_map(self._reduce(states[:, :T]), tasks)
+        """Learn what every batch shares from the first (checked) batch: the layout, the per-step reduction and
+        the test's feature map (`BatchLayout`). Returns the rows of the batch left for the tests."""
+        check_segments(states.shape[1], self.segment_length, self.drop_last, self.mode)
+        layout, states, tasks = BatchLayout.learn(
+            states, tasks, segment_length=self.segment_length, kept_dims=self._kept_dims(states.shape[2]),
+            reduction=self.reduction, seed=self.seed, test=self._test_instance())
+        self._adopt(layout)
         return states, tasks
 
-    def _shared(self) -> tuple[Any, ...]:
-        """What `_setup` learned, for the other processes."""
-        return (self._layout, self._reduction, self._features, getattr(self, "kept_share_", None),
-                getattr(self, "reduction_", None))
-
-    def _adopt(self, shared: tuple[Any, ...]) -> None:
-        self._layout, self._reduction, self._features, self.kept_share_, self.reduction_ = shared
-
-    def _tested_steps(self) -> int:
-        T_full = self._layout[0][0]
-        return (T_full // self.segment_length) * self.segment_length
-
-    def _reduce(self, states: np.ndarray) -> np.ndarray:
-        return states if getattr(self, "_reduction", None) is None else self._reduction.transform(states)
-
-    def _widths(self) -> tuple[int, int]:
-        """Columns per step and per task in the data matrix the test reads."""
-        (_, d_raw), (_, d_g) = self._layout
-        d = d_raw if self._reduction is None else self._reduction.k
-        if self._features is not None:
-            return self._features.step_width, self._features.task_width
-        return d, d_g
-
-    def _n_columns(self) -> int:
-        d, d_g = self._widths()
-        return self._tested_steps() * d + self._layout[1][0] * d_g
-
-    def _rows(self, states: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        """The data matrix `[steps (T * d) | tasks (M * d_g)]` of a checked batch (reduced, featurised)."""
-        n = len(states)
-        steps = self._reduce(states[:, : self._tested_steps()])
-        if self._features is not None:
-            steps, tasks = self._features.transform(steps, tasks)
-        return np.concatenate([steps.reshape(n, -1), tasks.reshape(n, -1)], axis=1)
+    def _adopt(self, layout: BatchLayout) -> None:
+        """Take a learned layout (this process's or the main process's)."""
+        self._layout = layout
+        self.kept_share_, self.reduction_ = layout.kept_share, layout.reduction_used
 
     def _min_samples(self, ci: CITest) -> int:
-        d, d_g = self._widths()
-        T = self._tested_steps()
+        d, d_g = self._layout.widths()
+        T = self._layout.tested_steps
         needed = max(ci.min_samples, 4 * d + d_g + d * 2 + 5)
-        if self.conditioning in ("all", "band+all"):
+        if self.conditioning not in ("auto", "band"):
             needed = max(needed, T * d + d_g + 10)
         return needed
 
     def _check_enough(self, n: int, ci: CITest) -> None:
         needed = self._min_samples(ci)
         if n < needed:
-            d, _ = self._widths()
-            if self.conditioning in ("all", "band+all"):
-                raise InputError(f"conditioning={self.conditioning!r} conditions on {(self._tested_steps() - 1) * d} "
-                                 f"dims but only {n} sequences are left for the tests; use conditioning='band', a "
-                                 "smaller `project`, or more sequences.")
+            d, _ = self._layout.widths()
+            if self.conditioning not in ("auto", "band"):
+                raise InputError(f"conditioning={self.conditioning!r} conditions on "
+                                 f"{(self._layout.tested_steps - 1) * d} dims but only {n} sequences are left for the "
+                                 "tests; use conditioning='band', a smaller `project`, or more sequences.")
             raise InputError(
                 f"`states` leaves {n} sequences for the tests but the {ci.name} test with these dimensions needs at "
                 f"least {needed}; pass more sequences (or a smaller `project`)."
@@ -389,7 +306,7 @@ class TaskStructure:
         states, tasks = self._setup(*self._check_batch(states, tasks))
         ci = self._test_instance()
         self._check_enough(len(states), ci)
-        rows = self._rows(states, tasks)
+        rows = self._layout.rows(states, tasks)
         if getattr(ci, "supports_statistics", False):
             self._statistics = SufficientStatistics(rows.shape[1]).update(rows)
             return self._decide_from_statistics()
@@ -425,95 +342,46 @@ class TaskStructure:
                 delattr(self, name)
         self._statistics = None
         self._layout = None
-        self._reduction = None
-        self._features = None
 
     def _decide(self, ci: CITest, n: int) -> TaskStructure:
         """Run the planned tests on a fitted `ci` and set every fitted attribute."""
         L = self.segment_length
-        (T_full, _), (M, _) = self._layout
-        d, d_g = self._widths()
-        N = T_full // L
-        T = N * L
+        (T_full, _), (M, _) = self._layout.steps_shape, self._layout.tasks_shape
+        d, d_g = self._layout.widths()
+        T = self._layout.tested_steps
+        N = T // L
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
-        self.decision_ = self._choose_decision(ci)
+        self.decision_ = choose_decision(self.mode, self.decision, ci)
         self.carryover_ = bool(L >= 2 if self.carryover == "auto" else self.carryover)
         chain = self.decision_ == "chain"
         direct_steps = np.arange(T) if chain else rep
-        self.conditioning_ = self._choose_conditioning(n, T, d, rep, ci, d_g)
+        self.conditioning_, self.markov_pvalue_ = choose_conditioning(self.conditioning, self.mode, ci, n, T, d, d_g,
+                                                                      rep, self.alpha, self.causal)
         self.temporal_pvalues_ = temporal_pvalues(ci, n, T, d)
-        if self.mode == "pairwise":  # pairwise tests use the band
-            conditionings = ("band",)
-        elif self.conditioning_ == "band+all":  # every direct test under both sets; the second adds no pairwise tests
-            conditionings = ("band", "all")
-        else:
-            conditionings = (self.conditioning_,)
-        groups = [(*batch, "pair" if not batch[4] else f"direct {c}")
-                  for c, mode in zip(conditionings, (self.mode, "direct"))
-                  for batch in build_test_batches(rep, T, d, M, d_g, mode, c, direct_steps)]
-        chunk = None if getattr(ci, "supports_statistics", False) else max(1, getattr(ci, "batch_tests", 8))
-        n_tests = sum(len(g[3]) for g in groups)
-        family = (M * N if self.mode != "pairwise" else 0) + sum(len(g[3]) for g in groups if g[5] == "pair")
+        batches = plan_tests(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
+        family = (M * N if self.mode != "pairwise" else 0) + sum(len(b.where) for b in batches if b.kind == "pair")
         if ci.stop_below is None:  # a permutation null may stop once a p-value is far below the smallest critical value
             ci.stop_below = 0.02 * self.alpha / max(family, 1)
-        results: dict[str, list[list[np.ndarray]]] = {k: [[], [], []] for k in
-                                                      ("pair", *(f"direct {c}" for c in conditionings))}
-        disable = None if self.progress is None else not self.progress
-        with tqdm(total=n_tests, desc=f"CI tests ({ci.name})", unit="test", disable=disable) as bar:
-            for x, y, z, index, _, kind in groups:
-                step = chunk or len(x)
-                for start in range(0, len(x), step):
-                    result = ci.test_batch(x[start : start + step], y[start : start + step], z[start : start + step])
-                    for store, value in zip(results[kind], (index[start : start + step], result.statistic,
-                                                           result.pvalue)):
-                        store.append(value)
-                    bar.update(len(result.pvalue))
+        results = run_tests(ci, batches, self.progress)
         self.step_r2_ = step_r2(getattr(ci, "cov_", None), M, T, d, d_g, T_full)
-        pair_where, pair_stat, pair_p = _joined(results["pair"])
-        tested_p, tested_stat = _weakest_direct_tests([_joined(results[f"direct {c}"]) for c in conditionings],
-                                                      M, len(direct_steps))
+        tested_p, tested_stat = weakest_direct_tests(
+            [results.get(f"direct {c}", no_tests()) for c in direct_conditionings(self.mode, self.conditioning_)],
+            M, len(direct_steps))
         self.step_pvalues_ = np.full((M, T_full), np.nan)
         self.step_statistics_ = np.full((M, T_full), np.nan)
         self.step_pvalues_[:, direct_steps] = tested_p
         self.step_statistics_[:, direct_steps] = tested_stat
-        if self.mode != "pairwise":
-            # the representative direct tests, as (task, k, k) rows of the family
-            rep_where = np.stack([np.repeat(np.arange(M), N), np.tile(np.arange(N), M), np.tile(np.arange(N), M)], 1)
-            rep_stat = self.step_statistics_[:, rep].ravel()
-            rep_p = self.step_pvalues_[:, rep].ravel()
-        else:
-            rep_where, rep_stat, rep_p = np.zeros((0, 3), dtype=np.int64), np.zeros(0), np.zeros(0)
-        where = np.concatenate([rep_where, pair_where])
-        statistic = np.concatenate([rep_stat, pair_stat])
-        raw = np.concatenate([rep_p, pair_p])
-        adjusted = adjust_pvalues(raw, self.correction)
-
-        shape = (M, N) if self.mode == "direct" else (M, N, N)
-        self.pvalues_ = np.full(shape, np.nan)
-        self.statistics_ = np.full(shape, np.nan)
-        self.raw_pvalues_ = np.full(shape, np.nan)
-        i, k, v = where.T
-        index = (i, k) if self.mode == "direct" else (i, k, v)
-        self.statistics_[index], self.raw_pvalues_[index], self.pvalues_[index] = statistic, raw, adjusted
-        self.critical_pvalue_ = critical_pvalue(raw, self.alpha, self.correction)
-        segment_tasks = np.zeros((N, M), dtype=bool)
-        hit = adjusted < self.alpha
-        if chain or (self.carryover_ and L == 1):  # at step level every step is tested either way
-            hit &= k != v  # the direct tests decide through the chain rule below
-            segment_tasks |= chain_segments(tested_p, L, self.critical_pvalue_, carryover=self.carryover_)
-        segment_tasks[k[hit], i[hit]] = True
-        segment_tasks[v[hit], i[hit]] = True
-        if self.mode != "direct":
-            for arr in (self.pvalues_, self.statistics_, self.raw_pvalues_):
-                upper = np.triu_indices(N, 1)
-                arr[:, upper[1], upper[0]] = arr[:, upper[0], upper[1]]
-        self.segment_tasks_ = segment_tasks
+        marks = family_marks(self.step_pvalues_, self.step_statistics_, results.get("pair", no_tests()), rep, L,
+                             self.mode, self.alpha, self.correction, chain=chain, carryover=self.carryover_)
+        self.pvalues_, self.statistics_, self.raw_pvalues_ = marks.pvalues, marks.statistics, marks.raw_pvalues
+        self.critical_pvalue_ = marks.critical_pvalue
+        self.segment_tasks_ = marks.segment_tasks
         step_tasks = np.zeros((T_full, M), dtype=bool)
-        step_tasks[:T] = np.repeat(segment_tasks, L, axis=0)
+        step_tasks[:T] = np.repeat(marks.segment_tasks, L, axis=0)
         self.step_tasks_ = step_tasks
-        self.n_tests_ = n_tests
+        self.n_tests_ = sum(len(b.where) for b in batches)
         self.n_segments_, self.n_tasks_, self.n_steps_ = N, M, T_full
-        self.n_features_in_ = self._layout[0][1]
+        self.n_features_in_ = self._layout.steps_shape[1]
         self.n_samples_seen_ = int(n)
         self._warn_leakage()
         return self
@@ -526,37 +394,6 @@ class TaskStructure:
         for message in structure_warnings(self):
             if "leak" in message or "mixed" in message:
                 warn_user(message)
-
-    def _choose_decision(self, ci: CITest) -> str:
-        """`"chain"` or `"representative"`; `"auto"` is the chain for sufficient-statistic tests."""
-        if self.mode == "pairwise":
-            return "representative"
-        if self.decision != "auto":
-            return self.decision
-        return "chain" if getattr(ci, "supports_statistics", False) else "representative"
-
-    def _choose_conditioning(self, n: int, T: int, d: int, rep: np.ndarray, ci: CITest, d_g: int) -> str:
-        """The direct test's conditioning set; for `"auto"`, `"all"` only where the band-screening check passes
-        (a Markov sequence: no content leaks between non-adjacent steps) with enough sequences for it to see mild
-        mixing (`n >= 100 * (T * d + d_g)`; with fewer it missed mixing that conditioning on every step then
-        turned into false marks); where the check fails (content leaks), both sets (`"band+all"`) when every
-        other step leaves at least `BAND_AND_ALL_ROWS` sequences per column; else the band. The check runs
-        whenever `n > 4 T d` (also for `report()`)."""
-        self.markov_pvalue_ = None
-        cov = getattr(ci, "cov_", None)
-        if cov is not None and len(rep) >= 2 and n > 4 * T * d and self.mode != "pairwise":
-            self.markov_pvalue_ = float(adjust_pvalues(_band_markov_pvalues(cov[: T * d, : T * d], n, d, rep),
-                                                       "bonferroni").min())
-        if self.conditioning != "auto":
-            return self.conditioning
-        if self.mode == "pairwise" or cov is None:
-            return "band"
-        width = T * d + d_g
-        if self.markov_pvalue_ is None:
-            return "band"
-        if self.markov_pvalue_ >= self.alpha:
-            return "all" if n >= 100 * width else "band"
-        return "band+all" if n >= BAND_AND_ALL_ROWS * width else "band"
 
     # -- results ----------------------------------------------------------------------------------
     def task_mask(self, n_sequences: int | None = None) -> np.ndarray:

@@ -18,6 +18,7 @@ from .._distributed import process_layout
 from .._arrays import as_task_array
 from .._progress import progress_lines, say
 from .._validation import InputError, check_array
+from ..hooks import is_causal
 from ..steps import StepRule
 from .discovery import TaskStructure
 
@@ -80,7 +81,8 @@ def discover(
         chunk_size (`int`, *optional*, defaults to 1024): texts extracted before their statistics are added; peak
             memory holds one chunk's states.
         structure (`TaskStructure`, *optional*): the estimator to fit (default `TaskStructure(**structure_kwargs)`);
-            it must use a sufficient-statistic test (`fisher_z`).
+            it must use a sufficient-statistic test (`fisher_z`). In full context its `causal` parameter, when not
+            given, is set from the model (`hooks.is_causal`: a decoder's states read only earlier steps).
         progress (`bool`, *optional*): show a progress bar over chunks.
 
     Returns:
@@ -98,6 +100,8 @@ def discover(
         raise InputError(f"`hook_point` must resolve to exactly one hook point, got {points}; to fit several layers "
                          "at once use hfs.sweep_layers.")
     point = points[0]
+    if context == "full" and structure.causal is None:
+        structure.causal = is_causal(model, point)
     rank, world = process_layout()
     shard = np.array_split(np.arange(len(texts)), world)[rank]
 

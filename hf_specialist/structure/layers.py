@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import InputError
+from ..hooks import is_causal
 from ..steps import StepRule
 from .discovery import TaskStructure
 
@@ -117,7 +118,8 @@ def sweep_layers(
         chunk_size (`int`, *optional*, defaults to 2048): texts per chunk.
         progress (`bool`, *optional*): progress bars.
         plot (`str`, *optional*): write the sweep's heatmap PNG here.
-        **structure_kwargs: `TaskStructure` arguments (a sufficient-statistic test).
+        **structure_kwargs: `TaskStructure` arguments (a sufficient-statistic test); in full context `causal`,
+            when not given, is measured per hook point (`hooks.is_causal`).
 
     Returns:
         `LayerSweep`: the structure and confidence per hook point; `.table()`, `.best()`, `.plot(path)`.
@@ -132,6 +134,9 @@ def sweep_layers(
     points = list(dict.fromkeys(points))  # a hook point named twice is fitted once
     structure_kwargs.setdefault("progress", False)
     structures = {point: TaskStructure(**structure_kwargs) for point in points}
+    if context == "full" and structure_kwargs.get("causal") is None:  # measured per hook point, as in `discover`
+        for point, structure in structures.items():
+            structure.causal = is_causal(model, point)
     from .streaming import require_statistics_test
 
     prototype = next(iter(structures.values()))

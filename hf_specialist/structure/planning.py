@@ -1,12 +1,19 @@
-"""Which CI tests a fit runs: the conditioning sets (band or every other step; `"band+all"` runs both as two
-sets of batches, joined in `discovery`), the band check that chooses between them, and the batches of equal-shaped tests over the columns of `[steps (T * d) | tasks (M * d_g)]`."""
+"""Which CI tests a fit runs: the decision rule, the conditioning sets (the band, every other step or every earlier
+step; `"band+all"` and `"band+all+past"` run each as its own batches, joined in `execution`), the band check that chooses between them, and the batches of
+equal-shaped tests over the columns of `[steps (T * d) | tasks (M * d_g)]`."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from .._arrays import standardise
-from .ci_tests import bartlett_statistic
+from .ci_tests import CITest, bartlett_statistic
+from .multitest import adjust_pvalues
+
+BAND_AND_ALL_ROWS = 10  # `conditioning="auto"` tests under both sets from this many sequences per column
+ALL_ROWS = 100  # ... and under every other step alone (where the band check passes) from this many
 
 
 def _columns(steps: np.ndarray, d: int) -> np.ndarray:
@@ -64,7 +71,7 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
     Direct tests run on `direct_steps` (defaults to `rep`): `where` holds `(task, j, j)` with `j` the position in
     `direct_steps`; `direct` says which kind a batch is. Columns index the data matrix
     `[states (T * d) | tasks (M * d_g)]`. With `conditioning="all"` a direct test conditions on every other step
-    instead of the two neighbours.
+    instead of the two neighbours, with `"past"` on every earlier step (none for the first).
     """
     N = len(rep)
     direct_steps = rep if direct_steps is None else np.asarray(direct_steps, dtype=np.int64)
@@ -99,7 +106,13 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
             z = np.concatenate([np.tile(z_steps, (M, 1)), np.repeat(task_cols, P, axis=0)], axis=1)
             where = np.stack([np.repeat(np.arange(M), P), np.tile(k[rows], M), np.tile(v[rows], M)], axis=1)
             batches.append((x, y, z, where, False))
-    if mode in ("direct", "both") and conditioning == "all":
+    if mode in ("direct", "both") and conditioning == "past":
+        for j, r in enumerate(direct_steps):
+            x = np.tile(_columns(np.array([[r]]), d), (M, 1))
+            z = np.tile(_columns(np.arange(r)[None], d), (M, 1))
+            where = np.stack([np.arange(M), np.full(M, j), np.full(M, j)], axis=1)
+            batches.append((x, task_cols, z, where, True))
+    elif mode in ("direct", "both") and conditioning == "all":
         others = np.array([[t for t in range(T) if t != r] for r in direct_steps], dtype=np.int64).reshape(S, T - 1)
         x = np.tile(_columns(direct_steps[:, None], d), (M, 1))
         y = np.repeat(task_cols, S, axis=0)
@@ -115,3 +128,68 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
             where = np.stack([np.repeat(np.arange(M), P), np.tile(rows, M), np.tile(rows, M)], axis=1)
             batches.append((x, y, z, where, True))
     return batches
+
+
+class PlannedBatch(NamedTuple):
+    """Equal-shaped tests `x ⫫ y | z` (column indices `(B, c)` each) and where each result goes: `where (B, 3)`
+    holds `(task, k, v)`; `kind` is `"pair"` or `"direct <conditioning>"`."""
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    where: np.ndarray
+    kind: str
+
+
+def direct_conditionings(mode: str, conditioning: str) -> tuple[str, ...]:
+    """The conditioning sets the direct tests run under (each of a `+`-joined `conditioning`); pairwise tests use
+    the band."""
+    if mode == "pairwise":
+        return ("band",)
+    return tuple(conditioning.split("+"))
+
+
+def plan_tests(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str, conditioning: str,
+               direct_steps: np.ndarray) -> list[PlannedBatch]:
+    """Every test of a fit: `mode`'s tests under the first conditioning set, and the direct tests again under each
+    further one of a `+`-joined `conditioning` (see `build_test_batches` for the arguments)."""
+    sets = direct_conditionings(mode, conditioning)
+    return [PlannedBatch(x, y, z, where, f"direct {c}" if direct else "pair")
+            for c, mode_of_set in zip(sets, (mode,) + ("direct",) * (len(sets) - 1))
+            for x, y, z, where, direct in build_test_batches(rep, T, d, M, d_g, mode_of_set, c, direct_steps)]
+
+
+def choose_decision(mode: str, decision: str, ci: CITest) -> str:
+    """`"chain"` or `"representative"`; `"auto"` is the chain for sufficient-statistic tests."""
+    if mode == "pairwise":
+        return "representative"
+    if decision != "auto":
+        return decision
+    return "chain" if getattr(ci, "supports_statistics", False) else "representative"
+
+
+def choose_conditioning(requested: str, mode: str, ci: CITest, n: int, T: int, d: int, d_g: int, rep: np.ndarray,
+                        alpha: float, causal: bool | None = None) -> tuple[str, float | None]:
+    """The direct test's conditioning set, and the band-screening check's adjusted p-value (`None` where not run).
+
+    For `"auto"`: `"all"` only where the check passes (a Markov sequence: no content leaks between non-adjacent
+    steps) with enough sequences for it to see mild mixing (`n >= ALL_ROWS * (T * d + d_g)`; with fewer it missed
+    mixing that conditioning on every step then turned into false marks); where the check fails (content leaks),
+    both sets (`"band+all"`) when every other step leaves at least `BAND_AND_ALL_ROWS` sequences per column, and
+    with `causal` states (each reads only its own and earlier steps) also every earlier step (`"band+all+past"`);
+    else the band. The check runs whenever `n > 4 T d` (also for `report()`), from the Gaussian test's covariance.
+    """
+    markov = None
+    cov = getattr(ci, "cov_", None)
+    if cov is not None and len(rep) >= 2 and n > 4 * T * d and mode != "pairwise":
+        markov = float(adjust_pvalues(_band_markov_pvalues(cov[: T * d, : T * d], n, d, rep), "bonferroni").min())
+    if requested != "auto":
+        return requested, markov
+    if mode == "pairwise" or markov is None:
+        return "band", markov
+    width = T * d + d_g
+    if markov >= alpha:
+        return ("all" if n >= ALL_ROWS * width else "band"), markov
+    if n < BAND_AND_ALL_ROWS * width:
+        return "band", markov
+    return ("band+all+past" if causal else "band+all"), markov

@@ -43,8 +43,8 @@ def partial_fit(structure: TaskStructure, states: Any, tasks: Any) -> TaskStruct
     if first:
         structure._reset()
         states, tasks = structure._setup(states, tasks)
-        structure._statistics = SufficientStatistics(structure._n_columns())
-    structure._statistics.update(structure._rows(states, tasks))
+        structure._statistics = SufficientStatistics(structure._layout.n_columns())
+    structure._statistics.update(structure._layout.rows(states, tasks))
     if structure._statistics.count < structure._min_samples(structure._test_instance()):
         return structure
     return structure._decide_from_statistics()
@@ -70,7 +70,7 @@ def fit_batches(structure: TaskStructure, batches: Iterable[tuple[Any, Any]]) ->
                     raise InputError("The main process got no batch; every process needs the layout of a first "
                                      "batch.")
                 first_rows = structure._setup(*structure._check_batch(*as_pair(first)))
-                box = [("ok", structure._shared())]
+                box = [("ok", structure._layout)]
             except (InputError, ValueError, TypeError) as error:
                 box = [("error", f"{type(error).__name__}: {error}")]
         dist.broadcast_object_list(box, src=0)
@@ -84,11 +84,11 @@ def fit_batches(structure: TaskStructure, batches: Iterable[tuple[Any, Any]]) ->
         raise InputError("`fit` got an empty iterable of batches.")
     else:
         first_rows = structure._setup(*structure._check_batch(*as_pair(first)))
-    structure._statistics = SufficientStatistics(structure._n_columns())
+    structure._statistics = SufficientStatistics(structure._layout.n_columns())
     if first_rows is not None:
-        structure._statistics.update(structure._rows(*first_rows))
+        structure._statistics.update(structure._layout.rows(*first_rows))
     for batch in iterator:
-        structure._statistics.update(structure._rows(*structure._check_batch(*as_pair(batch))))
+        structure._statistics.update(structure._layout.rows(*structure._check_batch(*as_pair(batch))))
     structure._statistics.all_reduce()
     structure._check_enough(structure._statistics.count, structure._test_instance())
     return structure._decide_from_statistics()

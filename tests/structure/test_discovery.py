@@ -337,3 +337,26 @@ def test_tasks_from_a_dataset_and_errors():
     np.testing.assert_array_equal(ts.step_tasks_, hfs.TaskStructure(segment_length=2).fit(states, tasks).step_tasks_)
     with pytest.raises(hfs.InputError, match="tasks column 'text' holds text"):
         hfs.TaskStructure().fit(states, table.add_column("text", ["x"] * 5000))
+
+
+def test_causal_states_are_also_tested_given_the_past_where_the_later_neighbour_is_a_collider():
+    """Causal states (each step's state adds a share of every earlier step's content, as a decoder's do): the later
+    neighbour mixes the tested step's content with its own, so given it (the band, every other step) a step before
+    a serving step depends on the task. Given every earlier step it does not; `causal=True` requires that test too."""
+    rng = np.random.default_rng(0)
+    n, T = 20_000, 5
+    content = rng.normal(size=(n, T))
+    earlier = np.concatenate([np.zeros((n, 1)), np.cumsum(content, 1)[:, :-1]], 1)
+    states = content + 0.6 * earlier + 0.1 * rng.normal(size=(n, T))
+    tasks = np.stack([content[:, 3], content[:, 1]], 1) + 0.5 * rng.normal(size=(n, 2))
+    truth = np.zeros((T, 2), dtype=bool)
+    truth[3, 0] = truth[1, 1] = True
+    unknown = hfs.TaskStructure().fit(states, tasks)
+    assert unknown.conditioning_ == "band+all"  # the band check fails: content leaks to every later step
+    assert (unknown.step_tasks_ & ~truth).sum() == 2  # the step before each serving step
+    causal = hfs.TaskStructure(causal=True).fit(states, tasks)
+    assert causal.conditioning_ == "band+all+past"
+    np.testing.assert_array_equal(causal.step_tasks_, truth)
+    assert causal.n_tests_ == 3 * T * 2
+    past = hfs.TaskStructure(conditioning="past").fit(states, tasks)  # the past alone: the first step given nothing
+    assert past.step_tasks_[3, 0] and past.step_tasks_[1, 1] and np.isfinite(past.step_pvalues_).all()

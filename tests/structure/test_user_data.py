@@ -42,7 +42,8 @@ def test_sweep_layers_equals_a_fit_per_layer_and_plots(tmp_path):
     assert sweep.hook_points == ["embed", "layers.0", "layers.2"]
     for point in sweep.hook_points:
         states = hfs.extract_steps(model, tokenizer(), texts, hook_point=point, steps=". ")
-        alone = hfs.TaskStructure(project=None).fit(states, tasks)
+        assert sweep.structures[point].causal is True  # GPT-2 (measured per hook point)
+        alone = hfs.TaskStructure(project=None, causal=True).fit(states, tasks)
         np.testing.assert_array_equal(sweep.structures[point].step_tasks_, alone.step_tasks_)
         np.testing.assert_allclose(sweep.structures[point].step_pvalues_, alone.step_pvalues_, rtol=1e-5, atol=1e-300)
         assert 0.0 <= sweep.confidence[point] <= 1.0

@@ -21,7 +21,7 @@ import numpy as np
 import hf_specialist as hfs
 from hf_specialist import synthetic
 from hf_specialist.metrics import structure_scores
-from hf_specialist.structure import discovery
+from hf_specialist.structure import planning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -92,7 +92,7 @@ def run(cases: Callable[[], Iterator[Case]]) -> None:
     rows: dict[str, dict[str, list]] = {}
     for label, states, tasks, truth, kwargs in cases():
         for rule, rows_per_column in (("band (before)", np.inf), ("band+all", 10)):
-            discovery.BAND_AND_ALL_ROWS = rows_per_column
+            planning.BAND_AND_ALL_ROWS = rows_per_column
             fitted = hfs.TaskStructure(**kwargs).fit(states, tasks)
             row = rows.setdefault(label, {}).setdefault(rule, [])
             row.append((structure_scores(fitted.step_tasks_, truth)["f1"], int((fitted.step_tasks_ & ~truth).sum()),

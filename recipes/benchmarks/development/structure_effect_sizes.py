@@ -22,11 +22,11 @@ import numpy as np
 
 import hf_specialist as hfs
 from hf_specialist import synthetic
-from hf_specialist.structure import discovery
+from hf_specialist.structure import planning
 
 # the effects in docs/structure.md were measured before `conditioning="band+all"`: where the band check fails, the
 # band alone (`effects` reads |Z| from the band or from every other step, not from both)
-discovery.BAND_AND_ALL_ROWS = float("inf")
+planning.BAND_AND_ALL_ROWS = float("inf")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from structure_user_data import offset_texts, support_conversations  # noqa: E402
@@ -37,7 +37,7 @@ DEV_SEEDS = (0, 1, 2)
 
 def effects(ts: hfs.TaskStructure) -> np.ndarray:
     """`(T, M)` partial R^2 implied by each direct test's statistic (Bartlett's or Fisher's)."""
-    d, d_g = ts._widths()
+    d, d_g = ts._layout.widths()
     T, n = ts.n_steps_, ts.n_samples_seen_
     out = np.full((T, ts.n_tasks_), np.nan)
     for t in range(T):
