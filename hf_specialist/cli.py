@@ -309,8 +309,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
         cfg["project"] = int(cfg["project"]) if cfg["project"].isdigit() else cfg["project"]
     if cfg["project"] == "none":
         cfg["project"] = None
-    if isinstance(cfg["carryover"], str) and cfg["carryover"] in ("true", "false"):
-        cfg["carryover"] = cfg["carryover"] == "true"
+    for name in ("carryover", "causal"):
+        if isinstance(cfg[name], str) and cfg[name] in ("true", "false"):
+            cfg[name] = cfg[name] == "true"
     if not cfg["tasks"] or not (cfg["states"] or cfg["model"]):
         raise BadInput("pass --tasks TASKS.npy and either --states STATES.npy or --model M --texts FILE "
                        "(or set them in the recipe)")
@@ -545,6 +546,10 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--carryover", choices=["auto", "true", "false"],
                    help="whether a step's state carries the previous step's action (the paper's model); auto: "
                         "false at step level, true for segments")
+    p.add_argument("--causal", choices=["true", "false"],
+                   help="whether each step's state reads only its own and earlier steps (a decoder's states in full "
+                        "context; then where content leaks a step must also depend on the task given every earlier "
+                        "step); default: measured on --model, unknown (false) for --states")
     p.add_argument("--reduction", choices=["auto", "supervised", "pca"],
                    help="how --project dims are chosen per step: pca (top variance), supervised (task directions "
                         "learned on a held-out quarter of the first batch, then top variance) or auto (default): pca "

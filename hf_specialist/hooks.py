@@ -420,16 +420,22 @@ def is_causal(model: nn.Module, hook_point: str, n_tokens: int = 8) -> bool:
 
     Returns:
         `True` when the first half's states did not move.
+
+    Raises:
+        InputError: `hook_point` does not name exactly one hook point, or `n_tokens < 2`.
     """
     points = resolve_hook_points(model, hook_point)
     if len(points) != 1:
         raise InputError(f"`hook_point` must resolve to one hook point, got {points}.")
-    vocab = config_int(model, ("vocab_size",)) or 1000
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 2:
+        raise InputError(f"`n_tokens` must be an int >= 2, got {n_tokens!r}.")
+    vocab = max(config_int(model, ("vocab_size",)) or 1000, 2)
+    low = 10 if vocab > 20 else 0  # past the special tokens most vocabularies start with, where there is room
     device = next(model.parameters()).device
     half = n_tokens // 2
-    first = torch.arange(n_tokens, device=device)[None] % max(vocab - 20, 2) + 10
+    first = low + torch.arange(n_tokens, device=device)[None] % (vocab - low)
     second = first.clone()
-    second[:, half:] = (first[:, half:] + 7) % max(vocab - 20, 2) + 10
+    second[:, half:] = low + (first[:, half:] - low + 1) % (vocab - low)  # every later token changed
     was_training = model.training
     model.eval()
     try:
@@ -438,5 +444,6 @@ def is_causal(model: nn.Module, hook_point: str, n_tokens: int = 8) -> bool:
                       for ids in (first, second)]
     finally:
         model.train(was_training)
-    scale = float(states[0].abs().max()) or 1.0
-    return bool(torch.allclose(states[0][:, :half], states[1][:, :half], atol=1e-4 * scale, rtol=0))
+    earlier = [state[:, :half] for state in states]
+    moved = (earlier[0] - earlier[1]).norm(dim=-1) / earlier[0].norm(dim=-1).clamp_min(1e-12)  # per position
+    return bool((moved < 1e-4).all())

@@ -155,6 +155,7 @@ def run_pipeline(
     from .adapter.model import SpecialistAdapter
     from .adapter.training_args import SpecialistTrainingArguments
     from .data import extract_steps
+    from .hooks import is_causal
     from .metrics import structure_scores
     from .models import load_model
     from .structure.discovery import TaskStructure
@@ -176,7 +177,8 @@ def run_pipeline(
     _log(f"[2/5] extracted steps {tuple(states.shape)} at {hook_point} in {extract_s:.1f} s", quiet)
 
     t0 = time.perf_counter()
-    structure = TaskStructure(**{"segment_length": truth["segment_length"], "seed": seed,
+    causal = is_causal(base_model, hook_point)  # as `discover` measures it (full context)
+    structure = TaskStructure(**{"segment_length": truth["segment_length"], "seed": seed, "causal": causal,
                                  **(structure_options or {})}).fit(states, data.tasks)
     discover_s = time.perf_counter() - t0
     scores = structure_scores(structure.step_tasks_, truth["step_tasks"])

@@ -67,6 +67,11 @@ def test_discover_from_the_model_equals_fit_on_extracted_states():
     whole = hfs.TaskStructure(project=None, causal=True).fit(states, tasks)
     np.testing.assert_array_equal(streamed.step_tasks_, whole.step_tasks_)
     np.testing.assert_allclose(streamed.pvalues_, whole.pvalues_, rtol=1e-6)
+    given = hfs.TaskStructure(project=None)  # an estimator passed in keeps its parameters: a measured copy is fitted
+    fitted = hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=". ", chunk_size=70,
+                          batch_size=32, structure=given)
+    assert given.causal is None and not hasattr(given, "step_tasks_") and fitted.causal is True
+    np.testing.assert_array_equal(fitted.step_tasks_, whole.step_tasks_)
     with pytest.raises(ValueError, match="one row per text"):
         hfs.discover(model, tokenizer(), texts, tasks[:10], hook_point="layers.1", steps=". ")
 

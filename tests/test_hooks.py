@@ -208,3 +208,5 @@ def test_is_causal_measures_whether_states_read_later_tokens(arch):
     assert hfs.hooks.is_causal(model, "embed") is True  # before any attention, no token reads another
     with pytest.raises(hfs.InputError, match="one hook point"):
         hfs.hooks.is_causal(model, "layers.*")
+    with pytest.raises(hfs.InputError, match="n_tokens"):
+        hfs.hooks.is_causal(model, "layers.1", n_tokens=1)

@@ -105,7 +105,8 @@ def family_marks(step_pvalues: np.ndarray, step_statistics: np.ndarray,
     Args:
         step_pvalues, step_statistics (`np.ndarray` of shape `(M, T_full)`): every tested step's direct test (NaN
             where not tested).
-        pairs: the pairwise tests' `(where (B, 3), statistic, pvalue)`, `where` holding `(task, k, v)`.
+        pairs (`tuple[np.ndarray, np.ndarray, np.ndarray]`): the pairwise tests' `(where (B, 3), statistic (B,),
+            pvalue (B,))`, `where` holding `(task, k, v)` (empty arrays without pairwise tests).
         rep (`np.ndarray` of shape `(N,)`): each segment's representative step.
         segment_length (`int`): `L`.
         mode, alpha, correction: as in `TaskStructure`.

@@ -99,8 +99,9 @@ class TaskStructure:
             states predict for some task (cross-validated ridge R^2 on up to 2,000 rows of the first batch;
             `structure.reduction.choose_reduction`), then the supervised directions.
         conditioning (`str`, *optional*, defaults to `"auto"`): the direct test's conditioning set: `"band"` (the
-            two neighbours), `"all"` (every other step), `"band+all"` (both: a step is marked only where both
-            tests reject; its p-value is the larger one) or `"auto"`: `"all"` where the band-screening check passes
+            two neighbours), `"all"` (every other step), `"past"` (every earlier step), `"band+all"` or
+            `"band+all+past"` (several: a step is marked only where every set's test rejects; its p-value is the
+            largest one) or `"auto"`: `"all"` where the band-screening check passes
             (`markov_pvalue_ >= alpha`, with `n >= 100 * (T * d + d_g)`), `"band+all"` where it fails (from
             `n >= 10 * (T * d + d_g)`; `"band+all+past"` with `causal=True`), else `"band"`. `"past"` is every
             earlier step. Where steps mix in each other's content, the band and every other step fail in opposite
@@ -110,7 +111,7 @@ class TaskStructure:
             step's content, so the past opens no such path. Requiring every set keeps the level whenever one of
             them makes the null true (an intersection-union test). Pairwise tests always use the band; knn_cmi and
             neural_cmi use the band.
-        causal (`bool`, *optional*): whether each step's state reads only its own and earlier steps (a decoder's
+        causal (`bool`, *optional*, defaults to `None`): whether each step's state reads only its own and earlier steps (a decoder's
             hidden states in full context; `hfs.hooks.is_causal(model, hook_point)` measures it, and
             `hfs.discover` / `hfs.sweep_layers` set it from the model). `None` (unknown) and `False` leave
             `"auto"` without the past.

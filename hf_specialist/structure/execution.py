@@ -46,6 +46,7 @@ def run_tests(ci: CITest, batches: list[PlannedBatch], progress: bool | None) ->
 
 
 def _joined(parts: list[list[np.ndarray]]) -> TestResults:
+    """Concatenate the collected `(where, statistic, pvalue)` chunks of one kind of test (empty when none ran)."""
     where, statistic, pvalue = parts
     if not where:
         return np.zeros((0, 3), dtype=np.int64), np.zeros(0), np.zeros(0)

@@ -81,8 +81,9 @@ def discover(
         chunk_size (`int`, *optional*, defaults to 1024): texts extracted before their statistics are added; peak
             memory holds one chunk's states.
         structure (`TaskStructure`, *optional*): the estimator to fit (default `TaskStructure(**structure_kwargs)`);
-            it must use a sufficient-statistic test (`fisher_z`). In full context its `causal` parameter, when not
-            given, is set from the model (`hooks.is_causal`: a decoder's states read only earlier steps).
+            it must use a sufficient-statistic test (`fisher_z`). In full context, when its `causal` is not given,
+            a copy with `causal` measured on the model (`hooks.is_causal`: a decoder's states read only earlier
+            steps) is fitted and returned instead, and the estimator passed in is left as it was.
         progress (`bool`, *optional*): show a progress bar over chunks.
 
     Returns:
@@ -100,8 +101,8 @@ def discover(
         raise InputError(f"`hook_point` must resolve to exactly one hook point, got {points}; to fit several layers "
                          "at once use hfs.sweep_layers.")
     point = points[0]
-    if context == "full" and structure.causal is None:
-        structure.causal = is_causal(model, point)
+    if context == "full" and structure.causal is None:  # a copy: the estimator passed in keeps its parameters
+        structure = type(structure)(**{**structure.get_params(), "causal": is_causal(model, point)})
     rank, world = process_layout()
     shard = np.array_split(np.arange(len(texts)), world)[rank]
 

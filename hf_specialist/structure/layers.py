@@ -134,14 +134,14 @@ def sweep_layers(
     points = list(dict.fromkeys(points))  # a hook point named twice is fitted once
     structure_kwargs.setdefault("progress", False)
     structures = {point: TaskStructure(**structure_kwargs) for point in points}
-    if context == "full" and structure_kwargs.get("causal") is None:  # measured per hook point, as in `discover`
-        for point, structure in structures.items():
-            structure.causal = is_causal(model, point)
     from .streaming import require_statistics_test
 
     prototype = next(iter(structures.values()))
     prototype._validate()  # bad parameters fail before the first forward pass
     require_statistics_test(prototype)
+    if context == "full" and structure_kwargs.get("causal") is None:  # measured per hook point, as in `discover`
+        for point, structure in structures.items():
+            structure.causal = is_causal(model, point)
     import time
 
     from .._progress import progress_lines, say

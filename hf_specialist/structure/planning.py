@@ -1,6 +1,7 @@
 """Which CI tests a fit runs: the decision rule, the conditioning sets (the band, every other step or every earlier
-step; `"band+all"` and `"band+all+past"` run each as its own batches, joined in `execution`), the band check that chooses between them, and the batches of
-equal-shaped tests over the columns of `[steps (T * d) | tasks (M * d_g)]`."""
+step; `"band+all"` and `"band+all+past"` run each set as its own batches, joined in `execution`), the band check
+that chooses between them, and the batches of equal-shaped tests over the columns of
+`[steps (T * d) | tasks (M * d_g)]`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .._arrays import standardise
 from .ci_tests import CITest, bartlett_statistic
 from .multitest import adjust_pvalues
 
-BAND_AND_ALL_ROWS = 10  # `conditioning="auto"` tests under both sets from this many sequences per column
+BAND_AND_ALL_ROWS = 10  # `conditioning="auto"` tests under several sets from this many sequences per column
 ALL_ROWS = 100  # ... and under every other step alone (where the band check passes) from this many
 
 
@@ -142,8 +143,13 @@ class PlannedBatch(NamedTuple):
 
 
 def direct_conditionings(mode: str, conditioning: str) -> tuple[str, ...]:
-    """The conditioning sets the direct tests run under (each of a `+`-joined `conditioning`); pairwise tests use
-    the band."""
+    """The conditioning sets the direct tests run under (each of a `+`-joined `conditioning`, in order); pairwise
+    tests use the band.
+
+    Args:
+        mode (`str`): `"pairwise"`, `"direct"` or `"both"`.
+        conditioning (`str`): the fit's set, e.g. `"band"` or `"band+all+past"`.
+    """
     if mode == "pairwise":
         return ("band",)
     return tuple(conditioning.split("+"))
@@ -152,7 +158,15 @@ def direct_conditionings(mode: str, conditioning: str) -> tuple[str, ...]:
 def plan_tests(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str, conditioning: str,
                direct_steps: np.ndarray) -> list[PlannedBatch]:
     """Every test of a fit: `mode`'s tests under the first conditioning set, and the direct tests again under each
-    further one of a `+`-joined `conditioning` (see `build_test_batches` for the arguments)."""
+    further one of a `+`-joined `conditioning`.
+
+    Args:
+        rep, T, d, M, d_g, mode, direct_steps: as in `build_test_batches`.
+        conditioning (`str`): the fit's set (`direct_conditionings`).
+
+    Returns:
+        `list[PlannedBatch]`, each batch's `kind` naming its conditioning set (or `"pair"`).
+    """
     sets = direct_conditionings(mode, conditioning)
     return [PlannedBatch(x, y, z, where, f"direct {c}" if direct else "pair")
             for c, mode_of_set in zip(sets, (mode,) + ("direct",) * (len(sets) - 1))
@@ -178,6 +192,15 @@ def choose_conditioning(requested: str, mode: str, ci: CITest, n: int, T: int, d
     both sets (`"band+all"`) when every other step leaves at least `BAND_AND_ALL_ROWS` sequences per column, and
     with `causal` states (each reads only its own and earlier steps) also every earlier step (`"band+all+past"`);
     else the band. The check runs whenever `n > 4 T d` (also for `report()`), from the Gaussian test's covariance.
+
+    Args:
+        requested (`str`): `TaskStructure(conditioning=...)`; anything but `"auto"` is returned as it is.
+        mode (`str`): the fit's mode; pairwise fits use the band.
+        ci (`CITest`): the fitted test (its `cov_`, where it has one, feeds the check).
+        n, T, d, d_g (`int`): sequences, tested steps, columns per step and per task.
+        rep (`np.ndarray`): representative steps (the check runs on them).
+        alpha (`float`): the level the check is read at.
+        causal (`bool`, *optional*): whether the states read only their own and earlier steps.
     """
     markov = None
     cov = getattr(ci, "cov_", None)

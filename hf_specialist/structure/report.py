@@ -81,9 +81,10 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
         lines.append(f"Neighbours screen each step from the far steps: p = {markov:.3g} "
                      + ("(holds: a Markov sequence)." if markov >= structure.alpha else
                         "(fails: content leaks between non-adjacent steps, as attention does; conditioning='auto' then "
-                        "marks a step only where both the band and the every-other-step tests reject, band+all, and "
-                        "for a decoder's states (causal=True) also the test given every earlier step, band+all+past; "
-                        "this removes some leaked marks, not all; context='isolated' removes them)."))
+                        "marks a step only where the tests given the band and given every other step both reject, "
+                        "and for a decoder's states (causal=True) also the test given every earlier step; this fit "
+                        f"ran {getattr(structure, 'conditioning_', '?')}. That removes some leaked marks, not all; "
+                        "context='isolated' removes them)."))
     temporal = getattr(structure, "temporal_pvalues_", None)
     if temporal is not None:
         dependent = int((temporal < structure.alpha / max(len(temporal), 1)).sum())

@@ -360,3 +360,16 @@ def test_causal_states_are_also_tested_given_the_past_where_the_later_neighbour_
     assert causal.n_tests_ == 3 * T * 2
     past = hfs.TaskStructure(conditioning="past").fit(states, tasks)  # the past alone: the first step given nothing
     assert past.step_tasks_[3, 0] and past.step_tasks_[1, 1] and np.isfinite(past.step_pvalues_).all()
+
+
+@pytest.mark.parametrize("mode", ["direct", "both"])
+def test_every_set_of_a_joined_conditioning_tests_every_step_once(mode):
+    states, tasks, truth = synthetic.collider_sequences(n=4000, T=6, M=2, seed=0)
+    kwargs = dict(segment_length=2, mode=mode, decision="representative", carryover=False)
+    one = {c: hfs.TaskStructure(conditioning=c, **kwargs).fit(states, tasks) for c in ("band", "all", "past")}
+    joined = hfs.TaskStructure(conditioning="band+all+past", **kwargs).fit(states, tasks)
+    pairs = 2 * 3 if mode == "both" else 0  # 3 segments: 3 pairs per task, tested under the band only
+    assert joined.n_tests_ == 3 * 2 * 3 + pairs
+    largest = np.fmax.reduce([fit.step_pvalues_ for fit in one.values()])  # NaN where a step was not tested
+    np.testing.assert_allclose(joined.step_pvalues_, largest, rtol=1e-12)
+    assert joined.pvalues_.shape == ((2, 3) if mode == "direct" else (2, 3, 3))
