@@ -16,7 +16,7 @@ chosen on seeds 0-4 (see docs/structure.md).
 5. (`--only 5`) My own planted templates with tasks on runs at random offsets (T = 8, M = 3), n = 2,000: MiniLM
    `layers.1`, `layers.4` and SmolLM2 `layers.15`, full context vs isolated, defaults (in full context `causal` as
    `hfs.discover` sets it from the model: `hfs.hooks.is_causal`, True for SmolLM2).
-6. (`--only 6 [--texts 2000 16000 64000] [--model smollm2]`) More data never hurts: the project's planted text
+6. (`--only 6 [--texts 2000 16000 64000] [--model smollm2] [--contexts full]`) More data never hurts: the project's planted text
    through `hfs.discover` (streamed in chunks of 1,024) at 2,000 and 16,000 texts (or those given), MiniLM
    `layers.3` (or SmolLM2 `layers.15`), full context vs isolated.
 7. (`--only 7`) The streaming nonlinear test's cost: rff_z vs fisher_z streamed over 1,000,000 sequences (T = 20,
@@ -194,7 +194,8 @@ def offsets_across_models() -> None:
 MORE_DATA_LAYERS = {"minilm": "layers.3", "smollm2": "layers.15"}
 
 
-def more_data(sizes: tuple[int, ...] = (2000, 16000), model_name: str = "minilm") -> None:
+def more_data(sizes: tuple[int, ...] = (2000, 16000), model_name: str = "minilm",
+              contexts: tuple[str, ...] = ("full", "isolated")) -> None:
     from hf_specialist.models import load_model
 
     layer = MORE_DATA_LAYERS[model_name]
@@ -203,7 +204,7 @@ def more_data(sizes: tuple[int, ...] = (2000, 16000), model_name: str = "minilm"
     model, tokenizer = load_model(model_name)
     for n in sizes:
         texts, tasks, truth = synthetic.planted_text(n=n, T=8, M=2, seed=100)
-        for context in ("full", "isolated"):
+        for context in contexts:
             start = time.perf_counter()
             ts = hfs.discover(model, tokenizer, texts, tasks, hook_point=layer, steps=". ", context=context,
                               batch_size=64 if model_name == "minilm" else 32)
@@ -366,10 +367,12 @@ def main() -> None:
                         help="table 6: numbers of texts (64000 takes about 40 minutes on 2 cores)")
     parser.add_argument("--model", choices=tuple(MORE_DATA_LAYERS), default="minilm",
                         help="table 6: the model (its middle layer: MiniLM layers.3, SmolLM2 layers.15)")
+    parser.add_argument("--contexts", nargs="+", choices=("full", "isolated"), default=["full", "isolated"],
+                        help="table 6: the contexts")
     args = parser.parse_args()
     tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
               "5": offsets_across_models,
-              "6": lambda: more_data(tuple(args.texts), args.model), "7": streaming_cost, "8": carryover_errors,
+              "6": lambda: more_data(tuple(args.texts), args.model, tuple(args.contexts)), "7": streaming_cost, "8": carryover_errors,
               "9": nonlinear_by_run_length}
     if args.only:
         tables[args.only]()
