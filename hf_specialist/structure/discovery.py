@@ -149,7 +149,7 @@ class TaskStructure:
 
     Examples:
         >>> from hf_specialist import TaskStructure, synthetic
-        >>> states, tasks, truth = synthetic.paper_linear_gaussian(n=5000, T=8, seed=0)
+        >>> states, tasks, truth = synthetic.paper_linear_gaussian(n=10_000, T=8, seed=0)
         >>> ts = TaskStructure(segment_length=2).fit(states, tasks)
         >>> bool((ts.step_tasks_ == truth["step_tasks"]).all())
         True
