@@ -64,7 +64,8 @@ def _column_values(name: str, column: list[Any]) -> np.ndarray:
     strings = [v for v in column if isinstance(v, (str, bytes))]
     if strings:
         raise InputError(f"tasks column {name!r} holds text (e.g. {strings[0]!r}); task outcomes must be numbers "
-                         "(encode classes as integers 0..C-1); choose the task columns with `columns=` (CLI: --task-columns).")
+                         "(encode classes as integers 0..C-1); choose the task columns with "
+                         "`dataset.select_columns([...])` (CLI: --task-columns).")
     try:
         return np.asarray([np.nan if v is None else v for v in column], dtype=np.float64)
     except (TypeError, ValueError) as err:

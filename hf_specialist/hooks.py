@@ -367,7 +367,7 @@ class HiddenStateExtractor:
         Without left padding the model runs exactly as called (the states equal `output_hidden_states`). With left
         padding, models that number positions from 0 regardless of padding (GPT-2, Llama, BERT, ...) get position ids
         counted over real tokens, so left padding gives the states of right padding; models that derive
-        padding-aware positions themselves (the RoBERTa family, OPT) are left to do so. Relative-position models (T5,
+        padding-aware positions from their own `input_ids` (the RoBERTa family, MPNet) are left to do so. Relative-position models (T5,
         DeBERTa) see the same distances either way.
         """
         if not self._active:

@@ -42,9 +42,10 @@ class SpecialistConfig:
         kl_weight (`float`, *optional*, defaults to 1e-3): weight of the KL term when `variational`.
         task_weight (`float`, *optional*, defaults to 1.0): weight of the task losses.
         sparsity (`float` or `"auto"`, *optional*, defaults to `"auto"`): lambda of the l1 penalty on the
-            task x latent mask; `"auto"` selects it on held-out data (the sparsest mask whose held-out task loss
-            stays within `sparsity_tolerance` of the dense model's); `0` is the generalist ablation.
-        sparsity_tolerance (`float`, *optional*, defaults to 0.1): relative held-out task-loss tolerance of `"auto"`.
+            task x latent mask; `"auto"` selects it on held-out data (by default the sparsest mask whose held-out
+            task loss stays within max(one standard error, `sparsity_tolerance` x + 0.02) of the best model's, per
+            task; `SpecialistTrainingArguments.selection`); `0` is the generalist ablation.
+        sparsity_tolerance (`float`, *optional*, defaults to 0.1): relative held-out task-loss margin of `"auto"`.
         sparsity_warmup (`float`, *optional*, defaults to 0.3): share of training before the penalty is fully on.
         mask_threshold (`float`, *optional*, defaults to 0.5): mask values above it form the task support.
         normalize_inputs (`bool`, *optional*, defaults to `True`): standardise each input dim with statistics stored
