@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ci_tests import CITest, bartlett_statistic
+from .ci_tests import bartlett_statistic
 
 
 def step_r2(cov: np.ndarray | None, M: int, T: int, d: int, d_g: int, T_full: int) -> np.ndarray | None:
@@ -39,16 +39,16 @@ def _residual_variance(cov: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndar
     return (var_y - explained).mean(1)
 
 
-def temporal_pvalues(ci: CITest, n: int, T: int, d: int) -> np.ndarray | None:
+def temporal_pvalues(cov: np.ndarray | None, n: int, T: int, d: int) -> np.ndarray | None:
     """Gaussian p-values that consecutive steps are independent (`(T - 1,)`), from the test's covariance.
 
     Args:
-        ci (`CITest`): a fitted test; `None` is returned when it has no covariance (`cov_`).
+        cov (`np.ndarray`, *optional*): correlation matrix of `[steps (T * d) | ...]`; `None` (a test without
+            one) returns `None`.
         n, T, d (`int`): sequences, tested steps and dims per step.
     """
     from scipy import stats
 
-    cov = getattr(ci, "cov_", None)
     if cov is None or T < 2:
         return None
     out = np.ones(T - 1)

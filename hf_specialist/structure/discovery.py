@@ -32,13 +32,21 @@ from .diagnostics import step_r2, temporal_pvalues
 from .execution import no_tests, run_tests, weakest_direct_tests
 from .layout import BatchLayout, as_batch, check_segments
 from .multitest import adjust_pvalues, critical_pvalue
-from .planning import band_markov_pvalues, choose_conditioning, choose_decision, direct_conditionings, plan_tests
+from .planning import (
+    band_markov_pvalues,
+    choose_conditioning,
+    choose_decision,
+    conditioning_widths,
+    direct_conditionings,
+    plan_tests,
+)
 from .serialization import structure_from_dict, structure_to_dict
 from .statistics import SufficientStatistics
 
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
 
 AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
+PAST_WIDTH_FACTOR = 4  # causal states: each earlier step conditions the past set on up to this many times the tested dims
 
 
 class TaskStructure:
@@ -114,7 +122,9 @@ class TaskStructure:
         causal (`bool`, *optional*, defaults to `None`): whether each step's state reads only its own and earlier steps (a decoder's
             hidden states in full context; `hfs.hooks.is_causal(model, hook_point)` measures it, and
             `hfs.discover` / `hfs.sweep_layers` set it from the model). `None` (unknown) and `False` leave
-            `"auto"` without the past.
+            `"auto"` without the past. With `True` and a reduction, the past set reads up to 4 times `project`
+            dims of each earlier step, as many as leave 10 sequences per column (`conditioning_dims_`): no earlier
+            step holds the tested step's content, so more of them block more of what they echo into it.
         carryover (`bool` or `"auto"`, *optional*, defaults to `"auto"`): whether a step's state carries the
             previous step's action (see above); `"auto"`: `True` for segments, `False` at step level.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
@@ -139,6 +149,9 @@ class TaskStructure:
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
         n_tests_ (`int`): CI tests run (under several sets, every set's tests).
         conditioning_ (`str`), carryover_ (`bool`), decision_ (`str`): what the fit used.
+        conditioning_dims_ (`dict[str, int]`): dims per step the tests read: `"tested"` of the tested step, and per
+            conditioning set of each conditioning step (the tested dims; more for the past of causal states, as the
+            rows allow).
         markov_pvalue_ (`float` or `None`): adjusted p-value of the band-screening check (`None` when not run).
         temporal_pvalues_ (`np.ndarray` of shape `(T - 1,)` or `None`): p-value that steps `t` and `t+1` are
             independent (Gaussian, on the tested dims).
@@ -235,13 +248,26 @@ class TaskStructure:
         k = AUTO_PROJECT if self.project == "auto" else self.project
         return None if k is None or d <= k else int(k)
 
+    def _stored_dims(self, d: int, kept: int | None, test: CITest) -> int | None:
+        """Dims kept per step (at least the tested `kept`): where the past may be a conditioning set of causal
+        states (`causal=True`, conditioning `"auto"` or with `"past"`), a sufficient-statistic test on the steps as
+        they are and a reduction, up to `PAST_WIDTH_FACTOR` times `kept` (capped at `d`), which the past set reads
+        (`planning.conditioning_widths`); else `kept`."""
+        past_possible = self.conditioning == "auto" or "past" in self.conditioning.split("+")
+        if kept is None or self.causal is not True or not past_possible \
+                or not getattr(test, "supports_statistics", False) or getattr(test, "n_features", 0):
+            return kept
+        return int(min(d, PAST_WIDTH_FACTOR * kept))
+
     def _setup(self, states: np.ndarray, tasks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Learn what every batch shares from the first (checked) batch: the layout, the per-step reduction and
         the test's feature map (`BatchLayout`). Returns the rows of the batch left for the tests."""
         check_segments(states.shape[1], self.segment_length, self.drop_last, self.mode)
+        kept, test = self._kept_dims(states.shape[2]), self._test_instance()
         layout, states, tasks = BatchLayout.learn(
-            states, tasks, segment_length=self.segment_length, kept_dims=self._kept_dims(states.shape[2]),
-            reduction=self.reduction, seed=self.seed, test=self._test_instance())
+            states, tasks, segment_length=self.segment_length, kept_dims=kept,
+            reduction=self.reduction, seed=self.seed, test=test,
+            stored_dims=self._stored_dims(states.shape[2], kept, test))
         self._adopt(layout)
         return states, tasks
 
@@ -251,7 +277,7 @@ class TaskStructure:
         self.kept_share_, self.reduction_ = layout.kept_share, layout.reduction_used
 
     def _min_samples(self, ci: CITest) -> int:
-        d, d_g = self._layout.widths()
+        d, d_g = self._layout.tested_width(), self._layout.widths()[1]
         T = self._layout.tested_steps
         needed = max(ci.min_samples, 4 * d + d_g + d * 2 + 5)
         if self.conditioning not in ("auto", "band"):
@@ -261,7 +287,7 @@ class TaskStructure:
     def _check_enough(self, n: int, ci: CITest) -> None:
         needed = self._min_samples(ci)
         if n < needed:
-            d, _ = self._layout.widths()
+            d = self._layout.tested_width()
             if self.conditioning not in ("auto", "band"):
                 raise InputError(f"conditioning={self.conditioning!r} conditions on "
                                  f"{(self._layout.tested_steps - 1) * d} dims but only {n} sequences are left for the "
@@ -348,25 +374,32 @@ class TaskStructure:
         """Run the planned tests on a fitted `ci` and set every fitted attribute."""
         L = self.segment_length
         (T_full, _), (M, _) = self._layout.steps_shape, self._layout.tasks_shape
-        d, d_g = self._layout.widths()
+        (stored, d_g), d = self._layout.widths(), self._layout.tested_width()
         T = self._layout.tested_steps
+        cov = getattr(ci, "cov_", None)
+        if cov is not None and stored != d:  # the diagnostics read the tested columns
+            tested = self._layout.tested_columns()
+            cov = cov[np.ix_(tested, tested)]
         N = T // L
         rep = np.arange(N) * L + (L - 1 if self.representative == "end" else 0)
         self.decision_ = choose_decision(self.mode, self.decision, ci)
         self.carryover_ = bool(L >= 2 if self.carryover == "auto" else self.carryover)
         chain = self.decision_ == "chain"
         direct_steps = np.arange(T) if chain else rep
-        self.conditioning_, self.markov_pvalue_ = choose_conditioning(self.conditioning, self.mode, ci, n, T, d, d_g,
-                                                                      rep, self.alpha, self.causal)
-        self.temporal_pvalues_ = temporal_pvalues(ci, n, T, d)
-        batches = plan_tests(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps)
+        self.conditioning_, self.markov_pvalue_ = choose_conditioning(self.conditioning, self.mode, cov, n, T, d,
+                                                                      d_g, rep, self.alpha, self.causal)
+        self.temporal_pvalues_ = temporal_pvalues(cov, n, T, d)
+        sets = direct_conditionings(self.mode, self.conditioning_)
+        widths = conditioning_widths(sets, n, T, d, stored, d_g)
+        self.conditioning_dims_ = {"tested": d, **widths}
+        batches = plan_tests(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps, stored, widths)
         family = (M * N if self.mode != "pairwise" else 0) + sum(len(b.where) for b in batches if b.kind == "pair")
         if ci.stop_below is None:  # a permutation null may stop once a p-value is far below the smallest critical value
             ci.stop_below = 0.02 * self.alpha / max(family, 1)
         results = run_tests(ci, batches, self.progress)
-        self.step_r2_ = step_r2(getattr(ci, "cov_", None), M, T, d, d_g, T_full)
+        self.step_r2_ = step_r2(cov, M, T, d, d_g, T_full)
         tested_p, tested_stat = weakest_direct_tests(
-            [results.get(f"direct {c}", no_tests()) for c in direct_conditionings(self.mode, self.conditioning_)],
+            [results.get(f"direct {c}", no_tests()) for c in sets],
             M, len(direct_steps))
         self.step_pvalues_ = np.full((M, T_full), np.nan)
         self.step_statistics_ = np.full((M, T_full), np.nan)

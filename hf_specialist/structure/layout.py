@@ -61,6 +61,8 @@ class BatchLayout:
         kept_share (`np.ndarray`, *optional*): per task column, the share of what the full states predict that the
             reduced states keep.
         reduction_used (`str`, *optional*): ``"pca"`` or ``"supervised"`` (`None`: no reduction).
+        tested (`int`, *optional*): the leading columns of each step that the tested step contributes (`None`: all
+            of them); the columns after them are read only where the step is in a conditioning set.
     """
 
     steps_shape: tuple[int, int]
@@ -70,10 +72,12 @@ class BatchLayout:
     features: Any = None
     kept_share: np.ndarray | None = None
     reduction_used: str | None = None
+    tested: int | None = None
 
     @classmethod
     def learn(cls, states: np.ndarray, tasks: np.ndarray, *, segment_length: int, kept_dims: int | None,
-              reduction: str, seed: int | None, test: CITest) -> tuple[BatchLayout, np.ndarray, np.ndarray]:
+              reduction: str, seed: int | None, test: CITest, stored_dims: int | None = None
+              ) -> tuple[BatchLayout, np.ndarray, np.ndarray]:
         """Learn the layout from a checked first batch (`as_batch`).
 
         Args:
@@ -83,6 +87,8 @@ class BatchLayout:
             reduction (`str`): how they are chosen (`choose_reduction`).
             seed (`int`, *optional*): seed of the reduction's split.
             test (`CITest`): the fit's test; its feature map, if it has one, is drawn here.
+            stored_dims (`int`, *optional*): dims per step kept for the conditioning sets (at least `kept_dims`,
+                which the tested step contributes); `None`: `kept_dims`.
 
         Returns:
             `(layout, states, tasks)`: the layout and the rows of the batch left for the tests (all of them, except
@@ -92,7 +98,8 @@ class BatchLayout:
         layout = cls(tuple(states.shape[1:]), tuple(tasks.shape[1:]), T)
         if kept_dims is not None:
             layout.reduction, layout.kept_share, layout.reduction_used, rest = choose_reduction(
-                states[:, :T], tasks, kept_dims, reduction, seed)
+                states[:, :T], tasks, kept_dims, reduction, seed, stored_dims)
+            layout.tested = layout.reduction.tested_dims(kept_dims)
             states, tasks = states[rest], tasks[rest]
         if hasattr(test, "feature_map"):
             layout.features = test.feature_map(layout.reduce(states[:, :T]), tasks)
@@ -120,6 +127,19 @@ class BatchLayout:
             return self.features.step_width, self.features.task_width
         d = self.steps_shape[1] if self.reduction is None else self.reduction.k
         return d, self.tasks_shape[1]
+
+    def tested_width(self) -> int:
+        """Columns per step that the tested step contributes (the first of its block in the data matrix)."""
+        d, _ = self.widths()
+        return d if self.tested is None else min(self.tested, d)
+
+    def tested_columns(self) -> np.ndarray:
+        """Indices of the tested columns of every step, then every task column, in the data matrix: the matrix of
+        a fit that kept only the tested dims."""
+        (d, d_g), k = self.widths(), self.tested_width()
+        T, M = self.tested_steps, self.tasks_shape[0]
+        steps = (np.arange(T)[:, None] * d + np.arange(k)).ravel()
+        return np.concatenate([steps, T * d + np.arange(M * d_g)])
 
     def n_columns(self) -> int:
         """Columns of the data matrix: `T * d + M * d_g` in the test's widths."""

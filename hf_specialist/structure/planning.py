@@ -15,11 +15,14 @@ from .multitest import adjust_pvalues
 
 BAND_AND_ALL_ROWS = 10  # `conditioning="auto"` tests under several sets from this many sequences per column
 ALL_ROWS = 100  # ... and under every other step alone (where the band check passes) from this many
+WIDE_ROWS = 10  # the past set reads more than the tested dims of each earlier step while this many rows per column remain
 
 
-def _columns(steps: np.ndarray, d: int) -> np.ndarray:
-    """Column indices `(..., k * d)` of step indices `(..., k)` in the flattened `(n, T * d)` layout."""
-    return (steps[..., None] * d + np.arange(d)).reshape(*steps.shape[:-1], -1)
+def _columns(steps: np.ndarray, d: int, stride: int | None = None) -> np.ndarray:
+    """Column indices `(..., k * d)` of the first `d` columns of step indices `(..., k)` in the flattened
+    `(n, T * stride)` layout (`stride` defaults to `d`)."""
+    stride = d if stride is None else stride
+    return (steps[..., None] * stride + np.arange(d)).reshape(*steps.shape[:-1], -1)
 
 
 def band_markov_pvalues(states: np.ndarray, rep: np.ndarray) -> np.ndarray:
@@ -65,7 +68,8 @@ def _band_markov_pvalues(cov: np.ndarray, n: int, d: int, rep: np.ndarray) -> np
 
 def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str,
                        conditioning: str = "band",
-                       direct_steps: np.ndarray | None = None) -> list[tuple[np.ndarray, ...]]:
+                       direct_steps: np.ndarray | None = None, stride: int | None = None,
+                       z_width: int | None = None) -> list[tuple[np.ndarray, ...]]:
     """All tests of Algorithm 1 as batches of equal shape: `(x, y, z, where, direct)`.
 
     Pairwise tests pair the representative steps `rep`: `where (B, 3)` holds `(task, segment k, segment v)`.
@@ -73,12 +77,18 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
     `direct_steps`; `direct` says which kind a batch is. Columns index the data matrix
     `[states (T * d) | tasks (M * d_g)]`. With `conditioning="all"` a direct test conditions on every other step
     instead of the two neighbours, with `"past"` on every earlier step (none for the first).
+
+    A tested step contributes its first `d` columns; in the data matrix each step has `stride` columns (`d` by
+    default), and a direct test conditions on the first `z_width` of each conditioning step's (`d` by default;
+    pairwise tests read `d`).
     """
+    stride = d if stride is None else stride
+    z_width = d if z_width is None else z_width
     N = len(rep)
     direct_steps = rep if direct_steps is None else np.asarray(direct_steps, dtype=np.int64)
     S = len(direct_steps)
     batches = []
-    task_cols = T * d + np.arange(M)[:, None] * d_g + np.arange(d_g)  # (M, d_g)
+    task_cols = T * stride + np.arange(M)[:, None] * d_g + np.arange(d_g)  # (M, d_g)
 
     def neighbour_sets(centres: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Group rows of neighbour candidates `(P, c)` by how many valid, distinct neighbours they have."""
@@ -100,32 +110,32 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
         k, v = np.triu_indices(N, 1)
         centres = np.stack([rep[k], rep[v]], axis=1)
         for rows, neighbours in neighbour_sets(centres):
-            z_steps = _columns(neighbours, d)  # (P, c * d)
+            z_steps = _columns(neighbours, d, stride)  # (P, c * d)
             P = len(rows)
-            x = np.tile(_columns(rep[k[rows]][:, None], d), (M, 1))
-            y = np.tile(_columns(rep[v[rows]][:, None], d), (M, 1))
+            x = np.tile(_columns(rep[k[rows]][:, None], d, stride), (M, 1))
+            y = np.tile(_columns(rep[v[rows]][:, None], d, stride), (M, 1))
             z = np.concatenate([np.tile(z_steps, (M, 1)), np.repeat(task_cols, P, axis=0)], axis=1)
             where = np.stack([np.repeat(np.arange(M), P), np.tile(k[rows], M), np.tile(v[rows], M)], axis=1)
             batches.append((x, y, z, where, False))
     if mode in ("direct", "both") and conditioning == "past":
         for j, r in enumerate(direct_steps):
-            x = np.tile(_columns(np.array([[r]]), d), (M, 1))
-            z = np.tile(_columns(np.arange(r)[None], d), (M, 1))
+            x = np.tile(_columns(np.array([[r]]), d, stride), (M, 1))
+            z = np.tile(_columns(np.arange(r)[None], z_width, stride), (M, 1))
             where = np.stack([np.arange(M), np.full(M, j), np.full(M, j)], axis=1)
             batches.append((x, task_cols, z, where, True))
     elif mode in ("direct", "both") and conditioning == "all":
         others = np.array([[t for t in range(T) if t != r] for r in direct_steps], dtype=np.int64).reshape(S, T - 1)
-        x = np.tile(_columns(direct_steps[:, None], d), (M, 1))
+        x = np.tile(_columns(direct_steps[:, None], d, stride), (M, 1))
         y = np.repeat(task_cols, S, axis=0)
-        z = np.tile(_columns(others, d), (M, 1))
+        z = np.tile(_columns(others, z_width, stride), (M, 1))
         where = np.stack([np.repeat(np.arange(M), S), np.tile(np.arange(S), M), np.tile(np.arange(S), M)], axis=1)
         batches.append((x, y, z, where, True))
     elif mode in ("direct", "both"):
         for rows, neighbours in neighbour_sets(direct_steps[:, None]):
             P = len(rows)
-            x = np.tile(_columns(direct_steps[rows][:, None], d), (M, 1))
+            x = np.tile(_columns(direct_steps[rows][:, None], d, stride), (M, 1))
             y = np.repeat(task_cols, P, axis=0)
-            z = np.tile(_columns(neighbours, d), (M, 1))
+            z = np.tile(_columns(neighbours, z_width, stride), (M, 1))
             where = np.stack([np.repeat(np.arange(M), P), np.tile(rows, M), np.tile(rows, M)], axis=1)
             batches.append((x, y, z, where, True))
     return batches
@@ -156,21 +166,56 @@ def direct_conditionings(mode: str, conditioning: str) -> tuple[str, ...]:
 
 
 def plan_tests(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str, conditioning: str,
-               direct_steps: np.ndarray) -> list[PlannedBatch]:
+               direct_steps: np.ndarray, stride: int | None = None,
+               z_widths: dict[str, int] | None = None) -> list[PlannedBatch]:
     """Every test of a fit: `mode`'s tests under the first conditioning set, and the direct tests again under each
     further one of a `+`-joined `conditioning`.
 
     Args:
-        rep, T, d, M, d_g, mode, direct_steps: as in `build_test_batches`.
+        rep, T, d, M, d_g, mode, direct_steps, stride: as in `build_test_batches`.
         conditioning (`str`): the fit's set (`direct_conditionings`).
+        z_widths (`dict[str, int]`, *optional*): per conditioning set, the columns of each conditioning step its
+            direct tests read (`conditioning_widths`; `d` where missing).
 
     Returns:
         `list[PlannedBatch]`, each batch's `kind` naming its conditioning set (or `"pair"`).
     """
     sets = direct_conditionings(mode, conditioning)
+    z_widths = z_widths or {}
     return [PlannedBatch(x, y, z, where, f"direct {c}" if direct else "pair")
             for c, mode_of_set in zip(sets, (mode,) + ("direct",) * (len(sets) - 1))
-            for x, y, z, where, direct in build_test_batches(rep, T, d, M, d_g, mode_of_set, c, direct_steps)]
+            for x, y, z, where, direct in build_test_batches(rep, T, d, M, d_g, mode_of_set, c, direct_steps,
+                                                             stride, z_widths.get(c))]
+
+
+def conditioning_widths(sets: tuple[str, ...], n: int, T: int, d: int, stored: int, d_g: int,
+                        rows_per_column: int = WIDE_ROWS) -> dict[str, int]:
+    """Per conditioning set, how many columns of each conditioning step its direct tests read: `d` (the tested
+    step's), and for the past (`"past"`) the most of `stored, stored / 2, ...` (down to `d`) that leaves
+    `rows_per_column` sequences per column of its widest test (`n >= rows_per_column * ((T - 1) * width + d + d_g)`).
+
+    An earlier step reduced to `d` dims holds only part of its content: in causal states the part it leaves out
+    is still echoed in the tested (later) step, and with enough sequences the test reads that echo as dependence
+    (more data, more false marks). More dims of each earlier step block more of the echo, and in causal states no
+    earlier step holds the tested step's content, so they open no path through it; the cost is power, one degree
+    of freedom per column, so the width grows with the rows. The band and every other step stay at `d`: they hold
+    later steps, which mix the tested step's content with others' (colliders), and a wider collider opens that
+    path wider (measured on encoder states: `docs/structure.md`).
+
+    Args:
+        sets (`tuple[str, ...]`): the direct tests' sets (`direct_conditionings`).
+        n, T (`int`): sequences and tested steps.
+        d, stored (`int`): the tested step's columns and the columns per step in the data matrix.
+        d_g (`int`): columns per task.
+        rows_per_column (`int`, *optional*): sequences needed per column.
+    """
+    widths = {}
+    for name in sets:
+        width = stored if name == "past" else d
+        while width > d and n < rows_per_column * ((T - 1) * width + d + d_g):
+            width = max(d, width // 2)
+        widths[name] = width
+    return widths
 
 
 def choose_decision(mode: str, decision: str, ci: CITest) -> str:
@@ -182,8 +227,8 @@ def choose_decision(mode: str, decision: str, ci: CITest) -> str:
     return "chain" if getattr(ci, "supports_statistics", False) else "representative"
 
 
-def choose_conditioning(requested: str, mode: str, ci: CITest, n: int, T: int, d: int, d_g: int, rep: np.ndarray,
-                        alpha: float, causal: bool | None = None) -> tuple[str, float | None]:
+def choose_conditioning(requested: str, mode: str, cov: np.ndarray | None, n: int, T: int, d: int, d_g: int,
+                        rep: np.ndarray, alpha: float, causal: bool | None = None) -> tuple[str, float | None]:
     """The direct test's conditioning set, and the band-screening check's adjusted p-value (`None` where not run).
 
     For `"auto"`: `"all"` only where the check passes (a Markov sequence: no content leaks between non-adjacent
@@ -196,14 +241,14 @@ def choose_conditioning(requested: str, mode: str, ci: CITest, n: int, T: int, d
     Args:
         requested (`str`): `TaskStructure(conditioning=...)`; anything but `"auto"` is returned as it is.
         mode (`str`): the fit's mode; pairwise fits use the band.
-        ci (`CITest`): the fitted test (its `cov_`, where it has one, feeds the check).
-        n, T, d, d_g (`int`): sequences, tested steps, columns per step and per task.
+        cov (`np.ndarray`, *optional*): the Gaussian test's correlation matrix of `[steps (T * d) | tasks]` (the
+            tested columns), which feeds the check; `None` for tests without one.
+        n, T, d, d_g (`int`): sequences, tested steps, tested columns per step and columns per task.
         rep (`np.ndarray`): representative steps (the check runs on them).
         alpha (`float`): the level the check is read at.
         causal (`bool`, *optional*): whether the states read only their own and earlier steps.
     """
     markov = None
-    cov = getattr(ci, "cov_", None)
     if cov is not None and len(rep) >= 2 and n > 4 * T * d and mode != "pairwise":
         markov = float(adjust_pvalues(_band_markov_pvalues(cov[: T * d, : T * d], n, d, rep), "bonferroni").min())
     if requested != "auto":

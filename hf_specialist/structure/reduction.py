@@ -129,17 +129,23 @@ class StepReduction:
         """`(n, T, d)` -> `(n, T, k)`."""
         return np.einsum("ntd,tkd->ntk", states - self.means_[None], self.components_)
 
-    def kept_share(self, states: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    def tested_dims(self, k: int) -> int:
+        """The leading dims of each step a test of `k` dims reads: `k`, or one more than the task directions where
+        those take `k` or more (as `fit` does for a map of `k` dims)."""
+        return min(max(int(k), getattr(self, "n_supervised_", 0) + 1 if self.method == "supervised" else 0),
+                   self.components_.shape[1])
+
+    def kept_share(self, states: np.ndarray, tasks: np.ndarray, dims: int | None = None) -> np.ndarray:
         """Per task column, the share of what the full states predict (held-out ridge R^2 over all steps) that
-        the kept dims still predict, on rows not used to learn the map. `(M * d_g,)`, NaN where the full states
-        predict nothing (R^2 < 0.05)."""
+        the kept dims (the leading `dims` of each step; all by default) still predict, on rows not used to learn
+        the map. `(M * d_g,)`, NaN where the full states predict nothing (R^2 < 0.05)."""
         from sklearn.linear_model import RidgeCV
         from sklearn.model_selection import cross_val_score
 
         n = len(states)
         y = tasks.reshape(n, -1)
         full = states.reshape(n, -1)
-        kept = self.transform(states).reshape(n, -1)
+        kept = self.transform(states)[:, :, :dims].reshape(n, -1)
         shares = np.full(y.shape[1], np.nan)
         for j in range(y.shape[1]):
             if y[:, j].std() < 1e-12:
@@ -164,8 +170,11 @@ def warn_if_signal_lost(shares: np.ndarray, k: int, method: str, threshold: floa
 
 
 def choose_reduction(states: np.ndarray, tasks: np.ndarray, k: int, method: str,
-                     seed: int | None) -> tuple[StepReduction, np.ndarray | None, str, np.ndarray]:
-    """Learn the per-step reduction to `k` dims from a first batch `(n, T, d)` with tasks `(n, M, d_g)`.
+                     seed: int | None, stored: int | None = None
+                     ) -> tuple[StepReduction, np.ndarray | None, str, np.ndarray]:
+    """Learn the per-step reduction to `k` tested dims from a first batch `(n, T, d)` with tasks `(n, M, d_g)`,
+    and, where `stored > k`, the next directions of the same kind after them (the conditioning sets read them; the
+    choice of method and the kept share look at the first `k` only).
 
     Warns when the kept dims carry little of what the full states predict.
 
@@ -177,6 +186,7 @@ def choose_reduction(states: np.ndarray, tasks: np.ndarray, k: int, method: str,
             `KEEP_SHARE` of what the full states predict for some task (measured on up to `AUTO_CHECK_ROWS` rows),
             then the supervised directions.
         seed (`int`, *optional*): seed of the learning split and the measured rows.
+        stored (`int`, *optional*): dims per step of the returned map (`k` by default).
 
     Returns:
         `(reduction, kept_share, method_used, test_rows)`: the fitted `StepReduction`, its kept share per task
@@ -194,19 +204,19 @@ def choose_reduction(states: np.ndarray, tasks: np.ndarray, k: int, method: str,
     if method == "auto":  # PCA unless it loses what the full states predict; then the task directions
         # PCA does not look at the tasks: learned from every row of the first batch, and its share measured on up to
         # AUTO_CHECK_ROWS of them (a few hundred learning rows alone gave a noisy share)
-        pca = StepReduction(k, "pca", seed).fit(states, tasks)
+        pca = StepReduction(max(k, stored or k), "pca", seed).fit(states, tasks)
         check = np.sort(np.random.default_rng(seed).permutation(n)[:AUTO_CHECK_ROWS])
-        pca_share = pca.kept_share(states[check], tasks[check]) if len(check) >= 30 else None
+        pca_share = pca.kept_share(states[check], tasks[check], k) if len(check) >= 30 else None
         lost = pca_share is not None and np.nanmin(np.append(pca_share, 1.0)) < KEEP_SHARE
         method = "supervised" if lost else "pca"
         if not lost:  # tested on every row (the one binary choice read the tasks)
             learn = rest = np.arange(n)
             reduction, share = pca, pca_share
     if reduction is None:
-        reduction = StepReduction(k, method, seed).fit(states[learn], tasks[learn])
+        reduction = StepReduction(max(k, stored or k), method, seed).fit(states[learn], tasks[learn])
         check = learn if method == "pca" else rest[: max(len(learn), 200)]
         if len(check) >= 30:
-            share = reduction.kept_share(states[check], tasks[check])
+            share = reduction.kept_share(states[check], tasks[check], reduction.tested_dims(k))
     if share is not None:
-        warn_if_signal_lost(share, k, method, KEEP_SHARE)
+        warn_if_signal_lost(share, reduction.tested_dims(k), method, KEEP_SHARE)
     return reduction, share, method, rest

@@ -52,6 +52,15 @@ def structure_warnings(structure: Any) -> list[str]:
     return out
 
 
+def _wider_sets(structure: Any) -> str:
+    """`" (past: 32 dims of each conditioning step)"` for the sets that read more dims than the tested step's."""
+    widths = dict(getattr(structure, "conditioning_dims_", None) or {})
+    tested = widths.pop("tested", None)
+    wider = [f"{name}: {width} dims of each conditioning step" for name, width in widths.items()
+             if tested is not None and width > tested]
+    return f" ({'; '.join(wider)})" if wider else ""
+
+
 def format_report(structure: Any, names: list[str] | None = None) -> str:
     """A plain-text table (tasks x steps of `-log10 p`, marks starred) and the notes under it."""
     step_tasks = structure.step_tasks_
@@ -64,7 +73,7 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
     pvalues = getattr(structure, "step_pvalues_", None)
     width = max(len(n) for n in names)
     lines = [f"Task structure: {T} steps x {M} tasks, test {getattr(structure, 'test', '?')!s}, "
-             f"conditioning {getattr(structure, 'conditioning_', '?')}, "
+             f"conditioning {getattr(structure, 'conditioning_', '?')}{_wider_sets(structure)}, "
              f"critical p {getattr(structure, 'critical_pvalue_', float('nan')):.2g} "
              f"({getattr(structure, 'correction', None)} at alpha {structure.alpha}).",
              "Cells: -log10 of each step's raw p-value; * = marked.",

@@ -28,6 +28,7 @@ def structure_to_dict(structure: Any) -> dict[str, Any]:
         "statistics": {"shape": list(structure.statistics_.shape), "values": clean(structure.statistics_)},
         "n_tests": structure.n_tests_,
         "conditioning_used": getattr(structure, "conditioning_", None),
+        "conditioning_dims": getattr(structure, "conditioning_dims_", None),
         "decision_used": getattr(structure, "decision_", None),
         "carryover_used": getattr(structure, "carryover_", None),
         "reduction_used": getattr(structure, "reduction_", None),
@@ -48,6 +49,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
     if not isinstance(payload, dict):
         raise ValueError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
     known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
+             "conditioning_dims",
              "decision_used", "carryover_used", "reduction_used", "markov_pvalue", "critical_pvalue", "step_pvalues",
              "step_statistics", "step_r2", "temporal_pvalues", "kept_share", "report"}
     params = dict(payload.get("params") or {})
@@ -70,6 +72,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
             setattr(structure, f"{name}_", values.reshape(block["shape"]))
         structure.n_tests_ = int(payload["n_tests"])
         structure.conditioning_ = payload.get("conditioning_used")
+        structure.conditioning_dims_ = payload.get("conditioning_dims")
         structure.decision_ = payload.get("decision_used")
         structure.markov_pvalue_ = payload.get("markov_pvalue")
         structure.carryover_ = payload.get("carryover_used")

@@ -200,7 +200,7 @@ def more_data(sizes: tuple[int, ...] = (2000, 16000), model_name: str = "minilm"
 
     layer = MORE_DATA_LAYERS[model_name]
     print(f"6. Planted text (synthetic.planted_text, T=8, M=2, seed 100) through hfs.discover, {model_name} {layer}")
-    print(f"  {'texts':>7} {'context':<9} {'F1':>5} {'marks':<24} {'time':>6}")
+    print(f"  {'texts':>7} {'context':<9} {'F1':>5} {'marks':<24} {'time':>6}  conditioning (dims per step)")
     model, tokenizer = load_model(model_name)
     for n in sizes:
         texts, tasks, truth = synthetic.planted_text(n=n, T=8, M=2, seed=100)
@@ -210,7 +210,9 @@ def more_data(sizes: tuple[int, ...] = (2000, 16000), model_name: str = "minilm"
                               batch_size=64 if model_name == "minilm" else 32)
             marks = " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T)
             f1 = structure_scores(ts.step_tasks_, truth["step_tasks"])["f1"]
-            print(f"  {n:>7,} {context:<9} {f1:5.3f} {marks:<24} {time.perf_counter() - start:5.0f}s")
+            widths = ", ".join(f"{k} {v}" for k, v in ts.conditioning_dims_.items())
+            print(f"  {n:>7,} {context:<9} {f1:5.3f} {marks:<24} {time.perf_counter() - start:5.0f}s  "
+                  f"{ts.conditioning_} ({widths})")
 
 
 def streaming_cost() -> None:

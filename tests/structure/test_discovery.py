@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -360,6 +362,37 @@ def test_causal_states_are_also_tested_given_the_past_where_the_later_neighbour_
     assert causal.n_tests_ == 3 * T * 2
     past = hfs.TaskStructure(conditioning="past").fit(states, tasks)  # the past alone: the first step given nothing
     assert past.step_tasks_[3, 0] and past.step_tasks_[1, 1] and np.isfinite(past.step_pvalues_).all()
+
+
+def test_the_past_of_causal_states_reads_more_dims_of_each_earlier_step(monkeypatch):
+    """Each step echoes the previous step's 16-dim content into its own dims (a decoder's leak); the task reads all
+    of step 3's content. Reduced to 8 PCA dims, step 3 keeps only part of its content, so step 4's echo of the rest
+    still depends on the task given the 8-dim past; given 32 dims of each earlier step it does not."""
+    from hf_specialist.structure import discovery
+
+    rng = np.random.default_rng(0)
+    n, T, k = 6000, 5, 16
+    content = rng.normal(size=(n, T, k)) * np.linspace(2.0, 1.0, k)
+    mixed = content.copy()
+    mixed[:, 1:] += 0.5 * content[:, :-1] @ np.linalg.qr(rng.normal(size=(k, k)))[0]
+    states = np.concatenate([mixed, 0.3 * rng.normal(size=(n, T, 24))], axis=2)
+    tasks = content[:, 2].sum(1, keepdims=True) / np.sqrt(k) + 0.5 * rng.normal(size=(n, 1))
+    truth = np.zeros((T, 1), dtype=bool)
+    truth[2] = True
+    wide = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
+    assert wide.conditioning_ == "band+all+past"
+    assert wide.conditioning_dims_ == {"tested": 8, "band": 8, "all": 8, "past": 32}  # n >= 10 * (4 * 32 + 8 + 1)
+    np.testing.assert_array_equal(wide.step_tasks_, truth)
+    assert "past: 32 dims of each conditioning step" in wide.report(warn=False)
+    again = hfs.TaskStructure.from_dict(json.loads(json.dumps(wide.to_dict())))
+    assert again.conditioning_dims_ == wide.conditioning_dims_ and again.report(warn=False) == wide.report(warn=False)
+    monkeypatch.setattr(discovery, "PAST_WIDTH_FACTOR", 1)
+    narrow = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
+    assert narrow.conditioning_dims_["past"] == 8 and narrow.step_tasks_[3, 0]  # the echo is marked
+    few = hfs.TaskStructure(causal=True, reduction="pca").fit(states[:700], tasks[:700])
+    assert few.conditioning_dims_["past"] == 8  # the width halves until 10 rows per column remain
+    unknown = hfs.TaskStructure(reduction="pca").fit(states, tasks)  # not known to be causal: nothing widens
+    assert set(unknown.conditioning_dims_.values()) == {8}
 
 
 @pytest.mark.parametrize("mode", ["direct", "both"])
