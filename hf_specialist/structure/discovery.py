@@ -46,7 +46,7 @@ from .statistics import SufficientStatistics
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
 
 AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
-PAST_WIDTH_FACTOR = 4  # causal states: each earlier step conditions the past set on up to this many times the tested dims
+PAST_WIDTH_FACTOR = 4  # causal states: the past set reads up to this many times the tested dims of each earlier step
 
 
 class TaskStructure:
@@ -253,7 +253,8 @@ class TaskStructure:
         states (`causal=True`, conditioning `"auto"` or with `"past"`), a sufficient-statistic test on the steps as
         they are and a reduction, up to `PAST_WIDTH_FACTOR` times `kept` (capped at `d`), which the past set reads
         (`planning.conditioning_widths`); else `kept`."""
-        past_possible = self.conditioning == "auto" or "past" in self.conditioning.split("+")
+        past_possible = self.mode != "pairwise" and (self.conditioning == "auto"
+                                                     or "past" in self.conditioning.split("+"))
         if kept is None or self.causal is not True or not past_possible \
                 or not getattr(test, "supports_statistics", False) or getattr(test, "n_features", 0):
             return kept

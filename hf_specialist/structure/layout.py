@@ -99,7 +99,8 @@ class BatchLayout:
         if kept_dims is not None:
             layout.reduction, layout.kept_share, layout.reduction_used, rest = choose_reduction(
                 states[:, :T], tasks, kept_dims, reduction, seed, stored_dims)
-            layout.tested = layout.reduction.tested_dims(kept_dims)
+            if stored_dims is not None and stored_dims > kept_dims:  # the columns after the tested ones condition
+                layout.tested = layout.reduction.tested_dims(kept_dims)
             states, tasks = states[rest], tasks[rest]
         if hasattr(test, "feature_map"):
             layout.features = test.feature_map(layout.reduce(states[:, :T]), tasks)

@@ -15,7 +15,7 @@ from .multitest import adjust_pvalues
 
 BAND_AND_ALL_ROWS = 10  # `conditioning="auto"` tests under several sets from this many sequences per column
 ALL_ROWS = 100  # ... and under every other step alone (where the band check passes) from this many
-WIDE_ROWS = 10  # the past set reads more than the tested dims of each earlier step while this many rows per column remain
+WIDE_ROWS = 10  # the past reads more than the tested dims of each earlier step while this many rows per column remain
 
 
 def _columns(steps: np.ndarray, d: int, stride: int | None = None) -> np.ndarray:

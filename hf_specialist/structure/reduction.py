@@ -121,8 +121,10 @@ class StepReduction:
             basis = np.concatenate([basis, vt[: self.k - len(basis)]])
             means.append(mean)
             components.append(basis)
+        width = min(len(c) for c in components)  # a few rows give fewer directions than asked for
+        self.k = width
         self.n_supervised_ = n_task_dirs
-        self.means_, self.components_ = np.stack(means), np.stack(components)
+        self.means_, self.components_ = np.stack(means), np.stack([c[:width] for c in components])
         return self
 
     def transform(self, states: np.ndarray) -> np.ndarray:

@@ -161,3 +161,16 @@ def test_torch_backend_equals_numpy(state_dim):
     _assert_same_fit(torch_fit, numpy_fit)
     with pytest.raises(ValueError, match="`backend` must be"):
         FisherZ(backend="jax")
+
+
+def test_causal_streaming_from_a_small_first_batch():
+    """The past's wider columns are capped at what the first batch can learn (20 rows give 20 directions)."""
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(400, 4, 64)) * np.linspace(4.0, 1.0, 64)
+    tasks = states[:, 1, :1] + rng.normal(size=(400, 1))
+    streaming = hfs.TaskStructure(causal=True, reduction="pca")
+    streaming.partial_fit(states[:20], tasks[:20])
+    for start in range(20, 400, 95):
+        streaming.partial_fit(states[start:start + 95], tasks[start:start + 95])
+    assert streaming._layout.widths()[0] == 20 and streaming.conditioning_dims_["tested"] == 8
+    assert streaming.step_tasks_[1, 0]

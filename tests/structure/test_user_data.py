@@ -110,3 +110,13 @@ def test_long_calls_print_lines_off_a_terminal_and_end_with_a_summary(capsys):
     assert "discover at layers.1: 2/4 chunks (50%)" in err and "400 texts x 4 steps" in err
     hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=". ", chunk_size=100, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_rff_z_step_features_are_tested_with_a_reduction():
+    """With cosine features of the steps, every feature column of the tested step is tested (not only the reduced
+    dims the features are computed from)."""
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(1500, 4, 20))
+    tasks = states[:, 2, :1] + 0.5 * rng.normal(size=(1500, 1))
+    fitted = hfs.TaskStructure(test=RandomFourierZ(n_features=4, seed=0), project=4, reduction="pca").fit(states, tasks)
+    assert fitted._layout.widths()[0] == 8 == fitted.conditioning_dims_["tested"]

@@ -37,7 +37,7 @@ DEV_SEEDS = (0, 1, 2)
 
 def effects(ts: hfs.TaskStructure) -> np.ndarray:
     """`(T, M)` partial R^2 implied by each direct test's statistic (Bartlett's or Fisher's)."""
-    d, d_g = ts._layout.widths()
+    d, d_g = ts._layout.tested_width(), ts._layout.widths()[1]
     T, n = ts.n_steps_, ts.n_samples_seen_
     out = np.full((T, ts.n_tasks_), np.nan)
     for t in range(T):
