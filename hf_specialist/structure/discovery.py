@@ -123,8 +123,9 @@ class TaskStructure:
             hidden states in full context; `hfs.hooks.is_causal(model, hook_point)` measures it, and
             `hfs.discover` / `hfs.sweep_layers` set it from the model). `None` (unknown) and `False` leave
             `"auto"` without the past. With `True` and a reduction, the past set reads up to 4 times `project`
-            dims of each earlier step, as many as leave 10 sequences per column (`conditioning_dims_`): no earlier
-            step holds the tested step's content, so more of them block more of what they echo into it.
+            dims of each earlier step, as many as leave 10 sequences per column of each test (`conditioning_dims_`;
+            a test with fewer earlier steps reads more of each): no earlier step holds the tested step's content,
+            so more of them block more of what they echo into it.
         carryover (`bool` or `"auto"`, *optional*, defaults to `"auto"`): whether a step's state carries the
             previous step's action (see above); `"auto"`: `True` for segments, `False` at step level.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
@@ -149,9 +150,10 @@ class TaskStructure:
         statistics_ (`np.ndarray`): the test statistics, same shape as `pvalues_`.
         n_tests_ (`int`): CI tests run (under several sets, every set's tests).
         conditioning_ (`str`), carryover_ (`bool`), decision_ (`str`): what the fit used.
-        conditioning_dims_ (`dict[str, int]`): dims per step the tests read: `"tested"` of the tested step, and per
-            conditioning set of each conditioning step (the tested dims; more for the past of causal states, as the
-            rows allow).
+        conditioning_dims_ (`dict[str, int | list[int]]`): dims per step the tests read: `"tested"` of the tested
+            step, and per conditioning set of each conditioning step (the tested dims; for the past of causal
+            states a list, per tested step the dims of each earlier step as that test's rows allow, 0 for the
+            first step).
         markov_pvalue_ (`float` or `None`): adjusted p-value of the band-screening check (`None` when not run).
         temporal_pvalues_ (`np.ndarray` of shape `(T - 1,)` or `None`): p-value that steps `t` and `t+1` are
             independent (Gaussian, on the tested dims).

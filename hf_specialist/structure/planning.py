@@ -5,6 +5,7 @@ that chooses between them, and the batches of equal-shaped tests over the column
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -69,7 +70,7 @@ def _band_markov_pvalues(cov: np.ndarray, n: int, d: int, rep: np.ndarray) -> np
 def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str,
                        conditioning: str = "band",
                        direct_steps: np.ndarray | None = None, stride: int | None = None,
-                       z_width: int | None = None) -> list[tuple[np.ndarray, ...]]:
+                       z_width: int | Sequence[int] | None = None) -> list[tuple[np.ndarray, ...]]:
     """All tests of Algorithm 1 as batches of equal shape: `(x, y, z, where, direct)`.
 
     Pairwise tests pair the representative steps `rep`: `where (B, 3)` holds `(task, segment k, segment v)`.
@@ -80,10 +81,12 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
 
     A tested step contributes its first `d` columns; in the data matrix each step has `stride` columns (`d` by
     default), and a direct test conditions on the first `z_width` of each conditioning step's (`d` by default;
-    pairwise tests read `d`).
+    pairwise tests read `d`); for the past `z_width` may hold one width per step, the test of step `r` reading
+    `z_width[r]` (`conditioning_widths`).
     """
     stride = d if stride is None else stride
-    z_width = d if z_width is None else z_width
+    past_widths = list(z_width) if isinstance(z_width, (list, tuple, np.ndarray)) else None
+    z_width = d if z_width is None or past_widths is not None else z_width
     N = len(rep)
     direct_steps = rep if direct_steps is None else np.asarray(direct_steps, dtype=np.int64)
     S = len(direct_steps)
@@ -120,7 +123,8 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
     if mode in ("direct", "both") and conditioning == "past":
         for j, r in enumerate(direct_steps):
             x = np.tile(_columns(np.array([[r]]), d, stride), (M, 1))
-            z = np.tile(_columns(np.arange(r)[None], z_width, stride), (M, 1))
+            width = past_widths[r] if past_widths is not None else z_width
+            z = np.tile(_columns(np.arange(r)[None], width, stride), (M, 1))
             where = np.stack([np.arange(M), np.full(M, j), np.full(M, j)], axis=1)
             batches.append((x, task_cols, z, where, True))
     elif mode in ("direct", "both") and conditioning == "all":
@@ -167,15 +171,15 @@ def direct_conditionings(mode: str, conditioning: str) -> tuple[str, ...]:
 
 def plan_tests(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str, conditioning: str,
                direct_steps: np.ndarray, stride: int | None = None,
-               z_widths: dict[str, int] | None = None) -> list[PlannedBatch]:
+               z_widths: dict[str, int | list[int]] | None = None) -> list[PlannedBatch]:
     """Every test of a fit: `mode`'s tests under the first conditioning set, and the direct tests again under each
     further one of a `+`-joined `conditioning`.
 
     Args:
         rep, T, d, M, d_g, mode, direct_steps, stride: as in `build_test_batches`.
         conditioning (`str`): the fit's set (`direct_conditionings`).
-        z_widths (`dict[str, int]`, *optional*): per conditioning set, the columns of each conditioning step its
-            direct tests read (`conditioning_widths`; `d` where missing).
+        z_widths (`dict[str, int | list[int]]`, *optional*): per conditioning set, the columns of each conditioning
+            step its direct tests read (for the past one per tested step: `conditioning_widths`; `d` where missing).
 
     Returns:
         `list[PlannedBatch]`, each batch's `kind` naming its conditioning set (or `"pair"`).
@@ -189,18 +193,21 @@ def plan_tests(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str, con
 
 
 def conditioning_widths(sets: tuple[str, ...], n: int, T: int, d: int, stored: int, d_g: int,
-                        rows_per_column: int = WIDE_ROWS) -> dict[str, int]:
+                        rows_per_column: int = WIDE_ROWS) -> dict[str, int | list[int]]:
     """Per conditioning set, how many columns of each conditioning step its direct tests read: `d` (the tested
-    step's), and for the past (`"past"`) the most of `stored, stored / 2, ...` (down to `d`) that leaves
-    `rows_per_column` sequences per column of its widest test (`n >= rows_per_column * ((T - 1) * width + d + d_g)`).
+    step's), and for the past (`"past"`) one width per tested step: the test of step `t` (0-based, `t` earlier
+    steps) reads the most columns of each earlier step, between `d` and `stored`, that leave `rows_per_column`
+    sequences per column of that test (`n >= rows_per_column * (t * width + d + d_g)`); 0 for the first step,
+    which has no earlier step.
 
     An earlier step reduced to `d` dims holds only part of its content: in causal states the part it leaves out
     is still echoed in the tested (later) step, and with enough sequences the test reads that echo as dependence
     (more data, more false marks). More dims of each earlier step block more of the echo, and in causal states no
     earlier step holds the tested step's content, so they open no path through it; the cost is power, one degree
-    of freedom per column, so the width grows with the rows. The band and every other step stay at `d`: they hold
-    later steps, which mix the tested step's content with others' (colliders), and a wider collider opens that
-    path wider (measured on encoder states: `docs/structure.md`).
+    of freedom per column, so the width grows with the rows, and a test with fewer earlier steps affords more of
+    each. The band and every other step stay at `d`: they hold later steps, which mix the tested step's content
+    with others' (colliders), and a wider collider opens that path wider (measured on encoder states:
+    `docs/structure.md`).
 
     Args:
         sets (`tuple[str, ...]`): the direct tests' sets (`direct_conditionings`).
@@ -209,12 +216,13 @@ def conditioning_widths(sets: tuple[str, ...], n: int, T: int, d: int, stored: i
         d_g (`int`): columns per task.
         rows_per_column (`int`, *optional*): sequences needed per column.
     """
-    widths = {}
+    widths: dict[str, int | list[int]] = {}
     for name in sets:
-        width = stored if name == "past" else d
-        while width > d and n < rows_per_column * ((T - 1) * width + d + d_g):
-            width = max(d, width // 2)
-        widths[name] = width
+        if name != "past":
+            widths[name] = d
+            continue
+        spare = n // rows_per_column - d - d_g  # the columns a test can afford beyond the tested step and task
+        widths[name] = [0] + [int(min(stored, max(d, spare // t))) for t in range(1, T)]
     return widths
 
 

@@ -53,11 +53,17 @@ def structure_warnings(structure: Any) -> list[str]:
 
 
 def _wider_sets(structure: Any) -> str:
-    """`" (past: 32 dims of each conditioning step)"` for the sets that read more dims than the tested step's."""
+    """`" (past: 16-32 dims of each earlier step)"` for the sets that read more dims than the tested step's."""
     widths = dict(getattr(structure, "conditioning_dims_", None) or {})
     tested = widths.pop("tested", None)
-    wider = [f"{name}: {width} dims of each conditioning step" for name, width in widths.items()
-             if tested is not None and width > tested]
+    wider = []
+    for name, width in widths.items():
+        per_test = [w for w in np.atleast_1d(width).tolist() if w > 0]  # the past: one width per tested step
+        if tested is None or not per_test or max(per_test) <= tested:
+            continue
+        low, high = min(per_test), max(per_test)
+        span = f"{high}" if low == high else f"{low}-{high}"
+        wider.append(f"{name}: {span} dims of each {'earlier' if name == 'past' else 'conditioning'} step")
     return f" ({'; '.join(wider)})" if wider else ""
 
 

@@ -381,16 +381,19 @@ def test_the_past_of_causal_states_reads_more_dims_of_each_earlier_step(monkeypa
     truth[2] = True
     wide = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
     assert wide.conditioning_ == "band+all+past"
-    assert wide.conditioning_dims_ == {"tested": 8, "band": 8, "all": 8, "past": 32}  # n >= 10 * (4 * 32 + 8 + 1)
+    # every test affords 32 dims of each earlier step: n >= 10 * (4 * 32 + 8 + 1); the first step has none
+    assert wide.conditioning_dims_ == {"tested": 8, "band": 8, "all": 8, "past": [0, 32, 32, 32, 32]}
     np.testing.assert_array_equal(wide.step_tasks_, truth)
-    assert "past: 32 dims of each conditioning step" in wide.report(warn=False)
+    assert "past: 32 dims of each earlier step" in wide.report(warn=False)
     again = hfs.TaskStructure.from_dict(json.loads(json.dumps(wide.to_dict())))
     assert again.conditioning_dims_ == wide.conditioning_dims_ and again.report(warn=False) == wide.report(warn=False)
+    few = hfs.TaskStructure(causal=True, reduction="pca").fit(states[:700], tasks[:700])
+    # 10 rows per column: step t's test affords (70 - 8 - 1) // t columns of each of its t earlier steps
+    assert few.conditioning_dims_["past"] == [0, 32, 30, 20, 15]
+    assert "past: 15-32 dims of each earlier step" in few.report(warn=False)
     monkeypatch.setattr(discovery, "PAST_WIDTH_FACTOR", 1)
     narrow = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
-    assert narrow.conditioning_dims_["past"] == 8 and narrow.step_tasks_[3, 0]  # the echo is marked
-    few = hfs.TaskStructure(causal=True, reduction="pca").fit(states[:700], tasks[:700])
-    assert few.conditioning_dims_["past"] == 8  # the width halves until 10 rows per column remain
+    assert narrow.conditioning_dims_["past"] == [0, 8, 8, 8, 8] and narrow.step_tasks_[3, 0]  # the echo is marked
     unknown = hfs.TaskStructure(reduction="pca").fit(states, tasks)  # not known to be causal: nothing widens
     assert set(unknown.conditioning_dims_.values()) == {8}
 
