@@ -46,7 +46,8 @@ from .statistics import SufficientStatistics
 __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segments", "critical_pvalue"]
 
 AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
-PAST_WIDTH_FACTOR = 4  # causal states: the past set reads up to this many times the tested dims of each earlier step
+PAST_WIDTH_FACTOR = 16  # causal states: the past set reads up to this many times the tested dims of each earlier step
+PAST_COLUMNS = 4096  # ... and the stored columns of all steps together stay within this (statistics hold its square)
 
 
 class TaskStructure:
@@ -122,7 +123,7 @@ class TaskStructure:
         causal (`bool`, *optional*, defaults to `None`): whether each step's state reads only its own and earlier steps (a decoder's
             hidden states in full context; `hfs.hooks.is_causal(model, hook_point)` measures it, and
             `hfs.discover` / `hfs.sweep_layers` set it from the model). `None` (unknown) and `False` leave
-            `"auto"` without the past. With `True` and a reduction, the past set reads up to 4 times `project`
+            `"auto"` without the past. With `True` and a reduction, the past set reads up to 16 times `project`
             dims of each earlier step, as many as leave 10 sequences per column of each test (`conditioning_dims_`;
             a test with fewer earlier steps reads more of each): no earlier step holds the tested step's content,
             so more of them block more of what they echo into it.
@@ -250,17 +251,18 @@ class TaskStructure:
         k = AUTO_PROJECT if self.project == "auto" else self.project
         return None if k is None or d <= k else int(k)
 
-    def _stored_dims(self, d: int, kept: int | None, test: CITest) -> int | None:
+    def _stored_dims(self, d: int, T: int, kept: int | None, test: CITest) -> int | None:
         """Dims kept per step (at least the tested `kept`): where the past may be a conditioning set of causal
         states (`causal=True`, conditioning `"auto"` or with `"past"`), a sufficient-statistic test on the steps as
-        they are and a reduction, up to `PAST_WIDTH_FACTOR` times `kept` (capped at `d`), which the past set reads
-        (`planning.conditioning_widths`); else `kept`."""
+        they are and a reduction, up to `PAST_WIDTH_FACTOR` times `kept`, capped at `d` and at `PAST_COLUMNS`
+        over the `T` steps, which the past set reads as each test's rows allow (`planning.conditioning_widths`);
+        else `kept`."""
         past_possible = self.mode != "pairwise" and (self.conditioning == "auto"
                                                      or "past" in self.conditioning.split("+"))
         if kept is None or self.causal is not True or not past_possible \
                 or not getattr(test, "supports_statistics", False) or getattr(test, "n_features", 0):
             return kept
-        return int(min(d, PAST_WIDTH_FACTOR * kept))
+        return int(min(d, PAST_WIDTH_FACTOR * kept, max(kept, PAST_COLUMNS // T)))
 
     def _setup(self, states: np.ndarray, tasks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Learn what every batch shares from the first (checked) batch: the layout, the per-step reduction and
@@ -270,7 +272,7 @@ class TaskStructure:
         layout, states, tasks = BatchLayout.learn(
             states, tasks, segment_length=self.segment_length, kept_dims=kept,
             reduction=self.reduction, seed=self.seed, test=test,
-            stored_dims=self._stored_dims(states.shape[2], kept, test))
+            stored_dims=self._stored_dims(states.shape[2], states.shape[1], kept, test))
         self._adopt(layout)
         return states, tasks
 

@@ -367,7 +367,7 @@ def test_causal_states_are_also_tested_given_the_past_where_the_later_neighbour_
 def test_the_past_of_causal_states_reads_more_dims_of_each_earlier_step(monkeypatch):
     """Each step echoes the previous step's 16-dim content into its own dims (a decoder's leak); the task reads all
     of step 3's content. Reduced to 8 PCA dims, step 3 keeps only part of its content, so step 4's echo of the rest
-    still depends on the task given the 8-dim past; given 32 dims of each earlier step it does not."""
+    still depends on the task given the 8-dim past; given all 40 dims of each earlier step it does not."""
     from hf_specialist.structure import discovery
 
     rng = np.random.default_rng(0)
@@ -381,16 +381,16 @@ def test_the_past_of_causal_states_reads_more_dims_of_each_earlier_step(monkeypa
     truth[2] = True
     wide = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
     assert wide.conditioning_ == "band+all+past"
-    # every test affords 32 dims of each earlier step: n >= 10 * (4 * 32 + 8 + 1); the first step has none
-    assert wide.conditioning_dims_ == {"tested": 8, "band": 8, "all": 8, "past": [0, 32, 32, 32, 32]}
+    # every test affords all 40 dims of each earlier step: n >= 10 * (4 * 40 + 8 + 1); the first step has none
+    assert wide.conditioning_dims_ == {"tested": 8, "band": 8, "all": 8, "past": [0, 40, 40, 40, 40]}
     np.testing.assert_array_equal(wide.step_tasks_, truth)
-    assert "past: 32 dims of each earlier step" in wide.report(warn=False)
+    assert "past: 40 dims of each earlier step" in wide.report(warn=False)
     again = hfs.TaskStructure.from_dict(json.loads(json.dumps(wide.to_dict())))
     assert again.conditioning_dims_ == wide.conditioning_dims_ and again.report(warn=False) == wide.report(warn=False)
     few = hfs.TaskStructure(causal=True, reduction="pca").fit(states[:700], tasks[:700])
     # 10 rows per column: step t's test affords (70 - 8 - 1) // t columns of each of its t earlier steps
-    assert few.conditioning_dims_["past"] == [0, 32, 30, 20, 15]
-    assert "past: 15-32 dims of each earlier step" in few.report(warn=False)
+    assert few.conditioning_dims_["past"] == [0, 40, 30, 20, 15]
+    assert "past: 15-40 dims of each earlier step" in few.report(warn=False)
     monkeypatch.setattr(discovery, "PAST_WIDTH_FACTOR", 1)
     narrow = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
     assert narrow.conditioning_dims_["past"] == [0, 8, 8, 8, 8] and narrow.step_tasks_[3, 0]  # the echo is marked
