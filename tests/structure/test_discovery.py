@@ -391,6 +391,9 @@ def test_the_past_of_causal_states_reads_more_dims_of_each_earlier_step(monkeypa
     # 10 rows per column: step t's test affords (70 - 8 - 1) // t columns of each of its t earlier steps
     assert few.conditioning_dims_["past"] == [0, 40, 30, 20, 15]
     assert "past: 15-40 dims of each earlier step" in few.report(warn=False)
+    monkeypatch.setattr(discovery, "PAST_COLUMNS", 100)  # the stored columns of the 5 steps stay within 100
+    budget = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
+    assert budget.conditioning_dims_["past"] == [0, 20, 20, 20, 20] and budget._layout.widths()[0] == 20
     monkeypatch.setattr(discovery, "PAST_WIDTH_FACTOR", 1)
     narrow = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
     assert narrow.conditioning_dims_["past"] == [0, 8, 8, 8, 8] and narrow.step_tasks_[3, 0]  # the echo is marked

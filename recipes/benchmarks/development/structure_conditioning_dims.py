@@ -1,7 +1,8 @@
 """Development draws only (texts of seed 0; synthetic seeds 0-4): the past set of causal states (`causal=True`, as
-`discover` sets it for a decoder) reading each earlier step at the tested step's dims (x1, before) against up to 4
-times as many as the rows allow (x4, `planning.conditioning_widths`). Encoder and synthetic cases run with
-`causal=None`, where nothing widens: they check that nothing else moved.
+`discover` sets it for a decoder) reading each earlier step at the tested step's dims (x1, before) against up to
+`discovery.PAST_WIDTH_FACTOR` times as many as each test's rows allow (`planning.conditioning_widths`; the factor was
+4 when docs/structure.md's first rows were measured, 16 since `structure_past_cap.py`). Encoder and synthetic cases
+run with `causal=None`, where nothing widens: they check that nothing else moved.
 
     OMP_NUM_THREADS=1 python recipes/benchmarks/development/structure_conditioning_dims.py [CASE ...]
     cases: causal, planted, texts, mixing, outcomes, colliders, linear
