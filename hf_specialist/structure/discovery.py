@@ -47,7 +47,7 @@ __all__ = ["TaskStructure", "adjust_pvalues", "band_markov_pvalues", "chain_segm
 
 AUTO_PROJECT = 8  # dims kept per step by project="auto" when the states are wider
 PAST_WIDTH_FACTOR = 16  # causal states: the past set reads up to this many times the tested dims of each earlier step
-PAST_COLUMNS = 4096  # ... and the stored columns of all steps together stay within this (statistics hold its square)
+PAST_COLUMNS = 2048  # ... and the stored columns of all steps together stay within this (statistics hold its square)
 
 
 class TaskStructure:
@@ -124,9 +124,10 @@ class TaskStructure:
             hidden states in full context; `hfs.hooks.is_causal(model, hook_point)` measures it, and
             `hfs.discover` / `hfs.sweep_layers` set it from the model). `None` (unknown) and `False` leave
             `"auto"` without the past. With `True` and a reduction, the past set reads up to 16 times `project`
-            dims of each earlier step, as many as leave 10 sequences per column of each test (`conditioning_dims_`;
-            a test with fewer earlier steps reads more of each): no earlier step holds the tested step's content,
-            so more of them block more of what they echo into it.
+            dims of each earlier step (and at most 2,048 stored columns over all steps), as many as leave 10
+            sequences per column of each test (`conditioning_dims_`; a test with fewer earlier steps reads more of
+            each): no earlier step holds the tested step's content, so more of them block more of what they echo
+            into it.
         carryover (`bool` or `"auto"`, *optional*, defaults to `"auto"`): whether a step's state carries the
             previous step's action (see above); `"auto"`: `True` for segments, `False` at step level.
         representative (`str`, *optional*, defaults to `"end"`): `"end"` or `"start"` step of each segment.
@@ -152,9 +153,9 @@ class TaskStructure:
         n_tests_ (`int`): CI tests run (under several sets, every set's tests).
         conditioning_ (`str`), carryover_ (`bool`), decision_ (`str`): what the fit used.
         conditioning_dims_ (`dict[str, int | list[int]]`): dims per step the tests read: `"tested"` of the tested
-            step, and per conditioning set of each conditioning step (the tested dims; for the past of causal
-            states a list, per tested step the dims of each earlier step as that test's rows allow, 0 for the
-            first step).
+            step, and per conditioning set of each conditioning step (the tested dims). For the past a list, per
+            step the dims of each earlier step its direct test reads (more than the tested dims only for causal
+            states, as that test's rows allow; 0 for the first step and for steps without a direct test).
         markov_pvalue_ (`float` or `None`): adjusted p-value of the band-screening check (`None` when not run).
         temporal_pvalues_ (`np.ndarray` of shape `(T - 1,)` or `None`): p-value that steps `t` and `t+1` are
             independent (Gaussian, on the tested dims).
@@ -255,8 +256,8 @@ class TaskStructure:
         """Dims kept per step (at least the tested `kept`): where the past may be a conditioning set of causal
         states (`causal=True`, conditioning `"auto"` or with `"past"`), a sufficient-statistic test on the steps as
         they are and a reduction, up to `PAST_WIDTH_FACTOR` times `kept`, capped at `d` and at `PAST_COLUMNS`
-        over the `T` steps, which the past set reads as each test's rows allow (`planning.conditioning_widths`);
-        else `kept`."""
+        over the states' `T` steps (all of them, tested or not: the safe side), which the past set reads as each
+        test's rows allow (`planning.conditioning_widths`); else `kept`."""
         past_possible = self.mode != "pairwise" and (self.conditioning == "auto"
                                                      or "past" in self.conditioning.split("+"))
         if kept is None or self.causal is not True or not past_possible \
@@ -395,7 +396,7 @@ class TaskStructure:
                                                                       d_g, rep, self.alpha, self.causal)
         self.temporal_pvalues_ = temporal_pvalues(cov, n, T, d)
         sets = direct_conditionings(self.mode, self.conditioning_)
-        widths = conditioning_widths(sets, n, T, d, stored, d_g)
+        widths = conditioning_widths(sets, n, T, d, stored, d_g, direct_steps=direct_steps)
         self.conditioning_dims_ = {"tested": d, **widths}
         batches = plan_tests(rep, T, d, M, d_g, self.mode, self.conditioning_, direct_steps, stored, widths)
         family = (M * N if self.mode != "pairwise" else 0) + sum(len(b.where) for b in batches if b.kind == "pair")

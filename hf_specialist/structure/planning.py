@@ -85,7 +85,7 @@ def build_test_batches(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: 
     `z_width[r]` (`conditioning_widths`).
     """
     stride = d if stride is None else stride
-    past_widths = list(z_width) if isinstance(z_width, (list, tuple, np.ndarray)) else None
+    past_widths = list(z_width) if isinstance(z_width, (Sequence, np.ndarray)) else None
     z_width = d if z_width is None or past_widths is not None else z_width
     N = len(rep)
     direct_steps = rep if direct_steps is None else np.asarray(direct_steps, dtype=np.int64)
@@ -193,12 +193,13 @@ def plan_tests(rep: np.ndarray, T: int, d: int, M: int, d_g: int, mode: str, con
 
 
 def conditioning_widths(sets: tuple[str, ...], n: int, T: int, d: int, stored: int, d_g: int,
-                        rows_per_column: int = WIDE_ROWS) -> dict[str, int | list[int]]:
+                        rows_per_column: int = WIDE_ROWS, *,
+                        direct_steps: Sequence[int] | None = None) -> dict[str, int | list[int]]:
     """Per conditioning set, how many columns of each conditioning step its direct tests read: `d` (the tested
-    step's), and for the past (`"past"`) one width per tested step: the test of step `t` (0-based, `t` earlier
-    steps) reads the most columns of each earlier step, between `d` and `stored`, that leave `rows_per_column`
-    sequences per column of that test (`n >= rows_per_column * (t * width + d + d_g)`); 0 for the first step,
-    which has no earlier step.
+    step's), and for the past (`"past"`) one width per step: the test of step `t` (0-based, `t` earlier steps)
+    reads the most columns of each earlier step, between `d` and `stored`, that leave `rows_per_column` sequences
+    per column of that test (`n >= rows_per_column * (t * width + d + d_g)`); 0 for the first step, which has no
+    earlier step, and for steps not in `direct_steps` (no direct test).
 
     An earlier step reduced to `d` dims holds only part of its content: in causal states the part it leaves out
     is still echoed in the tested (later) step, and with enough sequences the test reads that echo as dependence
@@ -215,14 +216,16 @@ def conditioning_widths(sets: tuple[str, ...], n: int, T: int, d: int, stored: i
         d, stored (`int`): the tested step's columns and the columns per step in the data matrix.
         d_g (`int`): columns per task.
         rows_per_column (`int`, *optional*): sequences needed per column.
+        direct_steps (`Sequence[int]`, *optional*): the steps with a direct test (default: every step).
     """
+    tested = set(range(T) if direct_steps is None else (int(t) for t in direct_steps))
     widths: dict[str, int | list[int]] = {}
     for name in sets:
         if name != "past":
             widths[name] = d
             continue
         spare = n // rows_per_column - d - d_g  # the columns a test can afford beyond the tested step and task
-        widths[name] = [0] + [int(min(stored, max(d, spare // t))) for t in range(1, T)]
+        widths[name] = [int(min(stored, max(d, spare // t))) if t and t in tested else 0 for t in range(T)]
     return widths
 
 

@@ -53,7 +53,8 @@ def structure_warnings(structure: Any) -> list[str]:
 
 
 def _wider_sets(structure: Any) -> str:
-    """`" (past: 16-32 dims of each earlier step)"` for the sets that read more dims than the tested step's."""
+    """`" (past: 13-65 dims of each earlier step)"` for the sets that read more dims than the tested step's (the
+    past's range over its tested steps)."""
     widths = dict(getattr(structure, "conditioning_dims_", None) or {})
     tested = widths.pop("tested", None)
     wider = []

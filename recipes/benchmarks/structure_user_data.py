@@ -105,8 +105,9 @@ def smollm2_distractors() -> None:
             ts = hfs.TaskStructure(causal=causal, **kwargs).fit(states, tasks)
             marks = [",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in ts.step_tasks_.T]
             f1 = structure_scores(ts.step_tasks_, truth)["f1"]
+            past = ts.conditioning_dims_.get("past")  # the dims of each earlier step per tested step
             print(f"  {context:<9} {name:<32} {marks[0]:<10} {marks[1]:<10} {marks[2]:<10} {f1:5.3f} "
-                  f"{time.perf_counter() - start:5.0f}s")
+                  f"{time.perf_counter() - start:5.0f}s" + (f"  past {past}" if past else ""))
         peer_rows(states, tasks, truth, f"{context}")
 
 

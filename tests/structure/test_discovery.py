@@ -391,6 +391,15 @@ def test_the_past_of_causal_states_reads_more_dims_of_each_earlier_step(monkeypa
     # 10 rows per column: step t's test affords (70 - 8 - 1) // t columns of each of its t earlier steps
     assert few.conditioning_dims_["past"] == [0, 40, 30, 20, 15]
     assert "past: 15-40 dims of each earlier step" in few.report(warn=False)
+    segments = hfs.TaskStructure(causal=True, reduction="pca", segment_length=2, decision="representative")
+    segments.fit(states[:, :4], tasks)
+    assert segments.conditioning_dims_["past"] == [0, 40, 0, 40]  # only the segments' end steps have direct tests
+    streamed = hfs.TaskStructure(causal=True, reduction="pca")
+    assert streamed.partial_fit(states[:700], tasks[:700]).conditioning_dims_["past"] == [0, 40, 30, 20, 15]
+    assert streamed.partial_fit(states[700:], tasks[700:]).conditioning_dims_["past"] == [0, 40, 40, 40, 40]
+    monkeypatch.setattr(discovery, "PAST_WIDTH_FACTOR", 2)  # 2 x 8 tested dims: the factor binds below 40
+    assert hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks).conditioning_dims_["past"] == [0] + [16] * 4
+    monkeypatch.setattr(discovery, "PAST_WIDTH_FACTOR", 16)
     monkeypatch.setattr(discovery, "PAST_COLUMNS", 100)  # the stored columns of the 5 steps stay within 100
     budget = hfs.TaskStructure(causal=True, reduction="pca").fit(states, tasks)
     assert budget.conditioning_dims_["past"] == [0, 20, 20, 20, 20] and budget._layout.widths()[0] == 20

@@ -5,6 +5,8 @@ each step adds 0.4^lag of every earlier step's content (rotated); task 0 reads s
 
     OMP_NUM_THREADS=2 python recipes/benchmarks/development/structure_past_cap.py [N ...]   (default: 4000 16000 64000)
     FACTORS=8 ... runs other caps (comma-separated multiples of `project`)
+    ... --null: the past test's rejection rate under a null (20 draws of 16,000 sequences, tasks independent of
+    every step) with each cap
 
 Prints per seed, n and cap: F1, the conditioning, the past's dims per tested step and the marks (1-based steps).
 """
@@ -43,9 +45,34 @@ def causal_echo(n: int, seed: int, T: int = 6, content_dims: int = 96, noise_dim
     return states.astype(np.float32), tasks, truth
 
 
+def null_rejections(factors: list[int], draws: int = 20, n: int = 16000, T: int = 6) -> None:
+    """Share of the past test's p-values below 0.05 and 0.01 where the tasks are independent of every step."""
+    saved = discovery.PAST_WIDTH_FACTOR
+    for factor in factors:
+        discovery.PAST_WIDTH_FACTOR = factor
+        pvalues = []
+        try:
+            for draw in range(draws):
+                rng = np.random.default_rng(100 + draw)
+                content = rng.normal(size=(n, T, 120)) / np.sqrt(np.arange(1, 121))
+                states = content.copy()
+                states[:, 1:] += 0.4 * content[:, :-1]
+                fitted = hfs.TaskStructure(causal=True, conditioning="past").fit(states.astype(np.float32),
+                                                                                 rng.normal(size=(n, 2)))
+                pvalues.append(fitted.step_pvalues_[:, 1:].ravel())  # the first step has no past
+        finally:
+            discovery.PAST_WIDTH_FACTOR = saved
+        pvalues = np.concatenate(pvalues)
+        print(f"null, cap x{factor}: {len(pvalues)} tests, p < 0.05: {(pvalues < 0.05).mean():.3f}, "
+              f"p < 0.01: {(pvalues < 0.01).mean():.3f}, past {fitted.conditioning_dims_['past']}", flush=True)
+
+
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [4000, 16000, 64000]
     factors = [int(f) for f in os.environ.get("FACTORS", "4,16").split(",")]
+    if "--null" in sys.argv:
+        null_rejections(factors)
+        return
+    sizes = [int(a) for a in sys.argv[1:]] or [4000, 16000, 64000]
     saved = discovery.PAST_WIDTH_FACTOR
     for seed in (0, 1, 2):
         for n in sizes:
