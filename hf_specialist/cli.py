@@ -303,7 +303,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     cfg = _merge(args, _load_recipe(args.recipe, "discover"), {
         **api, "states": None, "tasks": None,
         "output": "outputs/structure.json", "truth": None, "model": None, "texts": None, "hook_point": "layers.-1",
-        "steps": ". ", "pool": "mean", "context": "full", "batch_size": 16, "chunk_size": 1024, "max_length": None,
+        "steps": ". ", "pool": "mean", "context": "auto", "batch_size": 16, "chunk_size": 1024, "max_length": None,
         "text_column": None, "task_columns": None})
     if isinstance(cfg["project"], str) and cfg["project"] not in ("auto", "none"):
         cfg["project"] = int(cfg["project"]) if cfg["project"].isdigit() else cfg["project"]
@@ -538,9 +538,10 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", dest="max_length", type=int)
     p.add_argument("--tasks", help="(n_sequences, M) .npy, or the --task-columns of a .csv/.jsonl/.parquet/saved/Hub "
                                    "dataset")
-    p.add_argument("--context", choices=["full", "isolated"],
+    p.add_argument("--context", choices=["auto", "full", "isolated"],
                    help="with --model: 'isolated' runs each step's text alone (which part of the INPUT serves a task; "
-                        "no content leaks between steps); 'full' (default) runs whole texts (where in the model)")
+                        "no content leaks between steps); 'full' runs whole texts (where in the model); 'auto' "
+                        "(default): isolated on an encoder's states (they read later steps), full on a decoder's")
     p.add_argument("--segment-length", dest="segment_length", type=int,
                    help="steps per segment (default 1: every step on its own, runs at any offset)")
     p.add_argument("--carryover", choices=["auto", "true", "false"],

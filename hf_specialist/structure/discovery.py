@@ -162,6 +162,8 @@ class TaskStructure:
         kept_share_ (`np.ndarray` of shape `(M * d_g,)` or `None`): per task column, the share of what the full
             states predict that the reduced states keep.
         reduction_ (`str` or `None`): the reduction used, `"pca"` or `"supervised"` (`None`: no reduction).
+        context_ (`str`): set by `hfs.discover` and `hfs.sweep_layers` only: the context the states were
+            extracted in, `"isolated"` or `"full"` (also in `structure.json` and `report()`).
         n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
 
     Examples:

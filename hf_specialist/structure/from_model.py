@@ -25,11 +25,11 @@ from .discovery import TaskStructure
 
 def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, hook_points: Any, steps: StepRule,
                       pool: str, batch_size: int, chunk_size: int, context: str, tokenizer: Any = None,
-                      max_length: int | None = None,
+                      max_length: int | None = None, contexts: tuple[str, ...] = ("full", "isolated"),
                       ) -> tuple[list[str], np.ndarray, list[str], list[list[tuple[int, int]]] | None]:
     """The checks `discover` and `sweep_layers` share, before any forward pass: texts, one task row per text, the
-    chunk size, the context and the step rule (one step count for every text). Returns the texts, the tasks, the
-    resolved hook points and the step spans."""
+    chunk size, the context (one of `contexts`) and the step rule (one step count for every text). Returns the
+    texts, the tasks, the resolved hook points and the step spans."""
     from ..data import _texts_from, check_equal_steps, check_extraction
     from ..hooks import resolve_hook_points
 
@@ -40,14 +40,28 @@ def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, ho
         raise InputError(f"`tasks` has {len(tasks)} rows but {len(texts)} texts were passed; one row per text.")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InputError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
-    if context not in ("full", "isolated"):
-        raise InputError(f"`context` must be 'full' or 'isolated', got {context!r}.")
+    if context not in contexts:
+        raise InputError(f"`context` must be one of {', '.join(map(repr, contexts))}, got {context!r}.")
     points = [name for spec in hook_points for name in resolve_hook_points(model, spec)]
     _, spans = check_extraction(model, texts, points[0], steps, pool, batch_size)
     if context == "isolated" and spans is None:
         raise InputError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
     check_equal_steps(spans, texts, steps, tokenizer=tokenizer, max_length=max_length)  # token steps: counted
     return texts, tasks, points, spans
+
+
+def choose_context(causal: bool, spans: list[list[tuple[int, int]]] | None) -> str:
+    """`context="auto"`: `"isolated"` where the states read later tokens (`causal=False`: an encoder's
+    bidirectional attention, as `hooks.is_causal` measures it) and the steps are text spans (`spans`); else
+    `"full"`.
+
+    In full context an encoder's step state mixes in the content of the steps before *and after* it, so it
+    depends on a task through steps that serve it even given every other step's state (no conditioning set is
+    valid there: docs/structure.md). Encoded alone, a step's state is a function of that step's text only, which
+    is what the test assumes. A decoder's states read only earlier steps, and the test given the past blocks what
+    they echo, so full context is kept there; token steps cannot be encoded alone.
+    """
+    return "full" if spans is None or causal else "isolated"
 
 
 def discover(
@@ -59,7 +73,7 @@ def discover(
     hook_point: str = "layers.-1",
     steps: StepRule = "token",
     pool: str = "mean",
-    context: str = "full",
+    context: str = "auto",
     max_length: int | None = None,
     batch_size: int = 16,
     chunk_size: int = 1024,
@@ -75,9 +89,12 @@ def discover(
         tokenizer: its tokenizer.
         texts (`list[str]` or `datasets.Dataset`): the sequences, each with the same number of steps.
         tasks: `(n_sequences, M)` or `(n_sequences, M, d_g)` task variables, one row per text.
-        hook_point, steps, pool, context, max_length, batch_size, column: as in `extract_steps` (`context=
-            "isolated"` runs each step's text alone: the structure of the *input*, with no content leaking between
-            steps).
+        hook_point, steps, pool, max_length, batch_size, column: as in `extract_steps`.
+        context (`str`, *optional*, defaults to `"auto"`): `"isolated"` runs each step's text alone (which part of
+            the *input* serves each task; no content leaks between steps), `"full"` runs whole texts (where in the
+            model the structure can be read). `"auto"` (`choose_context`): isolated where the states at
+            `hook_point` read later tokens (an encoder; `hooks.is_causal`) and the steps are text spans, full for
+            a decoder's states (the test given every earlier step blocks their echo) and for token steps.
         chunk_size (`int`, *optional*, defaults to 1024): texts extracted before their statistics are added; peak
             memory holds one chunk's states.
         structure (`TaskStructure`, *optional*): the estimator to fit (default `TaskStructure(**structure_kwargs)`);
@@ -96,13 +113,17 @@ def discover(
         raise InputError("Pass either `structure=` or TaskStructure keyword arguments, not both.")
     structure = structure if structure is not None else TaskStructure(**structure_kwargs)
     texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, [hook_point], steps, pool,
-                                                    batch_size, chunk_size, context, tokenizer, max_length)
+                                                    batch_size, chunk_size, context, tokenizer, max_length,
+                                                    contexts=("auto", "full", "isolated"))
     if len(points) != 1:
         raise InputError(f"`hook_point` must resolve to exactly one hook point, got {points}; to fit several layers "
                          "at once use hfs.sweep_layers.")
     point = points[0]
+    causal = is_causal(model, point) if context != "isolated" else None
+    if context == "auto":
+        context = choose_context(causal, spans)
     if context == "full" and structure.causal is None:  # a copy: the estimator passed in keeps its parameters
-        structure = type(structure)(**{**structure.get_params(), "causal": is_causal(model, point)})
+        structure = type(structure)(**{**structure.get_params(), "causal": causal})
     rank, world = process_layout()
     shard = np.array_split(np.arange(len(texts)), world)[rank]
 
@@ -122,11 +143,12 @@ def discover(
 
     started = time.perf_counter()
     structure.fit(batches())
+    structure.context_ = context
     if rank == 0 and progress is not False:
         marks = "; ".join(f"task {i}: steps {','.join(str(t + 1) for t in np.flatnonzero(c)) or 'none'}"
                           for i, c in enumerate(structure.step_tasks_.T))
         say(f"discover at {point}: {len(texts)} texts x {structure.n_steps_} steps, {structure.n_tests_} CI tests "
-            f"({structure.test if isinstance(structure.test, str) else structure.test.name}, conditioning "
-            f"{structure.conditioning_}) in {time.perf_counter() - started:.1f} s; {marks}. "
+            f"({structure.test if isinstance(structure.test, str) else structure.test.name}, {context} context, "
+            f"conditioning {structure.conditioning_}) in {time.perf_counter() - started:.1f} s; {marks}. "
             "structure.report() has the evidence.")
     return structure

@@ -158,6 +158,7 @@ def sweep_layers(
     for point, structure in structures.items():
         if not hasattr(structure, "step_tasks_"):
             raise InputError(f"{len(texts)} texts are too few for the structure test at {point}; pass more texts.")
+        structure.context_ = context
     sweep = LayerSweep(points, structures, {p: structure_confidence(s) for p, s in structures.items()})
     if plot is not None:
         sweep.plot(plot)

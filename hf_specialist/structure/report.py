@@ -68,6 +68,16 @@ def _wider_sets(structure: Any) -> str:
     return f" ({'; '.join(wider)})" if wider else ""
 
 
+def _context_line(structure: Any) -> list[str]:
+    """The states' context when `hfs.discover` or `sweep_layers` extracted them (nothing for arrays passed in)."""
+    context = getattr(structure, "context_", None)
+    if context == "isolated":
+        return ["States: each step's text encoded on its own (context 'isolated': which part of the input)."]
+    if context == "full":
+        return ["States: whole texts (context 'full': a step's state also reads the steps it attends to)."]
+    return []
+
+
 def format_report(structure: Any, names: list[str] | None = None) -> str:
     """A plain-text table (tasks x steps of `-log10 p`, marks starred) and the notes under it."""
     step_tasks = structure.step_tasks_
@@ -83,6 +93,7 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
              f"conditioning {getattr(structure, 'conditioning_', '?')}{_wider_sets(structure)}, "
              f"critical p {getattr(structure, 'critical_pvalue_', float('nan')):.2g} "
              f"({getattr(structure, 'correction', None)} at alpha {structure.alpha}).",
+             *_context_line(structure),
              "Cells: -log10 of each step's raw p-value; * = marked.",
              " " * width + " | " + " ".join(f"{t + 1:>7}" for t in range(T))]
     for i in range(M):

@@ -32,6 +32,7 @@ def structure_to_dict(structure: Any) -> dict[str, Any]:
         "decision_used": getattr(structure, "decision_", None),
         "carryover_used": getattr(structure, "carryover_", None),
         "reduction_used": getattr(structure, "reduction_", None),
+        "context_used": getattr(structure, "context_", None),
         "markov_pvalue": getattr(structure, "markov_pvalue_", None),
         "critical_pvalue": getattr(structure, "critical_pvalue_", None),
         **{name: {"shape": list(value.shape), "values": clean(value)}
@@ -50,7 +51,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         raise ValueError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
     known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
              "conditioning_dims",
-             "decision_used", "carryover_used", "reduction_used", "markov_pvalue", "critical_pvalue", "step_pvalues",
+             "decision_used", "carryover_used", "reduction_used", "context_used", "markov_pvalue", "critical_pvalue", "step_pvalues",
              "step_statistics", "step_r2", "temporal_pvalues", "kept_share", "report"}
     params = dict(payload.get("params") or {})
     valid_params = set(cls().get_params())
@@ -77,6 +78,8 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         structure.markov_pvalue_ = payload.get("markov_pvalue")
         structure.carryover_ = payload.get("carryover_used")
         structure.reduction_ = payload.get("reduction_used")
+        if payload.get("context_used") is not None:  # fitted by hfs.discover / sweep_layers
+            structure.context_ = payload["context_used"]
         if payload.get("critical_pvalue") is not None:
             structure.critical_pvalue_ = float(payload["critical_pvalue"])
     except (KeyError, TypeError, ValueError) as err:

@@ -11,14 +11,16 @@ chosen on seeds 0-4 (see docs/structure.md).
 2. Six-sentence support conversations of my own templates (refund = items x price from sentences 2 and 3, a product;
    satisfaction = the sum of the ratings in sentences 5 and 6), MiniLM `layers.3` and `layers.-1`, n = 1,500:
    full context vs `context="isolated"`, defaults; and the old route (segments of 2, `project=8` PCA); beside them
-   the do-it-yourself peers (causal-learn's `fisherz` and `rcit`, when installed; see `peer_marks`).
+   the do-it-yourself peers (causal-learn's `fisherz` and `rcit`, when installed; see `peer_marks`); and
+   `hfs.discover` with every default (`context="auto"`: isolated on MiniLM).
 3. Nonlinear outcomes (sum / max / threshold / all_above, n = 3,000, T = 12, M = 3, segments of 2): fisher_z vs rff_z.
 5. (`--only 5`) My own planted templates with tasks on runs at random offsets (T = 8, M = 3), n = 2,000: MiniLM
    `layers.1`, `layers.4` and SmolLM2 `layers.15`, full context vs isolated, defaults (in full context `causal` as
-   `hfs.discover` sets it from the model: `hfs.hooks.is_causal`, True for SmolLM2).
+   `hfs.discover` sets it from the model: `hfs.hooks.is_causal`, True for SmolLM2); and `hfs.discover` with every
+   default (`context="auto"`: isolated on MiniLM, full on SmolLM2).
 6. (`--only 6 [--texts 2000 16000 64000] [--model smollm2] [--contexts full]`) More data never hurts: the project's planted text
    through `hfs.discover` (streamed in chunks of 1,024) at 2,000 and 16,000 texts (or those given), MiniLM
-   `layers.3` (or SmolLM2 `layers.15`), full context vs isolated.
+   `layers.3` (or SmolLM2 `layers.15`), full context vs isolated (`--contexts auto`: `discover`'s default).
 7. (`--only 7`) The streaming nonlinear test's cost: rff_z vs fisher_z streamed over 1,000,000 sequences (T = 20,
    M = 4, batches of 50,000 from one stream), fit time without data generation and peak memory growth.
 8. (`--only 8`) Where table 1's errors of `carryover=True` on the action model fall: each wrong cell, and whether
@@ -166,6 +168,15 @@ def peer_rows(states: np.ndarray, tasks: np.ndarray, truth: np.ndarray, label: s
               f"{time.perf_counter() - start:5.0f}s")
 
 
+def discover_default(model, tokenizer, texts: list[str], tasks: np.ndarray, layer: str) -> tuple[str, np.ndarray, float]:
+    """`hfs.discover` as a user calls it (every default: `context="auto"`, streamed in chunks of 1,024): the context it
+    chose, its marks and the seconds it took."""
+    start = time.perf_counter()
+    ts = hfs.discover(model, tokenizer, texts, tasks, hook_point=layer, steps=". ", batch_size=32, progress=False)
+    context = "full" if hfs.hooks.is_causal(model, layer) else "isolated"  # `choose_context` for sentence steps
+    return f"auto: {context}", ts.step_tasks_, time.perf_counter() - start
+
+
 def offsets_across_models() -> None:
     from hf_specialist.models import load_model
 
@@ -190,6 +201,10 @@ def offsets_across_models() -> None:
                 print(f"  {name:<8} {layer:<10} {context:<9} {marks:<28} {f1:5.3f} {time.perf_counter() - start:5.0f}s")
                 if context == "full" or name == "smollm2":
                     peer_rows(states, tasks, truth, f"{name} {layer} {context}")
+            context, marks, seconds = discover_default(model, tokenizer, texts, tasks, layer)
+            text = " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in marks.T)
+            print(f"  {name:<8} {layer:<10} hfs.discover defaults ({context}) {text:<28} "
+                  f"{structure_scores(marks, truth)['f1']:5.3f} {seconds:5.0f}s")
 
 
 MORE_DATA_LAYERS = {"minilm": "layers.3", "smollm2": "layers.15"}
@@ -342,6 +357,10 @@ def conversations() -> None:
                 print(f"  {layer:<10} {name:<44} {marks[0]:<14} {marks[1]:<14} {f1:5.3f} "
                       f"{time.perf_counter() - start:5.0f}s")
             peer_rows(states, tasks, truth, f"{layer} {context}")
+        context, marks, seconds = discover_default(model, tokenizer, texts, tasks, layer)
+        cells = [",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in marks.T]
+        print(f"  {layer:<10} {'hfs.discover defaults (' + context + ')':<44} {cells[0]:<14} {cells[1]:<14} "
+              f"{structure_scores(marks, truth)['f1']:5.3f} {seconds:5.0f}s")
 
 
 def nonlinear() -> None:
@@ -370,8 +389,8 @@ def main() -> None:
                         help="table 6: numbers of texts (64000 takes about 40 minutes on 2 cores)")
     parser.add_argument("--model", choices=tuple(MORE_DATA_LAYERS), default="minilm",
                         help="table 6: the model (its middle layer: MiniLM layers.3, SmolLM2 layers.15)")
-    parser.add_argument("--contexts", nargs="+", choices=("full", "isolated"), default=["full", "isolated"],
-                        help="table 6: the contexts")
+    parser.add_argument("--contexts", nargs="+", choices=("full", "isolated", "auto"), default=["full", "isolated"],
+                        help="table 6: the contexts (auto: `hfs.discover`'s default, isolated on an encoder)")
     args = parser.parse_args()
     tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
               "5": offsets_across_models,

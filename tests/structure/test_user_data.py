@@ -120,3 +120,55 @@ def test_rff_z_step_features_are_tested_with_a_reduction():
     tasks = states[:, 2, :1] + 0.5 * rng.normal(size=(1500, 1))
     fitted = hfs.TaskStructure(test=RandomFourierZ(n_features=4, seed=0), project=4, reduction="pca").fit(states, tasks)
     assert fitted._layout.widths()[0] == 8 == fitted.conditioning_dims_["tested"]
+
+
+def _repair_tickets(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Six-sentence repair tickets: the bill multiplies the numbers of sentences 2 and 3, the review adds those of
+    sentences 5 and 6; the rest is noise."""
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    rng = np.random.default_rng(seed)
+    q = rng.integers(1, 10, size=(n, 6))
+    towns = ["Leeds", "Porto", "Lyon", "Graz", "Turin", "Cork"]
+    texts = [". ".join([f"The ticket was opened in {towns[rng.integers(6)]} after {words[r[0]]} calls",
+                        f"The engineer replaced {words[r[1]]} valves in the boiler",
+                        f"Each part was billed at {words[r[2]]} pounds",
+                        f"The van arrived {words[r[3]]} minutes late",
+                        f"The customer gave the visit {words[r[4]]} stars",
+                        f"The follow-up survey scored {words[r[5]]} points"]) + "." for r in q]
+    truth = np.zeros((6, 2), dtype=bool)
+    truth[1:3, 0] = truth[4:6, 1] = True
+    return texts, np.stack([q[:, 1] * q[:, 2], q[:, 4] + q[:, 5]], 1).astype(float), truth
+
+
+def test_discover_isolates_the_steps_of_an_encoder_whose_context_leaks():
+    from helpers import minilm
+
+    model, tok = minilm()
+    texts, tasks, truth = _repair_tickets(600, seed=0)
+    kwargs = dict(hook_point="layers.-1", steps=". ", batch_size=64, progress=False)
+    default = hfs.discover(model, tok, texts, tasks, **kwargs)  # context="auto": MiniLM reads later tokens
+    isolated = hfs.discover(model, tok, texts, tasks, context="isolated", **kwargs)
+    full = hfs.discover(model, tok, texts, tasks, context="full", **kwargs)
+    np.testing.assert_array_equal(default.step_tasks_, truth)
+    np.testing.assert_allclose(default.step_pvalues_, isolated.step_pvalues_, rtol=1e-6, atol=1e-300)
+    assert default.causal is None and full.causal is False
+    assert (full.step_tasks_ & ~truth).any()  # in full context attention echoes the serving steps into others
+    assert (default.context_, full.context_) == ("isolated", "full")
+    assert "States: each step's text encoded on its own" in default.report()
+    assert hfs.TaskStructure.from_dict(default.to_dict()).context_ == "isolated"
+
+
+def test_discover_keeps_the_context_of_a_decoder_and_of_token_steps():
+    model = build_tiny_model("gpt2", n_layers=2)
+    texts, tasks, _ = synthetic.planted_text(n=300, T=4, M=2, seed=0)
+    kwargs = dict(hook_point="layers.1", batch_size=64, progress=False, project=None)
+    default = hfs.discover(model, tokenizer(), texts, tasks, steps=". ", **kwargs)
+    full = hfs.discover(model, tokenizer(), texts, tasks, steps=". ", context="full", **kwargs)
+    assert default.causal is True and default.context_ == "full"  # full context, measured as causal
+    np.testing.assert_allclose(default.step_pvalues_, full.step_pvalues_, rtol=1e-6, atol=1e-300)
+    encoder = build_tiny_model("bert", n_layers=2)
+    short = [" ".join(["one", "two", "three"][i % 3] for i in range(k, k + 5)) for k in range(len(texts))]
+    tokens = hfs.discover(encoder, tokenizer(), short, tasks, steps="token", **kwargs)  # never encoded alone
+    assert tokens.causal is False  # full context, measured as bidirectional
+    with pytest.raises(ValueError, match="`context` must be one of 'auto', 'full', 'isolated', got 'whole'"):
+        hfs.discover(model, tokenizer(), texts, tasks, steps=". ", context="whole", **kwargs)
