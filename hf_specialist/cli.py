@@ -541,7 +541,7 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", choices=["auto", "full", "isolated"],
                    help="with --model: 'isolated' runs each step's text alone (which part of the INPUT serves a task; "
                         "no content leaks between steps); 'full' runs whole texts (where in the model); 'auto' "
-                        "(default): isolated on an encoder's states (they read later steps), full on a decoder's")
+                        "(default): isolated for separator steps, full for token steps")
     p.add_argument("--segment-length", dest="segment_length", type=int,
                    help="steps per segment (default 1: every step on its own, runs at any offset)")
     p.add_argument("--carryover", choices=["auto", "true", "false"],

@@ -61,7 +61,7 @@ def test_discover_from_the_model_equals_fit_on_extracted_states():
     texts, tasks, _ = hfs.synthetic.planted_text(n=300, T=4, M=2, seed=0)
     model = build_tiny_model("gpt2", n_layers=3)
     streamed = hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=". ", chunk_size=70,
-                            batch_size=32, project=None)
+                            batch_size=32, project=None, context="full")
     states = hfs.extract_steps(model, tokenizer(), texts, hook_point="layers.1", steps=". ")
     assert streamed.causal is True  # measured on the model: GPT-2's states read only earlier tokens
     whole = hfs.TaskStructure(project=None, causal=True).fit(states, tasks)
@@ -69,7 +69,7 @@ def test_discover_from_the_model_equals_fit_on_extracted_states():
     np.testing.assert_allclose(streamed.pvalues_, whole.pvalues_, rtol=1e-6)
     given = hfs.TaskStructure(project=None)  # an estimator passed in keeps its parameters: a measured copy is fitted
     fitted = hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=". ", chunk_size=70,
-                          batch_size=32, structure=given)
+                          batch_size=32, structure=given, context="full")
     assert given.causal is None and not hasattr(given, "step_tasks_") and fitted.causal is True
     np.testing.assert_array_equal(fitted.step_tasks_, whole.step_tasks_)
     with pytest.raises(ValueError, match="one row per text"):

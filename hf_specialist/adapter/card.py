@@ -142,7 +142,9 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
             f"Discovered with `TaskStructure` (segment length {structure.segment_length}, test "
             f"`{structure.to_dict()['params']['test']}`, mode `{structure.mode}`, conditioning "
             f"`{getattr(structure, 'conditioning_', None) or structure.conditioning}`, decision "
-            f"`{getattr(structure, 'decision_', None) or structure.decision}`, {structure.n_tests_} CI tests).\n\n"
+            f"`{getattr(structure, 'decision_', None) or structure.decision}`, {structure.n_tests_} CI tests"
+            + (f", states in `{structure.context_}` context" if getattr(structure, "context_", None) else "")
+            + ").\n\n"
             + (f"![step x task structure]({HEATMAP_NAME})\n\n" if has_heatmap else "")
             + "\n".join(lines)
         )

@@ -50,18 +50,18 @@ def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, ho
     return texts, tasks, points, spans
 
 
-def choose_context(causal: bool, spans: list[list[tuple[int, int]]] | None) -> str:
-    """`context="auto"`: `"isolated"` where the states read later tokens (`causal=False`: an encoder's
-    bidirectional attention, as `hooks.is_causal` measures it) and the steps are text spans (`spans`); else
-    `"full"`.
+def choose_context(spans: list[list[tuple[int, int]]] | None) -> str:
+    """`context="auto"`: `"isolated"` where the steps are text spans (`spans`: a separator or per-text spans), so
+    each step's text is encoded on its own; `"full"` for token steps, which cannot be.
 
-    In full context an encoder's step state mixes in the content of the steps before *and after* it, so it
-    depends on a task through steps that serve it even given every other step's state (no conditioning set is
-    valid there: docs/structure.md). Encoded alone, a step's state is a function of that step's text only, which
-    is what the test assumes. A decoder's states read only earlier steps, and the test given the past blocks what
-    they echo, so full context is kept there; token steps cannot be encoded alone.
+    A step's state in full context also reads the steps it attends to: both ways in an encoder, the earlier ones in
+    a decoder. It then depends on a task through steps that serve it, and conditioning on the other steps' states
+    blocks that only where it holds all they echo, linearly: no set does for an encoder (docs/structure.md), and
+    the past set does for a decoder only while the echo is linear in the earlier states (a noiseless or nonlinear
+    outcome of their content leaves marks). Encoded alone, a step's state is a function of its own text, which is
+    what the test assumes, whatever the model and the outcome.
     """
-    return "full" if spans is None or causal else "isolated"
+    return "full" if spans is None else "isolated"
 
 
 def discover(
@@ -92,9 +92,8 @@ def discover(
         hook_point, steps, pool, max_length, batch_size, column: as in `extract_steps`.
         context (`str`, *optional*, defaults to `"auto"`): `"isolated"` runs each step's text alone (which part of
             the *input* serves each task; no content leaks between steps), `"full"` runs whole texts (where in the
-            model the structure can be read). `"auto"` (`choose_context`): isolated where the states at
-            `hook_point` read later tokens (an encoder; `hooks.is_causal`) and the steps are text spans, full for
-            a decoder's states (the test given every earlier step blocks their echo) and for token steps.
+            model the structure can be read; `hfs.sweep_layers` does that by default). `"auto"` (`choose_context`):
+            isolated where the steps are text spans (a separator or spans), full for token steps.
         chunk_size (`int`, *optional*, defaults to 1024): texts extracted before their statistics are added; peak
             memory holds one chunk's states.
         structure (`TaskStructure`, *optional*): the estimator to fit (default `TaskStructure(**structure_kwargs)`);
@@ -119,11 +118,10 @@ def discover(
         raise InputError(f"`hook_point` must resolve to exactly one hook point, got {points}; to fit several layers "
                          "at once use hfs.sweep_layers.")
     point = points[0]
-    causal = is_causal(model, point) if context != "isolated" else None
     if context == "auto":
-        context = choose_context(causal, spans)
+        context = choose_context(spans)
     if context == "full" and structure.causal is None:  # a copy: the estimator passed in keeps its parameters
-        structure = type(structure)(**{**structure.get_params(), "causal": causal})
+        structure = type(structure)(**{**structure.get_params(), "causal": is_causal(model, point)})
     rank, world = process_layout()
     shard = np.array_split(np.arange(len(texts)), world)[rank]
 

@@ -12,12 +12,12 @@ chosen on seeds 0-4 (see docs/structure.md).
    satisfaction = the sum of the ratings in sentences 5 and 6), MiniLM `layers.3` and `layers.-1`, n = 1,500:
    full context vs `context="isolated"`, defaults; and the old route (segments of 2, `project=8` PCA); beside them
    the do-it-yourself peers (causal-learn's `fisherz` and `rcit`, when installed; see `peer_marks`); and
-   `hfs.discover` with every default (`context="auto"`: isolated on MiniLM).
+   `hfs.discover` with every default (`context="auto"`: isolated for sentence steps).
 3. Nonlinear outcomes (sum / max / threshold / all_above, n = 3,000, T = 12, M = 3, segments of 2): fisher_z vs rff_z.
 5. (`--only 5`) My own planted templates with tasks on runs at random offsets (T = 8, M = 3), n = 2,000: MiniLM
    `layers.1`, `layers.4` and SmolLM2 `layers.15`, full context vs isolated, defaults (in full context `causal` as
    `hfs.discover` sets it from the model: `hfs.hooks.is_causal`, True for SmolLM2); and `hfs.discover` with every
-   default (`context="auto"`: isolated on MiniLM, full on SmolLM2).
+   default (`context="auto"`: isolated for sentence steps).
 6. (`--only 6 [--texts 2000 16000 64000] [--model smollm2] [--contexts full]`) More data never hurts: the project's planted text
    through `hfs.discover` (streamed in chunks of 1,024) at 2,000 and 16,000 texts (or those given), MiniLM
    `layers.3` (or SmolLM2 `layers.15`), full context vs isolated (`--contexts auto`: `discover`'s default).
@@ -30,8 +30,8 @@ chosen on seeds 0-4 (see docs/structure.md).
    found, false marks, and for all-above the share of positive rows (each step's only evidence).
 4. (`--smollm2`) Distractor-rich sentences on SmolLM2-135M `layers.15` (each sentence states one number in words
    among distractor phrases; three tasks on runs at odd offsets), n = 1,000: the default (supervised) reduction vs
-   the earlier PCA one, full context (`causal=True`, as `hfs.discover` sets it for a decoder) and isolated, and the
-   causal-learn peers.
+   the earlier PCA one, full context (`causal=True`, as `hfs.discover` sets it for a decoder) and isolated, the
+   causal-learn peers, and `hfs.discover` with every default (`context="auto"`: isolated).
 """
 
 from __future__ import annotations
@@ -111,6 +111,10 @@ def smollm2_distractors() -> None:
             print(f"  {context:<9} {name:<32} {marks[0]:<10} {marks[1]:<10} {marks[2]:<10} {f1:5.3f} "
                   f"{time.perf_counter() - start:5.0f}s" + (f"  past {past}" if past else ""))
         peer_rows(states, tasks, truth, f"{context}")
+    context, marks, seconds = discover_default(model, tokenizer, texts, tasks, "layers.15")
+    cells = [",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in marks.T]
+    print(f"  {'hfs.discover defaults (' + context + ')':<42} {cells[0]:<10} {cells[1]:<10} {cells[2]:<10} "
+          f"{structure_scores(marks, truth)['f1']:5.3f} {seconds:5.0f}s")
 
 
 OBJECTS = ["parcels", "tickets", "apples", "coins", "candles", "shirts"]
@@ -173,8 +177,7 @@ def discover_default(model, tokenizer, texts: list[str], tasks: np.ndarray, laye
     chose, its marks and the seconds it took."""
     start = time.perf_counter()
     ts = hfs.discover(model, tokenizer, texts, tasks, hook_point=layer, steps=". ", batch_size=32, progress=False)
-    context = "full" if hfs.hooks.is_causal(model, layer) else "isolated"  # `choose_context` for sentence steps
-    return f"auto: {context}", ts.step_tasks_, time.perf_counter() - start
+    return f"auto: {ts.context_}", ts.step_tasks_, time.perf_counter() - start
 
 
 def offsets_across_models() -> None:
@@ -390,7 +393,7 @@ def main() -> None:
     parser.add_argument("--model", choices=tuple(MORE_DATA_LAYERS), default="minilm",
                         help="table 6: the model (its middle layer: MiniLM layers.3, SmolLM2 layers.15)")
     parser.add_argument("--contexts", nargs="+", choices=("full", "isolated", "auto"), default=["full", "isolated"],
-                        help="table 6: the contexts (auto: `hfs.discover`'s default, isolated on an encoder)")
+                        help="table 6: the contexts (auto: `hfs.discover`'s default, isolated for sentence steps)")
     args = parser.parse_args()
     tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
               "5": offsets_across_models,

@@ -146,7 +146,7 @@ def test_discover_isolates_the_steps_of_an_encoder_whose_context_leaks():
     model, tok = minilm()
     texts, tasks, truth = _repair_tickets(600, seed=0)
     kwargs = dict(hook_point="layers.-1", steps=". ", batch_size=64, progress=False)
-    default = hfs.discover(model, tok, texts, tasks, **kwargs)  # context="auto": MiniLM reads later tokens
+    default = hfs.discover(model, tok, texts, tasks, **kwargs)  # context="auto": sentence steps, each alone
     isolated = hfs.discover(model, tok, texts, tasks, context="isolated", **kwargs)
     full = hfs.discover(model, tok, texts, tasks, context="full", **kwargs)
     np.testing.assert_array_equal(default.step_tasks_, truth)
@@ -158,17 +158,23 @@ def test_discover_isolates_the_steps_of_an_encoder_whose_context_leaks():
     assert hfs.TaskStructure.from_dict(default.to_dict()).context_ == "isolated"
 
 
-def test_discover_keeps_the_context_of_a_decoder_and_of_token_steps():
+def test_discover_isolates_a_decoders_sentences_too_and_keeps_token_steps_whole(tmp_path):
+    from helpers import build_adapter
+
     model = build_tiny_model("gpt2", n_layers=2)
     texts, tasks, _ = synthetic.planted_text(n=300, T=4, M=2, seed=0)
     kwargs = dict(hook_point="layers.1", batch_size=64, progress=False, project=None)
     default = hfs.discover(model, tokenizer(), texts, tasks, steps=". ", **kwargs)
+    isolated = hfs.discover(model, tokenizer(), texts, tasks, steps=". ", context="isolated", **kwargs)
     full = hfs.discover(model, tokenizer(), texts, tasks, steps=". ", context="full", **kwargs)
-    assert default.causal is True and default.context_ == "full"  # full context, measured as causal
-    np.testing.assert_allclose(default.step_pvalues_, full.step_pvalues_, rtol=1e-6, atol=1e-300)
+    assert (default.context_, default.causal) == ("isolated", None)
+    np.testing.assert_allclose(default.step_pvalues_, isolated.step_pvalues_, rtol=1e-6, atol=1e-300)
+    assert (full.context_, full.causal) == ("full", True)  # full context: measured as causal
+    folder = build_adapter(d_in=32, n_tasks=2).save_pretrained(tmp_path / "adapter", structure=default)
+    assert "states in `isolated` context" in (folder / "README.md").read_text()  # the model card says so
     encoder = build_tiny_model("bert", n_layers=2)
     short = [" ".join(["one", "two", "three"][i % 3] for i in range(k, k + 5)) for k in range(len(texts))]
     tokens = hfs.discover(encoder, tokenizer(), short, tasks, steps="token", **kwargs)  # never encoded alone
-    assert tokens.causal is False  # full context, measured as bidirectional
+    assert (tokens.context_, tokens.causal) == ("full", False)  # measured as bidirectional
     with pytest.raises(ValueError, match="`context` must be one of 'auto', 'full', 'isolated', got 'whole'"):
         hfs.discover(model, tokenizer(), texts, tasks, steps=". ", context="whole", **kwargs)
