@@ -31,7 +31,8 @@ def structure_warnings(structure: Any) -> list[str]:
         if T > 2 and column.all():
             out.append(f"task {i} is marked on every step: content may leak between steps (attention carries "
                        "each step's content into the others). Try an earlier layer (hfs.sweep_layers) or "
-                       "extract_steps(..., context='isolated').")
+                       "hfs.discover(...), which encodes each step alone by default (or "
+                       "extract_steps(..., context='isolated')).")
         elif not column.any():
             out.append(f"task {i} is marked on no step: no step's state predicts it beyond the others at this "
                        "level (or the reduction lost it: see kept_share_).")
@@ -42,7 +43,8 @@ def structure_warnings(structure: Any) -> list[str]:
             if len(unmarked) == 0 and np.nanmin(row) > 0.5:
                 out.append(f"each step's state alone predicts task {i} (R^2 >= {np.nanmin(row):.2f} on every step): "
                            "at this layer the steps' contents are mixed, so no step is singled out. Use "
-                           "extract_steps(..., context='isolated') to ask which part of the input serves it.")
+                           "hfs.discover(...) (each step alone by default) or extract_steps(..., "
+                           "context='isolated') to ask which part of the input serves it.")
     share = getattr(structure, "kept_share_", None)
     if share is not None:
         for j, value in enumerate(share):
@@ -111,7 +113,7 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
                         "marks a step only where the tests given the band and given every other step both reject, "
                         "and for a decoder's states (causal=True) also the test given every earlier step; this fit "
                         f"ran {getattr(structure, 'conditioning_', '?')}. That removes some leaked marks, not all; "
-                        "context='isolated' removes them)."))
+                        "context='isolated', discover's default, removes them)."))
     temporal = getattr(structure, "temporal_pvalues_", None)
     if temporal is not None:
         dependent = int((temporal < structure.alpha / max(len(temporal), 1)).sum())
