@@ -125,6 +125,16 @@ def _load_array(path: str, name: str, columns: Any = None) -> np.ndarray:
     return read_array(path, name, _listed(columns, str))
 
 
+def _task_names(path: str, columns: Any = None) -> list[str]:
+    """The tasks' names for the report: the `columns` asked for, else a table's column names (none for `.npy`)."""
+    listed = _listed(columns, str)
+    if listed or str(path).lower().endswith(".npy"):
+        return listed or []
+    from ._files import load_table
+
+    return list(load_table(path).column_names)
+
+
 def _task_columns(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     return cfg.get("task_columns") or getattr(args, "task_columns", None)
 
@@ -340,8 +350,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
                       pvalues=getattr(structure, "step_pvalues_", None))
     print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}; decision: {structure.decision_}) "
           f"-> {path}")
-    columns = cfg["task_columns"]
-    names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns or [])
+    names = _task_names(cfg["tasks"], cfg["task_columns"])
     print(structure.report(names if len(names) == structure.n_tasks_ else None, warn=False))
     if truth is not None:
         from .metrics import structure_scores
