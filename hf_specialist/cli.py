@@ -559,7 +559,8 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--causal", choices=["true", "false"],
                    help="whether each step's state reads only its own and earlier steps (a decoder's states in full "
                         "context; then where content leaks a step must also depend on the task given every earlier "
-                        "step); default: measured on --model, unknown (false) for --states")
+                        "step); default: measured on --model in full context (isolated states do not use it), unknown "
+                        "(false) for --states")
     p.add_argument("--reduction", choices=["auto", "supervised", "pca"],
                    help="how --project dims are chosen per step: pca (top variance), supervised (task directions "
                         "learned on a held-out quarter of the first batch, then top variance) or auto (default): pca "

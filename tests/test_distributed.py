@@ -136,10 +136,12 @@ def test_discover_sharded_across_processes_equals_one_process(two_process_run):
     texts, _, truth = synthetic.planted_text(n=24, T=4, M=1, seed=0)
     tasks = truth["quantities"][:, :2] @ np.ones((2, 2))
     # the projection is learned from the main process's first chunk: the texts of its shard's first chunk
-    single = hfs.discover(build_tiny_model("gpt2", n_layers=3), tokenizer(), texts, tasks, hook_point="layers.1",
-                          steps=truth["separator"], chunk_size=5, project=2, reduction="pca")
-    for rank in (0, 1):
-        np.testing.assert_allclose(np.load(two_process_run / f"rank{rank}-discover.npy"), single.pvalues_, rtol=1e-6)
+    for context in ("full", "isolated"):  # full: causal measured on each process; isolated: the default
+        single = hfs.discover(build_tiny_model("gpt2", n_layers=3), tokenizer(), texts, tasks, hook_point="layers.1",
+                              steps=truth["separator"], chunk_size=5, project=2, reduction="pca", context=context)
+        for rank in (0, 1):
+            np.testing.assert_allclose(np.load(two_process_run / f"rank{rank}-discover-{context}.npy"), single.pvalues_,
+                                       rtol=1e-6)
 
 
 def test_every_process_returns_from_save_pretrained_with_the_folder_complete(tmp_path):

@@ -163,7 +163,8 @@ class TaskStructure:
             states predict that the reduced states keep.
         reduction_ (`str` or `None`): the reduction used, `"pca"` or `"supervised"` (`None`: no reduction).
         context_ (`str`): set by `hfs.discover` and `hfs.sweep_layers` only: the context the states were
-            extracted in, `"isolated"` or `"full"` (also in `structure.json` and `report()`).
+            extracted in, `"isolated"` or `"full"` (also in `structure.json` and `report()`; a later `partial_fit`
+            drops it, since its states may come from elsewhere).
         n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
 
     Examples:
@@ -365,6 +366,7 @@ class TaskStructure:
         """
         from .streaming import partial_fit
 
+        self.__dict__.pop("context_", None)  # hfs.discover's record covers only the texts it extracted
         return partial_fit(self, states, tasks)
 
     def _decide_from_statistics(self) -> TaskStructure:

@@ -46,6 +46,13 @@ def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, ho
     _, spans = check_extraction(model, texts, points[0], steps, pool, batch_size)
     if context == "isolated" and spans is None:
         raise InputError("context='isolated' needs a separator or per-text spans as `steps`, not 'token'.")
+    if context in ("isolated", "auto") and spans is not None:  # a step encoded alone needs text of its own
+        for i, (text, text_spans) in enumerate(zip(texts, spans)):
+            blank = [t for t, (a, b) in enumerate(text_spans) if not text[a:b].strip()]
+            if blank:
+                raise InputError(f"`texts[{i}]` step {blank[0] + 1} is blank; encoded on its own (context="
+                                 f"{context!r}: each step's text alone) it has no tokens. Fix the steps, or pass "
+                                 "context='full'.")
     check_equal_steps(spans, texts, steps, tokenizer=tokenizer, max_length=max_length)  # token steps: counted
     return texts, tasks, points, spans
 

@@ -23,6 +23,16 @@ def report_rows(structure: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _isolate_hint(structure: Any) -> str:
+    """How to encode each step alone, unless the states already were (`context_`, set by `hfs.discover`)."""
+    if getattr(structure, "context_", None) == "isolated":
+        return ("The steps were encoded alone, so this is not leakage: each step's own text predicts the task, or "
+                "the steps' texts depend on each other.")
+    return ("Try an earlier layer (hfs.sweep_layers), or, to ask which part of the input serves it, encode each step "
+            "alone: hfs.discover(...) with sentence or span steps does by default, or extract_steps(..., "
+            "context='isolated').")
+
+
 def structure_warnings(structure: Any) -> list[str]:
     """Patterns in the marks that point at a wrong answer (a task on every step or on none)."""
     out = []
@@ -30,9 +40,7 @@ def structure_warnings(structure: Any) -> list[str]:
     for i, column in enumerate(structure.step_tasks_.T):
         if T > 2 and column.all():
             out.append(f"task {i} is marked on every step: content may leak between steps (attention carries "
-                       "each step's content into the others). Try an earlier layer (hfs.sweep_layers) or "
-                       "hfs.discover(...), which encodes each step alone by default (or "
-                       "extract_steps(..., context='isolated')).")
+                       "each step's content into the others). " + _isolate_hint(structure))
         elif not column.any():
             out.append(f"task {i} is marked on no step: no step's state predicts it beyond the others at this "
                        "level (or the reduction lost it: see kept_share_).")
@@ -42,9 +50,8 @@ def structure_warnings(structure: Any) -> list[str]:
             unmarked = row[~structure.step_tasks_[:, i] & np.isfinite(row)]
             if len(unmarked) == 0 and np.nanmin(row) > 0.5:
                 out.append(f"each step's state alone predicts task {i} (R^2 >= {np.nanmin(row):.2f} on every step): "
-                           "at this layer the steps' contents are mixed, so no step is singled out. Use "
-                           "hfs.discover(...) (each step alone by default) or extract_steps(..., "
-                           "context='isolated') to ask which part of the input serves it.")
+                           "at this layer the steps' contents are mixed, so no step is singled out. "
+                           + _isolate_hint(structure))
     share = getattr(structure, "kept_share_", None)
     if share is not None:
         for j, value in enumerate(share):
@@ -113,7 +120,10 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
                         "marks a step only where the tests given the band and given every other step both reject, "
                         "and for a decoder's states (causal=True) also the test given every earlier step; this fit "
                         f"ran {getattr(structure, 'conditioning_', '?')}. That removes some leaked marks, not all; "
-                        "context='isolated', discover's default, removes them)."))
+                        + ("with each step encoded alone, as here, what remains is the texts' own dependence)."
+                           if getattr(structure, "context_", None) == "isolated" else
+                           "encoding each step alone removes them: context='isolated', discover's default for "
+                           "sentence steps).")))
     temporal = getattr(structure, "temporal_pvalues_", None)
     if temporal is not None:
         dependent = int((temporal < structure.alpha / max(len(temporal), 1)).sum())

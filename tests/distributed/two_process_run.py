@@ -66,9 +66,11 @@ chunks = [(seq_states[i : i + 750], seq_tasks[i : i + 750]) for i in range(0, 60
 fitted = hfs.TaskStructure(project=None).fit(chunks[RANK::2])
 np.save(OUT / f"rank{RANK}-structure.npy", fitted.pvalues_)
 np.save(OUT / f"rank{RANK}-structure-steps.npy", fitted.step_tasks_)
-from_model = hfs.discover(model, tokenizer(), texts, truth["quantities"][:, :2] @ np.ones((2, 2)), hook_point="layers.1",
-                          steps=truth["separator"], chunk_size=5, project=2, reduction="pca")
-np.save(OUT / f"rank{RANK}-discover.npy", from_model.pvalues_)
+for context in ("full", "isolated"):  # "isolated" is the default for sentence steps
+    from_model = hfs.discover(model, tokenizer(), texts, truth["quantities"][:, :2] @ np.ones((2, 2)),
+                              hook_point="layers.1", steps=truth["separator"], chunk_size=5, project=2, reduction="pca",
+                              context=context)
+    np.save(OUT / f"rank{RANK}-discover-{context}.npy", from_model.pvalues_)
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(402, 32)).astype(np.float32)  # 402 rows: shards and batches do not divide evenly

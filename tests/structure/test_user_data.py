@@ -178,3 +178,22 @@ def test_discover_isolates_a_decoders_sentences_too_and_keeps_token_steps_whole(
     assert (tokens.context_, tokens.causal) == ("full", False)  # measured as bidirectional
     with pytest.raises(ValueError, match="`context` must be one of 'auto', 'full', 'isolated', got 'whole'"):
         hfs.discover(model, tokenizer(), texts, tasks, steps=". ", context="whole", **kwargs)
+
+
+def test_discover_refuses_a_blank_step_before_encoding_steps_alone_and_partial_fit_drops_its_record():
+    model = build_tiny_model("gpt2", n_layers=2)
+    texts, tasks = ["abc d efg", "hij k lmn"], np.zeros((2, 1))
+    spans = [[(0, 3), (3, 4), (4, 9)], [(0, 3), (4, 5), (5, 9)]]  # texts[0] step 2 is " "
+    with pytest.raises(ValueError, match=r"`texts\[0\]` step 2 is blank; encoded on its own .*pass context='full'"):
+        hfs.discover(model, tokenizer(), texts, tasks, hook_point="layers.1", steps=spans)
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(2000, 4))
+    every_step = states.sum(1, keepdims=True) + 0.1 * rng.normal(size=(2000, 1))
+    with pytest.warns(UserWarning, match="marked on every step"):
+        structure = hfs.TaskStructure().fit(states, every_step)
+    assert "hfs.discover(...) with sentence or span steps does by default" in structure.report(warn=False)
+    structure.context_ = "isolated"  # as hfs.discover records it
+    assert "encoded alone, so this is not leakage" in structure.report(warn=False)
+    with pytest.warns(UserWarning, match="marked on every step"):
+        structure.partial_fit(states, every_step)  # states from elsewhere: the record no longer holds
+    assert not hasattr(structure, "context_")
