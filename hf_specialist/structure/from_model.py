@@ -58,15 +58,14 @@ def check_text_inputs(model: Any, texts: Any, tasks: Any, column: str | None, ho
 
 
 def choose_context(spans: list[list[tuple[int, int]]] | None) -> str:
-    """`context="auto"`: `"isolated"` where the steps are text spans (`spans`: a separator or per-text spans), so
-    each step's text is encoded on its own; `"full"` for token steps, which cannot be.
+    """`context="auto"`: `"isolated"` where the steps are text spans (`spans`: from a separator or per-text spans),
+    so each step's text is encoded on its own; `"full"` for token steps, which cannot be split that way.
 
-    A step's state in full context also reads the steps it attends to: both ways in an encoder, the earlier ones in
-    a decoder. It then depends on a task through steps that serve it, and conditioning on the other steps' states
-    blocks that only where it holds all they echo, linearly: no set does for an encoder (docs/structure.md), and
-    the past set does for a decoder only while the echo is linear in the earlier states (a noiseless or nonlinear
-    outcome of their content leaves marks). Encoded alone, a step's state is a function of its own text, which is
-    what the test assumes, whatever the model and the outcome.
+    In full context a step's state also reads the steps it attends to (both ways in an encoder, the earlier ones in
+    a decoder), so it depends on a task through the steps that serve it. Conditioning on the other steps' states
+    removes that only where a linear function of them accounts for the whole echo: never for an encoder, and for a
+    decoder only while the outcome is linear in the earlier states (docs/structure.md). A step encoded alone is a
+    function of its own text, which is what the test assumes, whatever the model and the outcome.
     """
     return "full" if spans is None else "isolated"
 
