@@ -26,6 +26,9 @@ chosen on seeds 0-4 (see docs/structure.md).
 8. (`--only 8`) Where table 1's errors of `carryover=True` on the action model fall: each wrong cell, and whether
    the truth there is a gap of one step between two runs of a task or the last step after a run (patterns whose lit
    steps are the same under either answer).
+10. (`--only 10`) Texts with nonlinear outcomes: table 5's templates with each task the max of the counts on its
+   run, a threshold of their sum, or "every count is 5 or more", through `hfs.discover` with every default, MiniLM
+   `layers.3` (n = 2,000) and SmolLM2 `layers.15` (n = 1,000), texts seeds 100-102.
 9. (`--only 9`) Table 3's max and all-above draws (fisher_z, the default) by how many steps serve a task: steps
    found, false marks, and for all-above the share of positive rows (each step's only evidence).
 4. (`--smollm2`) Distractor-rich sentences on SmolLM2-135M `layers.15` (each sentence states one number in words
@@ -121,15 +124,21 @@ OBJECTS = ["parcels", "tickets", "apples", "coins", "candles", "shirts"]
 PLACES = ["in the kitchen", "at the station", "by the river", "in the office", "at the market", "on the roof"]
 
 
-def offset_texts(n: int, seed: int, T: int = 8, M: int = 3) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """My own templates: each sentence states a count (in words) among a place and a weekday; task i sums the counts
-    of the sentences on its runs (random offsets, `synthetic.random_runs`)."""
+def offset_sentences(n: int, seed: int, T: int = 8, M: int = 3) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """My own templates: each sentence states a count (in words) among a place and a weekday. Returns the texts, the
+    counts `(n, T)` and each task's run (random offsets, `synthetic.random_runs`) as a `(T, M)` bool."""
     rng = np.random.default_rng(seed)
     truth = synthetic.random_runs(T, M, rng, min_run=1, max_run=3, runs_per_task=(1, 1))
     q = rng.integers(1, 10, size=(n, T))
     days = ["Monday", "Tuesday", "Friday", "Sunday"]
     texts = [". ".join(f"On {days[rng.integers(4)]} {PLACES[rng.integers(6)]} we found {WORDS[q[r, t]]} "
                        f"{OBJECTS[rng.integers(6)]}" for t in range(T)) + "." for r in range(n)]
+    return texts, q, truth
+
+
+def offset_texts(n: int, seed: int, T: int = 8, M: int = 3) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """`offset_sentences` with task i the sum of the counts of the sentences on its run."""
+    texts, q, truth = offset_sentences(n, seed, T, M)
     return texts, q @ truth.astype(float), truth
 
 
@@ -211,6 +220,44 @@ def offsets_across_models() -> None:
 
 
 MORE_DATA_LAYERS = {"minilm": "layers.3", "smollm2": "layers.15"}
+
+
+def nonlinear_outcome_texts(n: int, seed: int, outcome: str, T: int = 8, M: int = 3
+                            ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """`offset_sentences` (a count among a place and a weekday per sentence) with each task a nonlinear function of the
+    counts on its run (random offsets, 1-3 steps): `"max"`, `"threshold"` (1 where the run's sum is above its mean)
+    or `"all_above"` (1 where every count on the run is 5 or more)."""
+    texts, q, truth = offset_sentences(n, seed, T, M)
+    columns = []
+    for i in range(M):
+        run = q[:, truth[:, i]]
+        if outcome == "max":
+            columns.append(run.max(1))
+        elif outcome == "threshold":
+            columns.append((run.sum(1) > 5 * run.shape[1]).astype(float))
+        else:
+            columns.append((run >= 5).all(1).astype(float))
+    return texts, np.stack(columns, 1).astype(float), truth
+
+
+def nonlinear_texts() -> None:
+    from hf_specialist.models import load_model
+
+    print("10. Texts with nonlinear outcomes through hfs.discover (every default: each sentence alone), runs at random "
+          "offsets (T=8, M=3), texts seeds 100-102; n=2,000 (MiniLM layers.3) and 1,000 (SmolLM2 layers.15)")
+    print(f"  {'model':<8} {'outcome':<10} {'seed':>4} {'truth':<22} {'marks':<22} {'F1':>5} {'false':>5} {'time':>5}")
+    for name, n in (("minilm", 2000), ("smollm2", 1000)):
+        model, tokenizer = load_model(name)
+        for outcome in ("max", "threshold", "all_above"):
+            for seed in (100, 101, 102):
+                texts, tasks, truth = nonlinear_outcome_texts(n, seed, outcome)
+                start = time.perf_counter()
+                ts = hfs.discover(model, tokenizer, texts, tasks, hook_point=MORE_DATA_LAYERS[name], steps=". ",
+                                  batch_size=32, progress=False)
+                show = lambda m: " | ".join(",".join(str(t + 1) for t in np.flatnonzero(c)) or "-" for c in m.T)
+                print(f"  {name:<8} {outcome:<10} {seed:>4} {show(truth):<22} {show(ts.step_tasks_):<22} "
+                      f"{structure_scores(ts.step_tasks_, truth)['f1']:5.3f} {int((ts.step_tasks_ & ~truth).sum()):>5} "
+                      f"{time.perf_counter() - start:4.0f}s", flush=True)
 
 
 def more_data(sizes: tuple[int, ...] = (2000, 16000), model_name: str = "minilm",
@@ -387,7 +434,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-text", action="store_true", help="skip table 2 (MiniLM)")
     parser.add_argument("--smollm2", action="store_true", help="also table 4 (SmolLM2, about 10 minutes on 2 cores)")
-    parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7", "8", "9"), help="run one table")
+    parser.add_argument("--only", choices=("1", "2", "3", "4", "5", "6", "7", "8", "9", "10"), help="run one table")
     parser.add_argument("--texts", type=int, nargs="+", default=[2000, 16000],
                         help="table 6: numbers of texts (64000 takes about 40 minutes on 2 cores)")
     parser.add_argument("--model", choices=tuple(MORE_DATA_LAYERS), default="minilm",
@@ -398,7 +445,7 @@ def main() -> None:
     tables = {"1": linear_runs, "2": conversations, "3": nonlinear, "4": smollm2_distractors,
               "5": offsets_across_models,
               "6": lambda: more_data(tuple(args.texts), args.model, tuple(args.contexts)), "7": streaming_cost, "8": carryover_errors,
-              "9": nonlinear_by_run_length}
+              "9": nonlinear_by_run_length, "10": nonlinear_texts}
     if args.only:
         tables[args.only]()
         return
