@@ -427,6 +427,8 @@ class TaskStructure:
         self.n_segments_, self.n_tasks_, self.n_steps_ = N, M, T_full
         self.n_features_in_ = self._layout.steps_shape[1]
         self.n_samples_seen_ = int(n)
+        if getattr(self, "_extraction_context", None) is not None:  # set by hfs.discover around its fit
+            self.context_ = self._extraction_context
         self._warn_leakage()
         return self
 

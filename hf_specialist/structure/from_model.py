@@ -146,8 +146,11 @@ def discover(
             yield stack_steps(chunk, pad_steps=False), tasks[lo:hi]
 
     started = time.perf_counter()
-    structure.fit(batches())
-    structure.context_ = context
+    structure._extraction_context = context  # becomes `context_` when the fit decides (its warnings read it)
+    try:
+        structure.fit(batches())
+    finally:
+        del structure._extraction_context
     if rank == 0 and progress is not False:
         marks = "; ".join(f"task {i}: steps {','.join(str(t + 1) for t in np.flatnonzero(c)) or 'none'}"
                           for i, c in enumerate(structure.step_tasks_.T))

@@ -197,3 +197,16 @@ def test_discover_refuses_a_blank_step_before_encoding_steps_alone_and_partial_f
     with pytest.warns(UserWarning, match="marked on every step"):
         structure.partial_fit(states, every_step)  # states from elsewhere: the record no longer holds
     assert not hasattr(structure, "context_")
+
+
+def test_discovers_fit_time_warning_knows_the_steps_were_encoded_alone():
+    model = build_tiny_model("gpt2", n_layers=2)
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 10, size=(400, 3))
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    texts = [". ".join(f"box {chr(97 + t)} holds {words[c]} pens" for t, c in enumerate(row)) + "." for row in counts]
+    with pytest.warns(UserWarning, match="encoded alone, so this is not leakage"):
+        structure = hfs.discover(model, tokenizer(), texts, counts.sum(1, keepdims=True).astype(float),
+                                 hook_point="layers.1", steps=". ", progress=False, project=None)
+    assert structure.step_tasks_.all() and structure.context_ == "isolated"
+    assert not hasattr(structure, "_extraction_context")
