@@ -70,7 +70,7 @@ def test_fit_of_batches_equals_fit_of_the_array():
     _assert_same_fit(hfs.TaskStructure().fit(torch_batches), streamed)
 
 
-def test_supervised_reduction_learns_on_rows_the_tests_do_not_use():
+def test_supervised_reduction_learns_on_rows_the_tests_do_not_use(monkeypatch):
     # the task-relevant direction of each step has small variance: the top-variance (PCA) dims miss it
     rng = np.random.default_rng(0)
     n, T, d = 4000, 4, 20
@@ -86,6 +86,14 @@ def test_supervised_reduction_learns_on_rows_the_tests_do_not_use():
     np.testing.assert_array_equal(supervised.step_tasks_, truth)
     assert supervised.n_samples_seen_ == n - 1000  # a quarter of the rows learned the directions
     assert supervised.kept_share_[0] > 0.9
+    from hf_specialist.structure.reduction import AUTO_CHECK_ROWS, StepReduction
+
+    measured = []
+    original = StepReduction.kept_share
+    monkeypatch.setattr(StepReduction, "kept_share",
+                        lambda self, x, *a, **k: measured.append(len(x)) or original(self, x, *a, **k))
+    hfs.TaskStructure(project=4).fit(states, tasks)  # the task directions' share: every held-out row the check allows
+    assert measured[-1] == min(n - 1000, AUTO_CHECK_ROWS)
     # no task at all: the held-out split keeps the test calibrated (no mark from directions fitted to noise)
     noise = rng.normal(size=(n, 2))
     assert not hfs.TaskStructure(project=4).fit(states, noise).step_tasks_.any()
