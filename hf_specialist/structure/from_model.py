@@ -9,6 +9,7 @@ structure.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 import time
 from typing import Any
 
@@ -68,6 +69,19 @@ def choose_context(spans: list[list[tuple[int, int]]] | None) -> str:
     function of its own text, which is what the test assumes, whatever the model and the outcome.
     """
     return "full" if spans is None else "isolated"
+
+
+@contextmanager
+def recording_context(structures: Sequence[TaskStructure], context: str) -> Iterator[None]:
+    """While `discover` or `sweep_layers` fit `structures` on states extracted in `context`, each fit records it as
+    `context_` when it decides (so its fit-time warnings read it); a `partial_fit` outside drops the record."""
+    for structure in structures:
+        structure._extraction_context = context
+    try:
+        yield
+    finally:
+        for structure in structures:
+            del structure._extraction_context
 
 
 def discover(
@@ -146,11 +160,8 @@ def discover(
             yield stack_steps(chunk, pad_steps=False), tasks[lo:hi]
 
     started = time.perf_counter()
-    structure._extraction_context = context  # becomes `context_` when the fit decides (its warnings read it)
-    try:
+    with recording_context([structure], context):
         structure.fit(batches())
-    finally:
-        del structure._extraction_context
     if rank == 0 and progress is not False:
         marks = "; ".join(f"task {i}: steps {','.join(str(t + 1) for t in np.flatnonzero(c)) or 'none'}"
                           for i, c in enumerate(structure.step_tasks_.T))

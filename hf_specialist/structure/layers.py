@@ -126,7 +126,7 @@ def sweep_layers(
     """
     from ..data import iter_layer_step_arrays
     from ..steps import stack_steps
-    from .from_model import check_text_inputs
+    from .from_model import check_text_inputs, recording_context
 
     specs = [hook_points] if isinstance(hook_points, str) else list(hook_points)
     texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, specs, steps, pool, batch_size,
@@ -148,17 +148,18 @@ def sweep_layers(
 
     started = time.perf_counter()
     starts = range(0, len(texts), chunk_size)
-    for start in progress_lines(starts, len(starts), f"sweep {len(points)} hook points", progress):
-        lo, hi = start, min(start + chunk_size, len(texts))
-        per_text = list(iter_layer_step_arrays(model, tokenizer, texts[lo:hi], None if spans is None else spans[lo:hi],
-                                               points, pool, batch_size, max_length, progress=False, context=context))
-        for point in points:
-            states = stack_steps([row[point] for row in per_text], pad_steps=False)
-            structures[point].partial_fit(states, tasks[lo:hi])
+    with recording_context(list(structures.values()), context):
+        for start in progress_lines(starts, len(starts), f"sweep {len(points)} hook points", progress):
+            lo, hi = start, min(start + chunk_size, len(texts))
+            per_text = list(iter_layer_step_arrays(model, tokenizer, texts[lo:hi],
+                                                   None if spans is None else spans[lo:hi], points, pool, batch_size,
+                                                   max_length, progress=False, context=context))
+            for point in points:
+                states = stack_steps([row[point] for row in per_text], pad_steps=False)
+                structures[point].partial_fit(states, tasks[lo:hi])
     for point, structure in structures.items():
         if not hasattr(structure, "step_tasks_"):
             raise InputError(f"{len(texts)} texts are too few for the structure test at {point}; pass more texts.")
-        structure.context_ = context
     sweep = LayerSweep(points, structures, {p: structure_confidence(s) for p, s in structures.items()})
     if plot is not None:
         sweep.plot(plot)

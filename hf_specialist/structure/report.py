@@ -23,9 +23,14 @@ def report_rows(structure: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _isolated(structure: Any) -> bool:
+    """Whether `hfs.discover` / `sweep_layers` encoded each step alone (`context_`)."""
+    return getattr(structure, "context_", None) == "isolated"
+
+
 def _isolate_hint(structure: Any) -> str:
-    """How to encode each step alone, unless the states already were (`context_`, set by `hfs.discover`)."""
-    if getattr(structure, "context_", None) == "isolated":
+    """How to encode each step alone, unless the states already were."""
+    if _isolated(structure):
         return ("The steps were encoded alone, so this is not leakage: each step's own text predicts the task, or "
                 "the steps' texts depend on each other.")
     return ("Try an earlier layer (hfs.sweep_layers), or, to ask which part of the input serves it, encode each step "
@@ -121,7 +126,7 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
                         "and for a decoder's states (causal=True) also the test given every earlier step; this fit "
                         f"ran {getattr(structure, 'conditioning_', '?')}. That removes some leaked marks, not all; "
                         + ("with each step encoded alone, as here, what remains is the texts' own dependence)."
-                           if getattr(structure, "context_", None) == "isolated" else
+                           if _isolated(structure) else
                            "encoding each step alone removes them: context='isolated', discover's default for "
                            "sentence steps).")))
     temporal = getattr(structure, "temporal_pvalues_", None)

@@ -43,6 +43,7 @@ def test_sweep_layers_equals_a_fit_per_layer_and_plots(tmp_path):
     for point in sweep.hook_points:
         states = hfs.extract_steps(model, tokenizer(), texts, hook_point=point, steps=". ")
         assert sweep.structures[point].causal is True  # GPT-2 (measured per hook point)
+        assert sweep.structures[point].context_ == "full"
         alone = hfs.TaskStructure(project=None, causal=True).fit(states, tasks)
         np.testing.assert_array_equal(sweep.structures[point].step_tasks_, alone.step_tasks_)
         np.testing.assert_allclose(sweep.structures[point].step_pvalues_, alone.step_pvalues_, rtol=1e-5, atol=1e-300)
