@@ -73,7 +73,22 @@ def _check_model_name(name: str | None) -> None:
         check_source(name, "folder")
 
 
+def _recipe_loader() -> type:
+    """YAML's safe loader, reading `1e-3` as the number Python reads (YAML 1.1 needs `1.0e-3`, else a string)."""
+    import re
+
+    import yaml
+
+    class RecipeLoader(yaml.SafeLoader):
+        pass
+
+    number = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$")
+    RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789."))
+    return RecipeLoader
+
+
 def _load_recipe(path: str | None, section: str) -> dict[str, Any]:
+    """The keys of a YAML recipe for `section`: its top-level keys, overridden by those under `section:`."""
     if path is None:
         return {}
     import yaml
@@ -81,7 +96,7 @@ def _load_recipe(path: str | None, section: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise BadInput(f"recipe file not found: {path}")
-    content = yaml.safe_load(file.read_text()) or {}
+    content = yaml.load(file.read_text(), Loader=_recipe_loader()) or {}
     if not isinstance(content, dict):
         raise BadInput(f"recipe {path} must be a mapping of keys to values")
     merged = {k: v for k, v in content.items() if not isinstance(v, dict)}
@@ -392,7 +407,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not file.is_file():
             raise BadInput(f"structure file not found: {file}")
         structure = TaskStructure.from_dict(json.loads(file.read_text()))
-    sparsity = cfg["sparsity"] if cfg["sparsity"] == "auto" else float(cfg["sparsity"])
+    try:
+        sparsity = cfg["sparsity"] if cfg["sparsity"] == "auto" else float(cfg["sparsity"])
+    except (TypeError, ValueError):
+        raise BadInput(f"--sparsity must be 'auto' or a non-negative number, got {cfg['sparsity']!r}.") from None
     n_tasks = tasks.shape[-1] if tasks.ndim > 1 else 1
     task_types, n_classes = _listed(cfg["task_types"], str), _listed(cfg["n_classes"], int)
     if n_classes is None and task_types and "classification" in task_types:
@@ -472,13 +490,15 @@ def cmd_push(args: argparse.Namespace) -> int:
     """Push a saved adapter folder to the Hub in one commit."""
     from .hub import push_folder
 
-    if not args.dir or not args.repo_id:
-        raise BadInput("usage: hf-specialist push DIR REPO_ID")
-    if not Path(args.dir).is_dir():
-        raise BadInput(f"not a folder: {args.dir}")
-    url = push_folder(args.dir, args.repo_id, private=args.private, branch=args.branch, commit_message=args.commit_message,
-                      token=args.token)
-    print(f"pushed {args.dir} to {args.repo_id}: {url}")
+    cfg = _merge(args, _load_recipe(args.recipe, "push"), {"dir": None, "repo_id": None, "private": None,
+                                                           "branch": None, "commit_message": None, "token": None})
+    if not cfg["dir"] or not cfg["repo_id"]:
+        raise BadInput("usage: hf-specialist push DIR REPO_ID (or `dir` and `repo_id` in the recipe)")
+    if not Path(cfg["dir"]).is_dir():
+        raise BadInput(f"not a folder: {cfg['dir']}")
+    url = push_folder(cfg["dir"], cfg["repo_id"], private=cfg["private"], branch=cfg["branch"],
+                      commit_message=cfg["commit_message"], token=cfg["token"])
+    print(f"pushed {cfg['dir']} to {cfg['repo_id']}: {url}")
     return EXIT_OK
 
 

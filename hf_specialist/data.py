@@ -19,8 +19,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_folder
-from ._validation import InputError, InputTypeError
 from ._distributed import barrier, process_layout
+from ._validation import InputError, InputTypeError
 from .hooks import HiddenStateExtractor, resolve_hook_points
 from .steps import (POOLING_MODES, StepRule, ensure_pad_token, pool_steps, stack_steps, step_spans, token_step_counts,
                     tokenize_steps)
@@ -304,7 +304,7 @@ def _refuse_moved_arguments(given: dict[str, Any]) -> None:
     for any other unknown keyword."""
     unknown = sorted(set(given) - set(_MOVED_ARGUMENTS))
     if unknown:
-        raise TypeError(f"extract_steps() got an unexpected keyword argument {unknown[0]!r}")
+        raise InputTypeError(f"extract_steps() got an unexpected keyword argument {unknown[0]!r}")
     reasons = "; ".join(_MOVED_ARGUMENTS[name] for name in sorted(given))
     raise InputError(f"extract_steps() no longer takes {', '.join(f'`{n}`' for n in sorted(given))}: it always "
                      f"returns one `(n_sequences, T, d)` array. {reasons}.")
@@ -346,8 +346,9 @@ def extract_steps(
         max_length (`int`, *optional*): truncate tokenised texts to this many tokens.
         column (`str`, *optional*): the text column when `texts` is a `datasets.Dataset` (default: its only string
             column).
-        cache_dir (`str`, *optional*): an Arrow cache keyed by model, revision, hook point, step rule and texts;
-            reused when present. Under `accelerate launch` each process extracts its own shard and the shards are
+        cache_dir (`str`, *optional*): an Arrow cache keyed by everything that determines the steps (`cache_key`:
+            the model's weights and config, the tokenizer, hook point, step rule, context, pooling, `max_length`
+            and the texts); reused when present. Under `accelerate launch` each process extracts its own shard and the shards are
             joined into one cache.
         progress (`bool`, *optional*): show a progress bar (default: when stderr is a terminal).
         process_index, num_processes (`int`, *optional*): override the `accelerate` process layout.
@@ -468,7 +469,7 @@ def _extract(
     """The one extraction behind `extract_steps` (`form="array"`), `extract_padded_steps` (`"padded"`) and
     `extract_steps_dataset` (`"dataset"`): checks, sharding, the cache, then the result in the form asked."""
     if form not in _FORMS:  # pragma: no cover - private
-        raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
+        raise InputError(f"form must be one of {_FORMS}, got {form!r}")
     texts = _texts_from(texts, column)
     hook_point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
     if context not in ("full", "isolated"):

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import InputError
+
 DATA_DIR = Path(__file__).parent / "data_files" / "ravel"
 NAMES = ("Alice", "Bob", "Carla", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kemal", "Lena",
          "Marco", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Yusuf")
@@ -55,10 +57,12 @@ class EntityTask:
 
     @property
     def task_type(self) -> str:
+        """`"classification"` for a majority class over the serving sentences, else `"regression"`."""
         return "classification" if self.aggregate == "majority" else "regression"
 
     @property
     def n_classes(self) -> int:
+        """Classes of a classification task (0 for regression)."""
         return len(self.classes) if self.classes else 0
 
 
@@ -83,7 +87,7 @@ def load_entities(kind: str) -> dict[str, dict[str, str]]:
     """RAVEL attributes by entity name for `kind` (`"occupation"` or `"city"`), spellings normalised; names with a
     full stop are left out (sentences are split at ". ")."""
     if kind not in TEMPLATES:
-        raise ValueError(f"`kind` must be 'occupation' or 'city', got {kind!r}.")
+        raise InputError(f"`kind` must be 'occupation' or 'city', got {kind!r}.")
     raw = json.loads((DATA_DIR / ("occupations.json" if kind == "occupation" else "cities.json")).read_text())
     return {name: {k: _normalise(k, v) for k, v in attrs.items()} for name, attrs in sorted(raw.items())
             if "." not in name and name.strip()}
@@ -145,7 +149,7 @@ def _assignment(n_segments: int, tasks: list[EntityTask], rng: np.random.Generat
         drawn = _draw_assignment(n_segments, tasks, rng, min_segments)
         if drawn is not None:
             return drawn
-    raise ValueError(f"{n_segments} segments cannot give every task {min_segments} segments with one entity type "
+    raise InputError(f"{n_segments} segments cannot give every task {min_segments} segments with one entity type "
                      "each; use a larger T.")
 
 
@@ -195,10 +199,10 @@ def entity_sequences(
         `n_classes` and `task_names` (for `SpecialistConfig`).
     """
     if T % segment_length:
-        raise ValueError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
+        raise InputError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
-        raise ValueError(f"Unknown tasks {unknown}; choose from {sorted(TASKS)}.")
+        raise InputError(f"Unknown tasks {unknown}; choose from {sorted(TASKS)}.")
     specs = [TASKS[t] for t in tasks]
     rng = np.random.default_rng(seed)
     segment_tasks, segment_kinds = _assignment(T // segment_length, specs, rng, min_segments_per_task)

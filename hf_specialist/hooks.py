@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validation import InputError
+from ._validation import InputError, InputTypeError
 
 # Suffixes of the block list per architecture family; matched against module paths, so wrappers such as
 # `*ForCausalLM`, `*ForSequenceClassification` and `peft.PeftModel` resolve too.
@@ -127,7 +127,7 @@ def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
         matching = [(name, m) for name, m in lists if len(m) == n_layers]
         if len(matching) == 1:
             return matching[0]
-    raise ValueError(
+    raise InputError(
         f"Could not find the list of transformer blocks in {type(model).__name__}: no known block list "
         f"({sorted(set(LAYER_LIST_SUFFIXES.values()))}) and no single nn.ModuleList of length "
         f"config.num_hidden_layers={n_layers}. Pass raw module paths as hook points instead."
@@ -168,7 +168,7 @@ def _resolve(model: nn.Module, spec: str | Iterable[str]) -> list[HookPoint]:
     resolved: list[HookPoint] = []
     for item in specs:
         if not isinstance(item, str) or not item:
-            raise TypeError(f"Hook point specs must be non-empty strings, got {item!r}.")
+            raise InputTypeError(f"Hook point specs must be non-empty strings, got {item!r}.")
         matched: list[HookPoint] = []
         layer_match = _LAYER_NAME.match(item)
         if layer_match and canonical:

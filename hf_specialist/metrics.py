@@ -7,12 +7,13 @@ from typing import Any
 import numpy as np
 
 from ._arrays import standardise
+from ._validation import InputError
 
 
 def _check_pair(pred: Any, truth: Any, name_pred: str = "pred", name_truth: str = "truth") -> tuple[np.ndarray, np.ndarray]:
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape:
-        raise ValueError(f"`{name_pred}` has shape {pred.shape} but `{name_truth}` has shape {truth.shape}; they must match.")
+        raise InputError(f"`{name_pred}` has shape {pred.shape} but `{name_truth}` has shape {truth.shape}; they must match.")
     return pred, truth
 
 
@@ -89,13 +90,13 @@ def block_r2(
     relevant = relevant.reshape(len(relevant), -1)
     irrelevant = irrelevant.reshape(len(irrelevant), -1)
     if not len(block) == len(relevant) == len(irrelevant):
-        raise ValueError(
+        raise InputError(
             f"`pred_block`, `true_relevant` and `true_irrelevant` must have the same number of rows, got "
             f"{len(block)}, {len(relevant)} and {len(irrelevant)}."
         )
     for name, value in (("pred_block", block), ("true_relevant", relevant), ("true_irrelevant", irrelevant)):
         if not np.isfinite(value).all():
-            raise ValueError(f"`{name}` contains {int((~np.isfinite(value)).sum())} NaN or infinite values; every "
+            raise InputError(f"`{name}` contains {int((~np.isfinite(value)).sum())} NaN or infinite values; every "
                              "entry must be finite.")
     return {
         "r2_relevant": _cv_r2(block, relevant, seed, max_samples, folds),

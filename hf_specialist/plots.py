@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import InputError
 from .structure.figures import _pyplot, _save, layer_sweep_heatmap, step_task_heatmap
 
 __all__ = ["kept_dropped_bars", "lambda_path_plot", "layer_sweep_heatmap", "r2_bars", "step_task_heatmap",
@@ -66,7 +67,7 @@ def training_curves(history: Mapping[str, Any], path: str | os.PathLike) -> Path
     plt = _pyplot()
     steps = history.get("steps", [])
     if not steps:
-        raise ValueError("`history` has no logged steps to plot.")
+        raise InputError("`history` has no logged steps to plot.")
     chosen = history.get("selected_sparsity")
     runs: dict[float, list[Mapping[str, Any]]] = {}
     for record in steps:  # one line per lambda of the path (each run counts its own steps)
@@ -110,11 +111,11 @@ def lambda_path_plot(history: Mapping[str, Any], path: str | os.PathLike,
 
     records = list(history.get("path") or [])
     if not records:
-        raise ValueError("`history` has no lambda path to plot (`history['path']` is empty).")
+        raise InputError("`history` has no lambda path to plot (`history['path']` is empty).")
     n_tasks = sum(1 for key in records[0] if key.startswith("task_") and "/" not in key)
     names = list(task_names) if task_names is not None else [f"task_{i}" for i in range(n_tasks)]
     if len(names) != n_tasks:
-        raise ValueError(f"`task_names` has {len(names)} names, but the path has {n_tasks} tasks.")
+        raise InputError(f"`task_names` has {len(names)} names, but the path has {n_tasks} tasks.")
     lambdas = np.array([float(r["sparsity"]) for r in records])
     positive = lambdas[lambdas > 0]
     zero_at = positive.min() / 3 if len(positive) else 1.0

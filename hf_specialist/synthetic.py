@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import Interval, validate_params
-
 
 def _signed_uniform(rng: np.random.Generator, size: Any, low: float = 0.5, high: float = 1.5) -> np.ndarray:
     return rng.uniform(low, high, size=size) * rng.choice([-1.0, 1.0], size=size)
@@ -40,7 +38,7 @@ def random_assignment(
     if max_segments is None:
         max_segments = max(min_segments, min(n_segments, math.ceil(n_segments / max(n_tasks, 1)) + 1))
     if min_segments > n_segments:
-        raise ValueError(f"`min_segments_per_task`={min_segments} exceeds the number of segments {n_segments}.")
+        raise InputError(f"`min_segments_per_task`={min_segments} exceeds the number of segments {n_segments}.")
     assignment = np.zeros((n_segments, n_tasks), dtype=bool)
     for task in range(n_tasks):
         count = int(rng.integers(min_segments, min(max_segments, n_segments) + 1))
@@ -148,16 +146,16 @@ def collider_sequences(
          "n_cuts": [Interval(int, 0, None)]},
     )
     if T % segment_length:
-        raise ValueError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
+        raise InputError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
     if outcome not in ("sum", "max", "threshold", "all_above"):
-        raise ValueError(f"`outcome` must be 'sum', 'max', 'threshold' or 'all_above', got {outcome!r}.")
+        raise InputError(f"`outcome` must be 'sum', 'max', 'threshold' or 'all_above', got {outcome!r}.")
     rng = np.random.default_rng(seed)
     n_segments = T // segment_length
     segment_tasks = random_assignment(n_segments, M, rng, min_segments_per_task, max_segments_per_task)
     if assignment is not None:
         segment_tasks = np.asarray(assignment, dtype=bool)
         if segment_tasks.shape != (n_segments, M):
-            raise ValueError(f"`assignment` must have shape {(n_segments, M)}, got {segment_tasks.shape}.")
+            raise InputError(f"`assignment` must have shape {(n_segments, M)}, got {segment_tasks.shape}.")
     step_tasks = np.repeat(segment_tasks, segment_length, axis=0)
     cuts = sorted(rng.choice(np.arange(1, T), size=min(n_cuts, T - 1), replace=False).tolist()) if n_cuts else []
     d = state_dim
@@ -199,7 +197,7 @@ def collider_sequences(
         if outcome == "threshold":
             tasks = (tasks > 0).astype(float)
     if mixing not in ("nonlinear", "linear", "identity"):
-        raise ValueError(f"`mixing` must be 'nonlinear', 'linear' or 'identity', got {mixing!r}.")
+        raise InputError(f"`mixing` must be 'nonlinear', 'linear' or 'identity', got {mixing!r}.")
     if (obs_dim is not None or d > 1) and mixing != "identity":
         mix = _invertible_mlp(d, obs_dim or d, mix_rng or rng, layers=2 if mixing == "nonlinear" else 1)
         states = mix(states.reshape(n * T, d)).reshape(n, T, -1)
@@ -225,7 +223,7 @@ def unlinked_collider_sequences(seed: int | None = 0, **kwargs: Any) -> tuple[np
         **kwargs: any other argument of `collider_sequences` except `sample_seed`.
     """
     if "sample_seed" in kwargs:
-        raise ValueError("`sample_seed` is set here: the states and the tasks come from two draws of `seed`.")
+        raise InputError("`sample_seed` is set here: the states and the tasks come from two draws of `seed`.")
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])  # a fresh structure and fresh draws
     states, _, truth = collider_sequences(seed=seed, sample_seed=2 * int(seed) + 10**9, **kwargs)
@@ -235,7 +233,8 @@ def unlinked_collider_sequences(seed: int | None = 0, **kwargs: Any) -> tuple[np
     return states, tasks, truth
 
 
-def paper_linear_gaussian(n: int = 10_000, T: int = 20, M: int | None = None, seed: int | None = 0):
+def paper_linear_gaussian(n: int = 10_000, T: int = 20, M: int | None = None,
+                          seed: int | None = 0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The paper's synthetic setting: linear-Gaussian collider sequences, `L = 2`, `M = max(1, round(T / 5))`."""
     return collider_sequences(n=n, T=T, M=M if M is not None else max(1, round(T / 5)), segment_length=2, seed=seed)
 
@@ -265,13 +264,13 @@ def within_step_latents(
         `latents (n, d_s)`, `relevant (n_tasks, d_s)` bool, `irrelevant (d_s,)` bool, `task_dims`.
     """
     if overlap >= block_size:
-        raise ValueError(f"`overlap`={overlap} must be smaller than `block_size`={block_size}.")
+        raise InputError(f"`overlap`={overlap} must be smaller than `block_size`={block_size}.")
     rng = np.random.default_rng(seed)
     stride = block_size - overlap
     n_relevant = stride * (n_tasks - 1) + block_size
     d_s = n_relevant + n_irrelevant
     if obs_dim < d_s:
-        raise ValueError(f"`obs_dim`={obs_dim} must be at least the latent size {d_s} for an invertible map.")
+        raise InputError(f"`obs_dim`={obs_dim} must be at least the latent size {d_s} for an invertible map.")
     task_dim = block_size if task_dim is None else task_dim
     latents = rng.uniform(-2, 2, size=(n, d_s))
     relevant = np.zeros((n_tasks, d_s), dtype=bool)
@@ -322,14 +321,14 @@ def collider_step_latents(
     rng = np.random.default_rng(seed)
     d_s = n_tasks * block_size + n_irrelevant
     if obs_dim < d_s:
-        raise ValueError(f"`obs_dim`={obs_dim} must be at least the latent size {d_s} for an invertible map.")
+        raise InputError(f"`obs_dim`={obs_dim} must be at least the latent size {d_s} for an invertible map.")
     if step_tasks is None:
         step_tasks = np.zeros((T, n_tasks), dtype=bool)
         for i in range(n_tasks):
             step_tasks[rng.choice(T, size=max(2, T // n_tasks), replace=False), i] = True
     step_tasks = np.asarray(step_tasks, dtype=bool)
     if step_tasks.shape != (T, n_tasks):
-        raise ValueError(f"`step_tasks` must have shape {(T, n_tasks)}, got {step_tasks.shape}.")
+        raise InputError(f"`step_tasks` must have shape {(T, n_tasks)}, got {step_tasks.shape}.")
     latents = rng.uniform(-2, 2, size=(n, T, d_s))
     relevant = np.zeros((n_tasks, d_s), dtype=bool)
     tasks = np.empty((n, n_tasks))
@@ -377,14 +376,14 @@ def planted_text(
         `separator`.
     """
     if T % segment_length:
-        raise ValueError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
+        raise InputError(f"`T`={T} must be a multiple of `segment_length`={segment_length}.")
     rng = np.random.default_rng(seed)
     n_segments = T // segment_length
     if assignment is None:
         assignment = random_assignment(n_segments, M, rng, min_segments_per_task, max_segments_per_task)
     assignment = np.asarray(assignment, dtype=bool)
     if assignment.shape != (n_segments, M):
-        raise ValueError(f"`assignment` must have shape {(n_segments, M)}, got {assignment.shape}.")
+        raise InputError(f"`assignment` must have shape {(n_segments, M)}, got {assignment.shape}.")
     step_tasks = np.repeat(assignment, segment_length, axis=0)
     quantities = rng.integers(1, 10, size=(n, T))
     names = rng.integers(0, len(_NAMES), size=(n, T))
@@ -413,6 +412,7 @@ def planted_text(
     return texts, tasks, truth
 
 
+from ._validation import InputError, Interval, validate_params
 from .entities import entity_sentences, entity_sequences  # noqa: E402  (real-knowledge texts, RAVEL attributes)
 
 __all__ = ["collider_sequences", "collider_step_latents", "entity_sentences", "entity_sequences",

@@ -245,3 +245,19 @@ def test_cli_train_defaults_come_from_the_api_and_classification_is_reachable(tm
     assert cli.api_defaults(hfs.SpecialistConfig, ["encoder_widths"]) == {"encoder_widths": [256, 256]}
     assert main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"),
                  "--task-types", "regression,ranking"]) == 2
+    assert main(["train", "--states", str(tmp_path / "h.npy"), "--tasks", str(tmp_path / "y.npy"),
+                 "--sparsity", "aut"]) == 2
+    # a recipe spells numbers as Python does: `1e-3` is a float (YAML 1.1 alone reads it as a string)
+    recipe = tmp_path / "train.yaml"
+    recipe.write_text(f"states: {tmp_path / 'h.npy'}\ntasks: {tmp_path / 'y.npy'}\ntrain:\n  lr: 3e-4\n"
+                      f"  sparsity: 1e-2\n  task_types: [regression, classification]\n  n_classes: [0, 3]\n"
+                      f"  output: {tmp_path / 'b'}\n")
+    assert main(["train", "--recipe", str(recipe)]) == 0
+    assert seen["lr"] == pytest.approx(3e-4)
+
+
+def test_cli_push_reads_its_recipe(tmp_path, capsys):
+    recipe = tmp_path / "push.yaml"
+    recipe.write_text(f"push:\n  dir: {tmp_path / 'no_such_adapter'}\n  repo_id: me/x\n")
+    assert main(["push", "--recipe", str(recipe)]) == 2
+    assert f"not a folder: {tmp_path / 'no_such_adapter'}" in capsys.readouterr().err

@@ -46,3 +46,36 @@ def test_a_misspelled_recipe_key_is_an_error(tmp_path, capsys):
     assert main(["train", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "g.npy"), "--hook-point",
                  "layer.3", "--output", str(tmp_path / "out")]) == 2
     assert "'layer.3' is not a hook point name: did you mean 'layers.3'?" in capsys.readouterr().err
+
+
+def test_the_installed_version_is_the_one_stamped_into_configs():
+    from importlib.metadata import version
+
+    assert version("hf_specialist") == hfs.__version__ == hfs.SpecialistConfig(d_in=4).library_version
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: hfs.synthetic.collider_sequences(n=10, T=5, M=1, segment_length=2), "`T`=5 must be a multiple"),
+    (lambda: hfs.SpecialistAdapter(hfs.SpecialistConfig(d_in=4)).save_pretrained("/tmp/x", structure=object()),
+     "`structure` must be a fitted TaskStructure"),
+    (lambda: hfs.train_specialist(hfs.SpecialistAdapter(hfs.SpecialistConfig(d_in=4)), None, None),
+     "Pass exactly one of `states`"),
+])
+def test_checks_at_every_door_raise_input_error(call, match):
+    # the CLI exits with code 2 for an InputError only, so every check a user can trip raises one
+    with pytest.raises(hfs.InputError, match=match):
+        call()
+
+
+def test_a_newer_versions_key_that_resembles_an_old_one_warns_and_loads():
+    # DESIGN §5: a config written by a later release loads; its new keys are dropped with a warning
+    with pytest.warns(UserWarning, match="Ignoring unknown SpecialistConfig keys \\['d_latents'\\]"):
+        config = hfs.SpecialistConfig.from_dict({"d_in": 4, "d_latents": 8, "library_version": "99.0"})
+    assert config.d_latent == hfs.SpecialistConfig(d_in=4).d_latent
+
+
+def test_the_config_signature_lists_its_fields():
+    import inspect
+
+    parameters = inspect.signature(hfs.SpecialistConfig).parameters
+    assert list(parameters)[:3] == ["d_in", "d_latent", "n_tasks"] and "step_tasks" in parameters

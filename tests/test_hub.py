@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 import subprocess
@@ -292,6 +293,14 @@ def test_specialist_model_one_line_and_mismatch(tmp_path, trained):
         hfs.SpecialistModel.from_pretrained(build_tiny_model("llama", hidden_size=64), folder)
     with pytest.raises(ValueError, match="type is 'llama', but the adapter was trained on a 'gpt2'"):
         hfs.SpecialistModel.from_pretrained(build_tiny_model("llama"), folder)
+    # another checkpoint of the same architecture loads, with a warning naming both
+    recorded = copy.deepcopy(adapter)  # the fixture's adapter is shared by other tests
+    recorded.config.base_model, recorded.config.base_model_revision = "me/tiny-gpt2", "abc123"
+    folder = recorded.save_pretrained(tmp_path / "recorded")
+    base.config._name_or_path = "me/tiny-gpt2-finetuned"
+    with pytest.warns(UserWarning, match=r"base model is me/tiny-gpt2-finetuned \(revision unknown\), but the "
+                                         r"adapter was trained on me/tiny-gpt2 \(revision abc123\)"):
+        hfs.SpecialistModel.from_pretrained(base, folder)
 
 
 def test_a_base_loaded_from_the_hub_records_the_commit_it_was_loaded_from(hub_endpoint, tiny_model_folder):
@@ -302,11 +311,14 @@ def test_a_base_loaded_from_the_hub_records_the_commit_it_was_loaded_from(hub_en
     api = HfApi(endpoint=hub_endpoint.url, token=TOKEN)
     api.create_repo("alice/tiny-base")
     first = api.upload_folder(repo_id="alice/tiny-base", folder_path=str(tiny_model_folder)).oid
-    api.upload_file(repo_id="alice/tiny-base", path_or_fileobj=b"notes", path_in_repo="NOTES.md")
+    settings = json.loads((tiny_model_folder / "tokenizer_config.json").read_text())
+    api.upload_file(repo_id="alice/tiny-base", path_in_repo="tokenizer_config.json",
+                    path_or_fileobj=json.dumps({**settings, "model_max_length": 77}).encode())
     main = hub_endpoint.state.repos["alice/tiny-base"]["branches"]["main"]
     assert main != first
     for revision, expected in ((None, main), (first, first)):  # the branch's head, or the commit asked for
-        model, _ = load_model("alice/tiny-base", **({"revision": revision} if revision else {}))
+        model, tok = load_model("alice/tiny-base", **({"revision": revision} if revision else {}))
         config = hfs.SpecialistConfig(d_in=32)
         config.record_base(model)
         assert (config.base_model, config.base_model_revision) == ("alice/tiny-base", expected)
+        assert (tok.model_max_length == 77) == (expected == main)  # the tokenizer of the same commit

@@ -37,7 +37,7 @@ from .._constants import (
     WEIGHTS_NAME,
 )
 from .._files import read_config, resolve_file
-from .._validation import InputError
+from .._validation import InputError, MissingPathError
 from .card import is_generated_card, render_card, versions
 
 ADAPTER_ARCHITECTURES = {"specialist_vae"}
@@ -195,7 +195,7 @@ def upload_artifact(folder: str | os.PathLike, repo_id: str, *, private: bool | 
 
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file() and not any((p / CONFIG_NAME).is_file() for p in folder.iterdir() if p.is_dir()):
-        raise FileNotFoundError(f"{folder} holds no {CONFIG_NAME}: not a saved hf_specialist artifact.")
+        raise MissingPathError(f"{folder} holds no {CONFIG_NAME}: not a saved hf_specialist artifact.")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     if branch and branch != "main":

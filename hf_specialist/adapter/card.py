@@ -148,6 +148,11 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
             + (f"![step x task structure]({HEATMAP_NAME})\n\n" if has_heatmap else "")
             + "\n".join(lines)
         )
+    elif cfg.step_tasks is not None:
+        read = "; ".join(f"{name}: steps {', '.join(str(t + 1) for t, on in enumerate(col) if on) or 'none'}"
+                         for name, col in zip(cfg.task_names, zip(*cfg.step_tasks)))
+        structure_text = (f"No `TaskStructure` was attached to this adapter. Its sequence readout was trained on, and "
+                          f"reads, these steps per task (`config.step_tasks`): {read}.")
     else:
         structure_text = "No step x task structure was attached to this adapter."
     versions_now = versions()

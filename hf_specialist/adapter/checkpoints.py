@@ -18,6 +18,7 @@ import torch
 
 from .._atomic import atomic_folder
 from .._constants import CHECKPOINT_PREFIX
+from .._validation import InputError
 
 MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, PROGRESS_FILE = "model.safetensors", "optimizer.safetensors", "rng.safetensors", "progress.json"
 
@@ -122,7 +123,7 @@ def check_checkpoint_lambdas(path: Path, lambdas: list[float]) -> None:
     saved = json.loads((path / PROGRESS_FILE).read_text()).get("sparsity")
     if saved is not None and (len(saved) != len(lambdas) or not all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
                                                                      for a, b in zip(saved, lambdas))):
-        raise ValueError(f"`resume=True` found a checkpoint in {path} of lambdas {saved}, but this call trains "
+        raise InputError(f"`resume=True` found a checkpoint in {path} of lambdas {saved}, but this call trains "
                          f"{lambdas}: resume with the same `sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -14,6 +15,15 @@ from .._version import __version__
 
 TASK_TYPES = ("regression", "classification")
 TASK_READOUTS = ("auto", "step", "sequence")
+
+
+def base_identity(model: Any) -> tuple[str | None, str | None]:
+    """A base model's id and revision as `SpecialistConfig.record_base` records them: `config._name_or_path`, and
+    the revision `models.load_model` stamped on the model, else `config._commit_hash` (`None` where unknown)."""
+    config = getattr(model, "config", None)
+    model_id = getattr(config, "_name_or_path", None) or None
+    revision = getattr(model, BASE_REVISION_ATTRIBUTE, None) or getattr(config, "_commit_hash", None) or None
+    return model_id, revision
 
 
 @dataclass
@@ -43,8 +53,8 @@ class SpecialistConfig:
         task_weight (`float`, *optional*, defaults to 1.0): weight of the task losses.
         sparsity (`float` or `"auto"`, *optional*, defaults to `"auto"`): lambda of the l1 penalty on the
             task x latent mask; `"auto"` selects it on held-out data (by default the sparsest mask whose held-out
-            task loss stays within max(one standard error, `sparsity_tolerance` x + 0.02) of the best model's, per
-            task; `SpecialistTrainingArguments.selection`); `0` is the generalist ablation.
+            task loss stays within max(one standard error, `sparsity_tolerance` x the best loss + 0.02) of the best
+            model's, per task; `SpecialistTrainingArguments.selection`); `0` is the generalist ablation.
         sparsity_tolerance (`float`, *optional*, defaults to 0.1): relative held-out task-loss margin of `"auto"`.
         sparsity_warmup (`float`, *optional*, defaults to 0.3): share of training before the penalty is fully on.
         mask_threshold (`float`, *optional*, defaults to 0.5): mask values above it form the task support.
@@ -62,6 +72,9 @@ class SpecialistConfig:
         max_length (`int`, *optional*): the token truncation used at extraction.
         n_steps (`int`, *optional*): steps per text of the states `(n, T, d_in)` the adapter was trained on
             (recorded by training); `SpecialistModel` refuses texts with another step count unless asked to pad.
+        step_tasks (`list[list[bool]]`, *optional*): the `(T, n_tasks)` step x task mask the sequence readout was
+            trained with (recorded by training when every sequence had the same mask, e.g.
+            `TaskStructure.step_tasks_`); `predict` reads each task from these steps unless given `step_mask`.
     """
 
     d_in: int = 0
@@ -93,6 +106,7 @@ class SpecialistConfig:
     max_length: int | None = None
     context: str = "full"
     n_steps: int | None = None
+    step_tasks: list[list[bool]] | None = None
     architecture: str = "specialist_vae"
     library_version: str = __version__
 
@@ -107,6 +121,10 @@ class SpecialistConfig:
         def positive_int(name: str, value: Any) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"`{name}` must be a positive int, got {value!r}.")
+
+        def non_negative_float(name: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InputError(f"`{name}` must be a non-negative float, got {value!r}.")
 
         positive_int("d_in", self.d_in)
         positive_int("d_latent", self.d_latent)
@@ -127,7 +145,12 @@ class SpecialistConfig:
                              f"{self.context!r}.")
         if self.step_rule is not None and (not isinstance(self.step_rule, str) or not self.step_rule):
             raise InputError(f"`step_rule` must be 'token' or a non-empty separator string, got {self.step_rule!r}.")
+        if not isinstance(self.variational, bool):
+            raise InputError(f"`variational` must be True or False, got {self.variational!r}.")
         for name in ("encoder_widths", "decoder_widths"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise InputError(f"`{name}` must be a list of positive ints (hidden widths), got "
+                                 f"{getattr(self, name)!r}.")
             widths = list(getattr(self, name))
             for w in widths:
                 positive_int(f"{name} entry", w)
@@ -141,6 +164,9 @@ class SpecialistConfig:
         if self.task_dims is None:
             self.task_dims = [1] * self.n_tasks
         for name in ("task_names", "task_types", "n_classes", "task_dims"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise InputError(f"`{name}` must be a list with one entry per task (n_tasks={self.n_tasks}), got "
+                                 f"{getattr(self, name)!r}.")
             value = list(getattr(self, name))
             if len(value) != self.n_tasks:
                 raise InputError(f"`{name}` has {len(value)} entries but `n_tasks` is {self.n_tasks}.")
@@ -160,13 +186,20 @@ class SpecialistConfig:
                 raise InputError(f"`sparsity` must be a non-negative float or 'auto', got {self.sparsity!r}.")
         elif isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or self.sparsity < 0:
             raise InputError(f"`sparsity` must be non-negative, got {self.sparsity!r}.")
-        for name in ("kl_weight", "task_weight", "sparsity_tolerance"):
-            if getattr(self, name) < 0:
-                raise InputError(f"`{name}` must be non-negative, got {getattr(self, name)!r}.")
+        for name in ("kl_weight", "task_weight", "sparsity_tolerance", "sparsity_warmup", "mask_threshold"):
+            non_negative_float(name, getattr(self, name))
         if not 0 <= self.sparsity_warmup < 1:
             raise InputError(f"`sparsity_warmup` must be in [0, 1), got {self.sparsity_warmup!r}.")
         if not 0 < self.mask_threshold < 1:
             raise InputError(f"`mask_threshold` must be in (0, 1), got {self.mask_threshold!r}.")
+        if self.step_tasks is not None:
+            rows = [list(row) for row in self.step_tasks]
+            if not rows or any(len(row) != self.n_tasks or not all(isinstance(v, bool) for v in row) for row in rows):
+                raise InputError(f"`step_tasks` must be a (T, n_tasks={self.n_tasks}) nested list of bools, got "
+                                 f"{self.step_tasks!r}.")
+            if self.n_steps is not None and len(rows) != self.n_steps:
+                raise InputError(f"`step_tasks` has {len(rows)} steps but `n_steps` is {self.n_steps}.")
+            self.step_tasks = rows
 
     def record_base(self, model: Any) -> None:
         """Record what the adapter is trained on: the base model's id, revision, type and hidden size.
@@ -178,9 +211,9 @@ class SpecialistConfig:
         config = getattr(model, "config", None)
         if config is None:
             return
-        self.base_model = getattr(config, "_name_or_path", None) or self.base_model
-        self.base_model_revision = (getattr(model, BASE_REVISION_ATTRIBUTE, None) or getattr(config, "_commit_hash", None)
-                                    or self.base_model_revision)
+        model_id, revision = base_identity(model)
+        self.base_model = model_id or self.base_model
+        self.base_model_revision = revision or self.base_model_revision
         self.base_model_type = getattr(config, "model_type", None) or self.base_model_type
         for name in ("hidden_size", "n_embd", "d_model"):
             value = getattr(config, name, None)
@@ -210,13 +243,14 @@ class SpecialistConfig:
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> SpecialistConfig:
         """Build from a dict; unknown keys (e.g. from a newer version) warn and are dropped, but a near-miss of a
-        known key (`d_laten`) is an `InputError` naming both."""
+        known key (`d_laten`) is an `InputError` naming both, unless the dict was written by a newer version of the
+        library (whose new keys may resemble old ones), where it warns and is dropped too."""
         if not isinstance(payload, dict):
-            raise TypeError(f"A SpecialistConfig needs a dict, got {type(payload).__name__}.")
+            raise InputTypeError(f"A SpecialistConfig needs a dict, got {type(payload).__name__}.")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(payload) - known)
         misspelled = [key for key in unknown if _near_miss(key, known)]
-        if misspelled:
+        if misspelled and not _written_by_newer_version(payload.get("library_version")):
             raise InputError(_unknown_keys_message(cls, misspelled))
         if unknown:
             warnings.warn(
@@ -230,6 +264,21 @@ class SpecialistConfig:
     def to_json_string(self) -> str:
         """The config as indented JSON."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# `inspect.signature` and IDEs read the dataclass's fields, not the keyword guard of `__new__`
+SpecialistConfig.__signature__ = inspect.signature(SpecialistConfig.__init__).replace(
+    parameters=list(inspect.signature(SpecialistConfig.__init__).parameters.values())[1:])
+
+
+def _written_by_newer_version(written: Any) -> bool:
+    """Whether `written` (a config's `library_version`) is a later release than this library."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(str(written)) > Version(__version__)
+    except InvalidVersion:
+        return False
 
 
 def _near_miss(key: str, known: set[str]) -> str | None:

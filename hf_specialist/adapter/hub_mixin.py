@@ -17,6 +17,7 @@ from huggingface_hub import ModelHubMixin
 from .._atomic import atomic_folder
 from .._constants import README_NAME, TRAINING_ARGS_NAME, TRAINING_METRICS_NAME
 from .._distributed import is_main_process, main_process_first_writes
+from .._validation import InputError, InputTypeError
 from .artifact import (
     keep_sibling_artifacts,
     load_structure,
@@ -85,17 +86,18 @@ class AdapterHubMixin(ModelHubMixin):
             `Path` of the saved folder, or the commit URL with `push_to_hub=True`.
         """
         if push_to_hub_kwargs and not push_to_hub:
-            raise TypeError(f"save_pretrained() got unexpected keyword arguments {sorted(push_to_hub_kwargs)}; "
+            raise InputTypeError(f"save_pretrained() got unexpected keyword arguments {sorted(push_to_hub_kwargs)}; "
                             "push options need push_to_hub=True.")
         unknown = set(push_to_hub_kwargs) - _PUSH_OPTIONS
         if unknown:
-            raise TypeError(f"save_pretrained() got unexpected keyword arguments {sorted(unknown)}; push options "
+            raise InputTypeError(f"save_pretrained() got unexpected keyword arguments {sorted(unknown)}; push options "
                             f"are {sorted(_PUSH_OPTIONS)}.")
         root = Path(save_directory)
         target = root / subfolder if subfolder else root
         structure = structure if structure is not None else getattr(self, "structure_", None)
         if structure is not None and not hasattr(structure, "step_tasks_"):
-            raise ValueError("`structure` must be a fitted TaskStructure.")
+            raise InputError(f"`structure` must be a fitted TaskStructure (with `step_tasks_`), got "
+                             f"{type(structure).__name__}.")
         card_repo = repo_id or (root.name if push_to_hub else None)  # the card names the repo it is pushed to
         options = dict(structure=structure, metrics=metrics, datasets=datasets, lora_model=lora_model,
                        repo_id=card_repo, card=card)
@@ -206,14 +208,15 @@ class AdapterHubMixin(ModelHubMixin):
         other than the main one)."""
         unknown = set(save_kwargs) - _SAVE_OPTIONS
         if unknown:
-            raise TypeError(f"push_to_hub() got unexpected keyword arguments {sorted(unknown)}; save options are "
+            raise InputTypeError(f"push_to_hub() got unexpected keyword arguments {sorted(unknown)}; save options are "
                             f"{sorted(_SAVE_OPTIONS)}.")
         if not is_main_process():
             return ""
         structure = save_kwargs.pop("structure", None)
         structure = structure if structure is not None else getattr(self, "structure_", None)
         if structure is not None and not hasattr(structure, "step_tasks_"):
-            raise ValueError("`structure` must be a fitted TaskStructure.")
+            raise InputError(f"`structure` must be a fitted TaskStructure (with `step_tasks_`), got "
+                             f"{type(structure).__name__}.")
         options = dict(structure=structure, metrics=None, datasets=None, lora_model=None, card=True, repo_id=repo_id)
         options.update(save_kwargs)
         with tempfile.TemporaryDirectory() as tmp:

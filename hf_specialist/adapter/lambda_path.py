@@ -2,10 +2,11 @@
 
 One model per lambda: the penalty warms up, then the support is frozen and fine-tuned (`loop.train_one`). With
 `sparsity="auto"` a dense model and one model per lambda of a grid are trained from the same seed (at once, as one
-`StackedAdapters`, when the base is frozen and the precision is not fp16) and the sparsest
-whose held-out task losses stay within tolerance of the dense model's is kept (training each model from scratch
-under the penalty recovered the blocks far better than continuing one model along an increasing path, which kept a
-spread-out code). The same path runs for precomputed states and for joint training with a LoRA on the base.
+`StackedAdapters`, when the base is frozen and the precision is not fp16) and the sparsest whose held-out task
+losses stay within max(one standard error, `sparsity_tolerance` x the best loss + 0.02) of the best model's is kept
+(`select_lambda`; training each model from scratch under the penalty recovered the blocks far better than
+continuing one model along an increasing path, which kept a spread-out code). The same path runs for precomputed
+states and for joint training with a LoRA on the base.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from .._constants import LAMBDA_PATH_DIR
 from .._distributed import barrier, is_main_process
+from .._validation import InputError, InputTypeError
 from .batches import StateBatches, dataset_source, is_dataset, prepare_training_data
 from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
 from .lora import prepare_text_training
@@ -137,7 +139,7 @@ def select_lambda(path: list[dict[str, Any]], n_tasks: int, rule: str = "one_se_
         best = select_sparsest(path, tolerance, n_tasks)
         return best, {"rule": "tolerance", "tolerance": tolerance}
     if rule not in ("one_se", "one_se_margin"):
-        raise ValueError(f"`rule` must be 'one_se_margin', 'one_se' or 'tolerance', got {rule!r}.")
+        raise InputError(f"`rule` must be 'one_se_margin', 'one_se' or 'tolerance', got {rule!r}.")
     # one scale per task: where some records lack the Brier score (a resumed path begun before it), the loss for all
     brier_everywhere = [all(f"task_{i}/brier" in r for r in path) for i in range(n_tasks)]
     scored = np.array([[selection_loss(r, i, brier_everywhere[i]) for i in range(n_tasks)] for r in path], dtype=float)
@@ -188,11 +190,11 @@ def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[s
     """`args` with keyword `overrides` on top, checked (the run's defaults are filled in later, by `resolved`, once
     the data's size is known)."""
     if args is not None and not isinstance(args, SpecialistTrainingArguments):
-        raise TypeError(f"`args` must be a SpecialistTrainingArguments, got {type(args).__name__}.")
+        raise InputTypeError(f"`args` must be a SpecialistTrainingArguments, got {type(args).__name__}.")
     names = {f.name for f in dataclasses.fields(SpecialistTrainingArguments)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise TypeError(f"train_specialist() got unexpected keyword arguments {unknown}; training options are the "
+        raise InputTypeError(f"train_specialist() got unexpected keyword arguments {unknown}; training options are the "
                         f"fields of SpecialistTrainingArguments: {sorted(names)}.")
     base = args if args is not None else SpecialistTrainingArguments()
     merged = dataclasses.replace(base, **overrides) if overrides else base
@@ -241,7 +243,9 @@ def train_specialist(
 
     The adapter's config changes only in recorded ways: a `config.task_readout` of `"auto"` is resolved to
     `"sequence"` or `"step"` from the shape of the data (the adapter needs one to predict), and the change is
-    recorded in `history["config_changes"]` (`{"task_readout": ["auto", resolved]}`). The arguments used
+    recorded in `history["config_changes"]` (`{"task_readout": ["auto", resolved]}`); training also records what
+    the adapter was trained on, `config.n_steps` and, for the sequence readout, `config.step_tasks` (the steps
+    each task is read from, which `predict` then uses by default). The arguments used
     (defaults filled in) are kept as `adapter.training_args_` and written by `save_pretrained` as
     `training_args.json`; the kept model's held-out metrics as `adapter.training_metrics_`, shown in the card.
 
@@ -283,17 +287,17 @@ def train_specialist(
         every attempt's steps), `"lora_model"` with `lora`, or `"interrupted_at"` when `stop_after_steps` stopped it.
     """
     if not isinstance(adapter, SpecialistAdapter):
-        raise TypeError(f"`adapter` must be a SpecialistAdapter, got {type(adapter).__name__}.")
+        raise InputTypeError(f"`adapter` must be a SpecialistAdapter, got {type(adapter).__name__}.")
     if isinstance(states, (list, tuple)) and states and isinstance(states[0], str):
-        raise TypeError("`states` got texts; pass them as `texts=` (with `base_model=` and `tokenizer=`).")
+        raise InputTypeError("`states` got texts; pass them as `texts=` (with `base_model=` and `tokenizer=`).")
     if (texts is None) == (states is None):
-        raise ValueError("Pass exactly one of `states` (hidden states) and `texts` (with `base_model=`).")
+        raise InputError("Pass exactly one of `states` (hidden states) and `texts` (with `base_model=`).")
     if texts is None and (lora is not None or base_model is not None):
-        raise ValueError("`base_model=` and `lora=` need `texts=`: the states are then computed from the texts.")
+        raise InputError("`base_model=` and `lora=` need `texts=`: the states are then computed from the texts.")
     if texts is not None and base_model is None:
-        raise ValueError("Training from `texts` needs `base_model=` (and `tokenizer=`).")
+        raise InputError("Training from `texts` needs `base_model=` (and `tokenizer=`).")
     if tasks is None:
-        raise ValueError("`tasks` is required: one target row per sequence (or per row/step).")
+        raise InputError("`tasks` is required: one target row per sequence (or per row/step).")
     cfg = adapter.config
     requested = _merge_arguments(args, overrides, lora=lora is not None)
     for stale in ("training_args_", "training_metrics_"):  # a loaded adapter's record of an earlier run
@@ -331,6 +335,10 @@ def train_specialist(
     if cfg.task_readout != readout:  # only "auto" differs: an explicit readout that does not fit the data raised above
         config_changes["task_readout"] = [cfg.task_readout, readout]
         cfg.task_readout = readout
+    if readout == "sequence":  # the steps each task is read from, so that `predict` reads the same ones afterwards
+        step_masks = torch.as_tensor(source.task_mask)
+        same = bool((step_masks == step_masks[:1]).all())
+        cfg.step_tasks = step_masks[0].bool().tolist() if same else None
     if n_steps:  # batches of sequences holding about `batch_size` steps
         batch_size = max(1, batch_size // n_steps)
 
@@ -377,7 +385,7 @@ def train_specialist(
     run_states: dict[int, dict[str, torch.Tensor]] = {}
     for k, lam in enumerate(lambdas[: len(path)]):  # finished before an interruption
         if not np.isclose(path[k]["sparsity"], lam):
-            raise ValueError(f"`resume=True` found a finished run at lambda {path[k]['sparsity']} in "
+            raise InputError(f"`resume=True` found a finished run at lambda {path[k]['sparsity']} in "
                              f"{summary_path}, but this call's lambda {k} is {lam}: resume with the same "
                              "`sparsity` / `lambda_path`, or use a new `checkpoint_dir`.")
     todo = list(range(len(path), len(lambdas)))
@@ -504,7 +512,7 @@ def training_summary(adapter: SpecialistAdapter, path: list[dict[str, Any]], bes
     if multiple:
         rule = {"one_se": "the sparsest model within one standard error of the best held-out loss per task",
                 "one_se_margin": "the sparsest model within max(one standard error, "
-                                 f"{selection.get('tolerance', 0.1):g} x + 0.02) of the best held-out loss per task "
+                                 f"{selection.get('tolerance', 0.1):g} x the best + 0.02) of the best held-out loss per task "
                                  "(the Brier score for classification)",
                 }.get(selection.get("rule"), "the sparsest model within tolerance of the dense one")
         tried = ", ".join(f"{r['sparsity']:.3g}" for r in path)

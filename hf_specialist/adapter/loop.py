@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._distributed import barrier, is_main_process
+from .._validation import InputError
 from .batch_share import BatchShare, sharing, whole_batch_terms
 from .checkpoints import (check_checkpoint_lambdas, gather_rng_states, latest_checkpoint, load_checkpoint,
                           save_checkpoint)
@@ -381,7 +382,7 @@ def train_one(
             state = load_checkpoint(found, raw, optimizer, process_index=rank)
             saved = state.get("schedule", schedule)  # checkpoints written before the schedule was recorded
             if saved != schedule:
-                raise ValueError(f"`resume=True` found a checkpoint in {found} written under another schedule "
+                raise InputError(f"`resume=True` found a checkpoint in {found} written under another schedule "
                                  f"({saved}) than this call's ({schedule}): resume with the same data, batch_size, "
                                  "epochs / max_steps and validation_split, or use a new `checkpoint_dir`.")
             state["schedule"] = schedule

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import InputError, InputTypeError
 from ..hooks import HiddenStateExtractor
 from ..steps import pool_steps, tokenize_steps
 from .batches import TextBatches, prepare_training_data
@@ -84,7 +85,7 @@ class JointLoraModel(nn.Module):
         params = lora_parameters(self.peft_model)
         lora = {k[len("lora."):]: v for k, v in tensors.items() if k.startswith("lora.")}
         if set(lora) != set(params):
-            raise ValueError(f"LoRA weights in the checkpoint do not match the model: missing "
+            raise InputError(f"LoRA weights in the checkpoint do not match the model: missing "
                              f"{sorted(set(params) - set(lora))[:3]}, unexpected {sorted(set(lora) - set(params))[:3]}.")
         for name, p in params.items():
             p.copy_(lora[name])
@@ -92,7 +93,7 @@ class JointLoraModel(nn.Module):
 
 def prepare_text_training(adapter: SpecialistAdapter, texts: Any, tasks: Any, task_mask: Any, base_model: torch.nn.Module,
                  tokenizer: Any, lora: Any, steps: Any, pool: str, max_length: int | None, batch_size: int,
-                 seed: int):
+                 seed: int) -> tuple[JointLoraModel | None, torch.nn.Module, TextBatches, tuple[torch.Tensor, ...]]:
     """Check the text inputs of `train_specialist(texts=...)`, wrap the base with PEFT when `lora` is given, record
     the pipeline in the config, and return `(joint module or None, the model the texts go through, a `TextBatches`
     source, the prepared `(h, tasks, mask)` of the initial states)`."""
@@ -101,12 +102,17 @@ def prepare_text_training(adapter: SpecialistAdapter, texts: Any, tasks: Any, ta
     from ..steps import step_spans
 
     if tokenizer is None:
-        raise ValueError("Training from `texts` needs `tokenizer=` (the base model's tokenizer).")
+        raise InputError("Training from `texts` needs `tokenizer=` (the base model's tokenizer).")
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("`texts` must be a list of strings.")
+        raise InputTypeError("`texts` must be a list of strings.")
     cfg = adapter.config
     if cfg.hook_point is None:
-        raise ValueError("Set `SpecialistConfig(hook_point=...)`: it says where the adapter reads the base model.")
+        raise InputError("Set `SpecialistConfig(hook_point=...)`: it says where the adapter reads the base model.")
+    if cfg.context != "full":  # the joint module and the text batches run whole texts through the base
+        raise InputError(f"`train_specialist(texts=...)` encodes whole texts (context='full'), but the adapter's "
+                         f"config says context={cfg.context!r}: `SpecialistModel` would then extract the steps "
+                         "another way than training saw. Extract the states with `extract_steps(..., "
+                         "context='isolated')` and pass them as `states=`, or set `SpecialistConfig(context='full')`.")
     hook_point = resolve_hook_points(base_model, cfg.hook_point)[0]
     texts = list(texts)
     spans = step_spans(texts, steps)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import InputError
+from .._validation import InputError, InputTypeError
 from .batch_share import active_share, global_batch_norm, randn_rows, sum_over_processes
 from .card import CARD_TAGS
 from .config import SpecialistConfig
@@ -65,7 +65,7 @@ class SpecialistAdapter(
     def __init__(self, config: SpecialistConfig) -> None:
         super().__init__()
         if not isinstance(config, SpecialistConfig):
-            raise TypeError(f"`config` must be a SpecialistConfig, got {type(config).__name__}.")
+            raise InputTypeError(f"`config` must be a SpecialistConfig, got {type(config).__name__}.")
         self.config = config
         c = config
         self.encoder = _mlp(c.d_in, c.encoder_widths, 2 * c.d_latent if c.variational else c.d_latent)
@@ -93,7 +93,7 @@ class SpecialistAdapter(
         if isinstance(h, np.ndarray):
             h = torch.from_numpy(h)
         if not isinstance(h, torch.Tensor):
-            raise TypeError(f"`{name}` must be a torch tensor or numpy array, got {type(h).__name__}.")
+            raise InputTypeError(f"`{name}` must be a torch tensor or numpy array, got {type(h).__name__}.")
         if h.ndim == 0 or h.shape[-1] != self.config.d_in:
             raise InputError(
                 f"`{name}` has shape {tuple(h.shape)}, but the adapter expects (..., {self.config.d_in}) "
@@ -174,7 +174,7 @@ class SpecialistAdapter(
         if isinstance(z, np.ndarray):
             z = torch.from_numpy(z)
         if not isinstance(z, torch.Tensor):
-            raise TypeError(f"`z` must be a torch tensor or numpy array, got {type(z).__name__}.")
+            raise InputTypeError(f"`z` must be a torch tensor or numpy array, got {type(z).__name__}.")
         if z.ndim == 0 or z.shape[-1] != self.config.d_latent:
             raise InputError(f"`z` has shape {tuple(z.shape)}, expected (..., {self.config.d_latent}) (d_latent).")
         z = z.to(self.input_mean.device, torch.float32)
@@ -206,12 +206,25 @@ class SpecialistAdapter(
             features = (features.reshape(*step_weights.shape, -1) * step_weights[..., None]).sum(-2)
         return self.readouts[index](features)
 
+    def serving_steps(self, task: int | str, n_steps: int) -> np.ndarray | None:
+        """The steps a sequence readout reads task `task` from, for sequences of `n_steps` steps: the mask training
+        recorded (`config.step_tasks`), else the attached structure's column (`structure_`), when either has
+        `n_steps` steps; `None` (every step) otherwise."""
+        index = self._check_task(task)
+        if self.config.step_tasks is not None and len(self.config.step_tasks) == n_steps:
+            return np.asarray(self.config.step_tasks, dtype=bool)[:, index]
+        structure = getattr(self, "structure_", None)
+        if structure is not None and structure.step_tasks_.shape[0] == n_steps:
+            return np.asarray(structure.step_tasks_[:, index], dtype=bool)
+        return None
+
     def predict(self, h: Any, task: int | str = 0, step_mask: Any = None) -> torch.Tensor:
         """Task predictions from raw hidden states: regression values in the original units, or class logits.
 
         With `config.task_readout == "sequence"`, `h` is `(..., T, d_in)` and the prediction is per sequence, from
         the steps in `step_mask` (`(T,)` or `(..., T)` bool), e.g. the task's column of `TaskStructure.step_tasks_`;
-        by default the structure saved with the adapter (`structure_`) when it has `T` steps, else all steps.
+        by default the steps training used (`serving_steps`: `config.step_tasks`, else the saved `structure_`)
+        when they have `T` steps, else all steps.
         Otherwise every row of `h` gets its own prediction.
         """
         index = self._check_task(task)
@@ -221,9 +234,8 @@ class SpecialistAdapter(
             if h.ndim < 2:
                 raise InputError(f"`h` has shape {tuple(h.shape)}; a sequence readout needs (..., T, {self.config.d_in}).")
             lead, n_steps = h.shape[:-2], h.shape[-2]
-            structure = getattr(self, "structure_", None)
-            if step_mask is None and structure is not None and structure.step_tasks_.shape[0] == n_steps:
-                step_mask = structure.step_tasks_[:, index]
+            if step_mask is None:
+                step_mask = self.serving_steps(index, n_steps)
             if step_mask is None:
                 weights = torch.ones(lead + (n_steps,), device=h.device)
             else:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._validation import InputError, InputTypeError
+
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 SELECTION_RULES = ("one_se_margin", "one_se", "tolerance")
 DEFAULT_EPOCHS, DEFAULT_LORA_EPOCHS = 100, 10
@@ -82,8 +84,8 @@ class SpecialistTrainingArguments:
         lambda_path (`list[float]`, *optional*): the lambdas tried by `"auto"` (default `auto_lambda_path()`).
         selection (`str`, *optional*, defaults to `"one_se_margin"`): how `"auto"` picks a lambda (rules and
             evidence in `select_lambda`). `"one_se_margin"`: the sparsest model whose held-out loss is, for every
-            task, within `max(one standard error, config.sparsity_tolerance x + 0.02)` of the best model's;
-            `"one_se"`: within one standard error alone (glmnet's `lambda.1se`); `"tolerance"`: the earlier rule,
+            task, within `max(one standard error, config.sparsity_tolerance x the best loss + 0.02)` of the best
+            model's; `"one_se"`: within one standard error alone (glmnet's `lambda.1se`); `"tolerance"`: the earlier rule,
             within `config.sparsity_tolerance` (relative, plus 0.02) of the dense model's loss.
         settle_retries (`int`, *optional*, defaults to 1): with `"auto"`, when the kept support (or a sparser one
             that passed the rule) was still changing when it was frozen, train the whole lambda path again with
@@ -192,7 +194,7 @@ class SpecialistTrainingArguments:
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, str):
             raise bad("checkpoint_dir", "a path or None")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
-            raise ValueError("SpecialistTrainingArguments.checkpoint_every needs checkpoint_dir (where checkpoints "
+            raise InputError("SpecialistTrainingArguments.checkpoint_every needs checkpoint_dir (where checkpoints "
                              "go); got checkpoint_dir=None.")
         for name in ("resume",):
             if not isinstance(getattr(self, name), bool):
@@ -207,7 +209,7 @@ class SpecialistTrainingArguments:
                        else (self.epochs if self.epochs is not None else n_epochs, "epochs"))
         if not _is_number(self.finetune_fraction) or not 0 <= self.finetune_fraction < 1 or (
                 units is not None and units > 1 and units - max(1, round(self.finetune_fraction * units)) < 1):
-            raise ValueError(
+            raise InputError(
                 "SpecialistTrainingArguments.finetune_fraction must be a float in [0, 1) that leaves at least one "
                 f"{'step' if unit == 'max_steps' else 'epoch'} before the support is frozen; got "
                 f"{self.finetune_fraction!r} with {unit}={units}.")
@@ -236,7 +238,7 @@ class SpecialistTrainingArguments:
     def from_dict(cls, values: dict[str, Any]) -> SpecialistTrainingArguments:
         """Arguments from `to_dict()` output; unknown keys warn and are dropped (as unknown config keys are)."""
         if not isinstance(values, dict):
-            raise TypeError(f"`values` must be a dict, got {type(values).__name__}.")
+            raise InputTypeError(f"`values` must be a dict, got {type(values).__name__}.")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:

@@ -21,7 +21,9 @@ from transformers.utils import ModelOutput
 from .._constants import LORA_DIR
 from .._files import resolve_file
 from .._validation import InputError
+from .._warnings import warn_user
 from ..hooks import HiddenStateExtractor, config_int, resolve_hook_points
+from .config import base_identity
 from .model import SpecialistAdapter
 
 
@@ -59,7 +61,7 @@ def _load_lora(base_model: nn.Module, path_or_repo_id: str | os.PathLike, subfol
     from peft import PeftModel
 
     if isinstance(base_model, PeftModel):
-        raise ValueError("The adapter was saved with a LoRA (`lora/`), and `base_model` is already a PeftModel: "
+        raise InputError("The adapter was saved with a LoRA (`lora/`), and `base_model` is already a PeftModel: "
                          "pass the plain base model; its LoRA is loaded from the artifact.")
     resolve_file(path_or_repo_id, "adapter_model.safetensors", inner, revision, token, **download)  # beside its config
     return PeftModel.from_pretrained(base_model, str(config_file.parent), is_trainable=False).eval()
@@ -86,7 +88,7 @@ class SpecialistModel(nn.Module):
         super().__init__()
         hook_point = hook_point or adapter.config.hook_point
         if hook_point is None:
-            raise ValueError("The adapter records no hook point; pass `hook_point=`.")
+            raise InputError("The adapter records no hook point; pass `hook_point=`.")
         check_base_compatible(base_model, adapter)
         self.base_model = base_model
         self.adapter = adapter
@@ -240,9 +242,9 @@ class SpecialistModel(nn.Module):
         step_mask = None
         if self.adapter.config.task_readout == "sequence":
             step_mask = mask.copy()
-            structure = getattr(self.adapter, "structure_", None)
-            if structure is not None and structure.step_tasks_.shape[0] == mask.shape[1]:
-                step_mask &= structure.step_tasks_[:, self.adapter._check_task(task)][None, :]
+            serving = self.adapter.serving_steps(task, mask.shape[1])
+            if serving is not None:
+                step_mask &= serving[None, :]
         prediction = self.adapter.predict(torch.from_numpy(states), task=task, step_mask=step_mask)
         return prediction.cpu().numpy(), mask
 
@@ -266,19 +268,28 @@ class SpecialistModel(nn.Module):
 
 
 def check_base_compatible(base_model: nn.Module, adapter: SpecialistAdapter) -> None:
-    """Raise `ValueError` when the base's hidden size or model type differs from the adapter's record."""
+    """Raise an `InputError` when the base's hidden size or model type differs from the adapter's record, and warn
+    when its id or revision does (another checkpoint of the same architecture gives other states)."""
     cfg = adapter.config
     size = _base_hidden_size(base_model)
     residual = cfg.hook_point is None or cfg.hook_point in ("embed", "final_norm") or cfg.hook_point.startswith("layers.")
     expected = cfg.base_hidden_size or (cfg.d_in if residual else None)  # a raw module path may have another width
     if size is not None and expected is not None and size != expected:
-        raise ValueError(
+        raise InputError(
             f"The base model's hidden size is {size}, but the adapter was trained on hidden size {expected} "
             f"(base model {cfg.base_model or 'unknown'}); load it onto the matching base model."
         )
     model_type = getattr(getattr(base_model, "config", None), "model_type", None)
     if cfg.base_model_type and model_type and model_type != cfg.base_model_type:
-        raise ValueError(
+        raise InputError(
             f"The base model's type is {model_type!r}, but the adapter was trained on a {cfg.base_model_type!r} model "
             f"({cfg.base_model or 'unknown'})."
         )
+    model_id, revision = base_identity(base_model)
+    other_revision = bool(revision and cfg.base_model_revision and revision != cfg.base_model_revision)
+    other_id = bool(model_id and cfg.base_model and model_id != cfg.base_model)
+    if other_revision or other_id:
+        warn_user(f"The base model is {model_id or 'unknown'} (revision {revision or 'unknown'}), but the adapter was "
+                  f"trained on {cfg.base_model} (revision {cfg.base_model_revision or 'unknown'}): another checkpoint "
+                  "of the same architecture gives other hidden states, so the adapter's latents and predictions may "
+                  "not hold. Load the base the adapter records (its model card names it).")

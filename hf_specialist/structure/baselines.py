@@ -49,7 +49,7 @@ class CCABaseline:
     def __init__(self, *, alpha: float = 0.05) -> None:
         self.alpha = alpha
 
-    def fit(self, states, tasks) -> CCABaseline:
+    def fit(self, states: np.ndarray, tasks: np.ndarray) -> CCABaseline:
         """Fit on `(n, T[, d])` states and `(n, M[, d_g])` tasks."""
         states, tasks = _as_3d(states, tasks)
         n, T, d = states.shape
@@ -105,7 +105,7 @@ class GroupLassoBaseline:
                 best, best_bic = w.copy(), bic
         return best
 
-    def fit(self, states, tasks) -> GroupLassoBaseline:
+    def fit(self, states: np.ndarray, tasks: np.ndarray) -> GroupLassoBaseline:
         """Fit on `(n, T[, d])` states and `(n, M[, d_g])` tasks."""
         states, tasks = _as_3d(states, tasks)
         n, T, d = states.shape
@@ -152,7 +152,7 @@ class ChangePointClusterBaseline:
     def __init__(self, *, segment_length: int = 2) -> None:
         self.segment_length = segment_length
 
-    def fit(self, states, tasks) -> ChangePointClusterBaseline:
+    def fit(self, states: np.ndarray, tasks: np.ndarray) -> ChangePointClusterBaseline:
         """Fit on `(n, T[, d])` states and `(n, M[, d_g])` tasks."""
         states, tasks = _as_3d(states, tasks)
         n, T, d = states.shape

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._validation import InputError
 from .multitest import adjust_pvalues, critical_pvalue
 
 RUN_START, MARK = 1e-6, 1e-9  # tie-breaking costs, as shares of one lit step's cost
@@ -43,13 +44,13 @@ def chain_segments(step_pvalues: np.ndarray, segment_length: int, critical: floa
 
     step_pvalues = np.asarray(step_pvalues, dtype=float)
     if step_pvalues.ndim != 2:
-        raise ValueError(f"`step_pvalues` must have shape (M, T), got {step_pvalues.shape}.")
+        raise InputError(f"`step_pvalues` must have shape (M, T), got {step_pvalues.shape}.")
     M, T = step_pvalues.shape
     L = segment_length
     if not isinstance(L, (int, np.integer)) or L < 1 or T % L:
-        raise ValueError(f"`segment_length` must be a positive int dividing T={T}, got {L!r}.")
+        raise InputError(f"`segment_length` must be a positive int dividing T={T}, got {L!r}.")
     if not 0 < critical < 1:
-        raise ValueError(f"`critical` must be a p-value in (0, 1), got {critical!r}.")
+        raise InputError(f"`critical` must be a p-value in (0, 1), got {critical!r}.")
     N = T // L
     cost_lit = float(stats.chi2.isf(critical, 1))
     evidence = stats.chi2.isf(np.clip(np.nan_to_num(step_pvalues, nan=1.0), 1e-300, 1.0), 1).reshape(M, N, L)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import InputError
+
 
 def _pyplot():
     import matplotlib
@@ -45,7 +47,7 @@ def step_task_heatmap(
     plt = _pyplot()
     estimate = np.asarray(estimate, dtype=float)
     if estimate.ndim != 2:
-        raise ValueError(f"`estimate` must be a (T, M) matrix, got shape {estimate.shape}.")
+        raise InputError(f"`estimate` must be a (T, M) matrix, got shape {estimate.shape}.")
     panels = [("estimate", estimate)] if truth is None else [("truth", np.asarray(truth, dtype=float)), ("estimate", estimate)]
     if pvalues is not None:
         evidence = -np.log10(np.clip(np.nan_to_num(np.asarray(pvalues, dtype=float).T, nan=1.0), 1e-300, 1.0))

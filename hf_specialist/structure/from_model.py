@@ -117,7 +117,7 @@ def discover(
         chunk_size (`int`, *optional*, defaults to 1024): texts extracted before their statistics are added; peak
             memory holds one chunk's states.
         structure (`TaskStructure`, *optional*): the estimator to fit (default `TaskStructure(**structure_kwargs)`);
-            it must use a sufficient-statistic test (`fisher_z`). In full context, when its `causal` is not given,
+            it must use a sufficient-statistic test (`fisher_z` or `rff_z`). In full context, when its `causal` is not given,
             a copy with `causal` measured on the model (`hooks.is_causal`: a decoder's states read only earlier
             steps) is fitted and returned instead, and the estimator passed in is left as it was.
         progress (`bool`, *optional*): show a progress bar over chunks.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import InputError
+
 
 def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
     """Family-wise adjusted p-values: `None` (unchanged), `"bonferroni"` or `"fdr_bh"` (Benjamini-Hochberg)."""
@@ -21,7 +23,7 @@ def adjust_pvalues(pvalues: np.ndarray, correction: str | None) -> np.ndarray:
 
         out[finite] = false_discovery_control(flat[finite], method="bh")
     else:
-        raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")
+        raise InputError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")
     return out.reshape(p.shape)
 
 
@@ -41,4 +43,4 @@ def critical_pvalue(pvalues: np.ndarray, alpha: float, correction: str | None) -
     if correction == "fdr_bh":
         passing = np.flatnonzero(p <= alpha * np.arange(1, len(p) + 1) / m)
         return alpha * (passing[-1] + 1) / m if len(passing) else alpha / m
-    raise ValueError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")
+    raise InputError(f"`correction` must be None, 'bonferroni' or 'fdr_bh', got {correction!r}.")

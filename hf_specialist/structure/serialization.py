@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_is_fitted
+from .._validation import InputError, check_is_fitted
 
 
 def structure_to_dict(structure: Any) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
     Unknown keys (written by a newer version) warn and are dropped, as in `SpecialistConfig.from_dict`.
     """
     if not isinstance(payload, dict):
-        raise ValueError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
+        raise InputError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
     known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
              "conditioning_dims", "decision_used", "carryover_used", "reduction_used", "context_used", "markov_pvalue",
              "critical_pvalue", "step_pvalues", "step_statistics", "step_r2", "temporal_pvalues", "kept_share",
@@ -83,7 +83,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         if payload.get("critical_pvalue") is not None:
             structure.critical_pvalue_ = float(payload["critical_pvalue"])
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"Invalid structure description: {err}") from err
+        raise InputError(f"Invalid structure description: {err}") from err
     structure.n_segments_, structure.n_tasks_ = structure.segment_tasks_.shape
     structure.n_steps_ = structure.step_tasks_.shape[0]
     return structure

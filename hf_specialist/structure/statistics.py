@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import InputError
+
 
 class SufficientStatistics:
     """Streaming count, mean and centred cross-product matrix of rows of `n_columns` values.
@@ -44,7 +46,7 @@ class SufficientStatistics:
             rows = rows.detach().numpy()
         rows = np.asarray(rows, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != self.n_columns:
-            raise ValueError(f"`rows` must have shape (b, {self.n_columns}); got {rows.shape}.")
+            raise InputError(f"`rows` must have shape (b, {self.n_columns}); got {rows.shape}.")
         if self.on_torch:
             import torch
 
@@ -62,7 +64,7 @@ class SufficientStatistics:
 
         rows = rows.detach().to(torch.float64)
         if rows.ndim != 2 or rows.shape[1] != self.n_columns:
-            raise ValueError(f"`rows` must have shape (b, {self.n_columns}); got {tuple(rows.shape)}.")
+            raise InputError(f"`rows` must have shape (b, {self.n_columns}); got {tuple(rows.shape)}.")
         if not self.on_torch:
             self.mean = torch.as_tensor(self.mean, device=rows.device)
             self.scatter = torch.as_tensor(self.scatter, device=rows.device)
@@ -87,7 +89,7 @@ class SufficientStatistics:
     def merge(self, other: SufficientStatistics) -> SufficientStatistics:
         """Add another accumulator's rows."""
         if other.n_columns != self.n_columns:
-            raise ValueError(f"Cannot merge statistics of {other.n_columns} columns into {self.n_columns}.")
+            raise InputError(f"Cannot merge statistics of {other.n_columns} columns into {self.n_columns}.")
         if other.count:
             self._merge(other.count, other.mean, other.scatter)
         return self

@@ -34,6 +34,11 @@ def test_config_round_trip_and_unknown_keys():
         (dict(d_in=8, task_types=["classification"], n_classes=[1]), r"`n_classes\[0\]` must be an int >= 2"),
         (dict(d_in=8, task_types=["ranking"]), r"`task_types\[0\]` must be one of"),
         (dict(d_in=8, mask_threshold=1.5), "`mask_threshold` must be in"),
+        (dict(d_in=8, kl_weight="a"), "`kl_weight` must be a non-negative float, got 'a'"),
+        (dict(d_in=8, encoder_widths=5), "`encoder_widths` must be a list of positive ints"),
+        (dict(d_in=8, n_tasks=2, task_names="ab"), "`task_names` must be a list with one entry per task"),
+        (dict(d_in=8, variational="no"), "`variational` must be True or False"),
+        (dict(d_in=8, n_tasks=2, step_tasks=[[True], [False]]), r"`step_tasks` must be a \(T, n_tasks=2\)"),
     ],
 )
 def test_config_errors(kwargs, match):
@@ -114,7 +119,7 @@ def test_task_mask_rows_do_not_count():
     assert ha["final"]["task_1"] == pytest.approx(hb["final"]["task_1"], rel=1e-5)
 
 
-def test_sequence_states_with_structure_mask():
+def test_sequence_states_with_structure_mask(tmp_path):
     # task 0 is a sum over steps 0 and 1, task 1 reads step 2; step 3 serves no task
     rng = np.random.default_rng(0)
     states = rng.normal(size=(600, 4, 8)).astype(np.float32)
@@ -132,6 +137,14 @@ def test_sequence_states_with_structure_mask():
     with torch.no_grad():
         torch.testing.assert_close(adapter.predict(shuffled, task=0, step_mask=step_tasks[:, 0]),
                                    adapter.predict(h, task=0, step_mask=step_tasks[:, 0]))
+    # training recorded the steps each task is read from: predict reads them by default, also after a reload
+    # without a structure (before, it summed over every step)
+    assert adapter.config.step_tasks == step_tasks.tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(adapter.predict(h, task=0), adapter.predict(h, task=0, step_mask=step_tasks[:, 0]))
+        adapter.save_pretrained(tmp_path / "no_structure")
+        again = hfs.SpecialistAdapter.from_pretrained(tmp_path / "no_structure")
+        torch.testing.assert_close(again.predict(h, task=1), adapter.predict(h, task=1, step_mask=step_tasks[:, 1]))
 
 
 @pytest.fixture(scope="module")
@@ -367,6 +380,11 @@ def test_joint_lora_training_saves_lora_and_round_trips(tmp_path):
     texts, tasks, truth = synthetic.planted_text(n=40, T=4, M=1, seed=0)
     base = build_tiny_model("gpt2", n_layers=3)
     before = {k: v.clone() for k, v in base.state_dict().items()}
+    isolated = build_adapter(d_in=32, n_tasks=1, hook_point="layers.1", context="isolated")
+    with pytest.raises(hfs.InputError, match=r"encodes whole texts \(context='full'\), but the adapter's config "
+                                             r"says context='isolated'"):
+        hfs.train_specialist(isolated, tasks=tasks, texts=texts, steps=truth["separator"], base_model=base,
+                             tokenizer=tokenizer())
     torch.manual_seed(0)
     adapter = build_adapter(d_in=32, n_tasks=1, hook_point="layers.1")
     history = hfs.train_specialist(

@@ -22,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+from ..._validation import InputError, InputTypeError
 from ._base import CIResult, CITest, Columns, TestSpec
 from ._permutation import local_permutation, nearest_neighbour_permutations, neighbourhood_cells, permute_within_cells
 from .fisher_z import FisherZ, bartlett_statistic, fisher_z_statistic
@@ -55,10 +56,10 @@ def get_ci_test(test: str | CITest, seed: int | None = None) -> CITest:
     if isinstance(test, CITest):
         return test
     if isinstance(test, type):
-        raise TypeError(
+        raise InputTypeError(
             f"`test` must be a registered name or a CITest instance, got the class {test.__name__}. "
             f"Pass an instance instead, e.g. test={test.__name__}()."
         )
     if not isinstance(test, str) or test not in CI_TESTS:
-        raise ValueError(f"Unknown CI test {test!r}. Valid names: {sorted(CI_TESTS)}.")
+        raise InputError(f"Unknown CI test {test!r}. Valid names: {sorted(CI_TESTS)}.")
     return CI_TESTS[test](seed=seed)

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from ..._arrays import standardise
-from ..._validation import Interval, NotFittedError, Options, check_array, validate_params
+from ..._validation import InputError, Interval, NotFittedError, Options, check_array, validate_params
 from ._permutation import neighbourhood_cells, permute_within_cells
 
 Columns = Sequence[int]
@@ -66,15 +66,15 @@ class CITest:
                  seed: int | None = 0):
         self.pvalue = pvalue or ("analytic" if self.has_analytic else "permutation")
         if self.pvalue not in ("analytic", "permutation"):
-            raise ValueError(f"`pvalue` must be 'analytic' or 'permutation', got {self.pvalue!r}.")
+            raise InputError(f"`pvalue` must be 'analytic' or 'permutation', got {self.pvalue!r}.")
         if self.pvalue == "analytic" and not self.has_analytic:
-            raise ValueError(f"{type(self).__name__} has no analytic p-value; use pvalue='permutation'.")
+            raise InputError(f"{type(self).__name__} has no analytic p-value; use pvalue='permutation'.")
         validate_params(type(self).__name__,
                         {"n_permutations": n_permutations, "leaf_size": leaf_size, "stop_below": stop_below},
                         {"n_permutations": [Interval(int, 2, None)], "leaf_size": [Interval(int, 1, None)],
                          "stop_below": [Options(None), Interval(float, 0, 1, "left")]})
         if null not in ("normal", "empirical"):
-            raise ValueError(f"`null` must be 'normal' or 'empirical', got {null!r}.")
+            raise InputError(f"`null` must be 'normal' or 'empirical', got {null!r}.")
         self.n_permutations, self.leaf_size, self.null, self.seed = n_permutations, leaf_size, null, seed
         self.early_stop, self.stop_below = early_stop, stop_below
         self._cache: dict[tuple, tuple[float, float]] = {}
@@ -149,9 +149,9 @@ class CITest:
         for index, (x, y, z) in enumerate(tests):
             x, y, z = tuple(int(c) for c in x), tuple(int(c) for c in y), tuple(sorted(set(int(c) for c in z)))
             if not x or not y:
-                raise ValueError(f"Test {index} has an empty x or y.")
+                raise InputError(f"Test {index} has an empty x or y.")
             if any(not 0 <= c < n_columns for c in x + y + z):
-                raise ValueError(f"Test {index} uses a column outside 0..{n_columns - 1}.")
+                raise InputError(f"Test {index} uses a column outside 0..{n_columns - 1}.")
             key = (x, y, frozenset(z))
             keys.append((key, x, y, z))
             if key not in self._cache:
@@ -180,9 +180,9 @@ class CITest:
                                  "arguments before using this estimator.")
         x, y, z = (np.asarray(a, dtype=np.int64).reshape(len(a), -1) for a in (x, y, z))
         if not (len(x) == len(y) == len(z)):
-            raise ValueError(f"`x`, `y`, `z` must hold the same number of tests, got {len(x)}, {len(y)}, {len(z)}.")
+            raise InputError(f"`x`, `y`, `z` must hold the same number of tests, got {len(x)}, {len(y)}, {len(z)}.")
         if x.shape[1] == 0 or y.shape[1] == 0:
-            raise ValueError("Every test needs at least one x and one y column.")
+            raise InputError("Every test needs at least one x and one y column.")
         if self.pvalue == "analytic":
             statistic = self.statistic(self.data_, x, y, z)
             pvalue = self.analytic_pvalue(statistic, x.shape[1], y.shape[1], z.shape[1])

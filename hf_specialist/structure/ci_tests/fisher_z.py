@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ..._validation import InputError
 from ._base import CITest
 
 
@@ -33,7 +34,7 @@ class FisherZ(CITest):
     def __init__(self, *, backend: str = "auto", device: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if backend not in ("auto", "numpy", "torch"):
-            raise ValueError(f"`backend` must be 'auto', 'numpy' or 'torch', got {backend!r}.")
+            raise InputError(f"`backend` must be 'auto', 'numpy' or 'torch', got {backend!r}.")
         self.backend, self.device = backend, device
 
     @property
@@ -51,9 +52,9 @@ class FisherZ(CITest):
         """Fit from `structure.statistics.SufficientStatistics` of the data matrix instead of the rows (streaming,
         several processes). The analytic p-values need nothing else; the permutation null needs the rows."""
         if self.pvalue != "analytic":
-            raise ValueError("FisherZ(pvalue='permutation') needs the rows; fit it with fit(data).")
+            raise InputError("FisherZ(pvalue='permutation') needs the rows; fit it with fit(data).")
         if statistics.count < self.min_samples:
-            raise ValueError(f"FisherZ needs at least {self.min_samples} samples, got {statistics.count}.")
+            raise InputError(f"FisherZ needs at least {self.min_samples} samples, got {statistics.count}.")
         self.data_ = None
         self.n_ = int(statistics.count)
         self.cov_ = statistics.correlation()
@@ -78,6 +79,8 @@ class FisherZ(CITest):
         return out
 
     def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Per test, |Fisher z| of the partial correlation of x and y given z (one column each), or Bartlett's
+        chi-square statistic of the blocks' Wilks' lambda, from the fitted covariance (or `data`'s)."""
         own = data is None or data is self.data_
         cov = self.cov_ if own else np.cov(data, rowvar=False)
         n = self.n_ if own else data.shape[0]
@@ -120,6 +123,7 @@ class FisherZ(CITest):
         return None
 
     def analytic_pvalue(self, statistic: np.ndarray, kx: int, ky: int, kz: int) -> np.ndarray:
+        """Two-sided normal p-value for one column each, else chi-square with `kx * ky` degrees of freedom."""
         if kx == 1 and ky == 1:
             return 2 * stats.norm.sf(statistic)
         return stats.chi2.sf(statistic, df=kx * ky)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import special
 
-from ..._validation import InstanceOf, Interval, Options, validate_params
+from ..._validation import InputError, InstanceOf, Interval, Options, validate_params
 from ._base import CITest
 from ._box_counts import SortedColumn, box_bitsets, count_bits
 from ._device_counts import neighbour_counts
@@ -101,7 +101,7 @@ class KnnCMI(CITest):
             try:
                 torch.device(device)
             except RuntimeError as err:
-                raise ValueError(f"The 'device' parameter of KnnCMI must name a torch device such as 'cuda', "
+                raise InputError(f"The 'device' parameter of KnnCMI must name a torch device such as 'cuda', "
                                  f"'cuda:1' or 'cpu'. Got {device!r} instead.") from err
         self.k, self.k_perm, self.query_rows, self.bitset_max, self.n_jobs = k, k_perm, query_rows, bitset_max, n_jobs
         self.device = str(device) if device is not None else None
@@ -109,7 +109,7 @@ class KnnCMI(CITest):
     def _prepare(self) -> None:
         n = self.data_.shape[0]
         if self.k != "auto" and self.k >= n:
-            raise ValueError(f"`k`={self.k} must be smaller than the number of samples {n}.")
+            raise InputError(f"`k`={self.k} must be smaller than the number of samples {n}.")
         if self.k == "auto":
             self.k_ = max(10, round(0.05 * n)) if n <= 2000 else max(100, round(0.01 * n))
         else:
@@ -200,6 +200,7 @@ class KnnCMI(CITest):
         return float(_knn_cmi_value(self.k_, n, *((c - 1.0)[None] for c in inside))[0])
 
     def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Per test, the k-nearest-neighbour estimate of the conditional mutual information I(x; y | z)."""
         return self._estimates(x, y, z, n_draws=0)[:, 0]
 
     def _null_permutations(self, z_cols: np.ndarray, n_draws: int) -> np.ndarray:

@@ -42,7 +42,8 @@ class NeuralCMI(CITest):
         self.hidden, self.n_negatives, self.epochs, self.lr = hidden, n_negatives, epochs, lr
         self.batch_size, self.holdout, self.batch_tests, self.device = batch_size, holdout, batch_tests, device
 
-    def statistic(self, data, x, y, z):
+    def statistic(self, data: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Per test, the critic's held-out estimate of the conditional mutual information I(x; y | z)."""
         return self._statistic_and_null(data, x, y, z)[0]
 
     def statistic_and_null(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._validation import InputError
 from .fisher_z import FisherZ
 
 
@@ -42,10 +43,12 @@ class FourierFeatures:
 
     @property
     def step_width(self) -> int:
+        """Columns a step becomes after featurising: its own dims and its Fourier features."""
         return self.step_freq.shape[0] + self.step_freq.shape[1]
 
     @property
     def task_width(self) -> int:
+        """Columns a task becomes after featurising: the task itself and its Fourier features."""
         return self.task_freq.shape[0] + self.task_freq.shape[1]
 
     def transform(self, steps: np.ndarray, tasks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,9 +90,9 @@ class RandomFourierZ(FisherZ):
         super().__init__(**kwargs)
         for label, value, low in (("n_features", n_features, 0), ("n_task_features", n_task_features, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`{label}` must be an int >= {low}, got {value!r}.")
+                raise InputError(f"`{label}` must be an int >= {low}, got {value!r}.")
         if bandwidth is not None and not bandwidth > 0:
-            raise ValueError(f"`bandwidth` must be a positive float, got {bandwidth!r}.")
+            raise InputError(f"`bandwidth` must be a positive float, got {bandwidth!r}.")
         self.n_features, self.n_task_features, self.bandwidth = n_features, n_task_features, bandwidth
 
     def feature_map(self, steps: np.ndarray, tasks: np.ndarray) -> FourierFeatures:
