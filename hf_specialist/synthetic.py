@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import InputError, Interval, validate_params
+
 
 def _signed_uniform(rng: np.random.Generator, size: Any, low: float = 0.5, high: float = 1.5) -> np.ndarray:
     return rng.uniform(low, high, size=size) * rng.choice([-1.0, 1.0], size=size)
@@ -412,7 +414,6 @@ def planted_text(
     return texts, tasks, truth
 
 
-from ._validation import InputError, Interval, validate_params
 from .entities import entity_sentences, entity_sequences  # noqa: E402  (real-knowledge texts, RAVEL attributes)
 
 __all__ = ["collider_sequences", "collider_step_latents", "entity_sentences", "entity_sequences",

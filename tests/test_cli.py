@@ -261,3 +261,16 @@ def test_cli_push_reads_its_recipe(tmp_path, capsys):
     recipe.write_text(f"push:\n  dir: {tmp_path / 'no_such_adapter'}\n  repo_id: me/x\n")
     assert main(["push", "--recipe", str(recipe)]) == 2
     assert f"not a folder: {tmp_path / 'no_such_adapter'}" in capsys.readouterr().err
+
+
+def test_recipe_numbers_are_numbers_only_where_a_number_is_expected(tmp_path):
+    import argparse
+
+    from hf_specialist import cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 3e-4\nrevision: 1234e56\nlambda_path: [1e-3, 1e-2]\n")
+    values = cli._merge(argparse.Namespace(), cli._load_recipe(str(recipe), "train"),
+                        {"lr": 1e-3, "revision": None, "lambda_path": None})
+    assert values["lr"] == pytest.approx(3e-4) and values["lambda_path"] == pytest.approx([1e-3, 1e-2])
+    assert values["revision"] == "1234e56"  # a short commit id, not 1.234e59

@@ -78,8 +78,6 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
     ndim = len(states_shape)
     per_sequence = ndim == 3 and tasks.shape[:-1] == lead[:1]
     readout = cfg.task_readout if cfg.task_readout != "auto" else ("sequence" if per_sequence else "step")
-    if ndim == 3 and cfg.n_steps is None:  # recorded, so that `SpecialistModel` can refuse texts of another length
-        cfg.n_steps = int(lead[1])
     if readout == "sequence" and not per_sequence:
         raise InputError(
             f"`task_readout='sequence'` needs `states` of shape (n, T, {cfg.d_in}) and one target row per sequence "

@@ -149,8 +149,10 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
             + "\n".join(lines)
         )
     elif cfg.step_tasks is not None:
-        read = "; ".join(f"{name}: steps {', '.join(str(t + 1) for t, on in enumerate(col) if on) or 'none'}"
-                         for name, col in zip(cfg.task_names, zip(*cfg.step_tasks)))
+        def steps_of(column: tuple[bool, ...]) -> str:
+            return "every step" if all(column) else "steps " + ", ".join(str(t + 1) for t, on in enumerate(column) if on)
+
+        read = "; ".join(f"{name}: {steps_of(col)}" for name, col in zip(cfg.task_names, zip(*cfg.step_tasks)))
         structure_text = (f"No `TaskStructure` was attached to this adapter. Its sequence readout was trained on, and "
                           f"reads, these steps per task (`config.step_tasks`): {read}.")
     else:

@@ -9,6 +9,8 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from .._constants import BASE_REVISION_ATTRIBUTE
 from .._validation import InputError, InputTypeError
 from .._version import __version__
@@ -192,11 +194,12 @@ class SpecialistConfig:
             raise InputError(f"`sparsity_warmup` must be in [0, 1), got {self.sparsity_warmup!r}.")
         if not 0 < self.mask_threshold < 1:
             raise InputError(f"`mask_threshold` must be in (0, 1), got {self.mask_threshold!r}.")
-        if self.step_tasks is not None:
-            rows = [list(row) for row in self.step_tasks]
+        if self.step_tasks is not None:  # nested lists, or a bool array such as `TaskStructure.step_tasks_`
+            rows = [[bool(v) if isinstance(v, np.bool_) else v for v in row] for row in self.step_tasks]
             if not rows or any(len(row) != self.n_tasks or not all(isinstance(v, bool) for v in row) for row in rows):
-                raise InputError(f"`step_tasks` must be a (T, n_tasks={self.n_tasks}) nested list of bools, got "
-                                 f"{self.step_tasks!r}.")
+                shape = np.shape(self.step_tasks)
+                raise InputError(f"`step_tasks` must be a (T, n_tasks={self.n_tasks}) array or nested list of bools, "
+                                 f"got shape {shape} of {np.asarray(self.step_tasks).dtype}.")
             if self.n_steps is not None and len(rows) != self.n_steps:
                 raise InputError(f"`step_tasks` has {len(rows)} steps but `n_steps` is {self.n_steps}.")
             self.step_tasks = rows

@@ -87,11 +87,11 @@ class AdapterHubMixin(ModelHubMixin):
         """
         if push_to_hub_kwargs and not push_to_hub:
             raise InputTypeError(f"save_pretrained() got unexpected keyword arguments {sorted(push_to_hub_kwargs)}; "
-                            "push options need push_to_hub=True.")
+                                 "push options need push_to_hub=True.")
         unknown = set(push_to_hub_kwargs) - _PUSH_OPTIONS
         if unknown:
             raise InputTypeError(f"save_pretrained() got unexpected keyword arguments {sorted(unknown)}; push options "
-                            f"are {sorted(_PUSH_OPTIONS)}.")
+                                 f"are {sorted(_PUSH_OPTIONS)}.")
         root = Path(save_directory)
         target = root / subfolder if subfolder else root
         structure = structure if structure is not None else getattr(self, "structure_", None)
@@ -209,7 +209,7 @@ class AdapterHubMixin(ModelHubMixin):
         unknown = set(save_kwargs) - _SAVE_OPTIONS
         if unknown:
             raise InputTypeError(f"push_to_hub() got unexpected keyword arguments {sorted(unknown)}; save options are "
-                            f"{sorted(_SAVE_OPTIONS)}.")
+                                 f"{sorted(_SAVE_OPTIONS)}.")
         if not is_main_process():
             return ""
         structure = save_kwargs.pop("structure", None)

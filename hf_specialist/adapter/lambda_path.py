@@ -67,6 +67,18 @@ def selection_loss(record: dict[str, Any], task: int, brier: bool = True) -> tup
             float(record.get(f"task_{task}/null", math.inf)))
 
 
+def shared_step_mask(step_masks: torch.Tensor) -> list[list[bool]] | None:
+    """The `(T, n_tasks)` step mask that every sequence shares, task by task over the sequences that count for the
+    task (a sequence whose label is absent, all False, does not count), as nested lists; `None` where they differ."""
+    columns = []
+    for i in range(step_masks.shape[-1]):
+        rows = step_masks[..., i][step_masks[..., i].any(1)]
+        if len(rows) == 0 or not bool((rows == rows[:1]).all()):
+            return None
+        columns.append(rows[0])
+    return torch.stack(columns, 1).bool().tolist()
+
+
 def select_sparsest(path: list[dict[str, Any]], tolerance: float, n_tasks: int) -> int:
     """Index of the sparsest trained model whose held-out task losses stay within tolerance of the dense one's.
 
@@ -195,7 +207,7 @@ def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[s
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise InputTypeError(f"train_specialist() got unexpected keyword arguments {unknown}; training options are the "
-                        f"fields of SpecialistTrainingArguments: {sorted(names)}.")
+                             f"fields of SpecialistTrainingArguments: {sorted(names)}.")
     base = args if args is not None else SpecialistTrainingArguments()
     merged = dataclasses.replace(base, **overrides) if overrides else base
     # before any work: `finetune_fraction` against the shortest schedule a default run can get
@@ -314,17 +326,20 @@ def train_specialist(
         rule = steps if steps is not None else (cfg.step_rule or "token")
         joint, peft_model, source, prepared = prepare_text_training(
             adapter, texts, tasks, task_mask, base_model, tokenizer, lora, rule, pool, max_length, batch_size, seed)
-        steps_per_sequence = source.task_mask.shape[1]
+        steps_per_sequence = sequence_length = source.task_mask.shape[1]
         if joint is None:  # a frozen base: train on the extracted states
             source = StateBatches(*prepared)
     elif is_dataset(states):
         source = dataset_source(adapter, states, tasks, task_mask)
-        prepared = None
+        prepared, sequence_length = None, source.n_steps
     else:
         shape = getattr(states, "shape", None) or np.shape(states)
         steps_per_sequence = shape[1] if len(shape) == 3 else 1
+        sequence_length = shape[1] if len(shape) == 3 else None
         prepared = prepare_training_data(adapter, states, tasks, task_mask)
         source = StateBatches(*prepared)
+    if sequence_length:  # this run's T, also when an earlier run recorded another (`SpecialistModel` checks texts)
+        cfg.n_steps = int(sequence_length)
     if prepared is None:
         readout = "step" if source.step_rows else "sequence"
         n_steps = 0 if source.step_rows else source.n_steps
@@ -335,10 +350,8 @@ def train_specialist(
     if cfg.task_readout != readout:  # only "auto" differs: an explicit readout that does not fit the data raised above
         config_changes["task_readout"] = [cfg.task_readout, readout]
         cfg.task_readout = readout
-    if readout == "sequence":  # the steps each task is read from, so that `predict` reads the same ones afterwards
-        step_masks = torch.as_tensor(source.task_mask)
-        same = bool((step_masks == step_masks[:1]).all())
-        cfg.step_tasks = step_masks[0].bool().tolist() if same else None
+    # the steps each task is read from, so that `predict` reads the same ones afterwards
+    cfg.step_tasks = shared_step_mask(torch.as_tensor(source.task_mask)) if readout == "sequence" else None
     if n_steps:  # batches of sequences holding about `batch_size` steps
         batch_size = max(1, batch_size // n_steps)
 

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .._validation import InputError
 from .model import SpecialistAdapter
 
 _UNSTACKED_BUFFERS = ("support_frozen",)  # one flag for every model: the support is frozen at the same epoch
@@ -48,7 +47,7 @@ class StackedAdapters(nn.Module):
     def __init__(self, adapter: SpecialistAdapter, sparsities: Sequence[float]) -> None:
         super().__init__()
         if not len(sparsities):
-            raise InputError("`sparsities` must hold at least one lambda.")
+            raise ValueError("`sparsities` must hold at least one lambda.")
         self.config = adapter.config
         self.register_buffer("sparsities", torch.tensor([float(s) for s in sparsities], dtype=torch.float64))
         copies = [adapter] * len(sparsities)

@@ -2,7 +2,8 @@
 
 It reproduces the pipeline the adapter was trained in: `encode_steps` and `predict` tokenise the texts, read the
 base at the saved hook point, pool tokens into steps with the saved step rule, pooling and `max_length`, and run
-the adapter on those step states (with the saved structure for per-sequence predictions). `forward` is the
+the adapter on those step states (per-sequence predictions read each task's trained steps, `config.step_tasks`,
+else the saved structure's). `forward` is the
 token-level view: the adapter on every token's state.
 """
 
@@ -111,12 +112,12 @@ class SpecialistModel(nn.Module):
         """Load an adapter (folder or Hub repo id) onto `base_model` in one line.
 
         When the artifact holds a LoRA trained with the adapter (`lora/`), `base_model` is wrapped with it (PEFT
-        injects the LoRA layers into `base_model` in place). Refuses, with a `ValueError`, a base whose hidden size
-        or model type differs from what the adapter was trained on.
+        injects the LoRA layers into `base_model` in place). Refuses, with an `InputError`, a base whose hidden size
+        or model type differs from what the adapter was trained on, and warns when its id or revision differs.
         """
         adapter = SpecialistAdapter.from_pretrained(path_or_repo_id, revision=revision, token=token,
                                                     subfolder=subfolder, **load_kwargs)
-        check_base_compatible(base_model, adapter)
+        check_base_compatible(base_model, adapter, warn=False)  # before the LoRA is put on; `__init__` warns
         download = {k: load_kwargs[k] for k in ("cache_dir", "force_download", "local_files_only") if load_kwargs.get(k)}
         base = _load_lora(base_model, path_or_repo_id, subfolder, revision, token, **download)
         try:
@@ -128,11 +129,13 @@ class SpecialistModel(nn.Module):
     # -- the trained pipeline ----------------------------------------------------------------------
     @property
     def expected_steps(self) -> int | None:
-        """Steps per text the adapter was trained on: the saved structure's `T`, else the recorded `n_steps`."""
+        """Steps per text the adapter was trained on: the recorded `n_steps`, else the saved structure's `T`."""
+        if self.adapter.config.n_steps is not None:
+            return self.adapter.config.n_steps
         structure = getattr(self.adapter, "structure_", None)
         if structure is not None and getattr(structure, "step_tasks_", None) is not None:
             return int(structure.step_tasks_.shape[0])
-        return self.adapter.config.n_steps
+        return None
 
     def check_texts(self, texts: Sequence[str], steps: Any = None, pad: bool = False) -> None:
         """Refuse, before any forward pass, texts that do not fit the adapter: another step count than it was
@@ -228,12 +231,12 @@ class SpecialistModel(nn.Module):
     @torch.no_grad()
     def predict(self, texts: Sequence[str] | Any, task: int | str = 0, *, pad: bool = False,
                 **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """The task's prediction per text (sequence readout, from the steps the saved structure assigns to the
-        task) or per step (step readout): regression values in the original units, or class logits.
+        """The task's prediction per text (sequence readout, from the steps the task was trained on,
+        `config.step_tasks`, else those the saved structure assigns it) or per step (step readout): regression values in the original units, or class logits.
 
         Texts that do not fit the adapter (another step count, no saved separator, cut by `max_length`) raise an
         `InputError` naming the text. With `pad=True` shorter texts are padded and `(predictions, step_mask)` is
-        returned; the sequence readout then reads only each text's real steps among the structure's.
+        returned; the sequence readout then reads only each text's real steps among the task's.
         """
         if not pad:
             states = self.step_states(texts, **kwargs)
@@ -267,9 +270,10 @@ class SpecialistModel(nn.Module):
         )
 
 
-def check_base_compatible(base_model: nn.Module, adapter: SpecialistAdapter) -> None:
-    """Raise an `InputError` when the base's hidden size or model type differs from the adapter's record, and warn
-    when its id or revision does (another checkpoint of the same architecture gives other states)."""
+def check_base_compatible(base_model: nn.Module, adapter: SpecialistAdapter, warn: bool = True) -> None:
+    """Raise an `InputError` when the base's hidden size or model type differs from the adapter's record, and (with
+    `warn`) warn when its revision, or its Hub id, does (another checkpoint of the same architecture gives other
+    states). Local folders are compared by revision only: one folder has many spellings."""
     cfg = adapter.config
     size = _base_hidden_size(base_model)
     residual = cfg.hook_point is None or cfg.hook_point in ("embed", "final_norm") or cfg.hook_point.startswith("layers.")
@@ -285,11 +289,18 @@ def check_base_compatible(base_model: nn.Module, adapter: SpecialistAdapter) -> 
             f"The base model's type is {model_type!r}, but the adapter was trained on a {cfg.base_model_type!r} model "
             f"({cfg.base_model or 'unknown'})."
         )
+    if not warn:
+        return
     model_id, revision = base_identity(base_model)
     other_revision = bool(revision and cfg.base_model_revision and revision != cfg.base_model_revision)
-    other_id = bool(model_id and cfg.base_model and model_id != cfg.base_model)
-    if other_revision or other_id:
+    hub_ids = bool(model_id and cfg.base_model) and not (_local_path(model_id) or _local_path(cfg.base_model))
+    if other_revision or (hub_ids and model_id != cfg.base_model):
         warn_user(f"The base model is {model_id or 'unknown'} (revision {revision or 'unknown'}), but the adapter was "
                   f"trained on {cfg.base_model} (revision {cfg.base_model_revision or 'unknown'}): another checkpoint "
                   "of the same architecture gives other hidden states, so the adapter's latents and predictions may "
                   "not hold. Load the base the adapter records (its model card names it).")
+
+
+def _local_path(name: str) -> bool:
+    """Whether a recorded base id is a local folder rather than a Hub id (`owner/name` or `name`)."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.isdir(name) or name.count("/") > 1

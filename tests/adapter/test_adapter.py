@@ -145,6 +145,19 @@ def test_sequence_states_with_structure_mask(tmp_path):
         adapter.save_pretrained(tmp_path / "no_structure")
         again = hfs.SpecialistAdapter.from_pretrained(tmp_path / "no_structure")
         torch.testing.assert_close(again.predict(h, task=1), adapter.predict(h, task=1, step_mask=step_tasks[:, 1]))
+    # a sequence whose label is absent (its mask all False) does not hide the steps the others share
+    from hf_specialist.adapter.lambda_path import shared_step_mask
+
+    masks = torch.as_tensor(np.repeat(step_tasks[None], 5, axis=0))
+    masks[2, :, 1] = False
+    assert shared_step_mask(masks) == step_tasks.tolist()
+    masks[3, 0, 0] = False  # steps that differ between sequences: no shared mask
+    assert shared_step_mask(masks) is None
+    # trained again on sequences of another length: both records follow, and the artifact still loads
+    hfs.train_specialist(again, states[:, :3], tasks, step_tasks[:3], sparsity=0.0, epochs=1, seed=0, progress=False)
+    assert again.config.n_steps == 3 and again.config.step_tasks == step_tasks[:3].tolist()
+    again.save_pretrained(tmp_path / "three_steps")
+    assert hfs.SpecialistAdapter.from_pretrained(tmp_path / "three_steps").config.n_steps == 3
 
 
 @pytest.fixture(scope="module")
