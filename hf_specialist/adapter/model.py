@@ -48,7 +48,9 @@ class SpecialistAdapter(
     """Encoder (hidden state -> latent), decoder (latent -> hidden state) and masked task heads.
 
     Args:
-        config (`SpecialistConfig`): the configuration.
+        config (`SpecialistConfig`): the configuration. The adapter keeps this object (not a copy), and training
+            records what it was trained on into it (`task_readout`, `n_steps`, `step_tasks`): give each adapter its
+            own config.
 
     Attributes:
         task_support_ (`np.ndarray` of shape `(n_tasks, d_latent)`, bool): the latent dims each task reads.
