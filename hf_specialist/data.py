@@ -134,9 +134,11 @@ def check_equal_steps(spans: list[list[tuple[int, int]]] | None, texts: list[str
     if len(set(counts)) > 1:
         first = Counter(counts).most_common(1)[0][0]
         bad = next(i for i, c in enumerate(counts) if c != first)
+        token_hint = (" (`steps='token'`, the default, makes every token a step; for sentence steps pass a "
+                      "separator such as `steps='. '`, or per-text character spans)") if spans is None else ""
         raise InputError(
-            f"Texts have different numbers of steps under the rule {steps!r}: most have {first}, texts[{bad}] has "
-            f"{counts[bad]} ({texts[bad][:80]!r}); range {min(counts)}..{max(counts)}. {remedy}"
+            f"Texts have different numbers of steps under the rule {steps!r}{token_hint}: most have {first}, "
+            f"texts[{bad}] has {counts[bad]} ({texts[bad][:80]!r}); range {min(counts)}..{max(counts)}. {remedy}"
         )
 
 

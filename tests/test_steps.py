@@ -95,7 +95,8 @@ def test_bad_inputs(tmp_path):
     forwards = []
     handle = model.register_forward_hook(lambda *args: forwards.append(1))
     try:  # token steps of different counts are refused before any forward pass, in every form that stacks them
-        with pytest.raises(ValueError, match=rf"under the rule 'token': .*texts\[\d\] has"):
+        with pytest.raises(ValueError, match=rf"under the rule 'token' \(`steps='token'`, the default, makes every "
+                                             rf"token a step; for sentence steps pass a separator.*texts\[\d\] has"):
             hfs.extract_steps(model, tok, uneven, hook_point="layers.0")
         with pytest.raises(ValueError, match="different numbers of steps"):
             hfs.extract_steps_dataset(model, tok, uneven, hook_point="layers.0", cache_dir=str(tmp_path))
