@@ -232,7 +232,14 @@ def read_array(source: str | os.PathLike, name: str, columns: list[str] | None =
 
     text = os.fspath(source)
     path = Path(text).expanduser()
+    if columns and len(set(columns)) != len(columns):
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        raise InputError(f"{name} columns {repeated} are named more than once; name each column once.")
     if path.suffix.lower() == ".npy":
+        if columns:
+            raise InputError(f"{name} file {text} is a .npy array, which has no column names, so the columns "
+                             f"{columns} cannot be chosen; pass a table (.csv, .jsonl, .parquet, ...) or drop the "
+                             "column names.")
         if not path.is_file():
             raise MissingPathError(f"{name} file not found: {text}")
         import numpy as np

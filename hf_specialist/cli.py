@@ -8,6 +8,7 @@ error: a one-line reason), 1 any other failure (a short message; the traceback w
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import traceback
@@ -109,11 +110,22 @@ def _load_recipe(path: str | None, section: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise BadInput(f"recipe file not found: {path}")
-    content = yaml.load(file.read_text(), Loader=_recipe_loader()) or {}
+    try:
+        content = yaml.load(file.read_text(), Loader=_recipe_loader()) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise BadInput(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(content, dict):
         raise BadInput(f"recipe {path} must be a mapping of keys to values")
     merged = {k: v for k, v in content.items() if not isinstance(v, dict)}
     merged.update(content.get(section, {}) or {})
+    other_sections = sorted(k for k, v in content.items() if isinstance(v, dict) and k != section)
+    unknown = [k for k in other_sections if str(k) not in COMMANDS]
+    if unknown:  # a misspelled section (`trian:`) would otherwise be dropped without a word
+        near = {k: difflib.get_close_matches(str(k).lower(), sorted(COMMANDS), n=1, cutoff=0.6) for k in unknown}
+        if any(near.values()):
+            raise BadInput("recipe section(s) misspelled: " + ", ".join(
+                f"{k!r} (did you mean {v[0]!r}?)" for k, v in near.items() if v))
+        print(f"warning: recipe sections not read by the hf-specialist commands: {unknown}", file=sys.stderr)
     return merged
 
 
@@ -126,8 +138,6 @@ def _merge(args: argparse.Namespace, recipe: dict[str, Any], defaults: dict[str,
         if isinstance(value, _ExponentNumber) and (isinstance(default, bool) or not isinstance(default, (int, float))):
             values[key] = value.text
     unknown = sorted(set(recipe) - set(defaults) - {"command"})
-    import difflib
-
     misspelled = {key: difflib.get_close_matches(key, sorted(defaults), n=1, cutoff=0.8) for key in unknown}
     misspelled = {key: near[0] for key, near in misspelled.items() if near}
     if misspelled:
@@ -169,6 +179,22 @@ def _task_names(path: str, columns: Any = None) -> list[str]:
 
 def _task_columns(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     return cfg.get("task_columns") or getattr(args, "task_columns", None)
+
+
+def _load_states(path: str) -> np.ndarray:
+    """States for `discover` / `train` / `evaluate`: refuses states that `extract --pad` padded (their `_mask.npy`
+    beside them marks steps that are not real), which these commands would read as real steps."""
+    states = _load_array(path, "states")
+    mask_file = Path(path).with_name(Path(path).stem + "_mask.npy")
+    if mask_file.is_file():
+        mask = np.load(mask_file, allow_pickle=False)
+        if mask.shape == states.shape[:2] and not mask.all():
+            short = int((~mask.all(1)).sum())
+            raise BadInput(f"{path} was extracted with --pad: {short} texts have fewer steps, zero-padded (see "
+                           f"{mask_file}); this command would read the padding as real steps. Extract texts with "
+                           "equal step counts, or train in Python with `hfs.extract_padded_steps` and its mask as "
+                           "`task_mask`.")
+    return states
 
 
 def api_defaults(api: Any, names: Sequence[str]) -> dict[str, Any]:
@@ -246,6 +272,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         array = extract_steps(model, tokenizer, texts, **options)
         mask = np.ones(array.shape[:2], dtype=bool)
     out = Path(cfg["output"])
+    if out.suffix.lower() != ".npy":  # np.save would append it, and the pipeline record would name another file
+        out = out.with_name(out.name + ".npy")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, array)
     if cfg["pad"]:
@@ -375,7 +403,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
                              pool=cfg["pool"], context=cfg["context"], batch_size=cfg["batch_size"],
                              chunk_size=cfg["chunk_size"], max_length=cfg["max_length"], structure=structure)
     else:
-        structure = structure.fit(_load_array(cfg["states"], "states"), tasks)
+        structure = structure.fit(_load_states(cfg["states"]), tasks)
     path = _save_json(cfg["output"], structure.to_dict())
     truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
     step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth,
@@ -404,7 +432,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # fields of SpecialistTrainingArguments for training (flags and recipe keys alike)
     training_names = _training_fields()
     cfg = _merge(args, _load_recipe(args.recipe, "train"), {
-        "states": None, "tasks": None, "structure": None, "output": "outputs/adapter",
+        "states": None, "tasks": None, "structure": None, "output": "outputs/adapter", "task_columns": None,
         **api_defaults(SpecialistConfig, ("d_latent", "sparsity", "hook_point", "base_model", "task_types", "n_classes",
                                           "step_rule", "pool")),
         **api_defaults(SpecialistTrainingArguments, training_names),
@@ -417,13 +445,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
     columns = _task_columns(args, cfg)
-    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", columns)
+    states, tasks = _load_states(cfg["states"]), _load_array(cfg["tasks"], "tasks", columns)
     structure = None
     if cfg["structure"]:
         file = Path(cfg["structure"])
         if not file.is_file():
             raise BadInput(f"structure file not found: {file}")
-        structure = TaskStructure.from_dict(json.loads(file.read_text()))
+        try:
+            structure = TaskStructure.from_dict(json.loads(file.read_text()))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BadInput(f"--structure {file} is not a structure.json (as `discover` writes): {err}") from None
     try:
         sparsity = cfg["sparsity"] if cfg["sparsity"] == "auto" else float(cfg["sparsity"])
     except (TypeError, ValueError):
@@ -432,7 +463,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     task_types, n_classes = _listed(cfg["task_types"], str), _listed(cfg["n_classes"], int)
     if n_classes is None and task_types and "classification" in task_types:
         n_classes = _classes_from_labels(tasks, task_types)
-    names = _listed(columns, str) if columns else None  # tasks named by their columns (summary, card, evaluate)
+    names = _task_names(cfg["tasks"], columns) or None  # tasks named by their columns (summary, card, evaluate)
     try:
         config = SpecialistConfig(d_in=int(states.shape[-1]), d_latent=cfg["d_latent"], n_tasks=n_tasks,
                                   sparsity=sparsity, task_types=task_types, n_classes=n_classes,
@@ -465,8 +496,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_source(cfg["adapter"], "folder", namespace_required=True)  # a missing folder fails here, no Hub call
     adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
-    columns = _task_columns(args, cfg)
-    states, tasks = _load_array(cfg["states"], "states"), _load_array(cfg["tasks"], "tasks", columns)
+    columns = _evaluation_columns(_listed(_task_columns(args, cfg), str), cfg["tasks"], adapter.config.task_names)
+    states, tasks = _load_states(cfg["states"]), _load_array(cfg["tasks"], "tasks", columns)
     structure = getattr(adapter, "structure_", None)
     expected = adapter.config.n_steps or (structure.step_tasks_.shape[0] if structure is not None else None)
     if states.ndim == 3 and expected is not None and states.shape[1] != expected:
@@ -504,6 +535,21 @@ def _training_fields() -> list[str]:
     from .adapter.training_args import SpecialistTrainingArguments
 
     return [f.name for f in dataclasses.fields(SpecialistTrainingArguments) if f.name != "sparsity"]
+
+
+def _evaluation_columns(columns: list[str] | None, tasks_path: str, task_names: list[str]) -> list[str] | None:
+    """The task columns `evaluate` reads, in the adapter's task order: a table's columns are matched to the
+    adapter's task names (recorded from the training table's columns) by name, never by position."""
+    named = not all(name == f"task_{i}" for i, name in enumerate(task_names))
+    if not named or str(tasks_path).lower().endswith(".npy"):
+        return columns
+    if columns is None:
+        available = _task_names(tasks_path)
+        return list(task_names) if set(task_names) <= set(available) else None
+    if sorted(columns) == sorted(task_names):
+        return list(task_names)  # the same columns in another order: read them in the order the heads were trained
+    raise BadInput(f"--task-columns {columns} do not match the adapter's tasks {task_names} (named by the columns it "
+                   "was trained on); pass those columns.")
 
 
 def cmd_push(args: argparse.Namespace) -> int:

@@ -195,3 +195,50 @@ def test_the_cli_reads_texts_and_tasks_from_a_dataset_on_the_hub(hub_endpoint, t
                  "conversation", "--tasks", "alice/conversations", "--task-columns", "sum_0,sum_1", "--hook-point",
                  "layers.1", "--steps", truth["separator"], "--project", "4", "-o", str(tmp_path / "streamed.json")]) == 0
     assert json.loads((tmp_path / "streamed.json").read_text())["step_tasks"] == local["step_tasks"]
+
+
+def test_cli_doors_that_succeeded_with_a_wrong_result(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(200, 3, 8)).astype(np.float32)
+    a, b = states[:, 0, 0] + states[:, 1, 1], np.tanh(states[:, 2, 2])
+    datasets.Dataset.from_dict({"a": a, "b": b, "flat": np.full(200, 3.0)}).to_csv(str(tmp_path / "t.csv"), index=False)
+    np.save(tmp_path / "s.npy", states)
+    np.save(tmp_path / "t.npy", np.c_[a, b])
+
+    def fails(argv, message):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+
+    # states padded by `extract --pad`: their mask sits beside them and marks steps that are not real
+    np.save(tmp_path / "p.npy", states)
+    np.save(tmp_path / "p_mask.npy", np.arange(3)[None, :] < np.where(np.arange(200) % 4 == 0, 2, 3)[:, None])
+    fails(["discover", "--states", str(tmp_path / "p.npy"), "--tasks", str(tmp_path / "t.npy")],
+          "was extracted with --pad: 50 texts have fewer steps")
+    # column names cannot choose columns of a .npy, and a column named twice is not two tasks
+    fails(["discover", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "t.npy"), "--task-columns", "a"],
+          "is a .npy array, which has no column names")
+    fails(["discover", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "t.csv"),
+           "--task-columns", "a,a"], "columns ['a'] are named more than once")
+    # a constant outcome has nothing to learn
+    fails(["train", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "t.csv"), "--sparsity", "0"],
+          "(flat) is constant (3)")
+    fails(["train", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "t.csv"), "--structure",
+           str(tmp_path / "t.npy")], "is not a structure.json")
+    # evaluate matches the adapter's heads to the table's columns by name, whatever order they are asked in
+    assert main(["train", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "t.csv"), "--task-columns",
+                 "a,b", "--sparsity", "0", "--max-steps", "30", "--output", str(tmp_path / "ad")]) == 0
+    scores = []
+    for order in ("a,b", "b,a", None):
+        argv = ["evaluate", "--adapter", str(tmp_path / "ad"), "--states", str(tmp_path / "s.npy"), "--tasks",
+                str(tmp_path / "t.csv"), "--output", str(tmp_path / "m.json")] + (["--task-columns", order] if order else [])
+        assert main(argv) == 0
+        scores.append(json.loads((tmp_path / "m.json").read_text()))
+    assert scores[0]["a/r2"] == scores[1]["a/r2"] == scores[2]["a/r2"]
+    # push refuses, before any Hub call, a folder that is not an adapter and a repo id that is not one
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    fails(["push", str(tmp_path / "model"), "me/x"], "is not an hf_specialist adapter config (it describes a "
+                                                     "transformers 'bert' model)")
+    fails(["push", str(tmp_path / "ad"), "a/b/c"], "is not a Hub repo id")
+    with pytest.raises(hfs.InputError, match="not an hf_specialist adapter config"):
+        hfs.SpecialistAdapter.from_pretrained(tmp_path / "model")

@@ -289,6 +289,8 @@ def test_specialist_model_one_line_and_mismatch(tmp_path, trained):
     assert out.specialist.shape[:2] == (2, 6) and out.latents.shape == (2, 6, 8)
     with hfs.HiddenStateExtractor(base, "layers.1") as ex:
         torch.testing.assert_close(out.latents, adapter.encode(ex(input_ids=ids)["layers.1"]))
+    with pytest.raises(hfs.InputError, match="got a single str; wrap it in a list"):
+        model.predict("One step. Another step.", task=0)
     with pytest.raises(ValueError, match="hidden size is 64, but the adapter was trained on hidden size 32"):
         hfs.SpecialistModel.from_pretrained(build_tiny_model("llama", hidden_size=64), folder)
     with pytest.raises(ValueError, match="type is 'llama', but the adapter was trained on a 'gpt2'"):

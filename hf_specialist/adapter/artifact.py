@@ -88,11 +88,21 @@ def keep_sibling_artifacts(old: Path, new: Path) -> None:
                 shutil.copytree(child, new / child.name)
 
 
+def check_adapter_payload(payload: dict[str, Any], config_path: str | os.PathLike) -> None:
+    """Refuse a `config.json` that no `SpecialistConfig` wrote (a `transformers` model's, or any other), naming it."""
+    if "architecture" in payload or "d_in" in payload:
+        return
+    what = (f" (it describes a transformers {payload['model_type']!r} model)" if "model_type" in payload else "")
+    raise InputError(f"{config_path} is not an hf_specialist adapter config{what}: no 'architecture' or 'd_in' key. "
+                     "Pass a folder written by `SpecialistAdapter.save_pretrained`.")
+
+
 def read_config_file(path_or_repo_id: str | os.PathLike, subfolder: str | None, revision: str | None,
                      token: str | bool | None, **download_kwargs: Any) -> tuple[dict[str, Any], Path]:
     """The artifact's `config.json` as a dict (and its local path), with clear errors when missing or corrupt."""
     config_path = resolve_file(path_or_repo_id, CONFIG_NAME, subfolder, revision, token, **download_kwargs)
     payload = read_config(config_path)
+    check_adapter_payload(payload, config_path)
     architecture = payload.get("architecture", "specialist_vae")
     if architecture not in ADAPTER_ARCHITECTURES:
         raise InputError(f"Unknown adapter architecture {architecture!r} in {config_path}; known: "
@@ -193,9 +203,19 @@ def upload_artifact(folder: str | os.PathLike, repo_id: str, *, private: bool | 
     Returns the commit URL."""
     from huggingface_hub import HfApi, hf_hub_download
 
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     folder = Path(folder)
-    if not (folder / CONFIG_NAME).is_file() and not any((p / CONFIG_NAME).is_file() for p in folder.iterdir() if p.is_dir()):
+    configs = [folder / CONFIG_NAME] if (folder / CONFIG_NAME).is_file() else [
+        p / CONFIG_NAME for p in sorted(folder.iterdir()) if p.is_dir() and (p / CONFIG_NAME).is_file()]
+    if not configs:
         raise MissingPathError(f"{folder} holds no {CONFIG_NAME}: not a saved hf_specialist artifact.")
+    for config_path in configs:  # before any Hub call: the push replaces what the repo holds
+        check_adapter_payload(read_config(config_path), config_path)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise InputError(f"`repo_id` {repo_id!r} is not a Hub repo id ('owner/name' or 'name'): {err}") from None
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     if branch and branch != "main":

@@ -114,6 +114,11 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
         raise InputError("`tasks` contains NaN or infinite values on rows that count; mark absent labels in "
                          "`task_mask` (False) instead of NaN.")
     tasks = np.where(column_mask, tasks, 0.0)
+    for i, (kind, cols) in enumerate(zip(cfg.task_types, cfg.target_columns)):
+        counted = tasks[mask[:, i], cols]
+        if kind == "regression" and len(counted) > 1 and np.ptp(counted, axis=0).max() == 0:
+            raise InputError(f"`tasks[:, {cols.start}]` ({cfg.task_names[i]}) is constant ({counted[0, 0]:g}) on every "
+                             "row that counts: there is nothing to predict (its R^2 is undefined); drop the column.")
     for i, (kind, k, cols) in enumerate(zip(cfg.task_types, cfg.n_classes, cfg.target_columns)):
         if kind == "classification":
             labels = tasks[mask[:, i], cols.start]

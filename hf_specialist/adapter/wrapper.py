@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput
 
 from .._constants import LORA_DIR
 from .._files import resolve_file
-from .._validation import InputError
+from .._validation import InputError, InputTypeError
 from .._warnings import warn_user
 from ..hooks import HiddenStateExtractor, config_int, resolve_hook_points
 from .config import base_identity
@@ -147,6 +147,8 @@ class SpecialistModel(nn.Module):
         """
         from ..steps import separator_spans
 
+        if isinstance(texts, str):
+            raise InputTypeError("`texts` must be a list of strings, got a single str; wrap it in a list.")
         cfg = self.adapter.config
         rule = steps if steps is not None else cfg.step_rule
         expected = self.expected_steps
@@ -191,6 +193,8 @@ class SpecialistModel(nn.Module):
         """
         from ..data import extract_padded_steps, extract_steps
 
+        if isinstance(texts, str):
+            raise InputTypeError("`texts` must be a list of strings, got a single str; wrap it in a list.")
         if self.tokenizer is None:
             raise InputError("Pass `tokenizer=` to `SpecialistModel.from_pretrained` to run on texts.")
         cfg = self.adapter.config
