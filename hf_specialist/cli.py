@@ -181,11 +181,17 @@ def _task_columns(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     return cfg.get("task_columns") or getattr(args, "task_columns", None)
 
 
+def _mask_path(states_path: str | Path) -> Path:
+    """Where `extract --pad` writes the step mask of `states_path` (`states.npy` -> `states_mask.npy`)."""
+    path = Path(states_path)
+    return path.with_name(path.stem + "_mask.npy")
+
+
 def _load_states(path: str) -> np.ndarray:
     """States for `discover` / `train` / `evaluate`: refuses states that `extract --pad` padded (their `_mask.npy`
     beside them marks steps that are not real), which these commands would read as real steps."""
     states = _load_array(path, "states")
-    mask_file = Path(path).with_name(Path(path).stem + "_mask.npy")
+    mask_file = _mask_path(path)
     if mask_file.is_file():
         mask = np.load(mask_file, allow_pickle=False)
         if mask.shape == states.shape[:2] and not mask.all():
@@ -277,7 +283,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, array)
     if cfg["pad"]:
-        np.save(out.with_name(out.stem + "_mask.npy"), mask)
+        np.save(_mask_path(out), mask)
     _write_pipeline_record(out, model, hook_point=resolve_hook_points(model, cfg["hook_point"])[0], step_rule=steps,
                            pool=cfg["pool"], max_length=None, context=cfg["context"])
     print(f"extracted {array.shape[0]} sequences x {array.shape[1]} steps x {array.shape[2]} dims "
