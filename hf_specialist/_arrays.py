@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,13 +22,39 @@ def _is_datasets_object(obj: Any, *names: str) -> bool:
     return type(obj).__module__.startswith("datasets") and type(obj).__name__ in names
 
 
+_INDEX_COLUMN = re.compile(r"^__index_level_\d+__$")
+
+
+def data_columns(names: Sequence[str]) -> list[str]:
+    """A table's columns that hold data: every column but pandas' index, which is never a task or a text: a first
+    column with no name (`Unnamed: 0` as `datasets` reads it, or ''; `to_csv` without `index=False` writes it), or
+    `__index_level_0__` (its parquet files). A nameless column elsewhere is data (a header cell left empty)."""
+    return [name for i, name in enumerate(names)
+            if not (_INDEX_COLUMN.match(str(name)) or (i == 0 and str(name) in ("Unnamed: 0", "")))]
+
+
+def task_names_of(obj: Any, columns: Sequence[str] | None = None) -> list[str] | None:
+    """The task names a tasks object carries: the columns read from a `datasets.Dataset` (or a dict of columns),
+    as `as_task_array` reads them; `None` for an array, which has no names."""
+    if _is_datasets_object(obj, "DatasetDict", "IterableDatasetDict") and len(obj) == 1:
+        obj = next(iter(obj.values()))
+    if columns is not None and (_is_datasets_object(obj, "Dataset") or isinstance(obj, dict)):
+        return [str(c) for c in columns]
+    if _is_datasets_object(obj, "Dataset"):
+        return [str(c) for c in data_columns(list(obj.column_names))]
+    if isinstance(obj, dict):
+        return [str(c) for c in obj]
+    return None
+
+
 def as_task_array(obj: Any, columns: Sequence[str] | None = None) -> Any:
     """Task outcomes as a numpy array, from a `datasets.Dataset` (or its columns); anything else unchanged.
 
     Args:
         obj: a `datasets.Dataset`, a `DatasetDict` with one split, a dict of columns (`{"y": [...], ...}`), one
             column (`dataset["y"]`), or an array; arrays and tensors come back as they are, for the caller's checks.
-        columns (`list[str]`, *optional*): the task columns, in order (default: every column of the dataset).
+        columns (`list[str]`, *optional*): the task columns, in order (default: every column of the dataset but an
+            unnamed index column, see `data_columns`, dropped with a warning).
 
     Returns:
         `np.ndarray` of shape `(n, M)` for number columns, `(n, M, d_g)` for columns of equal-length vectors, or
@@ -45,6 +72,13 @@ def as_task_array(obj: Any, columns: Sequence[str] | None = None) -> Any:
         return _column_values("tasks", list(obj))[:, None]
     if _is_datasets_object(obj, "Dataset"):
         names = list(obj.column_names)
+        if columns is None and len(data_columns(names)) < len(names):
+            from ._warnings import warn_user
+
+            dropped = sorted(set(names) - set(data_columns(names)))
+            warn_user(f"the tasks table's unnamed column(s) {dropped} are read as an index (as pandas writes with "
+                      "`to_csv` without `index=False`), not as tasks; name the task columns to choose otherwise.")
+            names = data_columns(names)
         table = {name: obj[name] for name in (columns if columns is not None else names) if name in names}
         missing = [name for name in (columns or []) if name not in names]
         if missing:

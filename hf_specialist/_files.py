@@ -1,5 +1,5 @@
 """Finding an artifact's files in a local folder or a Hub repo, and reading its JSON (imports nothing of ours but
-the leaves `_constants` and `_validation`), so that the adapter, `SpecialistModel` and `hub` share one resolver;
+the leaves `_arrays`, `_constants` and `_validation`), so that the adapter, `SpecialistModel` and `hub` share one resolver;
 and telling a user's local path from a Hub repo id before any Hub call."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ._arrays import data_columns
 from ._constants import CONFIG_NAME
 from ._validation import InputError, MissingPathError
 
@@ -162,14 +163,20 @@ def load_table(source: str | os.PathLike, split: str = "train") -> Any:
         if builder is None:
             raise InputError(f"cannot read {text}: unknown file type {path.suffix!r}; use one of "
                              f"{sorted(TABLE_BUILDERS)} (or .npy for arrays), a save_to_disk folder or a Hub dataset.")
+        _check_has_rows(path, builder)
         options = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
         if builder == "text":
             options["keep_linebreaks"] = False
         try:
-            return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+            table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
         except Exception as err:  # noqa: BLE001 - datasets raises many types for an unparsable file
+            if "corresponds to no data" in str(err):  # a parquet or JSON file without rows
+                raise InputError(f"{text} holds no rows; it must hold one row per sequence.") from err
             raise InputError(f"cannot read {text} as {builder}: {type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}") from err
+        if len(table) == 0:
+            raise InputError(f"{text} holds no rows; it must hold one row per sequence.")
+        return table
     if path.suffix.lower() in TABLE_BUILDERS or path.suffix.lower() == ".npy":
         raise MissingPathError(f"no such file: {text}")
     if check_source(source, "file or folder") == "hub":
@@ -192,6 +199,52 @@ def _one_split(loaded: Any, split: str, name: str) -> Any:
     raise InputError(f"{name} holds the splits {splits}; none is {split!r}.")
 
 
+def _check_has_rows(path: Path, builder: str) -> None:
+    """Refuse an empty file (or a CSV with a header only) by name, before `datasets` fails on it with its own words.
+    Reads at most the first two non-blank lines (of a parquet file, its row count)."""
+    if builder == "parquet":
+        import pyarrow.parquet
+
+        try:
+            rows = pyarrow.parquet.ParquetFile(path).metadata.num_rows
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a file that is not parquet
+            raise InputError(f"cannot read {path} as parquet: {type(err).__name__}: {err}") from err
+        if rows == 0:
+            raise InputError(f"{path} holds no rows; it must hold one row per sequence.")
+        return
+    lines = []
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                lines.append(line)
+                if len(lines) == 2:
+                    return
+    if not lines:
+        raise InputError(f"{path} is empty; it must hold one row per sequence.")
+    if builder == "csv":
+        raise InputError(f"{path} holds one line, read as its header "
+                         f"({lines[0].strip()[:60].decode(errors='replace')!r}), and no rows; its first line names "
+                         "its columns.")
+
+
+def _header_is_data(names: list[str], kind: str) -> str | None:
+    """Why a CSV's header (its column names) looks like a first row of data, or `None`: numbers where names belong
+    (tasks), or a sentence (texts)."""
+    def number(name: str) -> bool:
+        try:
+            float(name)
+        except ValueError:
+            return False
+        return True
+
+    pandas_default = [str(i) for i in range(len(names))]  # `DataFrame(array).to_csv(...)` names columns 0, 1, ...
+    if kind == "tasks" and names and all(number(str(n)) for n in names) and list(map(str, names)) != pandas_default:
+        return f"its header {names[:4]} is numbers"
+    if kind == "texts" and len(names) == 1 and len(str(names[0]).split()) >= 4:
+        return f"its header {str(names[0])[:60]!r} is a sentence"
+    return None
+
+
 def read_texts(source: str | os.PathLike, column: str | None = None) -> list[str]:
     """The texts of a user's file or dataset (see `load_table`): the `column` given, else `text`, else the only
     column. A CSV's header names columns and is never read as a text.
@@ -203,10 +256,17 @@ def read_texts(source: str | os.PathLike, column: str | None = None) -> list[str
     table = load_table(source)
     names = list(table.column_names)
     if column is None:
+        named = data_columns(names)  # an index column (pandas') never holds the texts
         if "text" in names:
             column = "text"
-        elif len(names) == 1:
-            column = names[0]
+        elif len(named) == 1:
+            headed = Path(text).suffix.lower() in (".csv", ".tsv")
+            why = _header_is_data(named, "texts") if headed else None
+            if why:
+                raise InputError(f"{text}: {why}: a CSV's first line names its column, so that text would be lost. "
+                                 "Add a first line `text`, or write the texts one per line in a .txt file (or pass "
+                                 "that line as --text-column / `column` to read it as the column's name).")
+            column = named[0]
         else:
             raise InputError(f"{text} has the columns {names}; name the one holding the texts (--text-column).")
     if column not in names:
@@ -245,7 +305,65 @@ def read_array(source: str | os.PathLike, name: str, columns: list[str] | None =
         import numpy as np
 
         try:
-            return np.load(path, allow_pickle=False)
+            values = np.load(path, allow_pickle=False)
         except ValueError as err:
             raise InputError(f"{name} file {text} is not a numeric .npy array: {err}") from err
-    return as_task_array(load_table(source), columns)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise InputError(f"{name} file {text} holds {int((~np.isfinite(values)).sum())} NaN or infinite "
+                             f"value(s), the first at index {tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])}; "
+                             f"every {name} value must be a finite number.")
+        return values
+    table = load_table(source)
+    if path.suffix.lower() == ".txt":
+        if columns:
+            raise InputError(f"{name} file {text} is a .txt of numbers, which has no column names, so the columns "
+                             f"{columns} cannot be chosen; pass a table (.csv, .jsonl, .parquet, ...) or drop the "
+                             "column names.")
+        return _numbers_per_line(table, text, name)
+    headed = path.suffix.lower() in (".csv", ".tsv") and not columns  # named columns confirm the header
+    why = _header_is_data(data_columns(list(table.column_names)), "tasks") if headed else None
+    if why:
+        raise InputError(f"{name} file {text}: {why}: its first line names its columns, so the first row would be "
+                         "lost. Add a header line of column names (or name the task columns, which confirms the "
+                         "header).")
+    values = as_task_array(table, columns)
+    _check_finite(values, text, name, columns or data_columns(list(table.column_names)),
+                  header=path.suffix.lower() in (".csv", ".tsv"))
+    return values
+
+
+def _numbers_per_line(table: Any, text: str, name: str) -> Any:
+    """A `.txt` of numbers: one row a line, columns split by whitespace or commas; a non-number names its line."""
+    import numpy as np
+
+    rows = []
+    for i, line in enumerate(table["text"]):
+        if not line.strip():
+            raise InputError(f"{name} file {text}: line {i + 1} is blank; a .txt of {name} holds one row of numbers "
+                             "a line, so a blank line would shift the rows after it (remove it).")
+        try:
+            rows.append([float(v) for v in line.replace(",", " ").split()])
+        except ValueError:
+            raise InputError(f"{name} file {text}: line {i + 1} ({line[:60]!r}) is not numbers; a .txt of {name} "
+                             "holds one row of numbers a line (use a table with named columns otherwise).") from None
+        if not rows[-1] or len(rows[-1]) != len(rows[0]):
+            raise InputError(f"{name} file {text}: line {i + 1} has {len(rows[-1])} numbers but line 1 has "
+                             f"{len(rows[0])}; every line must hold one value per task.")
+    values = np.asarray(rows, dtype=np.float64)
+    _check_finite(values, text, name, [f"column {j + 1}" for j in range(values.shape[1])], header=False)
+    return values
+
+
+def _check_finite(values: Any, text: str, name: str, columns: list[str], header: bool) -> None:
+    """Refuse a NaN (an empty cell) or an infinity in a file of task values, naming its column and line: the
+    command line has no absent labels."""
+    import numpy as np
+
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return
+    bad = ~np.isfinite(values.reshape(len(values), len(columns), -1)).all(-1)
+    row, col = (int(v) for v in np.argwhere(bad)[0])
+    where = f"data row {row + 1} (after the header)" if header else f"row {row + 1}"
+    raise InputError(f"{name} file {text}: {int(bad.sum())} empty, NaN or infinite value(s), the first in column "
+                     f"{columns[col]!r}, {where}; every {name} value must be a finite number (drop those rows, or "
+                     "train in Python with `task_mask` marking absent labels).")

@@ -12,6 +12,7 @@ import difflib
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -170,11 +171,12 @@ def _load_array(path: str, name: str, columns: Any = None) -> np.ndarray:
 def _task_names(path: str, columns: Any = None) -> list[str]:
     """The tasks' names for the report: the `columns` asked for, else a table's column names (none for `.npy`)."""
     listed = _listed(columns, str)
-    if listed or str(path).lower().endswith(".npy"):
+    if listed or str(path).lower().endswith((".npy", ".txt")):  # arrays and lines of numbers have no names
         return listed or []
+    from ._arrays import data_columns
     from ._files import load_table
 
-    return list(load_table(path).column_names)
+    return data_columns(list(load_table(path).column_names))
 
 
 def _task_columns(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
@@ -190,6 +192,9 @@ def _mask_path(states_path: str | Path) -> Path:
 def _load_states(path: str) -> np.ndarray:
     """States for `discover` / `train` / `evaluate`: refuses states that `extract --pad` padded (their `_mask.npy`
     beside them marks steps that are not real), which these commands would read as real steps."""
+    if not str(path).lower().endswith(".npy"):
+        raise BadInput(f"--states {path} must be a .npy array of per-step states (as `hf-specialist extract` writes), "
+                       f"not a table.")
     states = _load_array(path, "states")
     mask_file = _mask_path(path)
     if mask_file.is_file():
@@ -395,6 +400,11 @@ def cmd_discover(args: argparse.Namespace) -> int:
     tasks = _load_array(cfg["tasks"], "tasks", cfg["task_columns"])
     correction = None if cfg["correction"] in (None, "none") else cfg["correction"]
     structure = TaskStructure(**{**{name: cfg[name] for name in api}, "correction": correction})
+    truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
+    names = _task_names(cfg["tasks"], cfg["task_columns"])
+    if truth is not None and (truth.ndim != 2 or truth.shape[1] != (tasks.shape[1] if tasks.ndim > 1 else 1)):
+        raise BadInput(f"--truth {cfg['truth']} has shape {tuple(truth.shape)}; expected (T steps, "
+                       f"{tasks.shape[1] if tasks.ndim > 1 else 1} tasks), one column per task.")
     if cfg["model"]:  # extract in chunks and stream the statistics: states are never all in memory
         from .models import load_model
         from .structure.from_model import discover
@@ -409,15 +419,21 @@ def cmd_discover(args: argparse.Namespace) -> int:
                              pool=cfg["pool"], context=cfg["context"], batch_size=cfg["batch_size"],
                              chunk_size=cfg["chunk_size"], max_length=cfg["max_length"], structure=structure)
     else:
-        structure = structure.fit(_load_states(cfg["states"]), tasks)
+        states = _load_states(cfg["states"])
+        if truth is not None and states.ndim > 1 and truth.shape[0] != states.shape[1]:
+            raise BadInput(f"--truth {cfg['truth']} has {truth.shape[0]} steps but the states have {states.shape[1]}.")
+        structure = structure.fit(states, tasks)
+    if truth is not None and truth.shape != structure.step_tasks_.shape:
+        raise BadInput(f"--truth {cfg['truth']} has shape {tuple(truth.shape)} but the structure has "
+                       f"{structure.n_steps_} steps x {structure.n_tasks_} tasks.")
+    if len(names) == structure.n_tasks_:  # kept in structure.json: `train --structure` matches columns by name
+        structure.task_names_ = names
     path = _save_json(cfg["output"], structure.to_dict())
-    truth = _load_array(cfg["truth"], "truth").astype(bool) if cfg["truth"] else None
     step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth,
                       pvalues=getattr(structure, "step_pvalues_", None))
     print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}; decision: {structure.decision_}) "
           f"-> {path}")
-    names = _task_names(cfg["tasks"], cfg["task_columns"])
-    print(structure.report(names if len(names) == structure.n_tasks_ else None, warn=False))
+    print(structure.report(warn=False))
     if truth is not None:
         from .metrics import structure_scores
 
@@ -467,9 +483,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise BadInput(f"--sparsity must be 'auto' or a non-negative number, got {cfg['sparsity']!r}.") from None
     n_tasks = tasks.shape[-1] if tasks.ndim > 1 else 1
     task_types, n_classes = _listed(cfg["task_types"], str), _listed(cfg["n_classes"], int)
+    conflicting = [i for i, (kind, k) in enumerate(zip(task_types or [], n_classes or [])) if kind == "regression" and k]
+    if conflicting:  # both flags typed: one of them is a mistake (the Python API warns and drops the classes)
+        i = conflicting[0]
+        raise BadInput(f"--n-classes gives task {i} {n_classes[i]} classes but --task-types makes it 'regression'; "
+                       "use 0 for a regression task, or type it 'classification'.")
     if n_classes is None and task_types and "classification" in task_types:
         n_classes = _classes_from_labels(tasks, task_types)
     names = _task_names(cfg["tasks"], columns) or None  # tasks named by their columns (summary, card, evaluate)
+    if structure is not None:
+        _check_structure_tasks(structure, names, n_tasks, cfg["structure"])
     try:
         config = SpecialistConfig(d_in=int(states.shape[-1]), d_latent=cfg["d_latent"], n_tasks=n_tasks,
                                   sparsity=sparsity, task_types=task_types, n_classes=n_classes,
@@ -486,6 +509,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_structure_tasks(structure: Any, names: list[str] | None, n_tasks: int, path: str) -> None:
+    """The structure's task columns must be the tasks' columns, in the same order: `discover` records the table's
+    column names in structure.json, so a table whose columns come in another order is refused, not read with
+    another task's steps."""
+    if structure.n_tasks_ != n_tasks:
+        raise BadInput(f"--structure {path} marks steps for {structure.n_tasks_} task(s) but the tasks have {n_tasks} "
+                       "column(s); discover the structure on the same task columns.")
+    recorded = getattr(structure, "task_names_", None)
+    if not recorded or not names or list(recorded) == list(names):
+        return
+    if sorted(recorded) == sorted(names):
+        raise BadInput(f"--structure {path} marks the tasks {recorded} in that order, but the tasks come as {names}; "
+                       f"pass --task-columns {','.join(recorded)} so each task gets its own steps.")
+    raise BadInput(f"--structure {path} was discovered for the tasks {recorded}, but the tasks are {names}; discover "
+                   "the structure on these tasks, or pass --task-columns naming the structure's tasks.")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a saved adapter (folder or Hub repo id) on states and tasks, against ground truth when given."""
     from .adapter.model import SpecialistAdapter
@@ -500,7 +540,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise BadInput("pass --adapter DIR_OR_REPO_ID, --states STATES.npy and --tasks TASKS.npy")
     from ._files import check_source
 
-    check_source(cfg["adapter"], "folder", namespace_required=True)  # a missing folder fails here, no Hub call
+    source = check_source(cfg["adapter"], "folder", namespace_required=True)  # a missing folder fails here
+    if source == "local" and cfg["revision"]:
+        raise BadInput(f"--revision {cfg['revision']} names a Hub revision, but --adapter {cfg['adapter']} is a local "
+                       "folder, which has none; drop --revision, or pass the Hub repo id.")
     adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
     columns = _evaluation_columns(_listed(_task_columns(args, cfg), str), cfg["tasks"], adapter.config.task_names)
     states, tasks = _load_states(cfg["states"]), _load_array(cfg["tasks"], "tasks", columns)
@@ -784,6 +827,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(command: str) -> Callable[..., None]:
+    """`warnings.showwarning` for a command: a `UserWarning` (ours) as one line `hf-specialist CMD: warning: ...`;
+    any other category (a library's deprecation notice) with its category and source line."""
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, *rest: Any) -> None:
+        if category is UserWarning:
+            print(f"hf-specialist {command}: warning: {message}", file=sys.stderr)
+        else:
+            print(f"hf-specialist {command}: {category.__name__} ({filename}:{lineno}): {message}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `hf-specialist`; returns the exit code."""
     parser = build_parser()
@@ -792,7 +847,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # a warning is a line of the command's own, not a Python source line
+            warnings.showwarning = _show_warning(args.command)
+            return args.func(args)
     except InputError as err:  # bad input, whatever door found it: exit 2 with the reason
         if args.debug:
             traceback.print_exc()

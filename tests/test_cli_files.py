@@ -242,3 +242,114 @@ def test_cli_doors_that_succeeded_with_a_wrong_result(tmp_path, capsys):
     fails(["push", str(tmp_path / "ad"), "a/b/c"], "is not a Hub repo id")
     with pytest.raises(hfs.InputError, match="not an hf_specialist adapter config"):
         hfs.SpecialistAdapter.from_pretrained(tmp_path / "model")
+
+
+def test_files_shaped_as_users_write_them(tmp_path):
+    """A pandas index column, a CSV without a header, empty files, empty cells and a .txt of numbers: each read as
+    meant, or refused naming the file and the place."""
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(6, 2))
+    import pandas as pd
+
+    pd.DataFrame({"price": values[:, 0], "score": values[:, 1]}).to_csv(tmp_path / "indexed.csv")  # index kept
+    with pytest.warns(UserWarning, match=r"unnamed column\(s\) \['Unnamed: 0'\] are read as an index"):
+        np.testing.assert_allclose(read_array(tmp_path / "indexed.csv", "tasks"), values)
+    np.testing.assert_allclose(read_array(tmp_path / "indexed.csv", "tasks", ["score"]), values[:, 1:])
+    (tmp_path / "numbers.txt").write_text("\n".join(f"{a} {b}" for a, b in values) + "\n")
+    np.testing.assert_allclose(read_array(tmp_path / "numbers.txt", "tasks"), values)
+    (tmp_path / "ragged.txt").write_text("1 2\n3\n")
+    with pytest.raises(hfs.InputError, match="line 2 has 1 numbers but line 1 has 2"):
+        read_array(tmp_path / "ragged.txt", "tasks")
+    (tmp_path / "headless.csv").write_text("\n".join(f"{a},{b}" for a, b in values) + "\n")
+    with pytest.raises(hfs.InputError, match="its header .* is numbers: .* the first row would be lost"):
+        read_array(tmp_path / "headless.csv", "tasks")
+    (tmp_path / "texts.csv").write_text("\n".join(TEXTS) + "\n")
+    with pytest.raises(hfs.InputError, match="its header 'The cat sat. It was warm.' is a sentence"):
+        read_texts(tmp_path / "texts.csv")
+    (tmp_path / "gaps.csv").write_text("price,score\n1,2\n3,\n5,6\n")
+    with pytest.raises(hfs.InputError, match=r"gaps.csv: 1 empty, NaN .* column 'score', data row 2 \(after the header\)"):
+        read_array(tmp_path / "gaps.csv", "tasks")
+    for name, content, message in (("empty.csv", "", "is empty"), ("empty.txt", "\n\n", "is empty"),
+                                   ("header.csv", "price,score\n", "holds one line, read as its header")):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(hfs.InputError, match=message):
+            read_array(tmp_path / name, "tasks")
+    np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan]]))
+    with pytest.raises(hfs.InputError, match=r"nan.npy holds 1 NaN .* the first at index \(0, 1\)"):
+        read_array(tmp_path / "nan.npy", "tasks")
+
+
+def test_structure_json_keeps_task_names_and_train_matches_them(tmp_path, capsys):
+    states, tasks, truth = synthetic.collider_sequences(n=1500, T=5, M=2, segment_length=1, state_dim=2,
+                                                        mixing="linear", carry_actions=False, seed=4)
+    np.save(tmp_path / "s.npy", states.astype(np.float32))
+    datasets.Dataset.from_dict({"alpha": tasks[:, 0], "beta": tasks[:, 1]}).to_csv(str(tmp_path / "ab.csv"), index=False)
+    datasets.Dataset.from_dict({"beta": tasks[:, 1], "alpha": tasks[:, 0]}).to_csv(str(tmp_path / "ba.csv"), index=False)
+    np.save(tmp_path / "truth.npy", truth["step_tasks"])
+    np.save(tmp_path / "wrong.npy", np.ones((5, 3), bool))
+    base = ["--states", str(tmp_path / "s.npy"), "--tasks"]
+    assert main(["discover", *base, str(tmp_path / "wrong.npy"), "--truth", str(tmp_path / "wrong.npy")]) == 2
+    assert main(["discover", *base, str(tmp_path / "ab.csv"), "--truth", str(tmp_path / "wrong.npy")]) == 2
+    assert "expected (T steps, 2 tasks)" in capsys.readouterr().err
+    assert main(["discover", *base, str(tmp_path / "ab.csv"), "-o", str(tmp_path / "st.json")]) == 0
+    assert json.loads((tmp_path / "st.json").read_text())["task_names"] == ["alpha", "beta"]
+    assert hfs.TaskStructure.from_dict(json.loads((tmp_path / "st.json").read_text())).task_names_ == ["alpha", "beta"]
+    assert "alpha |" in capsys.readouterr().out
+    train = ["train", *base, str(tmp_path / "ba.csv"), "--structure", str(tmp_path / "st.json"), "--sparsity", "0",
+             "--max-steps", "20", "-o", str(tmp_path / "ad")]
+    assert main(train) == 2  # the same columns in another order would give each task the other's steps
+    assert "pass --task-columns alpha,beta" in capsys.readouterr().err
+    assert main(train + ["--task-columns", "alpha,beta"]) == 0
+    capsys.readouterr()
+    # the CLI's other doors: states must be an array, a local folder has no revision, regression has no classes
+    assert main(["evaluate", "--adapter", str(tmp_path / "ad"), "--states", str(tmp_path / "ab.csv"), "--tasks",
+                 str(tmp_path / "ab.csv")]) == 2
+    assert "must be a .npy array of per-step states" in capsys.readouterr().err
+    assert main(["evaluate", "--adapter", str(tmp_path / "ad"), "--revision", "main", *base, str(tmp_path / "ab.csv")]) == 2
+    assert "is a local folder, which has none" in capsys.readouterr().err
+    assert main(["train", *base, str(tmp_path / "ab.csv"), "--task-types", "regression,regression", "--n-classes",
+                 "3,0", "-o", str(tmp_path / "ad2")]) == 2
+    assert "--n-classes gives task 0 3 classes but --task-types makes it 'regression'" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match=r"`n_classes\[0\]` is 3 but `task_types\[0\]` is 'regression'"):
+        assert hfs.SpecialistConfig(d_in=4, n_tasks=1, task_types=["regression"], n_classes=[3]).n_classes == [0]
+    assert hfs.SpecialistConfig(d_in=4, n_tasks=2, n_classes=[3, 0]).task_types == ["classification", "regression"]
+    # in Python: a Dataset of tasks names the structure's tasks
+    fitted = hfs.TaskStructure().fit(states, datasets.Dataset.from_dict({"alpha": tasks[:, 0], "beta": tasks[:, 1]}))
+    assert fitted.task_names_ == ["alpha", "beta"] and "beta |" in fitted.report(warn=False)
+    assert hfs.TaskStructure().fit(states, tasks).task_names_ is None
+
+
+def test_files_refused_only_where_they_are_wrong(tmp_path):
+    """Headers pandas writes by default, named columns that confirm a header, an empty header cell that is data; and
+    the refusals that remain: a .txt of numbers with column names or a blank line, an empty parquet file."""
+    import pandas as pd
+
+    values = np.arange(12.0).reshape(6, 2)
+    pd.DataFrame(values).to_csv(tmp_path / "default.csv", index=False)  # header 0,1
+    np.testing.assert_allclose(read_array(tmp_path / "default.csv", "tasks"), values)
+    pd.DataFrame(values, columns=["2019", "2020"]).to_csv(tmp_path / "years.csv", index=False)
+    with pytest.raises(hfs.InputError, match="is numbers"):
+        read_array(tmp_path / "years.csv", "tasks")
+    np.testing.assert_allclose(read_array(tmp_path / "years.csv", "tasks", ["2019", "2020"]), values)
+    (tmp_path / "gap.csv").write_text("a,\n1,2\n3,4\n")  # an empty header cell: data, not an index
+    assert read_array(tmp_path / "gap.csv", "tasks").shape == (2, 2)
+    (tmp_path / "n.txt").write_text("1 2\n\n3 4\n")
+    with pytest.raises(hfs.InputError, match="line 2 is blank"):
+        read_array(tmp_path / "n.txt", "tasks")
+    with pytest.raises(hfs.InputError, match="is a .txt of numbers, which has no column names"):
+        read_array(tmp_path / "n.txt", "tasks", ["a"])
+    pd.DataFrame({"a": []}).to_parquet(tmp_path / "empty.parquet")
+    with pytest.raises(hfs.InputError, match="empty.parquet holds no rows"):
+        read_array(tmp_path / "empty.parquet", "tasks")
+
+
+def test_batches_with_other_task_columns_are_refused():
+    states, tasks, _ = synthetic.collider_sequences(n=600, T=4, M=2, segment_length=1, seed=5)
+    ab = datasets.Dataset.from_dict({"a": tasks[:300, 0], "b": tasks[:300, 1]})
+    ba = datasets.Dataset.from_dict({"b": tasks[300:, 1], "a": tasks[300:, 0]})
+    with pytest.raises(hfs.InputError, match=r"batch 2 has the task columns \['b', 'a'\], but the first batch had"):
+        hfs.TaskStructure().fit([(states[:300], ab), (states[300:], ba)])
+    structure = hfs.TaskStructure().partial_fit(states[:300], ab)
+    with pytest.raises(hfs.InputError, match="this batch has the task columns"):
+        structure.partial_fit(states[300:], ba)
+    assert hfs.TaskStructure().fit([(states[:300], ab), (states[300:], tasks[300:])]).task_names_ == ["a", "b"]

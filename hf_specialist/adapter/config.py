@@ -37,8 +37,11 @@ class SpecialistConfig:
         d_latent (`int`, *optional*, defaults to 16): latent dims.
         n_tasks (`int`, *optional*, defaults to 1): number of tasks (heads).
         task_names (`list[str]`, *optional*): one name per task; defaults to `task_0`, `task_1`, ...
-        task_types (`list[str]`, *optional*): `"regression"` or `"classification"` per task; defaults to regression.
-        n_classes (`list[int]`, *optional*): classes per task (ignored for regression tasks).
+        task_types (`list[str]`, *optional*): `"regression"` or `"classification"` per task; defaults to
+            regression, except where `n_classes` gives classes.
+        n_classes (`list[int]`, *optional*): classes per task, 0 for a regression task (given without
+            `task_types`, a task with classes is a classification task; for a task typed regression, classes are
+            ignored with a warning and recorded as 0).
         task_dims (`list[int]`, *optional*): output dims per regression task (a task may be vector-valued);
             defaults to 1 each. Targets are passed as `sum(task_dims)` columns, task by task.
         encoder_widths (`list[int]`, *optional*, defaults to `[256, 256]`): hidden widths of the encoder MLP.
@@ -159,8 +162,10 @@ class SpecialistConfig:
             setattr(self, name, widths)
         if self.task_names is None:
             self.task_names = [f"task_{i}" for i in range(self.n_tasks)]
-        if self.task_types is None:
-            self.task_types = ["regression"] * self.n_tasks
+        if self.task_types is None:  # classes given alone name the classification tasks
+            given = list(self.n_classes) if isinstance(self.n_classes, (list, tuple)) else []
+            given = given if len(given) == self.n_tasks else [0] * self.n_tasks
+            self.task_types = ["classification" if c not in (0, None) else "regression" for c in given]
         if self.n_classes is None:
             self.n_classes = [0] * self.n_tasks
         if self.task_dims is None:
@@ -178,6 +183,12 @@ class SpecialistConfig:
                 raise InputError(f"`task_types[{i}]` must be one of {TASK_TYPES}, got {kind!r}.")
             if kind == "classification" and (not isinstance(classes, int) or classes < 2):
                 raise InputError(f"`n_classes[{i}]` must be an int >= 2 for a classification task, got {classes!r}.")
+            if kind == "regression" and classes not in (0, None):  # a regression head has no classes
+                if isinstance(classes, int) and classes >= 2:
+                    warnings.warn(f"`n_classes[{i}]` is {classes} but `task_types[{i}]` is 'regression': the classes "
+                                  "are ignored (set `task_types` to make it a classification task).", UserWarning,
+                                  stacklevel=3)
+                self.n_classes[i] = 0
             dims = self.task_dims[i]
             if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1 or (kind == "classification" and dims != 1):
                 raise InputError(f"`task_dims[{i}]` must be a positive int (1 for classification), got {dims!r}.")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import task_names_of
 from .._warnings import warn_user
 from .._validation import (
     InputError,
@@ -165,6 +166,9 @@ class TaskStructure:
         context_ (`str`): set by `hfs.discover` and `hfs.sweep_layers` only: the context the states were
             extracted in, `"isolated"` or `"full"` (also in `structure.json` and `report()`; a later `partial_fit`
             drops it, since its states may come from elsewhere).
+        task_names_ (`list[str]` or `None`): the tasks' names, where the tasks had them (the columns of a
+            `datasets.Dataset`; `hf-specialist discover`: the table's columns); kept in `structure.json`, so that
+            training on another table can match the marks to its columns by name.
         n_segments_, n_tasks_, n_steps_ (`int`): the fitted sizes.
 
     Examples:
@@ -338,6 +342,7 @@ class TaskStructure:
                 raise InputError("`tasks` is required with an array of states (or pass an iterable of "
                                  "(states, tasks) batches as the only argument).")
             return fit_batches(self, states)
+        names = task_names_of(tasks)
         self._reset()
         states, tasks = self._setup(*self._check_batch(states, tasks))
         ci = self._test_instance()
@@ -345,8 +350,11 @@ class TaskStructure:
         rows = self._layout.rows(states, tasks)
         if getattr(ci, "supports_statistics", False):
             self._statistics = SufficientStatistics(rows.shape[1]).update(rows)
-            return self._decide_from_statistics()
-        return self._decide(ci.fit(rows), len(rows))
+            self._decide_from_statistics()
+        else:
+            self._decide(ci.fit(rows), len(rows))
+        self.task_names_ = names
+        return self
 
     def partial_fit(self, states: Any, tasks: Any) -> TaskStructure:
         """Add a batch of sequences and refit from the sufficient statistics of every row seen so far.
@@ -458,7 +466,8 @@ class TaskStructure:
         when a task lights every step (likely leakage) or none. Print it; `report_rows()` has the numbers.
 
         Args:
-            task_names (`list[str]`, *optional*): row labels.
+            task_names (`list[str]`, *optional*): row labels (default: `task_names_`, the columns of a
+                `datasets.Dataset` of tasks, else `task 0`, `task 1`, ...).
             warn (`bool`, *optional*, defaults to `True`): also raise the warnings as `UserWarning`s.
         """
         import warnings
@@ -469,7 +478,7 @@ class TaskStructure:
         if warn:
             for message in structure_warnings(self):
                 warnings.warn(message, UserWarning, stacklevel=2)
-        return format_report(self, task_names)
+        return format_report(self, task_names if task_names is not None else getattr(self, "task_names_", None))
 
     def report_rows(self) -> list[dict[str, Any]]:
         """Per task and step: `task`, `step` (1-based), raw `pvalue`, `statistic` and `marked` (JSON-ready)."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._distributed import process_layout
-from .._arrays import as_task_array
+from .._arrays import as_task_array, task_names_of
 from .._progress import progress_lines, say
 from .._validation import InputError, check_array
 from ..hooks import is_causal
@@ -131,6 +131,7 @@ def discover(
     if structure is not None and structure_kwargs:
         raise InputError("Pass either `structure=` or TaskStructure keyword arguments, not both.")
     structure = structure if structure is not None else TaskStructure(**structure_kwargs)
+    names = task_names_of(tasks)
     texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, [hook_point], steps, pool,
                                                     batch_size, chunk_size, context, tokenizer, max_length,
                                                     contexts=("auto", "full", "isolated"))
@@ -162,8 +163,9 @@ def discover(
     started = time.perf_counter()
     with recording_context([structure], context):
         structure.fit(batches())
+    structure.task_names_ = names
     if rank == 0 and progress is not False:
-        marks = "; ".join(f"task {i}: steps {','.join(str(t + 1) for t in np.flatnonzero(c)) or 'none'}"
+        marks = "; ".join(f"{names[i] if names else f'task {i}'}: steps {','.join(str(t + 1) for t in np.flatnonzero(c)) or 'none'}"
                           for i, c in enumerate(structure.step_tasks_.T))
         say(f"discover at {point}: {len(texts)} texts x {structure.n_steps_} steps, {structure.n_tests_} CI tests "
             f"({structure.test if isinstance(structure.test, str) else structure.test.name}, {context} context, "

@@ -42,19 +42,24 @@ def structure_warnings(structure: Any) -> list[str]:
     """Patterns in the marks that point at a wrong answer (a task on every step or on none)."""
     out = []
     T = structure.step_tasks_.shape[0]
+    names = getattr(structure, "task_names_", None)
+
+    def task(i: int) -> str:
+        return f"task {i} ({names[i]!r})" if names else f"task {i}"
+
     for i, column in enumerate(structure.step_tasks_.T):
         if T > 2 and column.all():
-            out.append(f"task {i} is marked on every step: content may leak between steps (attention carries "
+            out.append(f"{task(i)} is marked on every step: content may leak between steps (attention carries "
                        "each step's content into the others). " + _isolate_hint(structure))
         elif not column.any():
-            out.append(f"task {i} is marked on no step: no step's state predicts it beyond the others at this "
+            out.append(f"{task(i)} is marked on no step: no step's state predicts it beyond the others at this "
                        "level (or the reduction lost it: see kept_share_).")
     r2 = getattr(structure, "step_r2_", None)
     if r2 is not None and T > 2:
         for i, row in enumerate(r2):
             unmarked = row[~structure.step_tasks_[:, i] & np.isfinite(row)]
             if len(unmarked) == 0 and np.nanmin(row) > 0.5:
-                out.append(f"each step's state alone predicts task {i} (R^2 >= {np.nanmin(row):.2f} on every step): "
+                out.append(f"each step's state alone predicts {task(i)} (R^2 >= {np.nanmin(row):.2f} on every step): "
                            "at this layer the steps' contents are mixed, so no step is singled out. "
                            + _isolate_hint(structure))
     share = getattr(structure, "kept_share_", None)

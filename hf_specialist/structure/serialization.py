@@ -32,6 +32,7 @@ def structure_to_dict(structure: Any) -> dict[str, Any]:
         "decision_used": getattr(structure, "decision_", None),
         "carryover_used": getattr(structure, "carryover_", None),
         "reduction_used": getattr(structure, "reduction_", None),
+        "task_names": getattr(structure, "task_names_", None),
         "context_used": getattr(structure, "context_", None),
         "markov_pvalue": getattr(structure, "markov_pvalue_", None),
         "critical_pvalue": getattr(structure, "critical_pvalue_", None),
@@ -51,7 +52,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         raise InputError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
     known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
              "conditioning_dims", "decision_used", "carryover_used", "reduction_used", "context_used", "markov_pvalue",
-             "critical_pvalue", "step_pvalues", "step_statistics", "step_r2", "temporal_pvalues", "kept_share",
+             "critical_pvalue", "task_names", "step_pvalues", "step_statistics", "step_r2", "temporal_pvalues", "kept_share",
              "report"}
     params = dict(payload.get("params") or {})
     valid_params = set(cls().get_params())
@@ -78,6 +79,10 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         structure.markov_pvalue_ = payload.get("markov_pvalue")
         structure.carryover_ = payload.get("carryover_used")
         structure.reduction_ = payload.get("reduction_used")
+        names = payload.get("task_names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise InputError(f"`task_names` must be a list of strings, got {names!r}")
+        structure.task_names_ = names
         if payload.get("context_used") is not None:  # fitted by hfs.discover / sweep_layers
             structure.context_ = payload["context_used"]
         if payload.get("critical_pvalue") is not None:
@@ -86,4 +91,7 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         raise InputError(f"Invalid structure description: {err}") from err
     structure.n_segments_, structure.n_tasks_ = structure.segment_tasks_.shape
     structure.n_steps_ = structure.step_tasks_.shape[0]
+    if structure.task_names_ is not None and len(structure.task_names_) != structure.n_tasks_:
+        raise InputError(f"Invalid structure description: {len(structure.task_names_)} task names for "
+                         f"{structure.n_tasks_} tasks.")
     return structure

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .._arrays import task_names_of
 from .statistics import SufficientStatistics
 from .._validation import InputError, InputTypeError
 
@@ -33,17 +34,30 @@ def require_statistics_test(structure: TaskStructure) -> None:
         )
 
 
+def check_task_names(expected: list[str] | None, tasks: Any, batch: str) -> list[str] | None:
+    """The task names a batch carries (`task_names_of`), refused when they differ from the first batch's: a
+    `Dataset` whose columns come in another order would mix one task's statistics into another's."""
+    names = task_names_of(tasks)
+    if expected is not None and names is not None and list(names) != list(expected):
+        raise InputError(f"{batch} has the task columns {names}, but the first batch had {expected}; pass every batch's "
+                         "tasks with the same columns in the same order.")
+    return names
+
+
 def partial_fit(structure: TaskStructure, states: Any, tasks: Any) -> TaskStructure:
     """Add one batch to `structure`'s statistics and refit (see `TaskStructure.partial_fit`)."""
     first = getattr(structure, "_statistics", None) is None
     if first:
         structure._validate()
         require_statistics_test(structure)
+    expected = None if first else getattr(structure, "task_names_", None)
+    names = check_task_names(expected, tasks, "this batch") or expected
     states, tasks = structure._check_batch(states, tasks)
     if first:
         structure._reset()
         states, tasks = structure._setup(states, tasks)
         structure._statistics = SufficientStatistics(structure._layout.n_columns())
+    structure.task_names_ = names
     structure._statistics.update(structure._layout.rows(states, tasks))
     if structure._statistics.count < structure._min_samples(structure._test_instance()):
         return structure
@@ -87,8 +101,13 @@ def fit_batches(structure: TaskStructure, batches: Iterable[tuple[Any, Any]]) ->
     structure._statistics = SufficientStatistics(structure._layout.n_columns())
     if first_rows is not None:
         structure._statistics.update(structure._layout.rows(*first_rows))
-    for batch in iterator:
-        structure._statistics.update(structure._layout.rows(*structure._check_batch(*as_pair(batch))))
+    names = check_task_names(None, as_pair(first)[1], "the first batch") if first is not None else None
+    for i, batch in enumerate(iterator, start=2):
+        pair = as_pair(batch)
+        names = check_task_names(names, pair[1], f"batch {i}") or names
+        structure._statistics.update(structure._layout.rows(*structure._check_batch(*pair)))
     structure._statistics.all_reduce()
     structure._check_enough(structure._statistics.count, structure._test_instance())
-    return structure._decide_from_statistics()
+    structure._decide_from_statistics()
+    structure.task_names_ = names
+    return structure
