@@ -422,7 +422,14 @@ def cmd_discover(args: argparse.Namespace) -> int:
         states = _load_states(cfg["states"])
         if truth is not None and states.ndim > 1 and truth.shape[0] != states.shape[1]:
             raise BadInput(f"--truth {cfg['truth']} has {truth.shape[0]} steps but the states have {states.shape[1]}.")
-        structure = structure.fit(states, tasks)
+        context = _pipeline_record(cfg["states"]).get("context")  # how `extract` made them, for the report
+        if context in ("full", "isolated"):
+            from .structure.from_model import recording_context
+
+            with recording_context([structure], context):
+                structure = structure.fit(states, tasks)
+        else:
+            structure = structure.fit(states, tasks)
     if truth is not None and truth.shape != structure.step_tasks_.shape:
         raise BadInput(f"--truth {cfg['truth']} has shape {tuple(truth.shape)} but the structure has "
                        f"{structure.n_steps_} steps x {structure.n_tasks_} tasks.")

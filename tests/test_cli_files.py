@@ -108,13 +108,16 @@ def test_cli_extract_and_discover_from_a_csv(tmp_path, tiny_model_folder, capsys
                  "--task-columns", "g0,g1", "--output", str(tmp_path / "structure.json")]) == 0
     expected = hfs.TaskStructure(segment_length=2).fit(states, tasks).step_tasks_
     np.testing.assert_array_equal(json.loads((tmp_path / "structure.json").read_text())["step_tasks"], expected)
-    capsys.readouterr()
+    assert "States:" not in capsys.readouterr().out  # states made elsewhere: the report claims no context
     datasets.Dataset.from_dict({"refund": tasks[:, 0], "rating": tasks[:, 1]}).to_csv(str(tmp_path / "named.csv"),
                                                                                      index=False)
+    (tmp_path / "s.pipeline.json").write_text(json.dumps({"context": "isolated"}))  # as `extract --context isolated`
     assert main(["discover", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "named.csv"),
                  "--output", str(tmp_path / "named.json")]) == 0
     report = capsys.readouterr().out  # the report names the tasks by the file's columns
     assert "refund |" in report and "rating |" in report
+    assert "States: each step's text encoded on its own" in report
+    assert json.loads((tmp_path / "named.json").read_text())["context_used"] == "isolated"
     # train names the tasks by their columns (the summary, the card and `evaluate` show them)
     assert main(["train", "--states", str(tmp_path / "s.npy"), "--tasks", str(tmp_path / "tasks.csv"),
                  "--task-columns", "g0,g1", "--sparsity", "0", "--epochs", "1", "--no-progress",

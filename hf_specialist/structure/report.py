@@ -126,7 +126,9 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
     if markov is not None:
         lines.append(f"Neighbours screen each step from the far steps: p = {markov:.3g} "
                      + ("(holds: a Markov sequence)." if markov >= structure.alpha else
-                        "(fails: content leaks between non-adjacent steps, as attention does; conditioning='auto' then "
+                        "(fails: far steps depend on each other beyond the neighbours"
+                        + ("" if _isolated(structure) else ", as where content leaks between steps through attention")
+                        + "; conditioning='auto' then "
                         "marks a step only where the tests given the band and given every other step both reject, "
                         "and for a decoder's states (causal=True) also the test given every earlier step; this fit "
                         f"ran {getattr(structure, 'conditioning_', '?')}. That removes some leaked marks, not all; "
