@@ -45,25 +45,29 @@ def _separator(value: str) -> str:
     return "".join(out)
 
 
-def _check_steps(texts: list[str], steps: str, pad: bool) -> None:
+def _check_steps(texts: list[str], steps: str, pad: bool) -> int | None:
     """The texts' steps under the rule, checked before any model is loaded: a rule that matches nothing, or (unless
-    `pad`) texts with different step counts, are bad input named by text (as `extract_steps` would find later)."""
+    `pad`) texts with different step counts, are bad input named by text (as `extract_steps` would find later).
+    Returns the most common step count (`None` for token steps, which only the tokenizer counts)."""
     from .steps import step_spans
 
     try:
         spans = step_spans(texts, steps)
     except (TypeError, ValueError) as err:  # a pure check of the texts and the rule: always the input's fault
         raise BadInput(str(err)) from err
-    if spans is None or pad:
-        return
+    if spans is None:
+        return None
     counts = np.array([len(s) for s in spans])
     common = int(np.bincount(counts).argmax())
+    if pad:
+        return common
     odd = np.flatnonzero(counts != common)
     if len(odd):
         i = int(odd[0])
         raise BadInput(f"texts have different numbers of steps under {steps!r}: most have {common}, text {i} has "
                        f"{counts[i]} ({texts[i][:60]!r}; {len(odd)} of {len(texts)} differ); make every text produce "
                        "the same number of steps, or pass --pad to pad them and write a step mask.")
+    return common
 
 
 def _check_model_name(name: str | None) -> None:
@@ -413,7 +417,10 @@ def cmd_discover(args: argparse.Namespace) -> int:
             raise BadInput("--model needs --texts FILE (one sequence per line, or .jsonl with a 'text' field)")
         texts = _read_lines(cfg["texts"], cfg["text_column"])
         steps = _separator(cfg["steps"])
-        _check_steps(texts, steps, pad=True)  # the rule only: the streaming fit has its own step-count rule
+        n_steps = _check_steps(texts, steps, pad=True)  # the rule only: the streaming fit has its own step-count rule
+        if truth is not None and n_steps is not None and truth.shape[0] != n_steps:
+            raise BadInput(f"--truth {cfg['truth']} has {truth.shape[0]} steps but the texts have {n_steps} under the "
+                           f"step rule {steps!r}.")
         model, tokenizer = load_model(cfg["model"])
         structure = discover(model, tokenizer, texts, tasks, hook_point=cfg["hook_point"], steps=steps,
                              pool=cfg["pool"], context=cfg["context"], batch_size=cfg["batch_size"],

@@ -294,6 +294,11 @@ def test_structure_json_keeps_task_names_and_train_matches_them(tmp_path, capsys
     assert main(["discover", *base, str(tmp_path / "wrong.npy"), "--truth", str(tmp_path / "wrong.npy")]) == 2
     assert main(["discover", *base, str(tmp_path / "ab.csv"), "--truth", str(tmp_path / "wrong.npy")]) == 2
     assert "expected (T steps, 2 tasks)" in capsys.readouterr().err
+    (tmp_path / "t.txt").write_text("a b. c d. e f\n" * 10)  # 3 steps: a truth of 5 is refused before any model loads
+    np.save(tmp_path / "y.npy", np.ones((10, 2)))
+    assert main(["discover", "--model", "minilm", "--texts", str(tmp_path / "t.txt"), "--tasks", str(tmp_path / "y.npy"),
+                 "--truth", str(tmp_path / "truth.npy")]) == 2
+    assert "has 5 steps but the texts have 3 under the step rule '. '" in capsys.readouterr().err
     assert main(["discover", *base, str(tmp_path / "ab.csv"), "-o", str(tmp_path / "st.json")]) == 0
     assert json.loads((tmp_path / "st.json").read_text())["task_names"] == ["alpha", "beta"]
     assert hfs.TaskStructure.from_dict(json.loads((tmp_path / "st.json").read_text())).task_names_ == ["alpha", "beta"]
