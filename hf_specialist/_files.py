@@ -1,6 +1,6 @@
 """Finding an artifact's files in a local folder or a Hub repo, and reading its JSON (imports nothing of ours but
-the leaves `_arrays`, `_constants` and `_validation`), so that the adapter, `SpecialistModel` and `hub` share one resolver;
-and telling a user's local path from a Hub repo id before any Hub call."""
+the leaves `_arrays`, `_constants` and `_validation`), so that the adapter, `SpecialistModel` and `hub` share one
+resolver; telling a user's local path from a Hub repo id before any Hub call; and reading a user's data files."""
 
 from __future__ import annotations
 
@@ -309,9 +309,9 @@ def read_array(source: str | os.PathLike, name: str, columns: list[str] | None =
         except ValueError as err:
             raise InputError(f"{name} file {text} is not a numeric .npy array: {err}") from err
         if values.dtype.kind == "f" and not np.isfinite(values).all():
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
             raise InputError(f"{name} file {text} holds {int((~np.isfinite(values)).sum())} NaN or infinite "
-                             f"value(s), the first at index {tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])}; "
-                             f"every {name} value must be a finite number.")
+                             f"value(s), the first at index {first}; every {name} value must be a finite number.")
         return values
     table = load_table(source)
     if path.suffix.lower() == ".txt":

@@ -497,7 +497,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise BadInput(f"--sparsity must be 'auto' or a non-negative number, got {cfg['sparsity']!r}.") from None
     n_tasks = tasks.shape[-1] if tasks.ndim > 1 else 1
     task_types, n_classes = _listed(cfg["task_types"], str), _listed(cfg["n_classes"], int)
-    conflicting = [i for i, (kind, k) in enumerate(zip(task_types or [], n_classes or [])) if kind == "regression" and k]
+    conflicting = [i for i, (kind, k) in enumerate(zip(task_types or [], n_classes or []))
+                   if kind == "regression" and k]
     if conflicting:  # both flags typed: one of them is a mistake (the Python API warns and drops the classes)
         i = conflicting[0]
         raise BadInput(f"--n-classes gives task {i} {n_classes[i]} classes but --task-types makes it 'regression'; "

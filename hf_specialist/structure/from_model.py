@@ -165,7 +165,8 @@ def discover(
         structure.fit(batches())
     structure.task_names_ = names
     if rank == 0 and progress is not False:
-        marks = "; ".join(f"{names[i] if names else f'task {i}'}: steps {','.join(str(t + 1) for t in np.flatnonzero(c)) or 'none'}"
+        marks = "; ".join(f"{names[i] if names else f'task {i}'}: steps "
+                          f"{','.join(str(t + 1) for t in np.flatnonzero(c)) or 'none'}"
                           for i, c in enumerate(structure.step_tasks_.T))
         say(f"discover at {point}: {len(texts)} texts x {structure.n_steps_} steps, {structure.n_tests_} CI tests "
             f"({structure.test if isinstance(structure.test, str) else structure.test.name}, {context} context, "

@@ -52,7 +52,8 @@ def structure_from_dict(cls: type, payload: dict[str, Any]) -> Any:
         raise InputError(f"Invalid structure description: expected a JSON object, got {type(payload).__name__}.")
     known = {"params", "segment_tasks", "step_tasks", "pvalues", "statistics", "n_tests", "conditioning_used",
              "conditioning_dims", "decision_used", "carryover_used", "reduction_used", "context_used", "markov_pvalue",
-             "critical_pvalue", "task_names", "step_pvalues", "step_statistics", "step_r2", "temporal_pvalues", "kept_share",
+             "critical_pvalue", "task_names", "step_pvalues", "step_statistics", "step_r2", "temporal_pvalues",
+             "kept_share",
              "report"}
     params = dict(payload.get("params") or {})
     valid_params = set(cls().get_params())

@@ -39,8 +39,8 @@ def check_task_names(expected: list[str] | None, tasks: Any, batch: str) -> list
     `Dataset` whose columns come in another order would mix one task's statistics into another's."""
     names = task_names_of(tasks)
     if expected is not None and names is not None and list(names) != list(expected):
-        raise InputError(f"{batch} has the task columns {names}, but the first batch had {expected}; pass every batch's "
-                         "tasks with the same columns in the same order.")
+        raise InputError(f"{batch} has the task columns {names}, but the first batch had {expected}; pass every "
+                         "batch's tasks with the same columns in the same order.")
     return names
 
 
