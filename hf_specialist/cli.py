@@ -444,7 +444,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         structure.task_names_ = names
     path = _save_json(cfg["output"], structure.to_dict())
     step_task_heatmap(structure.step_tasks_, path.with_suffix(".png"), truth=truth,
-                      pvalues=getattr(structure, "step_pvalues_", None))
+                      pvalues=getattr(structure, "step_pvalues_", None), task_names=structure.task_names_)
     print(f"{structure.n_tests_} CI tests (conditioning: {structure.conditioning_}; decision: {structure.decision_}) "
           f"-> {path}")
     print(structure.report(warn=False))

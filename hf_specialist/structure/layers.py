@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import task_names_of
 from .._validation import InputError
 from ..hooks import is_causal
 from ..steps import StepRule
@@ -64,9 +65,11 @@ class LayerSweep:
         return max(self.hook_points, key=lambda point: (self.confidence[point], -self.hook_points.index(point)))
 
     def table(self, task_names: Sequence[str] | None = None) -> str:
-        """One line per hook point: confidence and the steps marked for each task (1-based)."""
+        """One line per hook point: confidence and the steps marked for each task (1-based); tasks named by
+        `task_names`, else by the columns of a `datasets.Dataset` of tasks."""
         M = next(iter(self.structures.values())).n_tasks_
-        names = list(task_names) if task_names is not None else [f"task {i}" for i in range(M)]
+        recorded = getattr(next(iter(self.structures.values())), "task_names_", None)
+        names = list(task_names or recorded or [f"task {i}" for i in range(M)])
         width = max(len(p) for p in self.hook_points)
         lines = [f"{'hook point':<{width}} | confidence | " + " | ".join(names)]
         for point in self.hook_points:
@@ -83,7 +86,9 @@ class LayerSweep:
                              for p in self.hook_points])  # (layers, M, T)
         marks = np.stack([self.structures[p].step_tasks_.T for p in self.hook_points])
         critical = -np.log10(next(iter(self.structures.values())).critical_pvalue_)
-        return layer_sweep_heatmap(evidence, marks, self.hook_points, path, critical=critical, task_names=task_names)
+        recorded = getattr(next(iter(self.structures.values())), "task_names_", None)
+        return layer_sweep_heatmap(evidence, marks, self.hook_points, path, critical=critical,
+                                   task_names=task_names or recorded)
 
 
 def sweep_layers(
@@ -129,6 +134,7 @@ def sweep_layers(
     from .from_model import check_text_inputs, recording_context
 
     specs = [hook_points] if isinstance(hook_points, str) else list(hook_points)
+    names = task_names_of(tasks)
     texts, tasks, points, spans = check_text_inputs(model, texts, tasks, column, specs, steps, pool, batch_size,
                                                     chunk_size, context, tokenizer, max_length)
     points = list(dict.fromkeys(points))  # a hook point named twice is fitted once
@@ -160,6 +166,7 @@ def sweep_layers(
     for point, structure in structures.items():
         if not hasattr(structure, "step_tasks_"):
             raise InputError(f"{len(texts)} texts are too few for the structure test at {point}; pass more texts.")
+        structure.task_names_ = names
     sweep = LayerSweep(points, structures, {p: structure_confidence(s) for p, s in structures.items()})
     if plot is not None:
         sweep.plot(plot)

@@ -52,6 +52,11 @@ def test_sweep_layers_equals_a_fit_per_layer_and_plots(tmp_path):
     table = sweep.table()
     assert table.splitlines()[0].startswith("hook point") and len(table.splitlines()) == 4
     assert sweep.best() in sweep.hook_points
+    import datasets  # a Dataset of tasks names them in every layer's structure and in the table
+
+    named = hfs.sweep_layers(model, tokenizer(), texts, datasets.Dataset.from_dict({"x": tasks[:, 0], "y": tasks[:, 1]}),
+                             hook_points=["embed"], steps=". ", batch_size=64, project=None)
+    assert named.structures["embed"].task_names_ == ["x", "y"] and named.table().splitlines()[0].endswith("| x | y")
 
 
 def test_rff_z_streams_and_finds_a_threshold_outcome():
