@@ -33,9 +33,20 @@ def data_columns(names: Sequence[str]) -> list[str]:
             if not (_INDEX_COLUMN.match(str(name)) or (i == 0 and str(name) in ("Unnamed: 0", "")))]
 
 
+def _pandas_columns(obj: Any) -> Any:
+    """A pandas `DataFrame` as a dict of its columns, a named `Series` as a dict of one; anything else unchanged."""
+    kind = type(obj).__name__ if type(obj).__module__.startswith("pandas") else None
+    if kind == "DataFrame":
+        return {str(name): obj[name].tolist() for name in obj.columns}
+    if kind == "Series" and obj.name is not None:
+        return {str(obj.name): obj.tolist()}
+    return obj
+
+
 def task_names_of(obj: Any, columns: Sequence[str] | None = None) -> list[str] | None:
-    """The task names a tasks object carries: the columns read from a `datasets.Dataset` (or a dict of columns),
-    as `as_task_array` reads them; `None` for an array, which has no names."""
+    """The task names a tasks object carries: the columns read from a `datasets.Dataset`, a pandas `DataFrame` (or
+    a named `Series`) or a dict of columns, as `as_task_array` reads them; `None` for an array, which has none."""
+    obj = _pandas_columns(obj)
     if _is_datasets_object(obj, "DatasetDict", "IterableDatasetDict") and len(obj) == 1:
         obj = next(iter(obj.values()))
     if columns is not None and (_is_datasets_object(obj, "Dataset") or isinstance(obj, dict)):
@@ -51,8 +62,8 @@ def as_task_array(obj: Any, columns: Sequence[str] | None = None) -> Any:
     """Task outcomes as a numpy array, from a `datasets.Dataset` (or its columns); anything else unchanged.
 
     Args:
-        obj: a `datasets.Dataset`, a `DatasetDict` with one split, a dict of columns (`{"y": [...], ...}`), one
-            column (`dataset["y"]`), or an array; arrays and tensors come back as they are, for the caller's checks.
+        obj: a `datasets.Dataset`, a `DatasetDict` with one split, a pandas `DataFrame` (or named `Series`), a dict
+            of columns (`{"y": [...], ...}`), one column (`dataset["y"]`), or an array; arrays and tensors come back as they are, for the caller's checks.
         columns (`list[str]`, *optional*): the task columns, in order (default: every column of the dataset but an
             unnamed index column, see `data_columns`, dropped with a warning).
 
@@ -64,6 +75,7 @@ def as_task_array(obj: Any, columns: Sequence[str] | None = None) -> Any:
         InputError: (a `ValueError`) naming the column, for a missing column, text (or other non-number) values, or vectors of
             different lengths.
     """
+    obj = _pandas_columns(obj)
     if _is_datasets_object(obj, "DatasetDict", "IterableDatasetDict"):
         if len(obj) != 1:
             raise InputError(f"the tasks dataset has the splits {sorted(obj)}; pass one split (e.g. dataset['train']).")

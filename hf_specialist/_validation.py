@@ -135,7 +135,11 @@ def to_numpy(value: Any, name: str, dtype: type = np.float64) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as err:
-        raise InputTypeError(f"`{name}` must be a numpy array or torch tensor of numbers, got {type(value).__name__}.") from err
+        dtype_note = f" of dtype {value.dtype}" if hasattr(value, "dtype") else ""
+        raise InputTypeError(f"`{name}` must be a numpy array or torch tensor of numbers, got {type(value).__name__}"
+                             f"{dtype_note} ({str(err).splitlines()[0][:80]})"
+                             + ("; encode text labels as numbers (classes as 0..C-1)." if "task" in name else ".")
+                             ) from err
     return array
 
 

@@ -156,6 +156,10 @@ def _canonical_points(model: nn.Module) -> dict[str, HookPoint]:
 
 
 def _resolve(model: nn.Module, spec: str | Iterable[str]) -> list[HookPoint]:
+    if not isinstance(spec, str) and not isinstance(spec, Iterable):
+        raise InputTypeError(f"`hook_point` must be a string such as 'layers.3' (or a list of them), got "
+                             f"{type(spec).__name__} {spec!r}" + (f"; for layer {spec} write 'layers.{spec}'."
+                                                                  if isinstance(spec, int) else "."))
     specs = [spec] if isinstance(spec, str) else list(spec)
     if not specs:
         raise InputError("`spec` must name at least one hook point, got an empty list.")
@@ -168,7 +172,8 @@ def _resolve(model: nn.Module, spec: str | Iterable[str]) -> list[HookPoint]:
     resolved: list[HookPoint] = []
     for item in specs:
         if not isinstance(item, str) or not item:
-            raise InputTypeError(f"Hook point specs must be non-empty strings, got {item!r}.")
+            raise InputTypeError(f"Hook point specs must be non-empty strings, got {item!r}"
+                                 + (f"; for layer {item} write 'layers.{item}'." if isinstance(item, int) else "."))
         matched: list[HookPoint] = []
         layer_match = _LAYER_NAME.match(item)
         if layer_match and canonical:
@@ -374,6 +379,7 @@ class HiddenStateExtractor:
             raise RuntimeError("Use HiddenStateExtractor as a context manager: `with HiddenStateExtractor(...) as ex:`.")
         target = _forward_target(self.model, self.points)
         inputs = dict(model_inputs)
+        _check_token_ids(self.model, inputs.get("input_ids"))
         if (
             inputs.get("attention_mask") is not None
             and "position_ids" not in inputs
@@ -395,6 +401,20 @@ class HiddenStateExtractor:
             raise RuntimeError(f"Hook points {missing} did not run during the forward pass.")
         captured, self._captured = self._captured, {}
         return {name: captured[name] for name in self.hook_points}
+
+
+def _check_token_ids(model: nn.Module, input_ids: Any) -> None:
+    """Refuse token ids past the model's embedding table, which a tokenizer of another model produces (torch would
+    fail with a bare `IndexError` inside the embedding)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    if input_ids is None or rows is None or input_ids.numel() == 0:
+        return
+    largest = int(input_ids.max())
+    if largest >= rows:
+        raise InputError(f"the tokenizer produced token id {largest}, but {type(model).__name__} has {rows} token "
+                         "embeddings: the tokenizer belongs to another model. Load the tokenizer saved with this "
+                         "model (`AutoTokenizer.from_pretrained` of the same id or folder).")
 
 
 def _accepts(module: nn.Module, name: str) -> bool:

@@ -215,6 +215,13 @@ def tokenize_steps(
         return_offsets_mapping=fast,
         return_special_tokens_mask=True,
     )
+    limit = getattr(tokenizer, "model_max_length", None)
+    if max_length is None and isinstance(limit, int) and limit < 1_000_000 and encoded["input_ids"].shape[1] > limit:
+        lengths = encoded["attention_mask"].sum(-1) if "attention_mask" in encoded else None
+        row = int(lengths.argmax()) if lengths is not None else 0
+        raise InputError(f"`texts[{first_index + row}]` has {encoded['input_ids'].shape[1]} tokens, more than the "
+                         f"{limit} the model reads (the tokenizer's `model_max_length`); pass `max_length=` to cut "
+                         "texts (a step cut off is then an error), or split the text.")
     offsets = encoded.pop("offset_mapping", None)
     special = encoded.pop("special_tokens_mask").bool()
     attention = encoded.get("attention_mask", torch.ones_like(encoded["input_ids"])).bool()
@@ -224,6 +231,7 @@ def tokenize_steps(
     for row, count in enumerate(counts):
         empty = (~assign[row, :count].any(-1)).nonzero().flatten()
         if count == 0 or len(empty):
-            detail = "no token" if count == 0 else f"steps {empty.tolist()} cover no token (truncated by max_length?)"
+            cause = "cut off by max_length?" if max_length is not None else "whitespace only?"
+            detail = "no token" if count == 0 else f"steps {empty.tolist()} cover no token ({cause})"
             raise InputError(f"`texts[{first_index + row}]` has {detail}; every step needs at least one token.")
     return dict(encoded), assign, counts

@@ -75,3 +75,37 @@ def test_padding_when_asked_returns_a_mask(specialist):
     prediction, mask = specialist.predict(texts, pad=True)
     assert prediction.shape == (2,) and mask.shape == (2, 4)
     np.testing.assert_allclose(prediction[0], specialist.predict(texts[:1])[0], atol=1e-5)
+
+
+def test_padding_that_covers_every_step_of_a_task_gives_nan(specialist):
+    base = specialist.base_model
+    texts = [_text(4, words=f"step {k} says") for k in range(40)]
+    states = hfs.extract_steps(base, tokenizer(), texts, hook_point="layers.1", steps=SEP, max_length=64)
+    adapter = build_adapter(d_in=32, n_tasks=1, hook_point="layers.1", step_rule=SEP, pool="mean", max_length=64)
+    only_last = np.array([[False], [False], [False], [True]])  # the task is read from step 4 alone
+    hfs.train_specialist(adapter, states, states[:, 3, :1], only_last, sparsity=0.0, epochs=1, progress=False)
+    model = hfs.SpecialistModel(base, adapter, tokenizer=tokenizer())
+    with pytest.warns(UserWarning, match=r"1 of 2 texts \(first: texts\[1\]\) have none of the steps task 0 is read"):
+        prediction, mask = model.predict([_text(4), _text(3)], pad=True)
+    assert np.isfinite(prediction[0]) and np.isnan(prediction[1])
+    with pytest.raises(hfs.InputError, match=r"3 steps per sequence .* but the adapter was trained on 4"):
+        adapter.predict(torch.from_numpy(states[:, :3]))  # states of another T are refused, not read whole
+    with pytest.raises(hfs.InputError, match=r"shape \(3, 32\): 3 steps per sequence"):
+        adapter.predict(torch.from_numpy(states[:3, 0]))  # rows of one step are not a sequence
+
+
+def test_wrong_model_inputs_are_named_before_torch_fails():
+    import copy
+
+    base = build_tiny_model("gpt2", n_layers=2)
+    with pytest.raises(hfs.InputError, match="`hook_point` must be a string .* for layer 1 write 'layers.1'"):
+        hfs.extract_steps(base, tokenizer(), [_text(2)], hook_point=1, steps=SEP)
+    short = copy.deepcopy(tokenizer())
+    short.model_max_length = 8  # a text longer than the model reads, and no max_length to cut it
+    with pytest.raises(hfs.InputError, match=r"texts\[1\]` has \d+ tokens, more than the 8 the model reads"):
+        hfs.extract_steps(base, short, [_text(2), _text(2, words="a long sentence " * 4)], hook_point="layers.0",
+                          steps=SEP)
+    small_vocabulary = build_tiny_model("llama", n_layers=2, vocab_size=1000)
+    with pytest.raises(hfs.InputError, match="the tokenizer produced token id \\d+, but LlamaForCausalLM has 1000"):
+        hfs.extract_steps(small_vocabulary, tokenizer(), [_text(2, words="zebra xylophone")], hook_point="layers.0",
+                          steps=SEP)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._arrays import as_task_array
+from .._arrays import as_task_array, task_names_of
 from .._validation import InputError, to_numpy
 from ..steps import tokenize_steps
 from .model import SpecialistAdapter
@@ -57,6 +57,25 @@ def check_hidden_size(adapter: SpecialistAdapter, shape: tuple[int, ...]) -> Non
                          "the hidden size does not match.")
 
 
+def task_columns(adapter: SpecialistAdapter, tasks: Any) -> list[str] | None:
+    """The columns of named tasks (a `datasets.Dataset`, pandas `DataFrame` or dict of columns) to read, in the
+    adapter's task order: matched by name to `config.task_names` when those were given (extra columns, such as the
+    texts, are left out); in the tasks' own order when the adapter's tasks are unnamed (`task_0`, ...).
+
+    Raises `InputError` when the adapter's named tasks are not all among the columns.
+    """
+    names = task_names_of(tasks)
+    recorded = list(adapter.config.task_names)
+    if names is None or recorded == [f"task_{i}" for i in range(len(recorded))]:
+        return None
+    missing = [name for name in recorded if name not in names]
+    if missing:
+        raise InputError(f"`tasks` has the columns {names}, but the adapter's tasks are {recorded} "
+                         f"(`config.task_names`), and {missing} are not among them; pass those columns, or an array "
+                         "in the adapter's task order.")
+    return recorded
+
+
 def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], tasks: Any,
                     task_mask: Any = None) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Targets and mask in training shape for states of `states_shape` (see `prepare_training_data`).
@@ -65,7 +84,7 @@ def prepare_targets(adapter: SpecialistAdapter, states_shape: tuple[int, ...], t
     step readout `(N, C)` and `(N, n_tasks)` over the flattened rows.
     """
     cfg = adapter.config
-    tasks = to_numpy(as_task_array(tasks), "tasks", dtype=np.float64)  # a `datasets.Dataset` too
+    tasks = to_numpy(as_task_array(tasks, task_columns(adapter, tasks)), "tasks", dtype=np.float64)
     width = cfg.n_target_columns
     if tasks.ndim == 1 and width == 1:
         tasks = tasks[:, None]

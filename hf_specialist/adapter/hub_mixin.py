@@ -31,6 +31,24 @@ from .artifact import (
 from .config import SpecialistConfig
 
 
+
+def check_structure_fits(config: Any, structure: Any) -> None:
+    """Refuse a structure that does not describe this adapter's tasks and steps: another task count, another step
+    count than the adapter was trained on, or (where both are named) other tasks or another task order."""
+    steps, tasks = structure.step_tasks_.shape
+    if tasks != config.n_tasks:
+        raise InputError(f"`structure` marks steps for {tasks} task(s) but the adapter has n_tasks={config.n_tasks}; "
+                         "save it with the structure fitted on its tasks.")
+    if config.n_steps is not None and steps != config.n_steps:
+        raise InputError(f"`structure` has {steps} steps but the adapter was trained on {config.n_steps} steps per "
+                         "sequence (`config.n_steps`); save it with the structure fitted on those states.")
+    names, recorded = getattr(structure, "task_names_", None), list(config.task_names)
+    named = recorded != [f"task_{i}" for i in range(len(recorded))]
+    if names and named and list(names) != recorded:
+        order = "in another order" if sorted(names) == sorted(recorded) else "for other tasks"
+        raise InputError(f"`structure` was fitted {order}: its tasks are {list(names)}, the adapter's are {recorded} "
+                         "(`config.task_names`); fit the structure on the adapter's task columns, in its order.")
+
 class AdapterHubMixin(ModelHubMixin):
     """Save, load and push for a `torch.nn.Module` adapter built as `cls(config: SpecialistConfig)`."""
 
@@ -98,6 +116,8 @@ class AdapterHubMixin(ModelHubMixin):
         if structure is not None and not hasattr(structure, "step_tasks_"):
             raise InputError(f"`structure` must be a fitted TaskStructure (with `step_tasks_`), got "
                              f"{type(structure).__name__}.")
+        if structure is not None:
+            check_structure_fits(self.config, structure)
         card_repo = repo_id or (root.name if push_to_hub else None)  # the card names the repo it is pushed to
         options = dict(structure=structure, metrics=metrics, datasets=datasets, lora_model=lora_model,
                        repo_id=card_repo, card=card)
@@ -217,6 +237,8 @@ class AdapterHubMixin(ModelHubMixin):
         if structure is not None and not hasattr(structure, "step_tasks_"):
             raise InputError(f"`structure` must be a fitted TaskStructure (with `step_tasks_`), got "
                              f"{type(structure).__name__}.")
+        if structure is not None:
+            check_structure_fits(self.config, structure)
         options = dict(structure=structure, metrics=None, datasets=None, lora_model=None, card=True, repo_id=repo_id)
         options.update(save_kwargs)
         with tempfile.TemporaryDirectory() as tmp:

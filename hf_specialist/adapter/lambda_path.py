@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._arrays import task_names_of
 from .._constants import LAMBDA_PATH_DIR
 from .._distributed import barrier, is_main_process
 from .._validation import InputError, InputTypeError
@@ -268,7 +269,9 @@ def train_specialist(
             `extract_steps_dataset(..., cache_dir=...)` returns): batches are then read from disk and the
             states are never all in memory. Leave out with `texts`.
         tasks: `(rows, C)`, `(n_sequences, C)` (broadcast over steps) or `(n_sequences, T, C)` with
-            `C = sum(config.task_dims)` target columns (class labels as integers).
+            `C = sum(config.task_dims)` target columns (class labels as integers); or named columns (a
+            `datasets.Dataset`, pandas `DataFrame` or dict), read by name where `config.task_names` names the tasks,
+            and otherwise recorded as `config.task_names` in their order.
         task_mask: which rows count for which task (`(rows, n_tasks)`, `(n_sequences, T, n_tasks)` or
             `(T, n_tasks)`, e.g. `TaskStructure.step_tasks_`); all rows when `None`.
         texts (`list[str]`, *optional*): train from texts instead of states: their step states are read from
@@ -311,6 +314,9 @@ def train_specialist(
     if tasks is None:
         raise InputError("`tasks` is required: one target row per sequence (or per row/step).")
     cfg = adapter.config
+    names = task_names_of(tasks)
+    if names and len(names) == cfg.n_tasks and cfg.task_names == [f"task_{i}" for i in range(cfg.n_tasks)]:
+        cfg.task_names = names  # unnamed tasks take the columns' names (the summary, the card, `predict(task=...)`)
     requested = _merge_arguments(args, overrides, lora=lora is not None)
     for stale in ("training_args_", "training_metrics_"):  # a loaded adapter's record of an earlier run
         adapter.__dict__.pop(stale, None)

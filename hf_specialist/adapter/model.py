@@ -226,7 +226,8 @@ class SpecialistAdapter(
         With `config.task_readout == "sequence"`, `h` is `(..., T, d_in)` and the prediction is per sequence, from
         the steps in `step_mask` (`(T,)` or `(..., T)` bool), e.g. the task's column of `TaskStructure.step_tasks_`;
         by default the steps training used (`serving_steps`: `config.step_tasks`, else the saved `structure_`)
-        when they have `T` steps, else all steps.
+        when they have `T` steps, else all steps. Without `step_mask`, states of another `T` than training's
+        (`config.n_steps`) are refused.
         Otherwise every row of `h` gets its own prediction.
         """
         index = self._check_task(task)
@@ -236,6 +237,12 @@ class SpecialistAdapter(
             if h.ndim < 2:
                 raise InputError(f"`h` has shape {tuple(h.shape)}; a sequence readout needs (..., T, {self.config.d_in}).")
             lead, n_steps = h.shape[:-2], h.shape[-2]
+            trained = self.config.n_steps
+            if step_mask is None and trained is not None and n_steps != trained:
+                raise InputError(f"`h` has shape {tuple(h.shape)}: {n_steps} steps per sequence (the second-to-last "
+                                 f"axis), but the adapter was trained on {trained} (`config.n_steps`); its sequence "
+                                 f"readout sums the steps each task was trained on. Pass states of {trained} steps, "
+                                 "or `step_mask=` to choose the steps.")
             if step_mask is None:
                 step_mask = self.serving_steps(index, n_steps)
             if step_mask is None:

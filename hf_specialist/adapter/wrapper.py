@@ -191,7 +191,7 @@ class SpecialistModel(nn.Module):
         Texts that do not fit the adapter raise first (`check_texts`). With `pad=True`, texts with fewer steps are
         padded to the trained step count and `(states, step_mask)` is returned, `step_mask` `(n, T)` bool.
         """
-        from ..data import extract_padded_steps, extract_steps
+        from ..data import _texts_from, extract_padded_steps, extract_steps
 
         if isinstance(texts, str):
             raise InputTypeError("`texts` must be a list of strings, got a single str; wrap it in a list.")
@@ -202,7 +202,7 @@ class SpecialistModel(nn.Module):
         if rule is None:
             raise InputError("The adapter records no step rule (it was trained on per-text spans or states without "
                              "`SpecialistConfig(step_rule=...)`); pass `steps=` ('token', a separator, or spans).")
-        listed = list(texts[column or "text"]) if hasattr(texts, "column_names") else texts
+        listed = _texts_from(texts, column)  # a Dataset's one text column, as `extract_steps` picks it
         self.check_texts(listed, rule, pad=pad)
         options = dict(hook_point=self.hook_point, steps=rule, pool=cfg.pool or "mean", batch_size=batch_size,
                        max_length=cfg.max_length, column=column, progress=progress, process_index=0,
@@ -240,7 +240,8 @@ class SpecialistModel(nn.Module):
 
         Texts that do not fit the adapter (another step count, no saved separator, cut by `max_length`) raise an
         `InputError` naming the text. With `pad=True` shorter texts are padded and `(predictions, step_mask)` is
-        returned; the sequence readout then reads only each text's real steps among the task's.
+        returned; the sequence readout then reads only each text's real steps among the task's, and a text that has
+        none of them gets NaN (with a warning).
         """
         if not pad:
             states = self.step_states(texts, **kwargs)
@@ -252,8 +253,14 @@ class SpecialistModel(nn.Module):
             serving = self.adapter.serving_steps(task, mask.shape[1])
             if serving is not None:
                 step_mask &= serving[None, :]
-        prediction = self.adapter.predict(torch.from_numpy(states), task=task, step_mask=step_mask)
-        return prediction.cpu().numpy(), mask
+        prediction = self.adapter.predict(torch.from_numpy(states), task=task, step_mask=step_mask).cpu().numpy()
+        if step_mask is not None and not step_mask.any(1).all():  # nothing to read the task from: no prediction
+            empty = ~step_mask.any(1)
+            prediction = prediction.astype(np.float64)
+            prediction[empty] = np.nan
+            warn_user(f"{int(empty.sum())} of {len(empty)} texts (first: texts[{int(np.flatnonzero(empty)[0])}]) have "
+                      f"none of the steps task {task!r} is read from (padding covers them); their predictions are NaN.")
+        return prediction, mask
 
     # -- token level --------------------------------------------------------------------------------
     def forward(self, task: int | str = 0, **inputs: Any) -> SpecialistOutput:

@@ -22,10 +22,15 @@ def _pyplot():
 
     return plt
 
+
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     """Lay out, write as PNG (creating the folder) and close a figure."""
+    import warnings
+
     plt = _pyplot()
-    fig.tight_layout()
+    with warnings.catch_warnings():  # panels that cannot be laid out tighter keep their layout, without a warning
+        warnings.filterwarnings("ignore", message=".*[Tt]ight.?layout.*", category=UserWarning)
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

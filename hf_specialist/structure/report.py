@@ -113,7 +113,8 @@ def format_report(structure: Any, names: list[str] | None = None) -> str:
              f"critical p {getattr(structure, 'critical_pvalue_', float('nan')):.2g} "
              f"({getattr(structure, 'correction', None)} at alpha {structure.alpha}).",
              *_context_line(structure),
-             "Cells: -log10 of each step's raw p-value; * = marked.",
+             "Cells: -log10 of each step's raw p-value; * = marked; steps numbered from 1 (step t is row t - 1 of "
+             "step_tasks_).",
              " " * width + " | " + " ".join(f"{t + 1:>7}" for t in range(T))]
     for i in range(M):
         cells = []

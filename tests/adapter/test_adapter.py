@@ -420,3 +420,36 @@ def test_joint_lora_training_saves_lora_and_round_trips(tmp_path):
     ids = torch.randint(5, 1000, (2, 7))
     with hfs.HiddenStateExtractor(peft_model.eval(), "layers.1") as a, hfs.HiddenStateExtractor(relora, "layers.1") as b:
         torch.testing.assert_close(loaded.encode(b(input_ids=ids)["layers.1"]), adapter.encode(a(input_ids=ids)["layers.1"]))
+
+
+def test_named_tasks_are_read_by_name_and_structures_must_match(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(300, 3, 32)).astype(np.float32)
+    a, b = states[:, 0, 0] + states[:, 1, 1], states[:, 2, 2]
+    kwargs = dict(sparsity=0.0, max_steps=20, seed=0, progress=False)
+    torch.manual_seed(0)
+    ordered = build_adapter(n_tasks=2, task_names=["a", "b"])
+    hfs.train_specialist(ordered, states, np.c_[a, b], **kwargs)
+    torch.manual_seed(0)
+    swapped = build_adapter(n_tasks=2, task_names=["a", "b"])  # columns in another order, and one too many
+    hfs.train_specialist(swapped, states, pd.DataFrame({"b": b, "note": ["x"] * 300, "a": a}), **kwargs)
+    for task in (0, 1):
+        torch.testing.assert_close(swapped.predict(torch.from_numpy(states), task=task),
+                                   ordered.predict(torch.from_numpy(states), task=task))
+    unnamed = build_adapter(n_tasks=2)
+    hfs.train_specialist(unnamed, states, {"b": b, "a": a}, **kwargs)
+    assert unnamed.config.task_names == ["b", "a"]  # unnamed tasks take the columns' names
+    with pytest.raises(hfs.InputError, match=r"the adapter's tasks are \['a', 'b'\] .* \['b'\] are not among them"):
+        hfs.train_specialist(build_adapter(n_tasks=2, task_names=["a", "b"]), states, {"c": b, "a": a}, **kwargs)
+    # a structure saved beside the adapter must describe its tasks and steps
+    structure = hfs.TaskStructure().fit(states, pd.DataFrame({"b": b, "a": a}))
+    with pytest.raises(hfs.InputError, match=r"fitted in another order: its tasks are \['b', 'a'\], the adapter's are"):
+        ordered.save_pretrained(tmp_path / "x", structure=structure)
+    with pytest.raises(hfs.InputError, match="marks steps for 1 task"):
+        ordered.save_pretrained(tmp_path / "x", structure=hfs.TaskStructure().fit(states, a[:, None]))
+    with pytest.raises(hfs.InputError, match="has 2 steps but the adapter was trained on 3"):
+        ordered.save_pretrained(tmp_path / "x", structure=hfs.TaskStructure().fit(states[:, :2], np.c_[a, b]))
+    assert not (tmp_path / "x").exists()
+    ordered.save_pretrained(tmp_path / "x", structure=hfs.TaskStructure().fit(states, pd.DataFrame({"a": a, "b": b})))
