@@ -6,7 +6,7 @@ covariance measure (`gcm`: the task regressed on the conditioning steps by gradi
 cross-fitted on two folds, Hotelling's statistic of the residual products against chi2), a test that uses the
 conditioning steps nonlinearly, which is what a max or all-above outcome would need. It did not help (2026-12-08:
 max 0.868 vs fisher_z 0.876, all-above 0.436 vs 0.407 with 0.40 false marks per fit, sum 0.936 vs 1.000, threshold
-0.923 vs 0.988; 3.6 s per fit against 0.02 s), so it is not in the package.
+0.923 vs 0.988; 3.6 s per fit on a quiet machine against 0.01 s), so it is not in the package.
 
     python recipes/benchmarks/development/structure_nonlinear_choices.py 0,1,2,3,4
 """
