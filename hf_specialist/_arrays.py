@@ -63,7 +63,8 @@ def as_task_array(obj: Any, columns: Sequence[str] | None = None) -> Any:
 
     Args:
         obj: a `datasets.Dataset`, a `DatasetDict` with one split, a pandas `DataFrame` (or named `Series`), a dict
-            of columns (`{"y": [...], ...}`), one column (`dataset["y"]`), or an array; arrays and tensors come back as they are, for the caller's checks.
+            of columns (`{"y": [...], ...}`), one column (`dataset["y"]`), or an array; arrays and tensors come back
+            as they are, for the caller's checks.
         columns (`list[str]`, *optional*): the task columns, in order (default: every column of the dataset but an
             unnamed index column, see `data_columns`, dropped with a warning).
 

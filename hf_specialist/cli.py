@@ -560,7 +560,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise BadInput(f"--revision {cfg['revision']} names a Hub revision, but --adapter {cfg['adapter']} is a local "
                        "folder, which has none; drop --revision, or pass the Hub repo id.")
     adapter = SpecialistAdapter.from_pretrained(cfg["adapter"], revision=cfg["revision"])
-    columns = _evaluation_columns(_listed(_task_columns(args, cfg), str), cfg["tasks"], adapter.config.task_names)
+    columns = _evaluation_columns(_listed(_task_columns(args, cfg), str), cfg["tasks"], adapter.config)
     states, tasks = _load_states(cfg["states"]), _load_array(cfg["tasks"], "tasks", columns)
     structure = getattr(adapter, "structure_", None)
     expected = adapter.config.n_steps or (structure.step_tasks_.shape[0] if structure is not None else None)
@@ -601,11 +601,11 @@ def _training_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(SpecialistTrainingArguments) if f.name != "sparsity"]
 
 
-def _evaluation_columns(columns: list[str] | None, tasks_path: str, task_names: list[str]) -> list[str] | None:
+def _evaluation_columns(columns: list[str] | None, tasks_path: str, config: Any) -> list[str] | None:
     """The task columns `evaluate` reads, in the adapter's task order: a table's columns are matched to the
     adapter's task names (recorded from the training table's columns) by name, never by position."""
-    named = not all(name == f"task_{i}" for i, name in enumerate(task_names))
-    if not named or str(tasks_path).lower().endswith(".npy"):
+    task_names = config.task_names
+    if not config.named_tasks or str(tasks_path).lower().endswith((".npy", ".txt")):
         return columns
     if columns is None:
         available = _task_names(tasks_path)

@@ -66,7 +66,7 @@ def task_columns(adapter: SpecialistAdapter, tasks: Any) -> list[str] | None:
     """
     names = task_names_of(tasks)
     recorded = list(adapter.config.task_names)
-    if names is None or recorded == [f"task_{i}" for i in range(len(recorded))]:
+    if names is None or not adapter.config.named_tasks:
         return None
     missing = [name for name in recorded if name not in names]
     if missing:

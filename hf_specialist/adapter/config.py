@@ -161,7 +161,7 @@ class SpecialistConfig:
                 positive_int(f"{name} entry", w)
             setattr(self, name, widths)
         if self.task_names is None:
-            self.task_names = [f"task_{i}" for i in range(self.n_tasks)]
+            self.task_names = [f"task_{i}" for i in range(self.n_tasks)]  # see `named_tasks`
         if self.task_types is None:  # classes given alone name the classification tasks
             given = list(self.n_classes) if isinstance(self.n_classes, (list, tuple)) else []
             given = given if len(given) == self.n_tasks else [0] * self.n_tasks
@@ -242,6 +242,12 @@ class SpecialistConfig:
         for d in self.task_dims:
             starts.append(starts[-1] + d)
         return [slice(a, b) for a, b in zip(starts[:-1], starts[1:])]
+
+    @property
+    def named_tasks(self) -> bool:
+        """Whether `task_names` were given (by the user, or recorded from the tasks' columns) rather than the
+        defaults `task_0`, `task_1`, ..."""
+        return list(self.task_names) != [f"task_{i}" for i in range(self.n_tasks)]
 
     @property
     def n_target_columns(self) -> int:

@@ -31,7 +31,6 @@ from .artifact import (
 from .config import SpecialistConfig
 
 
-
 def check_structure_fits(config: Any, structure: Any) -> None:
     """Refuse a structure that does not describe this adapter's tasks and steps: another task count, another step
     count than the adapter was trained on, or (where both are named) other tasks or another task order."""
@@ -43,11 +42,11 @@ def check_structure_fits(config: Any, structure: Any) -> None:
         raise InputError(f"`structure` has {steps} steps but the adapter was trained on {config.n_steps} steps per "
                          "sequence (`config.n_steps`); save it with the structure fitted on those states.")
     names, recorded = getattr(structure, "task_names_", None), list(config.task_names)
-    named = recorded != [f"task_{i}" for i in range(len(recorded))]
-    if names and named and list(names) != recorded:
+    if names and config.named_tasks and list(names) != recorded:
         order = "in another order" if sorted(names) == sorted(recorded) else "for other tasks"
         raise InputError(f"`structure` was fitted {order}: its tasks are {list(names)}, the adapter's are {recorded} "
                          "(`config.task_names`); fit the structure on the adapter's task columns, in its order.")
+
 
 class AdapterHubMixin(ModelHubMixin):
     """Save, load and push for a `torch.nn.Module` adapter built as `cls(config: SpecialistConfig)`."""

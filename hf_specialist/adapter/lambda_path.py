@@ -315,7 +315,7 @@ def train_specialist(
         raise InputError("`tasks` is required: one target row per sequence (or per row/step).")
     cfg = adapter.config
     names = task_names_of(tasks)
-    if names and len(names) == cfg.n_tasks and cfg.task_names == [f"task_{i}" for i in range(cfg.n_tasks)]:
+    if names and len(names) == cfg.n_tasks and not cfg.named_tasks:
         cfg.task_names = names  # unnamed tasks take the columns' names (the summary, the card, `predict(task=...)`)
     requested = _merge_arguments(args, overrides, lora=lora is not None)
     for stale in ("training_args_", "training_metrics_"):  # a loaded adapter's record of an earlier run
