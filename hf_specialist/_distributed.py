@@ -63,6 +63,17 @@ def is_main_process() -> bool:
     return dist.get_rank() == 0
 
 
+def gathered(value: object) -> list[object]:
+    """`value` from every process, in rank order (`[value]` outside a process group)."""
+    if not _group_ready():
+        return [value]
+    import torch.distributed as dist
+
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 def barrier() -> None:
     """Wait for every process of the group (a no-op outside one)."""
     if _group_ready():

@@ -77,6 +77,13 @@ def resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: s
     """
     local = Path(path_or_repo_id).expanduser()
     if local.is_dir():
+        if revision is not None:
+            import warnings
+
+            shadow = "" if looks_like_path(path_or_repo_id) else (" (a local folder of that name is read before the "
+                                                                 "Hub repo; write './' before a folder's name)")
+            warnings.warn(f"`revision={revision!r}` is ignored: {os.fspath(path_or_repo_id)!r} is a local folder, "
+                          f"which has no revisions{shadow}.", UserWarning, stacklevel=3)
         candidate = local / subfolder / filename if subfolder else local / filename
         if candidate.is_file():
             return candidate

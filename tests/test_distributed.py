@@ -112,6 +112,12 @@ def test_two_processes_train_the_weights_one_process_trains(two_process_run, tag
         torch.testing.assert_close(two[key], one[key].detach(), rtol=0, atol=1e-5, msg=key)
 
 
+def test_different_data_per_process_is_refused_on_every_process(two_process_run):
+    for rank in (0, 1):
+        message = (two_process_run / f"rank{rank}-different-data.txt").read_text()
+        assert "the processes passed different data or arguments" in message and "'states'" in message
+
+
 def test_only_the_main_process_writes(two_process_run):
     main, other = (json.loads((two_process_run / f"rank{r}-writes.json").read_text()) for r in (0, 1))
     assert other == []

@@ -324,3 +324,47 @@ def test_a_base_loaded_from_the_hub_records_the_commit_it_was_loaded_from(hub_en
         config.record_base(model)
         assert (config.base_model, config.base_model_revision) == ("alice/tiny-base", expected)
         assert (tok.model_max_length == 77) == (expected == main)  # the tokenizer of the same commit
+
+
+def test_a_save_keeps_the_users_files_and_a_push_sends_only_the_artifact(tmp_path, hub_endpoint, trained, monkeypatch):
+    from huggingface_hub import HfApi
+
+    adapter, h = trained
+    folder = tmp_path / "outputs"
+    (folder / "plots").mkdir(parents=True)
+    (folder / "results.json").write_text("{}")
+    (folder / "plots" / "a.png").write_bytes(b"png")
+    adapter.save_pretrained(folder)
+    adapter.save_pretrained(folder)  # a second save replaces the artifact, not the user's files
+    assert (folder / "results.json").read_text() == "{}" and (folder / "plots" / "a.png").read_bytes() == b"png"
+    _same(adapter, hfs.SpecialistAdapter.from_pretrained(folder), h)
+    from hf_specialist.hub import push_folder
+
+    with pytest.warns(UserWarning, match=r"Not uploaded from .*\['plots/a.png', 'results.json'\]"):
+        push_folder(folder, "alice/only-artifact", token=TOKEN)
+    files = {f for f in HfApi(endpoint=hub_endpoint.url, token=TOKEN).list_repo_files("alice/only-artifact")}
+    assert "results.json" not in files and "plots/a.png" not in files and "config.json" in files
+    # paths: `~` is the home folder, a subfolder stays inside, the working directory is never replaced
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    adapter.save_pretrained("~/x")
+    assert (tmp_path / "home" / "x" / "config.json").is_file()
+    for subfolder in ("/abs", "../out", ""):
+        with pytest.raises(hfs.InputError, match="`subfolder` must be a relative path inside the folder"):
+            adapter.save_pretrained(tmp_path / "y", subfolder=subfolder)
+    monkeypatch.chdir(folder)
+    with pytest.raises(hfs.InputError, match=r"is \(or holds\) the working directory"):
+        adapter.save_pretrained(".")
+    with pytest.warns(UserWarning, match="`revision='abc'` is ignored: .* is a local folder"):
+        hfs.SpecialistAdapter.from_pretrained(folder, revision="abc")
+
+
+def test_resume_refuses_finished_runs_of_other_data(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 32)).astype(np.float32)
+    kwargs = dict(sparsity=0.05, epochs=1, batch_size=32, seed=0, progress=False, checkpoint_dir=tmp_path / "ck")
+    hfs.train_specialist(build_adapter(), x, x[:, :2], **kwargs)
+    with pytest.raises(hfs.InputError, match=r"found finished runs .* trained on other data .*\(states: .* then"):
+        hfs.train_specialist(build_adapter(), x + 1, x[:, :2], resume=True, **kwargs)
+    with pytest.raises(hfs.InputError, match="epochs: 1 then, 2 now"):
+        hfs.train_specialist(build_adapter(), x, x[:, :2], resume=True, **{**kwargs, "epochs": 2})
+    hfs.train_specialist(build_adapter(), x, x[:, :2], resume=True, **kwargs)  # the same call resumes

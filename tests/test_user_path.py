@@ -70,6 +70,20 @@ def test_specialist_model_equals_the_pipeline_with_its_lora(lora_artifact, plant
     assert not np.allclose(plain, states, atol=1e-4)
 
 
+def test_the_lora_goes_where_the_adapter_goes(lora_artifact, tmp_path):
+    """Training records the LoRA: a save without `lora_model=` keeps it, and a base without it is warned about."""
+    folder, adapter, peft_model = lora_artifact
+    assert adapter.config.trained_with_lora and adapter.lora_model_ is peft_model
+    again = adapter.save_pretrained(tmp_path / "again")  # no `lora_model=`: the trained one is saved
+    assert (again / "lora" / "adapter_config.json").is_file()
+    assert hfs.SpecialistAdapter.from_pretrained(again).config.trained_with_lora
+    with pytest.warns(UserWarning, match="trained with a LoRA on the base .* but `base_model` has none"):
+        hfs.SpecialistModel(build_tiny_model("gpt2", n_layers=3), hfs.SpecialistAdapter.from_pretrained(again))
+    loaded = hfs.SpecialistAdapter.from_pretrained(again)
+    with pytest.warns(UserWarning, match="trained with a LoRA on the base .* but none is saved with it"):
+        loaded.save_pretrained(tmp_path / "without")
+
+
 def test_specialist_model_in_a_fresh_process(lora_artifact, planted, tmp_path):
     folder, adapter, peft_model = lora_artifact
     texts, _, truth = planted

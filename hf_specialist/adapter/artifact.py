@@ -80,12 +80,32 @@ def write_artifact(folder: Path, adapter: Any, *, structure: Any | None = None, 
                            "folder as a PEFT adapter).")
 
 
-def keep_sibling_artifacts(old: Path, new: Path) -> None:
-    """Copy the other hook points' subfolders of a root artifact `old` into its replacement `new`."""
-    if old.exists():
-        for child in old.iterdir():
-            if child.is_dir() and (child / CONFIG_NAME).exists() and not (new / child.name).exists():
-                shutil.copytree(child, new / child.name)
+ARTIFACT_NAMES = (CONFIG_NAME, WEIGHTS_NAME, STRUCTURE_NAME, HEATMAP_NAME, README_NAME, TRAINING_ARGS_NAME,
+                  TRAINING_METRICS_NAME, LORA_DIR)  # what a save writes at an artifact's top, and so replaces
+
+
+def keep_other_contents(old: Path, new: Path) -> None:
+    """Carry into the replacement `new` of folder `old` everything in `old` that a save does not write (the other
+    hook points' subfolders, the user's own files): hard links where the file system allows, else copies. What a
+    save writes (`ARTIFACT_NAMES`) is replaced, so an artifact saved without a structure or LoRA keeps none."""
+    if not old.is_dir():
+        return
+
+    def link(source: str, destination: str) -> None:
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+    for child in old.iterdir():
+        if child.name in ARTIFACT_NAMES or (new / child.name).exists():
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.copytree(child, new / child.name, symlinks=True, copy_function=link)
+        elif child.is_symlink():
+            os.symlink(os.readlink(child), new / child.name)
+        else:
+            link(str(child), str(new / child.name))
 
 
 def check_adapter_payload(payload: dict[str, Any], config_path: str | os.PathLike) -> None:
@@ -193,6 +213,23 @@ def stale_repo_files(repo_files: list[str], folder: Path, subfolder: str | None,
     return sorted(stale)
 
 
+def artifact_files(folder: Path) -> tuple[list[str], list[str]]:
+    """The upload patterns of the artifact in `folder` (its own files, and those of each hook point's subfolder
+    holding a `config.json`), and the names of the other things there, which a push leaves out."""
+    tops = ([""] if (folder / CONFIG_NAME).is_file() else []) + [
+        child.name + "/" for child in sorted(folder.iterdir()) if child.is_dir() and (child / CONFIG_NAME).is_file()]
+    patterns = [glob.escape(top) + (f"{name}/*" if name == LORA_DIR else glob.escape(name))
+                for top in tops for name in ARTIFACT_NAMES]
+    owned = {top + name for top in tops for name in ARTIFACT_NAMES}
+    left_out = []
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if path.is_file() and not hidden and not any(name == own or name.startswith(own + "/") for own in owned):
+            left_out.append(name)
+    return patterns, left_out
+
+
 def upload_artifact(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, branch: str | None = None,
                     commit_message: str | None = None, token: str | bool | None = None, subfolder: str | None = None,
                     create_pr: bool = False) -> str:
@@ -228,12 +265,17 @@ def upload_artifact(folder: str | os.PathLike, repo_id: str, *, private: bool | 
             ignore.append(README_NAME)
     stale = stale_repo_files(api.list_repo_files(repo_id, revision=branch), folder, subfolder,
                              keep=[README_NAME] if ignore else [])
+    allowed, left_out = artifact_files(folder)
+    if left_out:
+        warnings.warn(f"Not uploaded from {folder}: {left_out[:5]}{' ...' if len(left_out) > 5 else ''} (not part of "
+                      "the artifact; a push uploads only what `save_pretrained` writes).", UserWarning, stacklevel=2)
     info = api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
         path_in_repo=subfolder,
         revision=branch,
         commit_message=commit_message or f"Upload hf_specialist adapter{f' ({subfolder})' if subfolder else ''}",
+        allow_patterns=allowed,
         ignore_patterns=ignore or None,
         delete_patterns=[glob.escape(name) for name in stale] or None,  # same commit: the repo holds the artifact
         create_pr=create_pr,

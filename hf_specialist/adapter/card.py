@@ -86,11 +86,12 @@ def render_card(adapter: Any, structure: Any | None = None, metrics: dict[str, f
 
     cfg = adapter.config
     trained = getattr(adapter, "training_metrics_", None)
-    held_out = metrics is None and bool(trained)
-    if held_out:  # by default the held-out metrics of the run that trained the adapter
-        metrics, source = named_metrics(cfg, trained), (
+    held_out = bool(trained)
+    if held_out:  # the held-out metrics of the run that trained the adapter, and any passed beside them
+        metrics, source = {**named_metrics(cfg, trained), **named_metrics(cfg, dict(metrics or {}))}, (
             "Held-out metrics of the training run (`train_specialist`, on the held-out share of the sequences; "
-            "`training_args.json` holds the run's arguments).")
+            "`training_args.json` holds the run's arguments)"
+            + (", with the metrics passed to `save_pretrained`." if metrics else "."))
     else:
         metrics = named_metrics(cfg, dict(metrics or {}))
         source = "Metrics passed to `save_pretrained`." if metrics else "No metrics were recorded for this adapter."

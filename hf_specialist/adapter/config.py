@@ -80,6 +80,9 @@ class SpecialistConfig:
         step_tasks (`list[list[bool]]`, *optional*): the `(T, n_tasks)` step x task mask the sequence readout was
             trained with (recorded by training when every sequence had the same mask, e.g.
             `TaskStructure.step_tasks_`); `predict` reads each task from these steps unless given `step_mask`.
+        trained_with_lora (`bool`, *optional*, defaults to `False`): whether training put a LoRA on the base
+            (`train_specialist(..., lora=...)`, recorded by training); the adapter then reads the states of the base
+            with that LoRA, which `save_pretrained` keeps in `lora/` and `SpecialistModel.from_pretrained` puts back.
     """
 
     d_in: int = 0
@@ -112,6 +115,7 @@ class SpecialistConfig:
     context: str = "full"
     n_steps: int | None = None
     step_tasks: list[list[bool]] | None = None
+    trained_with_lora: bool = False
     architecture: str = "specialist_vae"
     library_version: str = __version__
 
@@ -150,6 +154,8 @@ class SpecialistConfig:
                              f"{self.context!r}.")
         if self.step_rule is not None and (not isinstance(self.step_rule, str) or not self.step_rule):
             raise InputError(f"`step_rule` must be 'token' or a non-empty separator string, got {self.step_rule!r}.")
+        if not isinstance(self.trained_with_lora, bool):
+            raise InputError(f"`trained_with_lora` must be True or False, got {self.trained_with_lora!r}.")
         if not isinstance(self.variational, bool):
             raise InputError(f"`variational` must be True or False, got {self.variational!r}.")
         for name in ("encoder_widths", "decoder_widths"):

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from huggingface_hub import ModelHubMixin
 
@@ -19,7 +20,7 @@ from .._constants import README_NAME, TRAINING_ARGS_NAME, TRAINING_METRICS_NAME
 from .._distributed import is_main_process, main_process_first_writes
 from .._validation import InputError, InputTypeError
 from .artifact import (
-    keep_sibling_artifacts,
+    keep_other_contents,
     load_structure,
     load_training_record,
     load_weights,
@@ -29,6 +30,23 @@ from .artifact import (
     write_artifact,
 )
 from .config import SpecialistConfig
+
+
+def save_target(save_directory: str | os.PathLike, subfolder: str | None) -> tuple[Path, Path]:
+    """The folder a save writes (`~` expanded) and the artifact's place in it, refusing a `subfolder` that leaves
+    the folder and a folder that holds the working directory (a save replaces the whole folder)."""
+    root = Path(save_directory).expanduser()
+    if subfolder is not None:
+        parts = Path(subfolder).parts
+        if not parts or Path(subfolder).is_absolute() or ".." in parts:
+            raise InputError(f"`subfolder` must be a relative path inside the folder (e.g. 'layers.3'), got "
+                             f"{subfolder!r}.")
+    target = root / subfolder if subfolder else root
+    resolved, here = target.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise InputError(f"`save_directory` {os.fspath(save_directory)!r} is (or holds) the working directory, which a "
+                         "save would replace; save into a folder of its own, e.g. 'my-specialist'.")
+    return root, target
 
 
 def check_structure_fits(config: Any, structure: Any) -> None:
@@ -46,6 +64,19 @@ def check_structure_fits(config: Any, structure: Any) -> None:
         order = "in another order" if sorted(names) == sorted(recorded) else "for other tasks"
         raise InputError(f"`structure` was fitted {order}: its tasks are {list(names)}, the adapter's are {recorded} "
                          "(`config.task_names`); fit the structure on the adapter's task columns, in its order.")
+    trained = None if config.step_tasks is None else np.asarray(config.step_tasks, dtype=bool)
+    marks = structure.step_tasks_
+    if trained is not None and trained.shape == marks.shape and bool((trained != marks).any()):
+        task = int(np.flatnonzero((trained != marks).any(0))[0])
+        warnings.warn(f"`structure` marks other steps than the adapter was trained on (task "
+                      f"{config.task_names[task]!r}: structure {_steps(marks[:, task])}, trained "
+                      f"{_steps(trained[:, task])}); "
+                      "`predict` reads the trained steps (`config.step_tasks`), and the saved structure and card show "
+                      "the structure's.", UserWarning, stacklevel=3)
+
+
+def _steps(column: Any) -> str:
+    return ",".join(str(t + 1) for t in np.flatnonzero(column)) or "none"
 
 
 class AdapterHubMixin(ModelHubMixin):
@@ -109,8 +140,7 @@ class AdapterHubMixin(ModelHubMixin):
         if unknown:
             raise InputTypeError(f"save_pretrained() got unexpected keyword arguments {sorted(unknown)}; push options "
                                  f"are {sorted(_PUSH_OPTIONS)}.")
-        root = Path(save_directory)
-        target = root / subfolder if subfolder else root
+        root, target = save_target(save_directory, subfolder)
         structure = structure if structure is not None else getattr(self, "structure_", None)
         if structure is not None and not hasattr(structure, "step_tasks_"):
             raise InputError(f"`structure` must be a fitted TaskStructure (with `step_tasks_`), got "
@@ -118,6 +148,7 @@ class AdapterHubMixin(ModelHubMixin):
         if structure is not None:
             check_structure_fits(self.config, structure)
         card_repo = repo_id or (root.name if push_to_hub else None)  # the card names the repo it is pushed to
+        lora_model = self._lora_to_save(lora_model)
         options = dict(structure=structure, metrics=metrics, datasets=datasets, lora_model=lora_model,
                        repo_id=card_repo, card=card)
         with main_process_first_writes() as writes:  # every process leaves once the folder is complete
@@ -132,6 +163,16 @@ class AdapterHubMixin(ModelHubMixin):
         branch = branch or revision
         return upload_artifact(target, repo_id or root.name, subfolder=subfolder, branch=branch, **push)
 
+    def _lora_to_save(self, lora_model: Any | None) -> Any | None:
+        """The LoRA a save writes: the one passed, else the one training put on the base (`lora_model_`); warns
+        when the adapter was trained with a LoRA that this save would leave out."""
+        lora_model = lora_model if lora_model is not None else getattr(self, "lora_model_", None)
+        if lora_model is None and self.config.trained_with_lora:
+            warnings.warn("This adapter was trained with a LoRA on the base (`config.trained_with_lora`), but none is "
+                          "saved with it; pass `lora_model=` (the `\"lora_model\"` of train_specialist's result), or "
+                          "the artifact will read states of the base without it.", UserWarning, stacklevel=3)
+        return lora_model
+
     def _write_folder(self, target: Path, options: dict[str, Any]) -> None:
         """Write the artifact at `target` atomically (this process only: no barrier)."""
         options = dict(options, keep_readme=readme_to_keep(target))
@@ -143,7 +184,7 @@ class AdapterHubMixin(ModelHubMixin):
                 del self._save_options
             if not options["card"] and options["keep_readme"] is None:  # the mixin writes its own card where none is
                 (tmp / README_NAME).unlink(missing_ok=True)
-            keep_sibling_artifacts(target, tmp)
+            keep_other_contents(target, tmp)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
@@ -240,6 +281,7 @@ class AdapterHubMixin(ModelHubMixin):
             check_structure_fits(self.config, structure)
         options = dict(structure=structure, metrics=None, datasets=None, lora_model=None, card=True, repo_id=repo_id)
         options.update(save_kwargs)
+        options["lora_model"] = self._lora_to_save(options["lora_model"])
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "artifact"
             self._write_folder(folder, options)  # only this (main) process: no barrier

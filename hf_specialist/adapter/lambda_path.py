@@ -27,7 +27,7 @@ import torch
 
 from .._arrays import task_names_of
 from .._constants import LAMBDA_PATH_DIR
-from .._distributed import barrier, is_main_process
+from .._distributed import barrier, gathered, is_main_process
 from .._validation import InputError, InputTypeError
 from .batches import StateBatches, dataset_source, is_dataset, prepare_training_data
 from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
@@ -216,6 +216,36 @@ def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[s
     return merged
 
 
+def run_fingerprint(source: Any, options: dict[str, Any], validation_split: float) -> dict[str, Any]:
+    """What a finished run in a checkpoint folder was trained on: the rows (their count and the sums of the states,
+    targets and mask, to 10 digits) and the schedule, so that `resume=True` never hands back runs of other data."""
+    def total(tensor: Any) -> str:
+        return f"{float(torch.as_tensor(tensor).double().sum()):.10g}"
+
+    data = {"rows": len(source)}
+    if isinstance(source, StateBatches):
+        data["states"] = total(source.h)
+    data.update({name: total(getattr(source, name)) for name in ("tasks", "task_mask") if hasattr(source, name)})
+    schedule = {k: options[k] for k in ("epochs", "max_steps", "batch_size", "lr", "seed")}
+    return {**data, **schedule, "validation_split": validation_split}
+
+
+def finished_runs(summary_path: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs `path.json` records as finished, refused (`InputError`) where they were trained on other data or
+    another schedule than this call's (`run_fingerprint`; files of earlier versions have none and are trusted)."""
+    payload = json.loads(summary_path.read_text())
+    if isinstance(payload, list):
+        return payload
+    recorded = payload.get("fingerprint") or {}
+    differs = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
+    if differs:
+        changes = ", ".join(f"{k}: {recorded.get(k)} then, {fingerprint.get(k)} now" for k in differs)
+        raise InputError(f"`resume=True` found finished runs in {summary_path.parent} trained on other data or another "
+                         f"schedule ({changes}); pass the same states, tasks and schedule, or use a new "
+                         "`checkpoint_dir` (or `resume=False`).")
+    return payload["runs"]
+
+
 def train_specialist(
     adapter: SpecialistAdapter,
     states: Any = None,
@@ -318,7 +348,7 @@ def train_specialist(
     if names and len(names) == cfg.n_tasks and not cfg.named_tasks:
         cfg.task_names = names  # unnamed tasks take the columns' names (the summary, the card, `predict(task=...)`)
     requested = _merge_arguments(args, overrides, lora=lora is not None)
-    for stale in ("training_args_", "training_metrics_"):  # a loaded adapter's record of an earlier run
+    for stale in ("training_args_", "training_metrics_", "lora_model_"):  # the record of an earlier run
         adapter.__dict__.pop(stale, None)
     run_args = requested.resolved(lora=lora is not None, config_sparsity=cfg.sparsity)  # the schedule: below
     started = time.perf_counter()
@@ -396,8 +426,15 @@ def train_specialist(
     root = Path(checkpoint_dir) if checkpoint_dir is not None else None
     summary_path = root / "path.json" if root is not None else None
     path: list[dict[str, Any]] = []
+    fingerprint = run_fingerprint(source, options, validation_split)
+    every = gathered(fingerprint)
+    if any(other != fingerprint for other in every):  # each process must hold all the rows: each reads its share
+        differs = sorted(k for k in fingerprint if any(other.get(k) != fingerprint[k] for other in every))
+        raise InputError(f"the processes passed different data or arguments to `train_specialist` ({differs} differ "
+                         f"across the {len(every)} processes); pass every process the same states, tasks and "
+                         "arguments: each trains on its share of the batches.")
     if resume and summary_path is not None and summary_path.exists():
-        path = json.loads(summary_path.read_text())
+        path = finished_runs(summary_path, fingerprint)
     lora_start = trainable_state(joint) if joint is not None else None
     history_steps: list[dict[str, Any]] = []
     steps_left = stop_after_steps
@@ -444,7 +481,7 @@ def train_specialist(
         if summary_path is not None and is_main_process():
             summary_path.parent.mkdir(parents=True, exist_ok=True)
             partial = summary_path.with_name(summary_path.name + ".tmp")
-            partial.write_text(json.dumps(path))
+            partial.write_text(json.dumps({"fingerprint": fingerprint, "runs": path}))
             os.replace(partial, summary_path)
             if len(ks) > 1:  # its runs are in run-XX/final now; a later call may stack other lambdas here
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -518,6 +555,8 @@ def train_specialist(
         _say(summary)
     if lora is not None:
         out["lora_model"] = peft_model
+        adapter.__dict__["lora_model_"] = peft_model  # not a submodule: `save_pretrained` writes it to `lora/`
+    cfg.trained_with_lora = lora is not None
     return out
 
 

@@ -68,6 +68,11 @@ def _load_lora(base_model: nn.Module, path_or_repo_id: str | os.PathLike, subfol
     return PeftModel.from_pretrained(base_model, str(config_file.parent), is_trainable=False).eval()
 
 
+def _has_lora(model: nn.Module) -> bool:
+    """Whether `model` carries LoRA layers (a `peft.PeftModel`, or LoRA injected in place)."""
+    return any("lora_" in name for name, _ in model.named_parameters())
+
+
 class SpecialistModel(nn.Module):
     """A base model whose hidden states at `adapter.config.hook_point` go through the specialist adapter.
 
@@ -91,6 +96,11 @@ class SpecialistModel(nn.Module):
         if hook_point is None:
             raise InputError("The adapter records no hook point; pass `hook_point=`.")
         check_base_compatible(base_model, adapter)
+        if adapter.config.trained_with_lora and not _has_lora(base_model):
+            warn_user("The adapter was trained with a LoRA on the base (`config.trained_with_lora`), but `base_model` "
+                      "has none, so it reads other states than in training; load it with "
+                      "`SpecialistModel.from_pretrained(base, folder)` (which puts the saved `lora/` back) or pass the "
+                      "PeftModel.")
         self.base_model = base_model
         self.adapter = adapter
         self.tokenizer = tokenizer

@@ -452,4 +452,9 @@ def test_named_tasks_are_read_by_name_and_structures_must_match(tmp_path):
     with pytest.raises(hfs.InputError, match="has 2 steps but the adapter was trained on 3"):
         ordered.save_pretrained(tmp_path / "x", structure=hfs.TaskStructure().fit(states[:, :2], np.c_[a, b]))
     assert not (tmp_path / "x").exists()
-    ordered.save_pretrained(tmp_path / "x", structure=hfs.TaskStructure().fit(states, pd.DataFrame({"a": a, "b": b})))
+    named = hfs.TaskStructure().fit(states, pd.DataFrame({"a": a, "b": b}))
+    with pytest.warns(UserWarning, match=r"marks other steps than the adapter was trained on \(task 'a': structure "
+                                         r"1,2, trained 1,2,3\)"):  # trained without a mask: every step
+        ordered.save_pretrained(tmp_path / "x", structure=named, metrics={"structure/f1": 1.0})
+    card = (tmp_path / "x" / "README.md").read_text()
+    assert "structure/f1" in card and "a/r2" in card  # metrics passed join the held-out ones, never replace them

@@ -124,6 +124,12 @@ save_file({k: v.detach().contiguous() for k, v in lora_state.items()}, str(OUT /
 dump("joint", joint)
 joint.save_pretrained(OUT / "joint-artifact", lora_model=history["lora_model"])
 
+try:  # each process passing its own rows is refused on every process, before any training
+    hfs.train_specialist(build_adapter(), x + RANK, y, sparsity=0.05, **kwargs)
+    (OUT / f"rank{RANK}-different-data.txt").write_text("trained")
+except hfs.InputError as err:
+    (OUT / f"rank{RANK}-different-data.txt").write_text(str(err))
+
 (OUT / f"rank{RANK}-writes.json").write_text(json.dumps(WRITES))
 
 torch.distributed.barrier()  # a clean teardown: exiting with the gloo group alive can abort at interpreter exit
