@@ -33,11 +33,22 @@ def data_columns(names: Sequence[str]) -> list[str]:
             if not (_INDEX_COLUMN.match(str(name)) or (i == 0 and str(name) in ("Unnamed: 0", "")))]
 
 
+def _warn_index_dropped(dropped: list[str]) -> None:
+    from ._warnings import warn_user
+
+    warn_user(f"the tasks table's unnamed column(s) {dropped} are read as an index (as pandas writes with `to_csv` "
+              "without `index=False`), not as tasks; name the task columns to choose otherwise.")
+
+
 def _pandas_columns(obj: Any) -> Any:
     """A pandas `DataFrame` as a dict of its columns, a named `Series` as a dict of one; anything else unchanged."""
     kind = type(obj).__name__ if type(obj).__module__.startswith("pandas") else None
     if kind == "DataFrame":
-        return {str(name): obj[name].tolist() for name in obj.columns}
+        names = [str(name) for name in obj.columns]
+        kept = data_columns(names)
+        if len(kept) < len(names):
+            _warn_index_dropped(sorted(set(names) - set(kept)))
+        return {name: obj[column].tolist() for name, column in zip(names, obj.columns) if name in kept}
     if kind == "Series" and obj.name is not None:
         return {str(obj.name): obj.tolist()}
     return obj
@@ -86,11 +97,7 @@ def as_task_array(obj: Any, columns: Sequence[str] | None = None) -> Any:
     if _is_datasets_object(obj, "Dataset"):
         names = list(obj.column_names)
         if columns is None and len(data_columns(names)) < len(names):
-            from ._warnings import warn_user
-
-            dropped = sorted(set(names) - set(data_columns(names)))
-            warn_user(f"the tasks table's unnamed column(s) {dropped} are read as an index (as pandas writes with "
-                      "`to_csv` without `index=False`), not as tasks; name the task columns to choose otherwise.")
+            _warn_index_dropped(sorted(set(names) - set(data_columns(names))))
             names = data_columns(names)
         table = {name: obj[name] for name in (columns if columns is not None else names) if name in names}
         missing = [name for name in (columns or []) if name not in names]

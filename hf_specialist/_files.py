@@ -78,12 +78,12 @@ def resolve_file(path_or_repo_id: str | os.PathLike, filename: str, subfolder: s
     local = Path(path_or_repo_id).expanduser()
     if local.is_dir():
         if revision is not None:
-            import warnings
+            from ._warnings import warn_user
 
             shadow = "" if looks_like_path(path_or_repo_id) else (" (a local folder of that name is read before the "
                                                                  "Hub repo; write './' before a folder's name)")
-            warnings.warn(f"`revision={revision!r}` is ignored: {os.fspath(path_or_repo_id)!r} is a local folder, "
-                          f"which has no revisions{shadow}.", UserWarning, stacklevel=3)
+            warn_user(f"`revision={revision!r}` is ignored: {os.fspath(path_or_repo_id)!r} is a local folder, which "
+                      f"has no revisions{shadow}.")
         candidate = local / subfolder / filename if subfolder else local / filename
         if candidate.is_file():
             return candidate
@@ -178,11 +178,11 @@ def load_table(source: str | os.PathLike, split: str = "train") -> Any:
             table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
         except Exception as err:  # noqa: BLE001 - datasets raises many types for an unparsable file
             if "corresponds to no data" in str(err):  # a parquet or JSON file without rows
-                raise InputError(f"{text} holds no rows; it must hold one row per sequence.") from err
+                raise _no_rows(text) from err
             raise InputError(f"cannot read {text} as {builder}: {type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}") from err
         if len(table) == 0:
-            raise InputError(f"{text} holds no rows; it must hold one row per sequence.")
+            raise _no_rows(text)
         return table
     if path.suffix.lower() in TABLE_BUILDERS or path.suffix.lower() == ".npy":
         raise MissingPathError(f"no such file: {text}")
@@ -206,6 +206,10 @@ def _one_split(loaded: Any, split: str, name: str) -> Any:
     raise InputError(f"{name} holds the splits {splits}; none is {split!r}.")
 
 
+def _no_rows(name: str | os.PathLike) -> InputError:
+    return InputError(f"{os.fspath(name)} holds no rows; it must hold one row per sequence.")
+
+
 def _check_has_rows(path: Path, builder: str) -> None:
     """Refuse an empty file (or a CSV with a header only) by name, before `datasets` fails on it with its own words.
     Reads at most the first two non-blank lines (of a parquet file, its row count)."""
@@ -217,7 +221,7 @@ def _check_has_rows(path: Path, builder: str) -> None:
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a file that is not parquet
             raise InputError(f"cannot read {path} as parquet: {type(err).__name__}: {err}") from err
         if rows == 0:
-            raise InputError(f"{path} holds no rows; it must hold one row per sequence.")
+            raise _no_rows(path)
         return
     lines = []
     with path.open("rb") as handle:
@@ -227,7 +231,7 @@ def _check_has_rows(path: Path, builder: str) -> None:
                 if len(lines) == 2:
                     return
     if not lines:
-        raise InputError(f"{path} is empty; it must hold one row per sequence.")
+        raise _no_rows(path)
     if builder == "csv":
         raise InputError(f"{path} holds one line, read as its header "
                          f"({lines[0].strip()[:60].decode(errors='replace')!r}), and no rows; its first line names "
@@ -244,11 +248,13 @@ def _header_is_data(names: list[str], kind: str) -> str | None:
             return False
         return True
 
-    pandas_default = [str(i) for i in range(len(names))]  # `DataFrame(array).to_csv(...)` names columns 0, 1, ...
-    if kind == "tasks" and names and all(number(str(n)) for n in names) and list(map(str, names)) != pandas_default:
+    # `DataFrame(array).to_csv(...)` names two or more columns 0, 1, ...; one column named 0 reads as a label
+    pandas_default = len(names) > 1 and list(map(str, names)) == [str(i) for i in range(len(names))]
+    if kind == "tasks" and names and all(number(str(n)) for n in names) and not pandas_default:
         return f"its header {names[:4]} is numbers"
-    if kind == "texts" and len(names) == 1 and len(str(names[0]).split()) >= 4:
-        return f"its header {str(names[0])[:60]!r} is a sentence"
+    text = str(names[0]).strip() if names else ""
+    if kind == "texts" and len(names) == 1 and len(text.split()) >= 4 and (text[-1:] in ".!?" or ". " in text):
+        return f"its header {text[:60]!r} is a sentence"
     return None
 
 

@@ -221,7 +221,8 @@ def tokenize_steps(
         row = int(lengths.argmax()) if lengths is not None else 0
         raise InputError(f"`texts[{first_index + row}]` has {encoded['input_ids'].shape[1]} tokens, more than the "
                          f"{limit} the model reads (the tokenizer's `model_max_length`); pass `max_length=` to cut "
-                         "texts (a step cut off is then an error), or split the text.")
+                         "texts (a step cut off is then an error), or split the text (or, for a model that reads "
+                         "longer texts, such as one with relative positions, raise `tokenizer.model_max_length`).")
     offsets = encoded.pop("offset_mapping", None)
     special = encoded.pop("special_tokens_mask").bool()
     attention = encoded.get("attention_mask", torch.ones_like(encoded["input_ids"])).bool()

@@ -272,7 +272,7 @@ def test_files_shaped_as_users_write_them(tmp_path):
     (tmp_path / "gaps.csv").write_text("price,score\n1,2\n3,\n5,6\n")
     with pytest.raises(hfs.InputError, match=r"gaps.csv: 1 empty, NaN .* column 'score', data row 2 \(after the header\)"):
         read_array(tmp_path / "gaps.csv", "tasks")
-    for name, content, message in (("empty.csv", "", "is empty"), ("empty.txt", "\n\n", "is empty"),
+    for name, content, message in (("empty.csv", "", "holds no rows"), ("empty.txt", "\n\n", "holds no rows"),
                                    ("header.csv", "price,score\n", "holds one line, read as its header")):
         (tmp_path / name).write_text(content)
         with pytest.raises(hfs.InputError, match=message):
@@ -327,6 +327,13 @@ def test_structure_json_keeps_task_names_and_train_matches_them(tmp_path, capsys
     assert hfs.TaskStructure().fit(states, tasks).task_names_ is None
 
 
+def _indexed(folder):
+    import pandas as pd
+
+    pd.DataFrame({"y": [1.0, 2.0]}).to_csv(folder / "indexed_frame.csv")
+    return folder / "indexed_frame.csv"
+
+
 def test_files_refused_only_where_they_are_wrong(tmp_path):
     """Headers pandas writes by default, named columns that confirm a header, an empty header cell that is data; and
     the refusals that remain: a .txt of numbers with column names or a blank line, an empty parquet file."""
@@ -335,6 +342,13 @@ def test_files_refused_only_where_they_are_wrong(tmp_path):
     values = np.arange(12.0).reshape(6, 2)
     pd.DataFrame(values).to_csv(tmp_path / "default.csv", index=False)  # header 0,1
     np.testing.assert_allclose(read_array(tmp_path / "default.csv", "tasks"), values)
+    pd.Series(values[:, 0]).to_csv(tmp_path / "one.csv", index=False)  # one column named 0 reads as a label
+    with pytest.raises(hfs.InputError, match="is numbers"):
+        read_array(tmp_path / "one.csv", "tasks")
+    (tmp_path / "named.csv").write_text("customer message text here\nhello there\n")  # a column name of words
+    assert read_texts(tmp_path / "named.csv") == ["hello there"]
+    with pytest.warns(UserWarning, match=r"unnamed column\(s\) \['Unnamed: 0'\]"):  # pandas' own reader keeps it
+        assert as_task_array(pd.read_csv(_indexed(tmp_path))).shape == (2, 1)
     pd.DataFrame(values, columns=["2019", "2020"]).to_csv(tmp_path / "years.csv", index=False)
     with pytest.raises(hfs.InputError, match="is numbers"):
         read_array(tmp_path / "years.csv", "tasks")

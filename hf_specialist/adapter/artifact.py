@@ -87,7 +87,8 @@ ARTIFACT_NAMES = (CONFIG_NAME, WEIGHTS_NAME, STRUCTURE_NAME, HEATMAP_NAME, READM
 def keep_other_contents(old: Path, new: Path) -> None:
     """Carry into the replacement `new` of folder `old` everything in `old` that a save does not write (the other
     hook points' subfolders, the user's own files): hard links where the file system allows, else copies. What a
-    save writes (`ARTIFACT_NAMES`) is replaced, so an artifact saved without a structure or LoRA keeps none."""
+    save writes (`ARTIFACT_NAMES`) is replaced, so an artifact saved without a structure or LoRA keeps none; a PEFT
+    adapter's config at the top (`FORBIDDEN_NAMES`) and a killed save's temporary folders are not carried."""
     if not old.is_dir():
         return
 
@@ -98,7 +99,8 @@ def keep_other_contents(old: Path, new: Path) -> None:
             shutil.copy2(source, destination)
 
     for child in old.iterdir():
-        if child.name in ARTIFACT_NAMES or (new / child.name).exists():
+        if (child.name in ARTIFACT_NAMES or child.name in FORBIDDEN_NAMES or child.name.startswith(".tmp-")
+                or (new / child.name).exists()):  # a killed save's temporary folder is not the user's
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.copytree(child, new / child.name, symlinks=True, copy_function=link)

@@ -16,7 +16,7 @@ import torch
 from huggingface_hub import ModelHubMixin
 
 from .._atomic import atomic_folder
-from .._constants import README_NAME, TRAINING_ARGS_NAME, TRAINING_METRICS_NAME
+from .._constants import LORA_DIR, README_NAME, TRAINING_ARGS_NAME, TRAINING_METRICS_NAME
 from .._distributed import is_main_process, main_process_first_writes
 from .._validation import InputError, InputTypeError
 from .artifact import (
@@ -36,13 +36,17 @@ def save_target(save_directory: str | os.PathLike, subfolder: str | None) -> tup
     """The folder a save writes (`~` expanded) and the artifact's place in it, refusing a `subfolder` that leaves
     the folder and a folder that holds the working directory (a save replaces the whole folder)."""
     root = Path(save_directory).expanduser()
-    if subfolder is not None:
+    if subfolder:  # '' and None: the folder itself
         parts = Path(subfolder).parts
-        if not parts or Path(subfolder).is_absolute() or ".." in parts:
+        if Path(subfolder).is_absolute() or ".." in parts:
             raise InputError(f"`subfolder` must be a relative path inside the folder (e.g. 'layers.3'), got "
                              f"{subfolder!r}.")
     target = root / subfolder if subfolder else root
-    resolved, here = target.resolve(), Path.cwd().resolve()
+    try:
+        here = Path.cwd().resolve()
+    except FileNotFoundError:  # the working directory was deleted: nothing there to replace
+        return root, target
+    resolved = target.resolve()
     if resolved == here or resolved in here.parents:
         raise InputError(f"`save_directory` {os.fspath(save_directory)!r} is (or holds) the working directory, which a "
                          "save would replace; save into a folder of its own, e.g. 'my-specialist'.")
@@ -208,6 +212,9 @@ class AdapterHubMixin(ModelHubMixin):
             adapter.training_args_ = training_args
         if training_metrics is not None:
             adapter.training_metrics_ = training_metrics
+        local_lora = Path(model_id).expanduser() / (subfolder or "") / LORA_DIR / "adapter_config.json"
+        if local_lora.is_file():  # written before the config recorded it: a re-save must keep (or be told of) it
+            adapter.config.trained_with_lora = True
         adapter.source_ = {"path_or_repo_id": str(model_id), "revision": revision, "subfolder": subfolder}
         if device is not None:
             adapter.to(torch.device(device))

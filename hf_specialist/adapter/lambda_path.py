@@ -27,7 +27,7 @@ import torch
 
 from .._arrays import task_names_of
 from .._constants import LAMBDA_PATH_DIR
-from .._distributed import barrier, gathered, is_main_process
+from .._distributed import barrier, gathered, is_main_process, world_size
 from .._validation import InputError, InputTypeError
 from .batches import StateBatches, dataset_source, is_dataset, prepare_training_data
 from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
@@ -219,14 +219,17 @@ def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[s
 def run_fingerprint(source: Any, options: dict[str, Any], validation_split: float) -> dict[str, Any]:
     """What a finished run in a checkpoint folder was trained on: the rows (their count and the sums of the states,
     targets and mask, to 10 digits) and the schedule, so that `resume=True` never hands back runs of other data."""
-    def total(tensor: Any) -> str:
-        return f"{float(torch.as_tensor(tensor).double().sum()):.10g}"
+    def total(tensor: Any, finite: bool = False) -> str:  # in float64 without a float64 copy; absent labels left out
+        values = torch.as_tensor(tensor)
+        values = values if finite or not values.is_floating_point() else values.nan_to_num(0.0)
+        return f"{float(values.sum(dtype=torch.float64)):.10g}"
 
     data = {"rows": len(source)}
     if isinstance(source, StateBatches):
-        data["states"] = total(source.h)
+        data["states"] = total(source.h, finite=True)  # checked finite; no copy of the states
     data.update({name: total(getattr(source, name)) for name in ("tasks", "task_mask") if hasattr(source, name)})
-    schedule = {k: options[k] for k in ("epochs", "max_steps", "batch_size", "lr", "seed")}
+    schedule = {k: options[k] for k in ("epochs", "max_steps", "batch_size", "lr", "mask_lr", "rotation_lr", "lora_lr",
+                                        "weight_decay", "finetune_fraction", "gradient_accumulation_steps", "seed")}
     return {**data, **schedule, "validation_split": validation_split}
 
 
@@ -426,7 +429,8 @@ def train_specialist(
     root = Path(checkpoint_dir) if checkpoint_dir is not None else None
     summary_path = root / "path.json" if root is not None else None
     path: list[dict[str, Any]] = []
-    fingerprint = run_fingerprint(source, options, validation_split)
+    checked = root is not None or world_size() > 1  # a fingerprint costs a pass over the states
+    fingerprint = run_fingerprint(source, options, validation_split) if checked else {}
     every = gathered(fingerprint)
     if any(other != fingerprint for other in every):  # each process must hold all the rows: each reads its share
         differs = sorted(k for k in fingerprint if any(other.get(k) != fingerprint[k] for other in every))

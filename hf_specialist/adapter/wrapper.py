@@ -100,7 +100,7 @@ class SpecialistModel(nn.Module):
             warn_user("The adapter was trained with a LoRA on the base (`config.trained_with_lora`), but `base_model` "
                       "has none, so it reads other states than in training; load it with "
                       "`SpecialistModel.from_pretrained(base, folder)` (which puts the saved `lora/` back) or pass the "
-                      "PeftModel.")
+                      "PeftModel (a base with the LoRA merged into its weights is fine: then ignore this).")
         self.base_model = base_model
         self.adapter = adapter
         self.tokenizer = tokenizer
@@ -266,7 +266,7 @@ class SpecialistModel(nn.Module):
         prediction = self.adapter.predict(torch.from_numpy(states), task=task, step_mask=step_mask).cpu().numpy()
         if step_mask is not None and not step_mask.any(1).all():  # nothing to read the task from: no prediction
             empty = ~step_mask.any(1)
-            prediction = prediction.astype(np.float64)
+            prediction = prediction.astype(np.result_type(prediction.dtype, np.float32))  # floats hold NaN
             prediction[empty] = np.nan
             warn_user(f"{int(empty.sum())} of {len(empty)} texts (first: texts[{int(np.flatnonzero(empty)[0])}]) have "
                       f"none of the steps task {task!r} is read from (padding covers them); their predictions are NaN.")
