@@ -368,3 +368,7 @@ def test_resume_refuses_finished_runs_of_other_data(tmp_path):
     with pytest.raises(hfs.InputError, match="epochs: 1 then, 2 now"):
         hfs.train_specialist(build_adapter(), x, x[:, :2], resume=True, **{**kwargs, "epochs": 2})
     hfs.train_specialist(build_adapter(), x, x[:, :2], resume=True, **kwargs)  # the same call resumes
+    stopped = dict(kwargs, checkpoint_dir=tmp_path / "stopped", checkpoint_every=2)
+    assert "interrupted_at" in hfs.train_specialist(build_adapter(), x, x[:, :2], stop_after_steps=3, **stopped)
+    with pytest.raises(hfs.InputError, match="found a checkpoint in .* written under another schedule"):
+        hfs.train_specialist(build_adapter(), x * 2, x[:, :2], resume=True, **stopped)  # an interrupted run too

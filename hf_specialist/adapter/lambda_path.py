@@ -431,6 +431,7 @@ def train_specialist(
     path: list[dict[str, Any]] = []
     checked = root is not None or world_size() > 1  # a fingerprint costs a pass over the states
     fingerprint = run_fingerprint(source, options, validation_split) if checked else {}
+    options["fingerprint"] = fingerprint  # a checkpoint of an interrupted run resumes only on the same data
     every = gathered(fingerprint)
     if any(other != fingerprint for other in every):  # each process must hold all the rows: each reads its share
         differs = sorted(k for k in fingerprint if any(other.get(k) != fingerprint[k] for other in every))

@@ -308,6 +308,7 @@ def train_one(
     cpu: bool | None,
     log_every: float = 30.0,
     max_steps: int | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `module` (the adapter itself, a `JointLoraModel` holding it, or a `StackedAdapters`, one lambda per
     model) at a fixed lambda.
@@ -370,7 +371,7 @@ def train_one(
     epochs = math.ceil(total_steps / steps_per_epoch)
     main_points = math.ceil(main_steps / trace_every)  # support trace points of the main phase (the last at the freeze)
     schedule = {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "main_steps": main_steps,
-                "trace_every": trace_every}
+                "trace_every": trace_every, **({"data": fingerprint} if fingerprint else {})}
     stacked = isinstance(adapter, StackedAdapters)
     lambdas = [float(x) for x in adapter.sparsities] if stacked else [float(sparsity)]
     state: dict[str, Any] = {"global_step": 0, "epoch": 0, "history": [], "sparsity": lambdas, "support_trace": [],
@@ -381,6 +382,8 @@ def train_one(
             check_checkpoint_lambdas(found, lambdas)
             state = load_checkpoint(found, raw, optimizer, process_index=rank)
             saved = state.get("schedule", schedule)  # checkpoints written before the schedule was recorded
+            if "data" not in saved:  # nor the data (earlier versions)
+                saved = {**saved, **({"data": fingerprint} if fingerprint else {})}
             if saved != schedule:
                 raise InputError(f"`resume=True` found a checkpoint in {found} written under another schedule "
                                  f"({saved}) than this call's ({schedule}): resume with the same data, batch_size, "
