@@ -308,14 +308,15 @@ PIPELINE_SUFFIX = ".pipeline.json"
 
 
 def _write_pipeline_record(states_path: Path, model: Any, **pipeline: Any) -> Path:
-    """Beside `states.npy`, `states.pipeline.json`: how the states were made (the base's real id, revision, type and
-    hidden size; hook point, step rule, pooling, max_length, context), so that `train` records them in the adapter."""
+    """Beside `states.npy`, `states.pipeline.json`: how the states were made (the base's real id, revision, type,
+    hidden size and depth; hook point, step rule, pooling, max_length, context), so that `train` records them in the adapter."""
     from .adapter.config import SpecialistConfig
 
     base = SpecialistConfig(d_in=1)
     base.record_base(model)
     record = {"base_model": base.base_model, "base_model_revision": base.base_model_revision,
-              "base_model_type": base.base_model_type, "base_hidden_size": base.base_hidden_size, **pipeline}
+              "base_model_type": base.base_model_type, "base_hidden_size": base.base_hidden_size,
+              "base_num_layers": base.base_num_layers, **pipeline}
     path = states_path.with_name(states_path.stem + PIPELINE_SUFFIX)
     path.write_text(json.dumps(record, indent=2))
     return path
@@ -346,7 +347,7 @@ def _pipeline_for_config(cfg: dict[str, Any]) -> dict[str, Any]:
         base = OFFLINE_MODELS[base][1]
     same_base = base is None or base == record.get("base_model")
     fields["base_model"] = base or record.get("base_model")
-    for name in ("base_model_revision", "base_model_type", "base_hidden_size"):
+    for name in ("base_model_revision", "base_model_type", "base_hidden_size", "base_num_layers"):
         fields[name] = record.get(name) if same_base else None
     if alias in OFFLINE_MODELS and not fields["base_model_revision"]:  # the installed package's, as load_model's
         from .models import packaged_revision

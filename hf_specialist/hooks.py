@@ -144,6 +144,14 @@ def _find_final_norm(model: nn.Module, layer_path: str) -> str | None:
     return None
 
 
+def layer_count(model: nn.Module) -> int | None:
+    """The number of transformer blocks (`layers.0` ... `layers.{n-1}`), or `None` where no layer list is found."""
+    try:
+        return len(find_layer_list(model)[1])
+    except ValueError:
+        return None
+
+
 def _canonical_points(model: nn.Module) -> dict[str, HookPoint]:
     layer_path, layers = find_layer_list(model)
     points = {"embed": HookPoint("embed", f"{layer_path}.0", reads_input=True)}

@@ -372,3 +372,13 @@ def test_resume_refuses_finished_runs_of_other_data(tmp_path):
     assert "interrupted_at" in hfs.train_specialist(build_adapter(), x, x[:, :2], stop_after_steps=3, **stopped)
     with pytest.raises(hfs.InputError, match="found a checkpoint in .* written under another schedule"):
         hfs.train_specialist(build_adapter(), x * 2, x[:, :2], resume=True, **stopped)  # an interrupted run too
+
+
+def test_a_base_of_another_depth_is_warned_about(tmp_path):
+    adapter = build_adapter(n_tasks=1, hook_point="layers.-1")
+    adapter.config.record_base(build_tiny_model("gpt2", n_layers=2))
+    assert adapter.config.base_num_layers == 2
+    folder = adapter.save_pretrained(tmp_path / "ad")
+    with pytest.warns(UserWarning, match="has 4 layers, but the adapter was trained on a base of 2 .* 'layers.-1' is "
+                                         "another layer here"):
+        hfs.SpecialistModel.from_pretrained(build_tiny_model("gpt2", n_layers=4), folder)

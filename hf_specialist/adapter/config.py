@@ -66,8 +66,9 @@ class SpecialistConfig:
         normalize_inputs (`bool`, *optional*, defaults to `True`): standardise each input dim with statistics stored
             in the adapter (robust to the outlier dims of LLM hidden states).
         hook_point (`str`, *optional*): where the states come from in the base model.
-        base_model (`str`, *optional*): the base model id; `base_model_revision`, `base_model_type` and
-            `base_hidden_size` record what the adapter was trained on.
+        base_model (`str`, *optional*): the base model id; `base_model_revision`, `base_model_type`,
+            `base_hidden_size` and `base_num_layers` record what the adapter was trained on (a base of another depth
+            reads another layer at `layers.-1`, and is warned about).
         context (`str`, *optional*, defaults to `"full"`): how the step states were extracted, `"full"` (whole
             texts) or `"isolated"` (each step alone, `extract_steps(..., context="isolated")`); `SpecialistModel`
             extracts the same way.
@@ -109,6 +110,7 @@ class SpecialistConfig:
     base_model_revision: str | None = None
     base_model_type: str | None = None
     base_hidden_size: int | None = None
+    base_num_layers: int | None = None
     step_rule: str | None = None
     pool: str | None = None
     max_length: int | None = None
@@ -143,6 +145,8 @@ class SpecialistConfig:
             positive_int("max_length", self.max_length)
         if self.n_steps is not None:
             positive_int("n_steps", self.n_steps)
+        if self.base_num_layers is not None:
+            positive_int("base_num_layers", self.base_num_layers)
         if self.pool is not None and self.pool not in ("mean", "last", "first"):
             raise InputError(f"`pool` must be 'mean', 'last' or 'first', got {self.pool!r}.")
         if self.hook_point is not None:
@@ -222,7 +226,7 @@ class SpecialistConfig:
             self.step_tasks = rows
 
     def record_base(self, model: Any) -> None:
-        """Record what the adapter is trained on: the base model's id, revision, type and hidden size.
+        """Record what the adapter is trained on: the base model's id, revision, type, hidden size and depth.
 
         Reads `model.config` (a `transformers` model, also inside a `peft.PeftModel`); leaves fields it cannot read.
         The revision is the one `models.load_model` stamped on the model (a packaged model's
@@ -235,6 +239,9 @@ class SpecialistConfig:
         self.base_model = model_id or self.base_model
         self.base_model_revision = revision or self.base_model_revision
         self.base_model_type = getattr(config, "model_type", None) or self.base_model_type
+        from ..hooks import layer_count
+
+        self.base_num_layers = layer_count(model) or self.base_num_layers
         for name in ("hidden_size", "n_embd", "d_model"):
             value = getattr(config, name, None)
             if isinstance(value, int):

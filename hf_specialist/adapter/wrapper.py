@@ -23,7 +23,7 @@ from .._constants import LORA_DIR
 from .._files import resolve_file
 from .._validation import InputError, InputTypeError
 from .._warnings import warn_user
-from ..hooks import HiddenStateExtractor, config_int, resolve_hook_points
+from ..hooks import HiddenStateExtractor, config_int, layer_count, resolve_hook_points
 from .config import base_identity
 from .model import SpecialistAdapter
 
@@ -311,6 +311,13 @@ def check_base_compatible(base_model: nn.Module, adapter: SpecialistAdapter, war
             f"({cfg.base_model or 'unknown'})."
         )
     if not warn:
+        return
+    depth = layer_count(base_model)
+    if cfg.base_num_layers and depth and depth != cfg.base_num_layers:
+        warn_user(f"The base model has {depth} layers, but the adapter was trained on a base of {cfg.base_num_layers} "
+                  f"({cfg.base_model or 'unknown'}): the same architecture at another depth gives other states"
+                  + (f", and {cfg.hook_point!r} is another layer here" if cfg.hook_point and "-" in cfg.hook_point
+                     else "") + ". Load the base the adapter records.")
         return
     model_id, revision = base_identity(base_model)
     other_revision = bool(revision and cfg.base_model_revision and revision != cfg.base_model_revision)
