@@ -481,8 +481,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise BadInput(str(err)) from err
     if not cfg["states"] or not cfg["tasks"]:
         raise BadInput("pass --states STATES.npy and --tasks TASKS.npy (or set them in the recipe)")
-    columns = _task_columns(args, cfg)
-    states, tasks = _load_states(cfg["states"]), _load_array(cfg["tasks"], "tasks", columns)
     structure = None
     if cfg["structure"]:
         file = Path(cfg["structure"])
@@ -492,6 +490,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             structure = TaskStructure.from_dict(json.loads(file.read_text()))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BadInput(f"--structure {file} is not a structure.json (as `discover` writes): {err}") from None
+    columns = _task_columns(args, cfg)
+    recorded = getattr(structure, "task_names_", None)
+    if columns is None and recorded and set(recorded) <= set(_task_names(cfg["tasks"])):
+        columns = list(recorded)  # the columns the structure was discovered on, in its order
+        print(f"task columns from {cfg['structure']}: {','.join(columns)}")
+    states, tasks = _load_states(cfg["states"]), _load_array(cfg["tasks"], "tasks", columns)
     try:
         sparsity = cfg["sparsity"] if cfg["sparsity"] == "auto" else float(cfg["sparsity"])
     except (TypeError, ValueError):
