@@ -1,4 +1,4 @@
-"""The `hf-specialist` command: extract, discover, train, evaluate, push, demo.
+"""The `hf-specialist` command: extract, discover, sweep, train, evaluate, push, demo.
 
 Every subcommand takes `--recipe FILE.yaml` whose keys mirror the Python API's keyword arguments; flags given on
 the command line win over the recipe. Exit codes: 0 success, 2 bad arguments or input (`InputError` or a usage
@@ -456,6 +456,45 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Discover the step x task structure at every layer of a model in one forward pass per chunk of texts."""
+    from .models import load_model
+    from .structure.layers import sweep_layers
+
+    defaults = api_defaults(sweep_layers, ("hook_points", "pool", "context", "max_length", "batch_size",
+                                           "chunk_size"))
+    cfg = _merge(args, _load_recipe(args.recipe, "sweep"), {
+        **defaults, "model": None, "texts": None, "tasks": None, "steps": ". ", "text_column": None,
+        "task_columns": None, "alpha": 0.05, "project": "auto", "output": "outputs/sweep.json"})
+    if not cfg["model"] or not cfg["texts"] or not cfg["tasks"]:
+        raise BadInput("pass --model M, --texts FILE and --tasks TASKS (or set them in the recipe)")
+    _check_model_name(cfg["model"])
+    texts = _read_lines(cfg["texts"], cfg["text_column"])
+    tasks = _load_array(cfg["tasks"], "tasks", cfg["task_columns"])
+    steps = _separator(cfg["steps"])
+    _check_steps(texts, steps, pad=False)
+    project = cfg["project"]
+    if isinstance(project, str) and project not in ("auto", "none"):
+        project = int(project) if project.isdigit() else project
+    model, tokenizer = load_model(cfg["model"])
+    output = Path(cfg["output"])
+    sweep = sweep_layers(model, tokenizer, texts, tasks, hook_points=cfg["hook_points"], steps=steps,
+                         pool=cfg["pool"], context=cfg["context"], max_length=cfg["max_length"],
+                         batch_size=cfg["batch_size"], chunk_size=cfg["chunk_size"], alpha=cfg["alpha"],
+                         project=None if project == "none" else project)
+    names = _task_names(cfg["tasks"], cfg["task_columns"])
+    if len(names) == tasks.shape[1]:
+        for structure in sweep.structures.values():
+            structure.task_names_ = names
+    _save_json(output, sweep.to_dict())
+    sweep.plot(output.with_suffix(".png"))
+    print(sweep.table())
+    print(f"most confident: {sweep.best()} ({sweep.confidence[sweep.best()]:.2f}); confidence = the share of tasks "
+          f"whose marked and unmarked steps lie a decade or more either side of the critical p-value -> {output} "
+          f"(and {output.with_suffix('.png').name})")
+    return EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a specialist adapter (Theorem 2) on states, tasks and (optionally) a discovered structure."""
     from .adapter.config import SpecialistConfig
@@ -739,6 +778,25 @@ def _discover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", help="structure.json (a .png heatmap is written beside it)")
 
 
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="minilm, smollm2 or a local model folder")
+    p.add_argument("--texts", help="a .txt (one sequence a line), .jsonl, .csv, .parquet, a save_to_disk folder or a "
+                                   "Hub dataset id (--text-column)")
+    p.add_argument("--tasks", help="(n_sequences, M) .npy, or the --task-columns of a table")
+    p.add_argument("--hook-points", dest="hook_points", help="'layers.*' (default: every layer) or comma-free specs "
+                                                             "such as 'layers.[0-3]'")
+    p.add_argument("--steps", help="'token' or a separator such as '. ' (default)")
+    p.add_argument("--pool", choices=["mean", "last", "first"])
+    p.add_argument("--context", choices=["full", "isolated"],
+                   help="full (default): whole texts, where in the model; isolated: each step alone")
+    p.add_argument("--max-length", dest="max_length", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--chunk-size", dest="chunk_size", type=int, help="texts per statistics update")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--project", help="dims kept per step: an int, 'auto' (default) or 'none'")
+    p.add_argument("--output", "-o", help="sweep.json (a .png per-layer heatmap is written beside it)")
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--states", help="(n_sequences, T, d) or (rows, d) .npy")
     p.add_argument("--tasks", help="(n_sequences, M) or (rows, M) .npy")
@@ -819,6 +877,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 for _name, _func, _args in (
     ("extract", cmd_extract, _extract_args),
     ("discover", cmd_discover, _discover_args),
+    ("sweep", cmd_sweep, _sweep_args),
     ("train", cmd_train, _train_args),
     ("evaluate", cmd_evaluate, _evaluate_args),
     ("push", cmd_push, _push_args),
@@ -835,10 +894,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(func.__doc__ or "").splitlines()[0], description=func.__doc__)
         p.add_argument("--recipe", help="a YAML recipe whose keys mirror the Python API")
         p.add_argument("--debug", action="store_true", help="print the full traceback of an error")
-        if name in ("extract", "discover"):
+        if name in ("extract", "discover", "sweep"):
             p.add_argument("--text-column", dest="text_column",
                            help="the texts' column in a .csv/.jsonl/.parquet/saved/Hub dataset (default 'text')")
-        if name in ("discover", "train", "evaluate"):
+        if name in ("discover", "sweep", "train", "evaluate"):
             p.add_argument("--task-columns", dest="task_columns",
                            help="comma-separated task columns of a .csv/.jsonl/.parquet/saved/Hub dataset given as "
                                 "--tasks (default: every column)")

@@ -376,3 +376,24 @@ def test_batches_with_other_task_columns_are_refused():
     with pytest.raises(hfs.InputError, match="this batch has the task columns"):
         structure.partial_fit(states[300:], ba)
     assert hfs.TaskStructure().fit([(states[:300], ab), (states[300:], tasks[300:])]).task_names_ == ["a", "b"]
+
+
+def test_cli_sweep_fits_every_layer_of_a_model(tmp_path, tiny_model_folder, capsys):
+    texts, tasks, truth = synthetic.planted_text(n=300, T=4, M=2, seed=1)
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    datasets.Dataset.from_dict({"a": tasks[:, 0], "b": tasks[:, 1]}).to_csv(str(tmp_path / "t.csv"), index=False)
+    assert main(["sweep", "--model", str(tiny_model_folder), "--texts", str(tmp_path / "texts.txt"), "--tasks",
+                 str(tmp_path / "t.csv"), "--steps", truth["separator"], "--project", "none", "-o",
+                 str(tmp_path / "sweep.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["hook", "point", "|", "confidence", "|", "a", "|", "b"]
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert record["hook_points"] == ["layers.0", "layers.1"] and record["best"] in record["hook_points"]
+    from hf_specialist.models import load_model
+
+    model, tokenizer = load_model(str(tiny_model_folder))
+    states = hfs.extract_steps(model, tokenizer, texts, hook_point="layers.1", steps=truth["separator"])
+    alone = hfs.TaskStructure(project=None, causal=True).fit(states, tasks)
+    layer = hfs.TaskStructure.from_dict(record["layers"]["layers.1"]["structure"])
+    np.testing.assert_array_equal(layer.step_tasks_, alone.step_tasks_)  # the same fit as one layer alone
+    assert layer.task_names_ == ["a", "b"] and (tmp_path / "sweep.png").stat().st_size > 0

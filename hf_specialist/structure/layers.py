@@ -70,13 +70,20 @@ class LayerSweep:
         M = next(iter(self.structures.values())).n_tasks_
         recorded = getattr(next(iter(self.structures.values())), "task_names_", None)
         names = list(task_names or recorded or [f"task {i}" for i in range(M)])
-        width = max(len(p) for p in self.hook_points)
+        width = max(len("hook point"), *(len(p) for p in self.hook_points))
         lines = [f"{'hook point':<{width}} | confidence | " + " | ".join(names)]
         for point in self.hook_points:
             marks = self.structures[point].step_tasks_
             cells = [",".join(str(t + 1) for t in np.flatnonzero(marks[:, i])) or "-" for i in range(M)]
             lines.append(f"{point:<{width}} | {self.confidence[point]:>10.2f} | " + " | ".join(cells))
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record: the most confident hook point, and per hook point its confidence and fitted
+        structure (`TaskStructure.to_dict`, which `TaskStructure.from_dict` reads back)."""
+        return {"best": self.best(), "hook_points": list(self.hook_points),
+                "layers": {point: {"confidence": self.confidence[point], "structure": self.structures[point].to_dict()}
+                           for point in self.hook_points}}
 
     def plot(self, path: str | os.PathLike, task_names: Sequence[str] | None = None) -> Path:
         """A PNG per task panel: layers x steps of `-log10 p`, marked steps dotted."""
