@@ -116,6 +116,8 @@ def test_different_data_per_process_is_refused_on_every_process(two_process_run)
     for rank in (0, 1):
         message = (two_process_run / f"rank{rank}-different-data.txt").read_text()
         assert "the processes passed different data or arguments" in message and "'states'" in message
+        rows = (two_process_run / f"rank{rank}-different-rows.txt").read_text()
+        assert "the processes passed different data or arguments" in rows and "'inputs'" in rows
 
 
 def test_only_the_main_process_writes(two_process_run):

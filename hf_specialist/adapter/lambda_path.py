@@ -216,6 +216,30 @@ def _merge_arguments(args: SpecialistTrainingArguments | None, overrides: dict[s
     return merged
 
 
+def _check_same_call(inputs: Any, tasks: Any, task_mask: Any, requested: Any) -> None:
+    """Under several processes, refuse (on every process, before any per-process check could raise on one alone)
+    inputs of other shapes or other training arguments than process 0's; values are compared by the run's
+    fingerprint once the data are prepared."""
+    if world_size() < 2:
+        return
+
+    def shape(value: Any) -> Any:
+        if value is None:
+            return None
+        found = getattr(value, "shape", None)
+        return list(found) if found is not None else len(value) if hasattr(value, "__len__") else type(value).__name__
+
+    shown = ("progress", "log_every")  # what each process prints may differ (`progress=rank == 0`)
+    arguments = {k: v for k, v in requested.to_dict().items() if k not in shown}
+    call = {"inputs": shape(inputs), "tasks": shape(tasks), "task_mask": shape(task_mask), **arguments}
+    every = gathered(call)
+    differs = sorted(k for k in call if any(other.get(k) != call[k] for other in every))
+    if differs:
+        raise InputError(f"the processes passed different data or arguments to `train_specialist` ({differs} differ "
+                         f"across the {len(every)} processes); pass every process the same states, tasks and "
+                         "arguments: each trains on its share of the batches.")
+
+
 def run_fingerprint(source: Any, options: dict[str, Any], validation_split: float) -> dict[str, Any]:
     """What a finished run in a checkpoint folder was trained on: the rows (their count and the sums of the states,
     targets and mask, to 10 digits) and the schedule, so that `resume=True` never hands back runs of other data."""
@@ -351,6 +375,7 @@ def train_specialist(
     if names and len(names) == cfg.n_tasks and not cfg.named_tasks:
         cfg.task_names = names  # unnamed tasks take the columns' names (the summary, the card, `predict(task=...)`)
     requested = _merge_arguments(args, overrides, lora=lora is not None)
+    _check_same_call(states if texts is None else texts, tasks, task_mask, requested)
     for stale in ("training_args_", "training_metrics_", "lora_model_"):  # the record of an earlier run
         adapter.__dict__.pop(stale, None)
     run_args = requested.resolved(lora=lora is not None, config_sparsity=cfg.sparsity)  # the schedule: below

@@ -129,6 +129,11 @@ try:  # each process passing its own rows is refused on every process, before an
     (OUT / f"rank{RANK}-different-data.txt").write_text("trained")
 except hfs.InputError as err:
     (OUT / f"rank{RANK}-different-data.txt").write_text(str(err))
+try:  # rows of another count on one process: refused on both before any check of one process alone
+    hfs.train_specialist(build_adapter(), x[: 402 - 2 * RANK], y[: 402 - 2 * RANK], sparsity=0.05, **kwargs)
+    (OUT / f"rank{RANK}-different-rows.txt").write_text("trained")
+except hfs.InputError as err:
+    (OUT / f"rank{RANK}-different-rows.txt").write_text(str(err))
 
 (OUT / f"rank{RANK}-writes.json").write_text(json.dumps(WRITES))
 
