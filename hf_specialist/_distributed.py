@@ -74,6 +74,18 @@ def gathered(value: object) -> list[object]:
     return out
 
 
+def from_main_process(value: object) -> object:
+    """Process 0's `value` on every process (`value` outside a process group): a choice that must not differ by a
+    rounding between processes."""
+    if not _group_ready():
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     """Wait for every process of the group (a no-op outside one)."""
     if _group_ready():

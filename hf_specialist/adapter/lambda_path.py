@@ -27,7 +27,7 @@ import torch
 
 from .._arrays import task_names_of
 from .._constants import LAMBDA_PATH_DIR
-from .._distributed import barrier, gathered, is_main_process, world_size
+from .._distributed import barrier, from_main_process, gathered, is_main_process, world_size
 from .._validation import InputError, InputTypeError
 from .batches import StateBatches, dataset_source, is_dataset, prepare_training_data
 from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
@@ -516,7 +516,7 @@ def train_specialist(
             if len(ks) > 1:  # its runs are in run-XX/final now; a later call may stack other lambdas here
                 shutil.rmtree(run_dir, ignore_errors=True)
         barrier()
-    best, selection = _agree(select_lambda(path, cfg.n_tasks, run_args.selection, cfg.sparsity_tolerance))
+    best, selection = from_main_process(select_lambda(path, cfg.n_tasks, run_args.selection, cfg.sparsity_tolerance))
     state = run_states.get(best)  # this call's run, or one a resumed call finished earlier (on disk)
     if state is None:
         state = load_run_state(root / f"run-{best:02d}")
@@ -526,7 +526,7 @@ def train_specialist(
     if peft_model is not None and lora is not None:
         peft_model.eval()
     kept = path[best]["sparsity"]
-    moving = _agree(unsettled_lambdas(path, best))
+    moving = from_main_process(unsettled_lambdas(path, best))
     settled = not moving
     budget = f"max_steps={max_steps}" if max_steps is not None else f"epochs={epochs}"
     if (moving and len(lambdas) > 1 and run_args.settle_retries > 0 and joint is None
@@ -629,17 +629,6 @@ def training_summary(adapter: SpecialistAdapter, path: list[dict[str, Any]], bes
     return (f"{head} Support and held-out metrics per task: " + "; ".join(parts)
             + f". Reconstruction explains {record['adapter/explained_variance']:.3f} of the input variance. "
             + f"Time {seconds:.1f} s." + tail)
-
-
-def _agree(value: Any) -> Any:
-    """The main process's value on every process (selection must not differ by a rounding)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-    return value
 
 
 def _fresh_copy(adapter: SpecialistAdapter, seed: int) -> SpecialistAdapter:
