@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from .._arrays import task_names_of
 from .._constants import LAMBDA_PATH_DIR
 from .._distributed import barrier, from_main_process, gathered, is_main_process, world_size
 from .._validation import InputError, InputTypeError
+from .._warnings import warn_user
 from .batches import StateBatches, dataset_source, is_dataset, prepare_training_data
 from .checkpoints import load_run_state, load_trainable_state, save_run_state, trainable_state
 from .lora import prepare_text_training
@@ -555,24 +555,24 @@ def train_specialist(
                            f"because the supports had not settled; {out['seconds']:.1f} s in all.")
         return out
     if moving and len(lambdas) > 1 and is_main_process():  # a choice is claimed: say when it cannot be trusted
-        warnings.warn(
+        warn_user(
             f"train_specialist: kept lambda {kept:.3g}, but the supports at lambda "
             f"{', '.join(f'{x:.3g}' for x in moving)} were still changing when they were frozen ({budget}): "
             "the run was too short for the supports to settle, so this lambda and support are not a reliable "
-            "choice. Train with more epochs (or max_steps).", UserWarning, stacklevel=2)
+            "choice. Train with more epochs (or max_steps).")
     if kept == 0.0 and len(lambdas) > 1 and is_main_process():  # the dense reference won: nothing was pruned
-        warnings.warn(
+        warn_user(
             "train_specialist: every lambda of the path lost more held-out accuracy than the dense model's "
             "tolerance allows, so the dense model (lambda 0) was kept: no latent was pruned and the blocks are not "
             "specialists. See history['path'] for each lambda's held-out losses; a longer schedule, more "
-            "sequences or smaller lambdas (`lambda_path`) may let a sparse model pass.", UserWarning, stacklevel=2)
+            "sequences or smaller lambdas (`lambda_path`) may let a sparse model pass.")
     unpredicted = [cfg.task_names[i] for i in selection.get("uninformative", [])]
     if unpredicted and len(lambdas) > 1 and is_main_process():
-        warnings.warn(
+        warn_user(
             f"train_specialist: no trained model predicts {', '.join(unpredicted)} better than the null on held-out "
             "rows (R^2 or Brier skill not above zero by two standard errors), so these tasks did not vote in the "
             "lambda choice and their latents are not backed by held-out evidence. Check the task's steps and the "
-            "hook point (a layer whose states carry the task), or give more sequences.", UserWarning, stacklevel=2)
+            "hook point (a layer whose states carry the task), or give more sequences.")
     final = {k2: v for k2, v in path[best].items() if k2 not in ("support", "sparsity", "within_tolerance", "settled")}
     seconds = time.perf_counter() - started
     summary = training_summary(adapter, path, best, selection, settled, seconds, multiple=len(lambdas) > 1)
