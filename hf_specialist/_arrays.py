@@ -69,6 +69,14 @@ def task_names_of(obj: Any, columns: Sequence[str] | None = None) -> list[str] |
     return None
 
 
+def names_differ(expected: Sequence[str] | None, given: Sequence[str] | None) -> str | None:
+    """How two task-name lists differ: `None` where either is unknown or they are equal, `"order"` for the same
+    names in another order, `"names"` otherwise (the one comparison behind every task-order check)."""
+    if not expected or not given or list(expected) == list(given):
+        return None
+    return "order" if sorted(expected) == sorted(given) else "names"
+
+
 def as_task_array(obj: Any, columns: Sequence[str] | None = None) -> Any:
     """Task outcomes as a numpy array, from a `datasets.Dataset` (or its columns); anything else unchanged.
 

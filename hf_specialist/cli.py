@@ -575,10 +575,13 @@ def _check_structure_tasks(structure: Any, names: list[str] | None, n_tasks: int
     if structure.n_tasks_ != n_tasks:
         raise BadInput(f"--structure {path} marks steps for {structure.n_tasks_} task(s) but the tasks have {n_tasks} "
                        "column(s); discover the structure on the same task columns.")
+    from ._arrays import names_differ
+
     recorded = getattr(structure, "task_names_", None)
-    if not recorded or not names or list(recorded) == list(names):
+    differ = names_differ(recorded, names)
+    if differ is None:
         return
-    if sorted(recorded) == sorted(names):
+    if differ == "order":
         raise BadInput(f"--structure {path} marks the tasks {recorded} in that order, but the tasks come as {names}; "
                        f"pass --task-columns {','.join(recorded)} so each task gets its own steps.")
     raise BadInput(f"--structure {path} was discovered for the tasks {recorded}, but the tasks are {names}; discover "

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from huggingface_hub import ModelHubMixin
 
+from .._arrays import names_differ
 from .._atomic import atomic_folder
 from .._constants import LORA_DIR, README_NAME, TRAINING_ARGS_NAME, TRAINING_METRICS_NAME
 from .._distributed import is_main_process, main_process_first_writes
@@ -64,8 +65,9 @@ def check_structure_fits(config: Any, structure: Any) -> None:
         raise InputError(f"`structure` has {steps} steps but the adapter was trained on {config.n_steps} steps per "
                          "sequence (`config.n_steps`); save it with the structure fitted on those states.")
     names, recorded = getattr(structure, "task_names_", None), list(config.task_names)
-    if names and config.named_tasks and list(names) != recorded:
-        order = "in another order" if sorted(names) == sorted(recorded) else "for other tasks"
+    differ = names_differ(recorded, names) if config.named_tasks else None
+    if differ is not None:
+        order = "in another order" if differ == "order" else "for other tasks"
         raise InputError(f"`structure` was fitted {order}: its tasks are {list(names)}, the adapter's are {recorded} "
                          "(`config.task_names`); fit the structure on the adapter's task columns, in its order.")
     trained = None if config.step_tasks is None else np.asarray(config.step_tasks, dtype=bool)

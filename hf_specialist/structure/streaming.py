@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .._arrays import task_names_of
+from .._arrays import names_differ, task_names_of
 from .statistics import SufficientStatistics
 from .._validation import InputError, InputTypeError
 
@@ -38,7 +38,7 @@ def check_task_names(expected: list[str] | None, tasks: Any, batch: str) -> list
     """The task names a batch carries (`task_names_of`), refused when they differ from the first batch's: a
     `Dataset` whose columns come in another order would mix one task's statistics into another's."""
     names = task_names_of(tasks)
-    if expected is not None and names is not None and list(names) != list(expected):
+    if names_differ(expected, names):
         raise InputError(f"{batch} has the task columns {names}, but the first batch had {expected}; pass every "
                          "batch's tasks with the same columns in the same order.")
     return names
