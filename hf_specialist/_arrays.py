@@ -57,11 +57,15 @@ def _pandas_columns(obj: Any) -> Any:
 def task_names_of(obj: Any, columns: Sequence[str] | None = None) -> list[str] | None:
     """The task names a tasks object carries: the columns read from a `datasets.Dataset`, a pandas `DataFrame` (or
     a named `Series`) or a dict of columns, as `as_task_array` reads them; `None` for an array, which has none."""
-    obj = _pandas_columns(obj)
+    kind = type(obj).__name__ if type(obj).__module__.startswith("pandas") else None  # names only, no values
     if _is_datasets_object(obj, "DatasetDict", "IterableDatasetDict") and len(obj) == 1:
         obj = next(iter(obj.values()))
-    if columns is not None and (_is_datasets_object(obj, "Dataset") or isinstance(obj, dict)):
+    if columns is not None and (kind == "DataFrame" or _is_datasets_object(obj, "Dataset") or isinstance(obj, dict)):
         return [str(c) for c in columns]
+    if kind == "DataFrame":
+        return data_columns([str(c) for c in obj.columns])
+    if kind == "Series":
+        return None if obj.name is None else [str(obj.name)]
     if _is_datasets_object(obj, "Dataset"):
         return [str(c) for c in data_columns(list(obj.column_names))]
     if isinstance(obj, dict):
